@@ -1,0 +1,32 @@
+# Every target creates .venv on first use, so a fresh clone needs only `make demo` or `make test`.
+PY := .venv/bin/python
+# The stamp is newer than pyproject.toml once an install has finished, so a half-done install is retried.
+VENV := .venv/.installed
+DEMO_DIR ?= demo
+
+.PHONY: install demo test bench clean
+
+$(VENV): pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[dev]'
+	touch $(VENV)
+
+install: $(VENV)
+
+demo: $(VENV)
+	$(PY) -m curate.samples $(DEMO_DIR)/videos
+	$(PY) -m curate split $(DEMO_DIR)/videos --out $(DEMO_DIR)
+	$(PY) -m curate status --out $(DEMO_DIR)
+	@echo
+	@echo "Manifests: $(DEMO_DIR)/manifests/videos.parquet and $(DEMO_DIR)/manifests/clips.parquet"
+	@echo "Try: $(PY) -c \"import pandas as pd; print(pd.read_parquet('$(DEMO_DIR)/manifests/clips.parquet'))\""
+
+test: $(VENV)
+	$(PY) -m pytest -q
+
+bench: $(VENV)
+	$(PY) bench/split.py
+
+clean:
+	rm -rf $(DEMO_DIR) bench/out .pytest_cache

@@ -1,0 +1,5 @@
+"""Entry point for `python -m curate`."""
+
+from curate.cli import main
+
+raise SystemExit(main())

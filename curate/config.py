@@ -1,0 +1,164 @@
+"""Typed configuration: one dataclass per stage, overridden by a YAML file and `--set key=value`.
+
+Every field carries its help text in `metadata["help"]`, so `--help`, `curate config` and the
+docs all read from one place. Validation lives in `__post_init__`, so a bad value fails at load
+time with a message naming the key, never deep inside a worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A user mistake in a config file or a `--set` override (reported as one line)."""
+
+
+def _field(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class SplitConfig:
+    """Shot-boundary detection and clip shaping (`curate split`)."""
+
+    min_clip_s: float = _field(2.0, "Shots shorter than this (after trimming margins) give no clip.")
+    max_clip_s: float = _field(10.0, "Longer shots are split into equal consecutive windows at most this long.")
+    margin_s: float = _field(0.1, "Trimmed from both ends of every shot, so no clip touches a boundary.")
+    cut_threshold: float = _field(
+        3.0, "Hard cut: frame difference over the local typical difference must reach this ratio."
+    )
+    cut_min_diff: float = _field(
+        0.35, "Hard cut: smallest frame difference (0 = same picture, 1.41 = unrelated pictures)."
+    )
+    min_shot_s: float = _field(0.25, "Two boundaries closer than this are merged into the stronger one.")
+    flash_window_s: float = _field(
+        0.75,
+        "A change undone within this time (a flash, something passing close to the lens) is not a cut.",
+    )
+    gradual_min_diff: float = _field(
+        0.8, "Gradual transition: smallest difference between the pictures before and after it."
+    )
+    gradual_max_residual: float = _field(
+        0.35, "Gradual transition: how far a middle frame may be from a blend of its two ends (0..1)."
+    )
+    max_transition_s: float = _field(2.0, "Longest dissolve or fade looked for.")
+    flat_max_std: float = _field(
+        6.0, "A frame whose luma standard deviation is below this (0-255 scale) is blank (black/white)."
+    )
+    analysis_width: int = _field(64, "Width of the luma grid the detector works on.")
+    analysis_height: int = _field(36, "Height of the luma grid the detector works on.")
+
+    def __post_init__(self) -> None:
+        _require(self.min_clip_s > 0, "split.min_clip_s must be > 0")
+        _require(self.max_clip_s >= self.min_clip_s, "split.max_clip_s must be >= split.min_clip_s")
+        _require(self.margin_s >= 0, "split.margin_s must be >= 0")
+        _require(self.cut_threshold > 1, "split.cut_threshold must be > 1")
+        _require(0 < self.gradual_max_residual < 1, "split.gradual_max_residual must be in (0, 1)")
+        _require(self.max_transition_s > 0, "split.max_transition_s must be > 0")
+        _require(8 <= self.analysis_width <= 512, "split.analysis_width must be in [8, 512]")
+        _require(8 <= self.analysis_height <= 512, "split.analysis_height must be in [8, 512]")
+
+
+@dataclass
+class Config:
+    """The whole pipeline's settings, one section per stage."""
+
+    split: SplitConfig = field(default_factory=SplitConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def section_hash(self, name: str) -> str:
+        """A short stable hash of one section: work done under other settings is not reused."""
+        payload = json.dumps(dataclasses.asdict(getattr(self, name)), sort_keys=True)
+        return hashlib.sha1(payload.encode()).hexdigest()[:10]
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the YAML file at `path`, then each `key=value` override in order."""
+    values: dict[str, dict[str, Any]] = {}
+    if path is not None:
+        values = _read_yaml(Path(path))
+    for item in overrides:
+        section, key, value = _parse_override(item)
+        values.setdefault(section, {})[key] = value
+    return _build(values)
+
+
+def _read_yaml(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise ConfigError(f"config file {path} must map section names to mappings of keys")
+    return data
+
+
+def _parse_override(item: str) -> tuple[str, str, Any]:
+    name, sep, raw = item.partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not sep or not dot or not key:
+        raise ConfigError(f"--set expects section.key=value, got {item!r}")
+    return section, key, yaml.safe_load(raw) if raw.strip() else raw
+
+
+def _build(values: dict[str, dict[str, Any]]) -> Config:
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    built = {}
+    for section, items in values.items():
+        if section not in sections:
+            raise ConfigError(f"unknown config section {section!r} (known: {', '.join(sections)})")
+        cls = sections[section].default_factory  # type: ignore[misc]
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for key, value in items.items():
+            if key not in known:
+                raise ConfigError(f"unknown config key {section}.{key} (known: {', '.join(known)})")
+            kwargs[key] = _coerce(f"{section}.{key}", value, known[key].default)
+        built[section] = cls(**kwargs)
+    return Config(**built)
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    """Give `value` the type of the field's default, or explain why it cannot have it."""
+    kind = type(default)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if kind is float or float(value).is_integer():
+            return kind(value)
+    elif kind is str:
+        return str(value)
+    elif isinstance(value, kind):
+        return value
+    raise ConfigError(f"{name} expects a {kind.__name__}, got {value!r}")
+
+
+def describe(config: Config) -> str:
+    """The config as YAML with each key's help as a comment (`curate config`)."""
+    lines = []
+    for section_field in dataclasses.fields(config):
+        section = getattr(config, section_field.name)
+        lines.append(f"{section_field.name}:  # {type(section).__doc__}")
+        for f in dataclasses.fields(section):
+            value = yaml.safe_dump(getattr(section, f.name), default_flow_style=True).strip()
+            value = value.removesuffix("\n...").removesuffix("...").strip()
+            lines.append(f"  {f.name}: {value}  # {f.metadata.get('help', '')}")
+    return "\n".join(lines) + "\n"

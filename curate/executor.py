@@ -1,0 +1,111 @@
+"""Run a stage's units on a local process pool, with resumable, atomic per-unit outputs.
+
+A unit is done once its marker `<unit_id>.done` exists in the stage's work folder. Workers write
+each output table of a unit to a temporary file and rename it into place, then write the marker:
+a SIGKILL at any instant loses at most the units in flight, and a re-run skips every unit with a
+marker. A worker that dies (a crash inside FFmpeg, the OOM killer) breaks the pool; the executor
+starts a new one and tries again, and a unit that has killed a worker twice is recorded as failed
+by the stage itself (an error row), so one poisonous file cannot stop a batch.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+from curate.manifest import write_parquet_atomic, write_text_atomic
+from curate.stages.base import Stage, Unit
+
+_MAX_CRASHES = 2
+
+_worker_stage: Stage | None = None  # the stage instance inside a worker process
+
+
+def done_marker(work_dir: Path, unit_id: str) -> Path:
+    return work_dir / f"{unit_id}.done"
+
+
+def part_path(work_dir: Path, unit_id: str, table: str) -> Path:
+    return work_dir / f"{unit_id}.{table}.parquet"
+
+
+def is_done(work_dir: Path, unit_id: str) -> bool:
+    return done_marker(work_dir, unit_id).exists()
+
+
+def save_unit(work_dir: Path, unit_id: str, outputs: dict) -> None:
+    """Write every output table atomically, then the marker that makes the unit count as done."""
+    for table_name, table in outputs.items():
+        write_parquet_atomic(table, part_path(work_dir, unit_id, table_name))
+    write_text_atomic("", done_marker(work_dir, unit_id))
+
+
+def _init_worker(stage: Stage) -> None:
+    global _worker_stage
+    _worker_stage = stage
+    stage.setup()
+
+
+def _run_unit(unit: Unit, work_dir: Path) -> tuple[str, dict]:
+    assert _worker_stage is not None
+    outputs, stats = _worker_stage.process(unit)
+    save_unit(work_dir, unit.unit_id, outputs)
+    return unit.unit_id, stats
+
+
+class LocalExecutor:
+    """Runs units on `workers` spawned processes (default: one per core)."""
+
+    def __init__(self, workers: int | None = None):
+        self.workers = max(1, workers or os.cpu_count() or 1)
+
+    def run(
+        self,
+        stage: Stage,
+        units: Iterable[Unit],
+        work_dir: Path,
+        on_done: Callable[[str, dict], None] = lambda unit_id, stats: None,
+    ) -> None:
+        """Process every unit without a done marker; call `on_done` as each finishes."""
+        work_dir.mkdir(parents=True, exist_ok=True)
+        todo = {u.unit_id: u for u in units if not is_done(work_dir, u.unit_id)}
+        crashes: dict[str, int] = {}
+        while todo:
+            self._run_pool(stage, todo, work_dir, crashes, on_done)
+            for unit_id in [u for u, n in crashes.items() if n >= _MAX_CRASHES and u in todo]:
+                unit = todo.pop(unit_id)
+                outputs, stats = stage.failed(unit, "the worker process died while processing this input")
+                save_unit(work_dir, unit_id, outputs)
+                on_done(unit_id, stats)
+
+    def _run_pool(self, stage, todo: dict[str, Unit], work_dir: Path, crashes: dict, on_done) -> None:
+        context = multiprocessing.get_context("spawn")  # fork is unsafe with FFmpeg/torch threads
+        workers = min(self.workers, len(todo))
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(stage,))
+        pending = {}
+        queue = list(todo.values())
+        try:
+            # Keep a short queue per worker so a crash only loses units that actually started.
+            while queue or pending:
+                while queue and len(pending) < 2 * workers:
+                    unit = queue.pop(0)
+                    pending[pool.submit(_run_unit, unit, work_dir)] = unit
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    unit = pending.pop(future)
+                    try:
+                        unit_id, stats = future.result()
+                    except BrokenProcessPool:
+                        crashes[unit.unit_id] = crashes.get(unit.unit_id, 0) + 1
+                        raise
+                    todo.pop(unit_id, None)
+                    on_done(unit_id, stats)
+        except BrokenProcessPool:
+            for unit in pending.values():
+                crashes[unit.unit_id] = crashes.get(unit.unit_id, 0) + 1
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,305 @@
+"""Shot-boundary detection: hard cuts, cross-dissolves and fades, from a stream of small luma grids.
+
+Every frame becomes a unit vector (its luma grid minus its mean, divided by its norm), so the
+distance between two frames, sqrt(2 - 2 * correlation), ignores brightness and contrast changes:
+0 is the same picture, about 1.41 unrelated pictures. Blank frames (black or white) become the
+zero vector, at distance 1 from any picture.
+
+- Hard cut at frame t: d(t-1, t) is large both absolutely and against the typical frame-to-frame
+  difference around it (a fast pan changes every frame, so its differences are all large), and
+  the picture before the change does not come back within a short window (a flash, or an object
+  passing close to the lens, comes and goes).
+- Cross-dissolve centred at t with half-width h (on a coarser grid, where camera motion barely
+  moves the content): the pictures at t-h and t+h differ, frame t is a blend of the two with
+  comparable weights, and the same-length windows just before and after change much less.
+- Fade: a run of blank frames, widened over the frames whose contrast ramps towards it.
+
+Memory stays flat with video length: the detector keeps a sliding window of vectors plus a few
+float32 scores per frame, and decides once the stream ends.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from curate.config import SplitConfig
+
+_CHUNK = 256  # frames scored in one vectorised step
+_NEIGHBOURS = 4  # frames on each side that define the typical difference around a cut
+_DIFF_FLOOR = 0.03  # keeps the cut ratio finite in perfectly static shots
+_FADE_STEP = 1.02  # per-frame contrast change that still counts as part of a fade
+_RETURNED = 0.5  # distance under which "the old picture came back"
+_SATURATED = 0.97  # share of the widest span that marks the ends of a dissolve
+_CONTRAST = 2.0  # a dissolve window changes this many times more than its neighbours
+
+
+@dataclass(frozen=True)
+class Transition:
+    """Frames [start, end) that belong to no shot, and the first frame of the new shot.
+
+    A hard cut is an empty span (start == end == cut_frame). A fade at the very start or end of
+    a video has no cut_frame: it separates a shot from nothing.
+    """
+
+    start: int
+    end: int
+    cut_frame: int | None
+    kind: str  # "cut" | "dissolve" | "fade"
+
+
+def half_widths(max_half_width: int) -> list[int]:
+    """Roughly geometric half-widths from 2 frames up to `max_half_width`."""
+    widths, h = [], 2
+    while h < max_half_width:
+        widths.append(h)
+        h = max(h + 1, round(h * 1.4))
+    widths.append(max(2, max_half_width))
+    return sorted(set(widths))
+
+
+class ShotDetector:
+    """Feed it one luma grid per frame with `push`, then call `finish` for the transitions."""
+
+    def __init__(self, fps: float, config: SplitConfig):
+        self.fps = fps if fps and fps > 0 else 25.0
+        self.config = config
+        self.widths = half_widths(max(2, round(config.max_transition_s * self.fps / 2)))
+        self.flash_frames = max(2, round(config.flash_window_s * self.fps))
+        self.lookback = max(self.widths) + 1
+        self.lookahead = max(max(self.widths), self.flash_frames)
+        self.num_frames = 0
+        self._fine: list[np.ndarray] = []  # vectors of frames [_first, num_frames), for cuts
+        self._coarse: list[np.ndarray] = []  # the same frames on the coarse grid, for blends
+        self._first = 0
+        self._next_centre = 0
+        self._std: list[float] = []
+        self._chunks: list[dict[str, np.ndarray]] = []
+
+    def push(self, grid: np.ndarray) -> None:
+        """Add the next frame's luma grid (float32, 0-255 scale)."""
+        std = float(grid.std())
+        blank = std < self.config.flat_max_std
+        self._std.append(std)
+        self._fine.append(_unit(grid, blank))
+        self._coarse.append(_unit(_coarse(grid), blank))
+        self.num_frames += 1
+        if self.num_frames - self._next_centre >= _CHUNK + self.lookahead:
+            self._score(self._next_centre + _CHUNK)
+
+    def finish(self) -> list[Transition]:
+        """Score the remaining frames and return all transitions, sorted by position."""
+        if not self.num_frames:
+            return []
+        if self._next_centre < self.num_frames:
+            self._score(self.num_frames)
+        scores = {k: np.concatenate([c[k] for c in self._chunks]) for k in self._chunks[0]}
+        std = np.asarray(self._std, np.float32)
+        blank = std < self.config.flat_max_std
+        fades = self._fades(std, scores["returns"])
+        cuts = self._cuts(scores, blank)
+        taken = _near(self.num_frames, fades + cuts, margin=self._min_gap())
+        dissolves = self._dissolves(scores, blank, taken)
+        return sorted(fades + cuts + dissolves, key=lambda t: (t.start, t.end))
+
+    # -- scoring ---------------------------------------------------------------------------
+
+    def _score(self, stop: int) -> None:
+        """Score centres [_next_centre, stop), then drop vectors no later centre will need."""
+        centres = np.arange(self._next_centre, stop)
+        last = self.num_frames - 1
+
+        def rows(offset: int) -> np.ndarray:
+            return np.clip(centres + offset, 0, last) - self._first
+
+        fine = _Pairs(np.stack(self._fine))
+        here, before = rows(0), rows(-1)
+        chunk = {
+            "step": fine.dist(before, here),
+            "returns": np.min([fine.dist(before, rows(j)) for j in range(1, self.flash_frames + 1)], axis=0),
+        }
+        coarse = _Pairs(np.stack(self._coarse))
+        for h in self.widths:
+            chunk.update(_blend_scores(coarse, rows(-h), here, rows(h), h))
+        self._chunks.append({k: v.astype(np.float32) for k, v in chunk.items()})
+
+        self._next_centre = stop
+        keep_from = max(0, stop - self.lookback)
+        del self._fine[: keep_from - self._first]
+        del self._coarse[: keep_from - self._first]
+        self._first = keep_from
+
+    # -- decisions -------------------------------------------------------------------------
+
+    def _min_gap(self) -> int:
+        return max(2, round(self.config.min_shot_s * self.fps))
+
+    def _cuts(self, scores: dict[str, np.ndarray], blank: np.ndarray) -> list[Transition]:
+        step = scores["step"]
+        ratio = step / (_typical_step(step) + _DIFF_FLOOR)
+        candidate = (step >= self.config.cut_min_diff) & (ratio >= self.config.cut_threshold)
+        candidate &= scores["returns"] >= _RETURNED * step  # the old picture must not come back
+        candidate[0] = False
+        candidate[1:] &= ~(blank[1:] | blank[:-1])  # changes into or out of blank frames are fades
+        positions = np.flatnonzero(candidate)
+        strongest_first = positions[np.argsort(-step[positions], kind="stable")]
+        return [Transition(t, t, t, "cut") for t in _spread(strongest_first, self._min_gap())]
+
+    def _dissolves(self, scores, blank: np.ndarray, taken: np.ndarray) -> list[Transition]:
+        cfg = self.config
+        n = self.num_frames
+        index = np.arange(n)
+        best_score = np.zeros(n, np.float32)
+        for h in self.widths:
+            span, residual, weight = scores[f"span{h}"], scores[f"residual{h}"], scores[f"weight{h}"]
+            # The same-length windows just before and after must change much less: a pan or a
+            # moving crowd changes every window alike, a transition only the one that holds it.
+            outside = np.maximum(span[np.clip(index - 2 * h, 0, n - 1)], span[np.clip(index + 2 * h, 0, n - 1)])
+            balance = 1 - 2 * np.abs(weight - 0.5)  # 1 when the centre is an even blend
+            ok = (span >= cfg.gradual_min_diff) & (residual <= cfg.gradual_max_residual)
+            ok &= (balance >= 0.5) & (span >= _CONTRAST * outside)
+            score = np.where(ok, (span - outside) * (1 - residual) * balance, 0.0)
+            best_score = np.maximum(best_score, score)
+        found = []
+        for t in np.argsort(-best_score, kind="stable"):
+            if best_score[t] <= 0:
+                break
+            h = self._extent(scores, int(t))
+            start, end = int(t) - h + 1, int(t) + h
+            if start <= 0 or end >= n or taken[start:end].any() or blank[start:end].any():
+                continue
+            taken[max(0, start - self._min_gap()) : end + self._min_gap()] = True
+            found.append(Transition(start, end, int(t), "dissolve"))
+        return found
+
+    def _extent(self, scores, t: int) -> int:
+        """Half-width of the dissolve centred at t: the narrowest window whose ends are (nearly)
+        as far apart as they get, so blended frames on either side are all inside it."""
+        spans = np.array([scores[f"span{h}"][t] for h in self.widths])
+        reached = np.flatnonzero(spans >= _SATURATED * spans.max())
+        return self.widths[int(reached[0])]
+
+    def _fades(self, std: np.ndarray, returns: np.ndarray) -> list[Transition]:
+        """Runs of blank frames, widened over the contrast ramps on each side. A blank run after
+        which the same picture comes back is a flash, not a fade."""
+        blank = std < self.config.flat_max_std
+        n = len(std)
+        limit = max(2, round(self.config.max_transition_s * self.fps))
+        fades = []
+        for start, end in _runs(blank):
+            if start > 0 and returns[start] < _RETURNED:
+                continue
+            lo = start
+            while lo > 0 and start - lo < limit and std[lo - 1] > std[lo] * _FADE_STEP:
+                lo -= 1
+            hi = end
+            while hi < n and hi - end < limit and std[hi] > std[hi - 1] * _FADE_STEP:
+                hi += 1
+            between_shots = lo > 0 and hi < n
+            fades.append(Transition(lo, hi, (lo + hi) // 2 if between_shots else None, "fade"))
+        return fades
+
+
+class _Pairs:
+    """Dot products and distances between rows of a stack of unit (or zero) vectors."""
+
+    def __init__(self, vectors: np.ndarray):
+        self.vectors = vectors
+        self.norms = np.einsum("ij,ij->i", vectors, vectors)
+
+    def dot(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.einsum("ij,ij->i", self.vectors[a], self.vectors[b])
+
+    def dist(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.sqrt(np.maximum(self.norms[a] + self.norms[b] - 2 * self.dot(a, b), 0.0))
+
+
+def _blend_scores(pairs: _Pairs, a: np.ndarray, m: np.ndarray, b: np.ndarray, h: int) -> dict[str, np.ndarray]:
+    """For windows [t-h, t+h]: how far apart the ends are, and how well the centre frame is a
+    blend of them (least-squares residual, and the later end's share of the blend)."""
+    aa, bb, mm = pairs.norms[a], pairs.norms[b], pairs.norms[m]
+    ab, am, bm = pairs.dot(a, b), pairs.dot(a, m), pairs.dot(b, m)
+    det = aa * bb - ab * ab
+    ok = (det > 1e-4) & (mm > 0)
+    safe_det = np.where(ok, det, 1.0)
+    weight_a = (bb * am - ab * bm) / safe_det
+    weight_b = (aa * bm - ab * am) / safe_det
+    unexplained = np.maximum(mm - (weight_a * am + weight_b * bm), 0) / np.where(mm > 0, mm, 1)
+    total = weight_a + weight_b
+    has_total = ok & (np.abs(total) > 1e-3)
+    return {
+        f"span{h}": np.sqrt(np.maximum(aa + bb - 2 * ab, 0.0)),
+        f"residual{h}": np.where(ok, np.sqrt(unexplained), 1.0),
+        f"weight{h}": np.where(has_total, weight_b / np.where(has_total, total, 1.0), -1.0),
+    }
+
+
+def _unit(grid: np.ndarray, blank: bool) -> np.ndarray:
+    """Zero-mean, unit-norm copy of the grid as a vector (the zero vector for a blank frame)."""
+    values = grid.ravel().astype(np.float32)
+    if blank:
+        return np.zeros_like(values)
+    values -= values.mean()
+    norm = float(np.sqrt(np.dot(values, values)))
+    return values / norm if norm > 0 else values
+
+
+def _coarse(grid: np.ndarray, factor: int = 4) -> np.ndarray:
+    """Block means of factor x factor cells: camera motion barely moves content at this scale."""
+    h, w = grid.shape[0] // factor * factor, grid.shape[1] // factor * factor
+    if h == 0 or w == 0:
+        return grid
+    return grid[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
+
+
+def _typical_step(step: np.ndarray) -> np.ndarray:
+    """Mean of the median steps just before and just after each frame."""
+    k = _NEIGHBOURS
+    padded = np.concatenate([np.full(k, np.nan), step, np.full(k + 1, np.nan)]).astype(np.float64)
+    padded[k] = np.nan  # frame 0 has no previous frame, so no step
+    windows = np.lib.stride_tricks.sliding_window_view(padded, k)
+    n = len(step)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows at the edges are expected
+        left = np.nanmedian(windows[0:n], axis=1)  # steps t-k .. t-1
+        right = np.nanmedian(windows[k + 1 : k + 1 + n], axis=1)  # steps t+1 .. t+k
+        typical = np.nanmean(np.stack([left, right]), axis=0)
+    return np.nan_to_num(typical, nan=0.0).astype(np.float32)
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) of each run of True values."""
+    padded = np.concatenate([[False], mask, [False]])
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
+def _spread(positions: np.ndarray, min_gap: int) -> list[int]:
+    """Keep positions in the given (strongest first) order unless within min_gap of a kept one."""
+    kept: list[int] = []
+    for t in positions.tolist():
+        if all(abs(t - k) >= min_gap for k in kept):
+            kept.append(int(t))
+    return kept
+
+
+def _near(n: int, transitions: list[Transition], margin: int) -> np.ndarray:
+    """Frames within `margin` of any of the transitions."""
+    taken = np.zeros(n, bool)
+    for t in transitions:
+        taken[max(0, t.start - margin) : max(t.end, t.start + 1) + margin] = True
+    return taken
+
+
+def shots_between(num_frames: int, transitions: list[Transition]) -> list[tuple[int, int]]:
+    """The [start, end) frame spans of the shots that the transitions separate."""
+    shots, position = [], 0
+    for t in sorted(transitions, key=lambda t: t.start):
+        if t.start > position:
+            shots.append((position, t.start))
+        position = max(position, t.end)
+    if position < num_frames:
+        shots.append((position, num_frames))
+    return shots

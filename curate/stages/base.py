@@ -1,0 +1,38 @@
+"""What every stage is: config in, `setup()` once per worker, `process(unit)` per unit.
+
+A stage turns one unit (a video for split; the clips of one video for clip stages) into output
+tables (`{"videos": rows, "clips": rows}` as pyarrow tables) plus a small stats dict for the
+progress bar and the summary. Per-row problems are data (an error or drop_reason value), never an
+exception; an exception out of `process` is an infrastructure failure, and the unit is retried on
+the next run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One piece of work: a file-name-safe id, and whatever the stage needs to do it."""
+
+    unit_id: str
+    payload: Any
+
+
+class Stage:
+    """Base class; subclasses set `name` and implement `process` and `failed`."""
+
+    name = "stage"
+
+    def setup(self) -> None:
+        """Load what the stage needs once per worker process (models, lookup tables)."""
+
+    def process(self, unit: Unit) -> tuple[dict, dict]:
+        """Return (output tables by name, stats) for one unit."""
+        raise NotImplementedError
+
+    def failed(self, unit: Unit, message: str) -> tuple[dict, dict]:
+        """The outputs that record a unit which cannot be processed at all (it crashed workers)."""
+        raise NotImplementedError

@@ -1,0 +1,1 @@
+"""vidcurate's trainer (video diffusion from WebDataset shards): not built yet, see issue 6."""
