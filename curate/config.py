@@ -33,7 +33,7 @@ class SplitConfig:
     max_clip_s: float = _field(10.0, "Longer shots are split into equal consecutive windows at most this long.")
     margin_s: float = _field(0.1, "Trimmed from both ends of every shot, so no clip touches a boundary.")
     cut_threshold: float = _field(
-        3.0, "Hard cut: frame difference over the local typical difference must reach this ratio."
+        2.5, "Hard cut: frame difference over the local typical difference must reach this ratio."
     )
     cut_min_diff: float = _field(
         0.35, "Hard cut: smallest frame difference (0 = same picture, 1.41 = unrelated pictures)."
@@ -47,11 +47,11 @@ class SplitConfig:
         0.8, "Gradual transition: smallest difference between the pictures before and after it."
     )
     gradual_max_residual: float = _field(
-        0.35, "Gradual transition: how far a middle frame may be from a blend of its two ends (0..1)."
+        0.45, "Gradual transition: how far a middle frame may be from a blend of its two ends (0..1)."
     )
     max_transition_s: float = _field(2.0, "Longest dissolve or fade looked for.")
     flat_max_std: float = _field(
-        6.0, "A frame whose luma standard deviation is below this (0-255 scale) is blank (black/white)."
+        3.0, "A frame whose luma standard deviation is below this (0-255 scale) is blank (black/white)."
     )
     analysis_width: int = _field(64, "Width of the luma grid the detector works on.")
     analysis_height: int = _field(36, "Height of the luma grid the detector works on.")

@@ -31,9 +31,16 @@ _CHUNK = 256  # frames scored in one vectorised step
 _NEIGHBOURS = 4  # frames on each side that define the typical difference around a cut
 _DIFF_FLOOR = 0.03  # keeps the cut ratio finite in perfectly static shots
 _FADE_STEP = 1.02  # per-frame contrast change that still counts as part of a fade
+_DIP = 0.35  # a frame this much flatter than the pictures on both sides is inside a fade
+_RAMP = 1.5  # contrast rise across the frames around a dip that makes it a fade
+_LEVEL = 0.8  # a fade ends where contrast is back to this share of the shot's level
+_SLOW_FADE_STEP = 1.003  # below that level, even this slow a rise continues the fade
+_ISOLATED = 2.0  # a cut's step is at least this many times its smaller immediate neighbour
 _RETURNED = 0.5  # distance under which "the old picture came back"
 _SATURATED = 0.97  # share of the widest span that marks the ends of a dissolve
 _CONTRAST = 2.0  # a dissolve window changes this many times more than its neighbours
+_MIN_HIST_CHANGE = 0.2  # histogram change (total variation) that a dissolve must make
+_HIST_BINS = 16
 
 
 @dataclass(frozen=True)
@@ -68,11 +75,11 @@ class ShotDetector:
         self.config = config
         self.widths = half_widths(max(2, round(config.max_transition_s * self.fps / 2)))
         self.flash_frames = max(2, round(config.flash_window_s * self.fps))
-        self.lookback = max(self.widths) + 1
+        self.lookback = max(max(self.widths), self.flash_frames) + 2
         self.lookahead = max(max(self.widths), self.flash_frames)
         self.num_frames = 0
-        self._fine: list[np.ndarray] = []  # vectors of frames [_first, num_frames), for cuts
-        self._coarse: list[np.ndarray] = []  # the same frames on the coarse grid, for blends
+        self._coarse: list[np.ndarray] = []  # coarse-grid vectors of frames [_first, num_frames)
+        self._hists: list[np.ndarray] = []  # their luma histograms: blind to motion, not to blends
         self._first = 0
         self._next_centre = 0
         self._std: list[float] = []
@@ -81,10 +88,12 @@ class ShotDetector:
     def push(self, grid: np.ndarray) -> None:
         """Add the next frame's luma grid (float32, 0-255 scale)."""
         std = float(grid.std())
-        blank = std < self.config.flat_max_std
         self._std.append(std)
-        self._fine.append(_unit(grid, blank))
-        self._coarse.append(_unit(_coarse(grid), blank))
+        # Low-contrast pictures fade smoothly to the zero vector instead of snapping to it, so a
+        # dim scene hovering around the threshold does not flicker between "blank" and "picture".
+        weight = min(1.0, max(0.0, std / self.config.flat_max_std - 1.0))
+        self._coarse.append(_unit(_coarse(grid)) * weight)
+        self._hists.append(_histogram(grid))
         self.num_frames += 1
         if self.num_frames - self._next_centre >= _CHUNK + self.lookahead:
             self._score(self._next_centre + _CHUNK)
@@ -97,11 +106,11 @@ class ShotDetector:
             self._score(self.num_frames)
         scores = {k: np.concatenate([c[k] for c in self._chunks]) for k in self._chunks[0]}
         std = np.asarray(self._std, np.float32)
-        blank = std < self.config.flat_max_std
         fades = self._fades(std, scores["returns"])
-        cuts = self._cuts(scores, blank)
+        in_fade = _near(self.num_frames, fades, margin=0)
+        cuts = self._cuts(scores, in_fade)
         taken = _near(self.num_frames, fades + cuts, margin=self._min_gap())
-        dissolves = self._dissolves(scores, blank, taken)
+        dissolves = self._dissolves(scores, in_fade, taken)
         return sorted(fades + cuts + dissolves, key=lambda t: (t.start, t.end))
 
     # -- scoring ---------------------------------------------------------------------------
@@ -114,21 +123,23 @@ class ShotDetector:
         def rows(offset: int) -> np.ndarray:
             return np.clip(centres + offset, 0, last) - self._first
 
-        fine = _Pairs(np.stack(self._fine))
+        coarse = _Pairs(np.stack(self._coarse))
         here, before = rows(0), rows(-1)
         chunk = {
-            "step": fine.dist(before, here),
-            "returns": np.min([fine.dist(before, rows(j)) for j in range(1, self.flash_frames + 1)], axis=0),
+            "step": coarse.dist(before, here),
+            "returns": np.min([coarse.dist(before, rows(j)) for j in range(1, self.flash_frames + 1)], axis=0),
+            "seen_before": np.min([coarse.dist(here, rows(-1 - j)) for j in range(1, self.flash_frames + 1)], axis=0),
         }
-        coarse = _Pairs(np.stack(self._coarse))
+        hists = np.stack(self._hists)
         for h in self.widths:
             chunk.update(_blend_scores(coarse, rows(-h), here, rows(h), h))
+            chunk[f"hist{h}"] = 0.5 * np.abs(hists[rows(-h)] - hists[rows(h)]).sum(axis=1)
         self._chunks.append({k: v.astype(np.float32) for k, v in chunk.items()})
 
         self._next_centre = stop
         keep_from = max(0, stop - self.lookback)
-        del self._fine[: keep_from - self._first]
         del self._coarse[: keep_from - self._first]
+        del self._hists[: keep_from - self._first]
         self._first = keep_from
 
     # -- decisions -------------------------------------------------------------------------
@@ -136,18 +147,24 @@ class ShotDetector:
     def _min_gap(self) -> int:
         return max(2, round(self.config.min_shot_s * self.fps))
 
-    def _cuts(self, scores: dict[str, np.ndarray], blank: np.ndarray) -> list[Transition]:
+    def _cuts(self, scores: dict[str, np.ndarray], in_fade: np.ndarray) -> list[Transition]:
         step = scores["step"]
         ratio = step / (_typical_step(step) + _DIFF_FLOOR)
         candidate = (step >= self.config.cut_min_diff) & (ratio >= self.config.cut_threshold)
-        candidate &= scores["returns"] >= _RETURNED * step  # the old picture must not come back
+        # A cut is one jump (at most two frames, when one frame is blended); a burst of fast motion
+        # is several large steps in a row.
+        neighbours = np.minimum(np.r_[np.inf, step[:-1]], np.r_[step[1:], np.inf])
+        candidate &= step >= _ISOLATED * neighbours
+        # Neither may the old picture come back soon, nor the new one have been there just before:
+        # a flash or something passing close to the lens changes the picture and changes it back.
+        candidate &= np.minimum(scores["returns"], scores["seen_before"]) >= _RETURNED * step
         candidate[0] = False
-        candidate[1:] &= ~(blank[1:] | blank[:-1])  # changes into or out of blank frames are fades
+        candidate[1:] &= ~(in_fade[1:] | in_fade[:-1])
         positions = np.flatnonzero(candidate)
         strongest_first = positions[np.argsort(-step[positions], kind="stable")]
         return [Transition(t, t, t, "cut") for t in _spread(strongest_first, self._min_gap())]
 
-    def _dissolves(self, scores, blank: np.ndarray, taken: np.ndarray) -> list[Transition]:
+    def _dissolves(self, scores, in_fade: np.ndarray, taken: np.ndarray) -> list[Transition]:
         cfg = self.config
         n = self.num_frames
         index = np.arange(n)
@@ -156,10 +173,16 @@ class ShotDetector:
             span, residual, weight = scores[f"span{h}"], scores[f"residual{h}"], scores[f"weight{h}"]
             # The same-length windows just before and after must change much less: a pan or a
             # moving crowd changes every window alike, a transition only the one that holds it.
-            outside = np.maximum(span[np.clip(index - 2 * h, 0, n - 1)], span[np.clip(index + 2 * h, 0, n - 1)])
+            # Histograms say the same while ignoring where things are, so motion inside the
+            # neighbouring windows does not hide a dissolve from them.
+            before, after = np.clip(index - 2 * h, 0, n - 1), np.clip(index + 2 * h, 0, n - 1)
+            outside = np.maximum(span[before], span[after])
+            hist = scores[f"hist{h}"]
+            hist_outside = np.maximum(hist[before], hist[after])
+            stands_out = (span >= _CONTRAST * outside) | (hist >= np.maximum(_MIN_HIST_CHANGE, _CONTRAST * hist_outside))
             balance = 1 - 2 * np.abs(weight - 0.5)  # 1 when the centre is an even blend
             ok = (span >= cfg.gradual_min_diff) & (residual <= cfg.gradual_max_residual)
-            ok &= (balance >= 0.5) & (span >= _CONTRAST * outside)
+            ok &= (balance >= 0.5) & stands_out
             score = np.where(ok, (span - outside) * (1 - residual) * balance, 0.0)
             best_score = np.maximum(best_score, score)
         found = []
@@ -168,7 +191,7 @@ class ShotDetector:
                 break
             h = self._extent(scores, int(t))
             start, end = int(t) - h + 1, int(t) + h
-            if start <= 0 or end >= n or taken[start:end].any() or blank[start:end].any():
+            if start <= 0 or end >= n or taken[start:end].any() or in_fade[start:end].any():
                 continue
             taken[max(0, start - self._min_gap()) : end + self._min_gap()] = True
             found.append(Transition(start, end, int(t), "dissolve"))
@@ -182,24 +205,47 @@ class ShotDetector:
         return self.widths[int(reached[0])]
 
     def _fades(self, std: np.ndarray, returns: np.ndarray) -> list[Transition]:
-        """Runs of blank frames, widened over the contrast ramps on each side. A blank run after
-        which the same picture comes back is a flash, not a fade."""
-        blank = std < self.config.flat_max_std
+        """Contrast dips: runs of blank frames, or of frames far dimmer (flatter) than the
+        pictures on both sides, widened over the contrast ramps around them. A dip after which
+        the same picture comes back is a flash, not a fade."""
         n = len(std)
         limit = max(2, round(self.config.max_transition_s * self.fps))
+        left_max, right_max = _side_maxima(std, limit)
+        blank = std < self.config.flat_max_std
+        low = blank | ((std < _DIP * left_max) & (std < _DIP * right_max))
         fades = []
-        for start, end in _runs(blank):
-            if start > 0 and returns[start] < _RETURNED:
-                continue
-            lo = start
-            while lo > 0 and start - lo < limit and std[lo - 1] > std[lo] * _FADE_STEP:
+        for start, end in _runs(low):
+            # Walk out while contrast still rises, or is still well below the level it rises to.
+            lo, level = start, left_max[start]
+            while lo > 0 and start - lo < limit and _still_fading(std[lo - 1], std[lo], level):
                 lo -= 1
-            hi = end
-            while hi < n and hi - end < limit and std[hi] > std[hi - 1] * _FADE_STEP:
+            hi, level = end, right_max[end - 1]
+            while hi < n and hi - end < limit and _still_fading(std[hi], std[hi - 1], level):
                 hi += 1
+            ramps = std[lo] > _RAMP * std[start] or std[hi - 1] > _RAMP * std[end - 1]
+            if not ramps:
+                # An abrupt dip: black frames between two cuts make a transition, unless the same
+                # picture comes back after them (a glitch or a flash). A dim shot is no fade at all.
+                if not blank[start:end].any() or (start > 0 and returns[start] < _RETURNED):
+                    continue
             between_shots = lo > 0 and hi < n
-            fades.append(Transition(lo, hi, (lo + hi) // 2 if between_shots else None, "fade"))
+            darkest = start + int(np.argmin(std[start:end]))  # where one shot hands over to the next
+            fades.append(Transition(lo, hi, darkest if between_shots else None, "fade"))
         return fades
+
+
+def _still_fading(outer: float, inner: float, level: float) -> bool:
+    """Is a frame with contrast `outer`, next to one with `inner`, still part of a fade towards
+    `level`? Yes while contrast rises clearly, or rises at all while still well below the level."""
+    return outer > inner * _FADE_STEP or (outer < _LEVEL * level and outer > inner * _SLOW_FADE_STEP)
+
+
+def _side_maxima(values: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each index, the maximum of the `width` values before it and of the `width` after it."""
+    padded = np.concatenate([np.full(width, -np.inf), values, np.full(width, -np.inf)])
+    windows = np.lib.stride_tricks.sliding_window_view(padded, width)
+    n = len(values)
+    return windows[:n].max(axis=1), windows[width + 1 : width + 1 + n].max(axis=1)
 
 
 class _Pairs:
@@ -236,14 +282,18 @@ def _blend_scores(pairs: _Pairs, a: np.ndarray, m: np.ndarray, b: np.ndarray, h:
     }
 
 
-def _unit(grid: np.ndarray, blank: bool) -> np.ndarray:
-    """Zero-mean, unit-norm copy of the grid as a vector (the zero vector for a blank frame)."""
+def _unit(grid: np.ndarray) -> np.ndarray:
+    """Zero-mean, unit-norm copy of the grid as a vector."""
     values = grid.ravel().astype(np.float32)
-    if blank:
-        return np.zeros_like(values)
     values -= values.mean()
     norm = float(np.sqrt(np.dot(values, values)))
     return values / norm if norm > 0 else values
+
+
+def _histogram(grid: np.ndarray) -> np.ndarray:
+    """Normalised luma histogram of the grid."""
+    bins = np.clip(grid, 0, 255).astype(np.int32).ravel() * _HIST_BINS // 256
+    return np.bincount(bins, minlength=_HIST_BINS).astype(np.float32) / bins.size
 
 
 def _coarse(grid: np.ndarray, factor: int = 4) -> np.ndarray:

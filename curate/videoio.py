@@ -31,6 +31,7 @@ class VideoInfo:
     height: int
     fps: float
     pix_fmt: str | None
+    declared_frames: int  # what the container's index promises (0 when it does not say)
 
 
 @dataclass
@@ -76,8 +77,24 @@ def open_video(path: str) -> tuple[av.container.InputContainer, av.video.stream.
         height=int(ctx.height or 0),
         fps=float(rate) if rate else 0.0,
         pix_fmt=ctx.pix_fmt if ctx else None,
+        declared_frames=_declared_frames(stream, float(rate) if rate else 0.0),
     )
     return container, stream, info
+
+
+def _declared_frames(stream, fps: float) -> int:
+    if stream.frames:
+        return int(stream.frames)
+    if stream.duration and stream.time_base and fps:
+        return int(float(stream.duration * stream.time_base) * fps)
+    return 0
+
+
+def check_complete(info: VideoInfo, log: DecodeLog) -> None:
+    """Note in `log` when fewer frames decoded than the container promised (a truncated file)."""
+    missing = info.declared_frames - log.num_frames
+    if missing > max(2, 0.02 * info.declared_frames):
+        log.note(f"stream ends early: {info.declared_frames} frames expected")
 
 
 def iter_frames(container, stream, log: DecodeLog) -> Iterator[av.VideoFrame]:

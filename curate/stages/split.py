@@ -16,7 +16,7 @@ from curate.inputs import VideoInput
 from curate.manifest import CLIP_SCHEMA, VIDEO_SCHEMA, to_table
 from curate.shots import ShotDetector, Transition, shots_between
 from curate.stages.base import Stage, Unit
-from curate.videoio import DecodeLog, LumaGrid, VideoError, iter_frames, luma, open_video
+from curate.videoio import DecodeLog, LumaGrid, VideoError, check_complete, iter_frames, luma, open_video
 
 
 class SplitStage(Stage):
@@ -41,6 +41,7 @@ class SplitStage(Stage):
             _feed(detector, iter_frames(container, stream, log), self.config)
         finally:
             container.close()
+        check_complete(info, log)
         if log.num_frames == 0:
             return self._error(video, f"no decodable video frames ({log.first_problem or 'empty stream'})", info)
         fps = info.fps or _measured_fps(log.frame_times_s)

@@ -1,0 +1,176 @@
+"""Shot-boundary accuracy of `curate split` against PySceneDetect's adaptive detector.
+
+    python bench/accuracy.py [--videos N] [--real DIR]
+
+Scores both detectors on the same videos:
+- synthetic edits from `curate.samples.edited_video` (hard cuts, 16-frame dissolves, fades through
+  black, fast pans, flashes, occlusions), N seeds, ground truth known exactly;
+- real footage in DIR (default `.realdata/`): every `<video>.truth.json` beside its video, with
+  hand-labelled `hard_cuts` (first frame of the new shot) and `gradual` ([first, last] frames).
+
+Hard cuts count within +-2 frames, gradual transitions within +-8 frames of their middle frame.
+A detection near a gradual transition is credited to it, not counted against hard cuts, and vice
+versa, so neither detector is punished for calling a dissolve a cut. The script also counts the
+clips `curate split` makes that straddle a true boundary (the target is zero).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from curate import samples  # noqa: E402
+from curate.config import SplitConfig  # noqa: E402
+from curate.inputs import VideoInput  # noqa: E402
+from curate.stages.base import Unit  # noqa: E402
+from curate.stages.split import SplitStage  # noqa: E402
+
+HARD_TOLERANCE = 2
+GRADUAL_TOLERANCE = 8
+
+
+def match(predicted: list[int], truth: list[int], tolerance: int) -> tuple[int, set[int]]:
+    """Greedy one-to-one matching; returns (true positives, indices of matched predictions)."""
+    used: set[int] = set()
+    hits = 0
+    for t in truth:
+        best = None
+        for i, p in enumerate(predicted):
+            if i not in used and abs(p - t) <= tolerance and (best is None or abs(p - t) < abs(predicted[best] - t)):
+                best = i
+        if best is not None:
+            used.add(best)
+            hits += 1
+    return hits, used
+
+
+def score(predicted: list[int], hard: list[int], gradual_middles: list[int]) -> dict[str, int]:
+    """Counts for both kinds of boundary from one list of predicted cut frames."""
+    hard_hits, hard_used = match(predicted, hard, HARD_TOLERANCE)
+    gradual_hits, gradual_used = match(predicted, gradual_middles, GRADUAL_TOLERANCE)
+    near_gradual = {i for i, p in enumerate(predicted) if any(abs(p - g) <= GRADUAL_TOLERANCE for g in gradual_middles)}
+    near_hard = {i for i, p in enumerate(predicted) if any(abs(p - h) <= HARD_TOLERANCE for h in hard)}
+    hard_false = len([i for i in range(len(predicted)) if i not in hard_used and i not in near_gradual])
+    gradual_false = len([i for i in range(len(predicted)) if i not in gradual_used and i not in near_hard])
+    return {
+        "hard_tp": hard_hits, "hard_fp": hard_false, "hard_fn": len(hard) - hard_hits,
+        "grad_tp": gradual_hits, "grad_fp": gradual_false, "grad_fn": len(gradual_middles) - gradual_hits,
+    }
+
+
+def f1(tp: int, fp: int, fn: int) -> float:
+    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+
+
+def ours(path: Path, config: SplitConfig) -> tuple[list[int], list[tuple[int, int]]]:
+    outputs, _ = SplitStage(config).process(Unit("bench", VideoInput("bench", str(path))))
+    video = outputs["videos"].to_pylist()[0]
+    clips = outputs["clips"].to_pylist()
+    return list(video["cut_frames"] or []), [(c["start_frame"], c["end_frame"]) for c in clips]
+
+
+def pyscenedetect(path: Path) -> list[int]:
+    from scenedetect import AdaptiveDetector, detect
+
+    scenes = detect(str(path), AdaptiveDetector())
+    return [start.frame_num if hasattr(start, "frame_num") else start.get_frames() for start, _ in scenes[1:]]
+
+
+def straddling(clips: list[tuple[int, int]], hard: list[int], gradual: list[tuple[int, int]]) -> int:
+    """Clips holding both sides of a hard cut, or any frame of a gradual transition."""
+    bad = 0
+    for start, end in clips:
+        if any(start < t < end for t in hard) or any(start <= last and first < end for first, last in gradual):
+            bad += 1
+    return bad
+
+
+def synthetic_set(count: int, folder: Path) -> list[tuple[Path, list[int], list[tuple[int, int]]]]:
+    videos = []
+    for seed in range(count):
+        shots, joins = samples.edited_video(seed, num_shots=8)
+        path = folder / f"edit-{seed:03d}.mp4"
+        truth = samples.truth(shots, joins)
+        if not path.exists():
+            samples.make_video(path, shots, joins, width=320, height=180, fps=24)
+        videos.append((path, truth.hard_cuts, truth.gradual))
+    return videos
+
+
+def real_set(folder: Path) -> list[tuple[Path, list[int], list[tuple[int, int]]]]:
+    videos = []
+    for truth_file in sorted(folder.glob("*.truth.json")):
+        truth = json.loads(truth_file.read_text())
+        path = truth_file.with_name(truth_file.name.removesuffix(".truth.json"))
+        if path.exists():
+            videos.append((path, truth["hard_cuts"], [tuple(g) for g in truth["gradual"]]))
+    return videos
+
+
+def evaluate(name: str, videos, config: SplitConfig, verbose: bool) -> None:
+    totals = {"ours": {}, "pyscenedetect": {}}
+    clips_bad = clips_all = 0
+    timings = {"ours": 0.0, "pyscenedetect": 0.0}
+    for path, hard, gradual in videos:
+        middles = [(a + b + 1) // 2 for a, b in gradual]
+        start = time.perf_counter()
+        predicted, clips = ours(path, config)
+        timings["ours"] += time.perf_counter() - start
+        start = time.perf_counter()
+        baseline = pyscenedetect(path)
+        timings["pyscenedetect"] += time.perf_counter() - start
+        clips_bad += straddling(clips, hard, gradual)
+        clips_all += len(clips)
+        for method, found in (("ours", predicted), ("pyscenedetect", baseline)):
+            counts = score(found, hard, middles)
+            for key, value in counts.items():
+                totals[method][key] = totals[method].get(key, 0) + value
+            if verbose:
+                print(f"  {path.name:32} {method:13} {counts}  found={found}")
+        if verbose:
+            print(f"  {path.name:32} truth         hard={hard} gradual={gradual}")
+    print(f"\n{name}: {len(videos)} videos")
+    print(f"{'method':14} {'hard P':>7} {'hard R':>7} {'hard F1':>8} {'grad P':>7} {'grad R':>7} {'grad F1':>8} {'seconds':>8}")
+    for method, t in totals.items():
+        hp = t["hard_tp"] / max(1, t["hard_tp"] + t["hard_fp"])
+        hr = t["hard_tp"] / max(1, t["hard_tp"] + t["hard_fn"])
+        gp = t["grad_tp"] / max(1, t["grad_tp"] + t["grad_fp"])
+        gr = t["grad_tp"] / max(1, t["grad_tp"] + t["grad_fn"])
+        print(
+            f"{method:14} {hp:7.3f} {hr:7.3f} {f1(t['hard_tp'], t['hard_fp'], t['hard_fn']):8.3f} "
+            f"{gp:7.3f} {gr:7.3f} {f1(t['grad_tp'], t['grad_fp'], t['grad_fn']):8.3f} {timings[method]:8.1f}"
+        )
+    print(f"curate clips straddling a true boundary: {clips_bad} of {clips_all}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--videos", type=int, default=20, help="synthetic edits to score (default 20)")
+    parser.add_argument("--real", type=Path, default=ROOT / ".realdata", help="folder of real videos with .truth.json")
+    parser.add_argument("--set", dest="overrides", nargs="*", default=[], help="split.* overrides to try")
+    parser.add_argument("-v", "--verbose", action="store_true", help="per-video detail")
+    args = parser.parse_args(argv)
+    from curate.config import load_config
+
+    config = load_config(None, args.overrides).split
+    print(f"date {time.strftime('%Y-%m-%d')}; tolerance: hard +-{HARD_TOLERANCE}, gradual +-{GRADUAL_TOLERANCE} frames")
+    folder = ROOT / "bench" / "out" / "accuracy"
+    folder.mkdir(parents=True, exist_ok=True)
+    if args.videos:
+        evaluate("synthetic edits", synthetic_set(args.videos, folder), config, args.verbose)
+    real = real_set(args.real) if args.real.exists() else []
+    if real:
+        evaluate(f"real footage ({args.real})", real, config, args.verbose)
+    else:
+        print(f"\nno real footage with ground truth in {args.real}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
