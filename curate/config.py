@@ -138,6 +138,11 @@ def _build(values: dict[str, dict[str, Any]]) -> Config:
 def _coerce(name: str, value: Any, default: Any) -> Any:
     """Give `value` the type of the field's default, or explain why it cannot have it."""
     kind = type(default)
+    if kind in (int, float) and isinstance(value, str):
+        try:  # YAML 1.1 reads "1e1" and "5e-2" as strings
+            value = float(value)
+        except ValueError:
+            pass
     if kind is bool:
         if isinstance(value, bool):
             return value

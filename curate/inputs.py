@@ -105,7 +105,7 @@ def _read_list(path: Path) -> list[tuple[str, str | None]]:
     """Read a list file; relative entries are relative to the list file's folder."""
     suffix = path.suffix.lower()
     if suffix == ".txt":
-        lines = [line.strip() for line in path.read_text().splitlines()]
+        lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
         rows = [(line, None) for line in lines if line and not line.startswith("#")]
     else:
         rows = _read_table(path)

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 from tqdm import tqdm
@@ -56,19 +57,32 @@ def run_split(inputs: list[VideoInput], layout: OutputLayout, config: Config, wo
 def _merge_split(units: list[Unit], work_dir: Path, layout: OutputLayout) -> None:
     """Concatenate the unit parts, in input order, into the two manifests.
 
-    A marker records which units the manifests were last merged from, so re-running a finished
-    command only compares ids instead of re-reading thousands of part files.
+    Paths and captions come from this run's inputs, not from the parts: a moved file or an
+    edited caption list is reflected without redoing the video. A marker records what the
+    manifests were last merged from (settings, inputs), so re-running a finished command
+    compares a hash instead of re-reading thousands of part files.
     """
     ids = [u.unit_id for u in units]
-    fingerprint = hashlib.sha1("\n".join(ids).encode()).hexdigest()
-    marker = work_dir / "merged"
+    inputs = [f"{u.unit_id}\t{u.payload.path}\t{u.payload.source_caption}" for u in units]
+    fingerprint = hashlib.sha1("\n".join([work_dir.name, *inputs]).encode()).hexdigest()
+    marker = layout.work / "split.merged"
     if marker.exists() and marker.read_text() == fingerprint and layout.videos.exists() and layout.clips.exists():
         return
     videos = concat_parts([part_path(work_dir, i, "videos") for i in ids], VIDEO_SCHEMA)
     clips = concat_parts([part_path(work_dir, i, "clips") for i in ids], CLIP_SCHEMA)
-    write_parquet_atomic(videos, layout.videos)
-    write_parquet_atomic(clips, layout.clips)
+    current = {u.unit_id: u.payload for u in units}
+    write_parquet_atomic(_with_inputs(videos, current), layout.videos)
+    write_parquet_atomic(_with_inputs(clips, current), layout.clips)
     write_text_atomic(fingerprint, marker)
+
+
+def _with_inputs(table: pa.Table, current: dict[str, VideoInput]) -> pa.Table:
+    """Set `path` and `source_caption` from the current inputs, by video_id."""
+    video_ids = table.column("video_id").to_pylist()
+    for name, value in (("path", lambda v: v.path), ("source_caption", lambda v: v.source_caption)):
+        column = pa.array([value(current[i]) for i in video_ids], pa.string())
+        table = table.set_column(table.schema.get_field_index(name), name, column)
+    return table
 
 
 def summarize(layout: OutputLayout) -> str:

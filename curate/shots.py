@@ -35,6 +35,8 @@ _DIP = 0.35  # a frame this much flatter than the pictures on both sides is insi
 _RAMP = 1.5  # contrast rise across the frames around a dip that makes it a fade
 _LEVEL = 0.8  # a fade ends where contrast is back to this share of the shot's level
 _SLOW_FADE_STEP = 1.003  # below that level, even this slow a rise continues the fade
+_BLIP_FRAMES = 3  # dips this short, entered and left in one frame each, are flashes
+_BLIP_JUMP = 2.0  # the contrast ratio of "at once"
 _ISOLATED = 2.0  # a cut's step is at least this many times its smaller immediate neighbour
 _RETURNED = 0.5  # distance under which "the old picture came back"
 _SATURATED = 0.97  # share of the widest span that marks the ends of a dissolve
@@ -215,6 +217,8 @@ class ShotDetector:
         low = blank | ((std < _DIP * left_max) & (std < _DIP * right_max))
         fades = []
         for start, end in _runs(low):
+            if _abrupt_blip(std, start, end):
+                continue  # a flash or a glitch: the cut detector judges the frames around it
             # Walk out while contrast still rises, or is still well below the level it rises to.
             lo, level = start, left_max[start]
             while lo > 0 and start - lo < limit and _still_fading(std[lo - 1], std[lo], level):
@@ -232,6 +236,13 @@ class ShotDetector:
             darkest = start + int(np.argmin(std[start:end]))  # where one shot hands over to the next
             fades.append(Transition(lo, hi, darkest if between_shots else None, "fade"))
         return fades
+
+
+def _abrupt_blip(std: np.ndarray, start: int, end: int) -> bool:
+    """A dip of at most a few frames that contrast falls into and climbs out of at once."""
+    if end - start > _BLIP_FRAMES or start == 0 or end == len(std):
+        return False
+    return std[start - 1] > _BLIP_JUMP * std[start] and std[end] > _BLIP_JUMP * std[end - 1]
 
 
 def _still_fading(outer: float, inner: float, level: float) -> bool:

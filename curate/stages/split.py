@@ -87,7 +87,8 @@ def _feed(detector: ShotDetector, frames, config: SplitConfig) -> None:
 
 def clip_spans(num_frames: int, transitions: list[Transition], fps: float, config: SplitConfig) -> list[tuple[int, int]]:
     """[start, end) frame spans of the clips: shots trimmed by the margin at each boundary, shots
-    shorter than the minimum skipped, longer ones split into equal windows under the maximum."""
+    shorter than the minimum skipped, longer ones split into equal windows under the maximum
+    (or, when equal windows would be shorter than the minimum, into maximum-length ones)."""
     margin = round(config.margin_s * fps)
     min_frames = max(1, math.ceil(config.min_clip_s * fps - 1e-6))
     max_frames = max(min_frames, math.floor(config.max_clip_s * fps + 1e-6))
@@ -99,7 +100,10 @@ def clip_spans(num_frames: int, transitions: list[Transition], fps: float, confi
         if length < min_frames:
             continue
         windows = math.ceil(length / max_frames)
-        edges = [start + round(i * length / windows) for i in range(windows + 1)]
+        if length / windows >= min_frames:
+            edges = [start + round(i * length / windows) for i in range(windows + 1)]
+        else:  # equal windows would fall under the minimum: take whole maximum-length ones
+            edges = [start + i * max_frames for i in range(length // max_frames + 1)]
         spans.extend(zip(edges[:-1], edges[1:]))
     return spans
 

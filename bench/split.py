@@ -1,0 +1,590 @@
+"""Benchmark `python -m curate split`: whole-process throughput against two baselines, and memory.
+
+Run from anywhere with the project's virtual environment:
+
+    .venv/bin/python bench/split.py            # 1280x720 inputs, 3 repetitions (the README figures)
+    .venv/bin/python bench/split.py --quick    # 640x360 inputs, 2 repetitions, a smoke test
+    .venv/bin/python bench/split.py --profile  # also: where the time of one video goes, in-process
+
+What it measures
+----------------
+1. Inputs. Ten or more synthetic edited videos (`curate.samples.edited_video(seed)` rendered with
+   `make_video` at 1280x720, 30 fps, H.264/libx264; only seeds giving 20-30 s are used), written
+   once under bench/out/ (git-ignored) and reused on later runs. Their frame counts come from the
+   sample generator's ground truth and are checked against what every tool reports decoding.
+
+2. Throughput, whole-process: total frames of the batch / wall time of the command, measured with
+   time.perf_counter() around subprocess.run, so interpreter start-up, imports, process spawning
+   and manifest writing all count. All three use the machine's two cores:
+     (a) curate:      python -m curate split FILES... --out FRESH_DIR --workers 2 --quiet
+                      (one command; its spawn pool runs one worker per core)
+     (b) scenedetect: scenedetect -i FILE -q detect-adaptive, one process per file, two at a time
+                      (PySceneDetect 0.7.2 CLI with its defaults: OpenCV backend, automatic
+                      downscale; no output command, so it writes no files). An untimed pass with
+                      `-v info` instead of `-q` first checks from its "Processed N frames" line
+                      that it decodes every frame of every file (and warms the page cache).
+     (c) bare decode: one tiny `python -c` process per file, two at a time, that opens the file
+                      with PyAV, sets stream.thread_type = "AUTO" and iterates
+                      container.decode(stream) reading only frame.pts (no conversion): the floor
+                      of any tool that must decode every frame with PyAV.
+   Each measurement is repeated (3 times, 2 with --quick), the three tools interleaved within a
+   repetition so that background load hits them alike; the table reports the BEST repetition
+   (highest frames/s) and the median next to it. Ratios use the best values. Targets:
+   curate/scenedetect >= 1.5 and curate/bare-decode >= 0.75.
+   Next to wall time it reports CPU seconds (user + sys of the whole process tree, from
+   getrusage(RUSAGE_CHILDREN) deltas; pool workers are waited for, so they count). On an idle
+   machine wall time is what matters; on a shared one CPU seconds say more about the tool itself.
+
+3. Memory. A 20 s video (600 frames, same generator) is looped by copying its compressed packets
+   (no re-encode, so it takes seconds) into a ~1-minute (3 loops) and a ~10-minute (30 loops) mp4.
+   `python -m curate split FILE --out TMP --workers 1 --quiet` runs on each inside a small wrapper
+   process, so each measurement is isolated. The wrapper samples /proc/PID/status VmHWM (the
+   kernel's per-process peak resident set) of every process of the command every 20 ms, which
+   attributes the peak to the main process and to the pool worker separately; it also prints
+   getrusage(RUSAGE_CHILDREN).ru_maxrss, the peak of the largest single process of the whole tree,
+   as a cross-check. The worker's peak is the figure that must stay flat: target 10-min/1-min
+   <= 1.2.
+
+4. Context: date, CPU model and cores, load average before and after (the numbers are only as
+   good as the machine is idle), Python/PyAV/FFmpeg/OpenCV versions, then a markdown table for
+   the README.
+
+With --profile it also measures where the time goes: the fixed cost of one invocation of each
+command (on a 10-frame video: interpreter start-up, imports, pool spawn, manifests), then
+SplitStage.process on one input in this process (one worker's view): decode alone, decode +
+iter_frames bookkeeping, + luma grid sampling, and the full stage, and the top functions of a
+cProfile run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+OUT = BENCH / "out"
+sys.path.insert(0, str(REPO))
+
+PYTHON = sys.executable
+SCENEDETECT = str(Path(PYTHON).parent / "scenedetect")
+FPS = 30
+NUM_VIDEOS = 10
+MEMORY_SOURCE_FRAMES = 20 * FPS  # the looped unit of the memory inputs
+MEMORY_LOOPS = {"1min": 3, "10min": 30}
+
+BARE_DECODE = """
+import sys, av
+n = 0
+with av.open(sys.argv[1]) as container:
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    for frame in container.decode(stream):
+        frame.pts  # touch the frame, convert nothing
+        n += 1
+print(n)
+"""
+
+RSS_WRAPPER = """
+import json, os, resource, subprocess, sys, time
+
+def descendants(root):
+    parents = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    parents[int(name)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    found, frontier = [], [root]
+    while frontier:
+        pid = frontier.pop()
+        found.append(pid)
+        frontier.extend(child for child, parent in parents.items() if parent == pid)
+    return found
+
+peaks = {}
+started = time.perf_counter()
+proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
+while proc.poll() is None:
+    for pid in descendants(proc.pid):
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                hwm = next((int(line.split()[1]) for line in f if line.startswith("VmHWM:")), None)
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        if hwm is not None:
+            role = "main" if pid == proc.pid else "worker" if "spawn_main" in cmd else "tracker" if "resource_tracker" in cmd else "other"
+            peaks[pid] = {"role": role, "hwm_kb": max(hwm, peaks.get(pid, {}).get("hwm_kb", 0))}
+    time.sleep(0.02)
+seconds = time.perf_counter() - started
+print(json.dumps({"rc": proc.returncode, "seconds": seconds,
+                  "tree_maxrss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+                  "processes": list(peaks.values())}))
+"""
+
+
+# -- inputs ------------------------------------------------------------------------------------
+
+
+def pick_seeds(count: int) -> list[tuple[int, int]]:
+    """The first `count` seeds whose edit lasts 20-30 s at 30 fps, with their frame counts."""
+    from curate.samples import edited_video, truth
+
+    picked, seed = [], 1
+    while len(picked) < count:
+        frames = truth(*edited_video(seed, fps=FPS)).num_frames
+        if 20 * FPS <= frames <= 30 * FPS:
+            picked.append((seed, frames))
+        seed += 1
+    return picked
+
+
+def _make_edit(path: str, seed: int, width: int, height: int) -> int:
+    from curate.samples import edited_video, make_video
+
+    return make_video(path, *edited_video(seed, fps=FPS), width, height, fps=FPS).num_frames
+
+
+def _make_memory_source(path: str, width: int, height: int) -> int:
+    """An edit trimmed to exactly MEMORY_SOURCE_FRAMES frames, so loops give round durations."""
+    from curate.samples import edited_video, make_video, truth
+
+    shots, joins = edited_video(7, fps=FPS)
+    shots[-1].num_frames += MEMORY_SOURCE_FRAMES - truth(shots, joins).num_frames
+    return make_video(path, shots, joins, width, height, fps=FPS).num_frames
+
+
+def loop_video(source: Path, target: Path, loops: int, frames_per_loop: int) -> None:
+    """Concatenate `loops` copies of source's compressed video packets, shifting timestamps."""
+    import av
+
+    tmp = target.with_name(f".{target.name}.tmp.mp4")
+    with av.open(str(source)) as first, av.open(str(tmp), "w") as out:
+        in_stream = first.streams.video[0]
+        out_stream = out.add_stream_from_template(in_stream)
+        period = round(frames_per_loop / FPS / in_stream.time_base)  # one loop in time_base units
+        for k in range(loops):
+            with av.open(str(source)) as inp:
+                for packet in inp.demux(inp.streams.video[0]):
+                    if packet.dts is None:  # the demuxer's final empty packet
+                        continue
+                    packet.pts += k * period
+                    packet.dts += k * period
+                    packet.stream = out_stream
+                    out.mux(packet)
+    os.replace(tmp, target)
+
+
+def prepare_inputs(width: int, height: int, count: int) -> tuple[list[Path], list[int], dict[str, tuple[Path, int]]]:
+    folder = OUT / f"videos_{width}x{height}"
+    folder.mkdir(parents=True, exist_ok=True)
+    seeds = pick_seeds(count)
+    files = [folder / f"edit_seed{seed:03d}.mp4" for seed, _ in seeds]
+    jobs = [(str(f), seed) for f, (seed, _) in zip(files, seeds) if not f.exists()]
+    memory_source = folder / "memory_source_20s.mp4"
+    started = time.perf_counter()
+    if jobs or not memory_source.exists():
+        print(f"generating {len(jobs) + (not memory_source.exists())} videos at {width}x{height} in {folder} ...", flush=True)
+        with ProcessPoolExecutor(os.cpu_count() or 1, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(_make_edit, path, seed, width, height) for path, seed in jobs]
+            if not memory_source.exists():
+                futures.append(pool.submit(_make_memory_source, str(memory_source), width, height))
+            for future in futures:
+                future.result()
+    long_inputs = {}
+    for name, loops in MEMORY_LOOPS.items():
+        path = folder / f"looped_{name}.mp4"
+        if not path.exists():
+            loop_video(memory_source, path, loops, MEMORY_SOURCE_FRAMES)
+        long_inputs[name] = (path, loops * MEMORY_SOURCE_FRAMES)
+    if time.perf_counter() - started > 1:
+        print(f"inputs ready in {time.perf_counter() - started:.0f} s", flush=True)
+    return files, [frames for _, frames in seeds], long_inputs
+
+
+# -- throughput --------------------------------------------------------------------------------
+
+
+def children_cpu() -> float:
+    """User + system CPU seconds of all waited-for descendants so far (grandchildren included)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Timer:
+    """Wall seconds (perf_counter) and descendants' CPU seconds of the commands run inside it."""
+
+    def __enter__(self):
+        self.cpu0, self.started = children_cpu(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.perf_counter() - self.started
+        self.cpu = children_cpu() - self.cpu0
+
+
+def _check(result: subprocess.CompletedProcess, what: str) -> subprocess.CompletedProcess:
+    if result.returncode != 0:
+        raise SystemExit(f"{what} failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def time_curate(files: list[Path], expected_frames: int, workers: int = 2) -> Timer:
+    import pyarrow.parquet as pq
+
+    (OUT / "runs").mkdir(parents=True, exist_ok=True)
+    out_dir = tempfile.mkdtemp(prefix="curate-", dir=OUT / "runs")
+    cmd = [PYTHON, "-m", "curate", "split", *map(str, files), "--out", out_dir, "--workers", str(workers), "--quiet"]
+    try:
+        with Timer() as timer:
+            result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        _check(result, "curate split")
+        videos = pq.read_table(Path(out_dir) / "manifests" / "videos.parquet").to_pandas()
+        decoded = int(videos.num_frames.sum())
+        if decoded != expected_frames or (videos.status != "ok").any() or videos.error.notna().any():
+            raise SystemExit(f"curate decoded {decoded} frames, expected {expected_frames}:\n{videos}")
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    return timer
+
+
+def _run_pool(commands: list[list[str]], cwd: Path, jobs: int = 2) -> tuple[Timer, list[subprocess.CompletedProcess]]:
+    """Run the commands `jobs` at a time; wall seconds from the first start to the last end."""
+
+    def run(cmd):
+        return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+
+    with Timer() as timer, ThreadPoolExecutor(jobs) as pool:
+        results = list(pool.map(run, commands))
+    return timer, results
+
+
+def scenedetect_command(path: Path, verbose: bool = False) -> list[str]:
+    return [SCENEDETECT, "-i", str(path), *(["-v", "info"] if verbose else ["-q"]), "detect-adaptive"]
+
+
+def bare_decode_command(path: Path) -> list[str]:
+    return [PYTHON, "-c", BARE_DECODE, str(path)]
+
+
+def check_scenedetect(files: list[Path], frames: list[int], cwd: Path) -> None:
+    """Untimed pass: scenedetect must report decoding every frame of every file."""
+    _, results = _run_pool([scenedetect_command(f, verbose=True) for f in files], cwd)
+    for path, expected, result in zip(files, frames, results):
+        _check(result, f"scenedetect on {path.name}")
+        match = re.search(r"Processed (\d+) frames", result.stdout + result.stderr)
+        if not match or int(match.group(1)) != expected:
+            raise SystemExit(f"scenedetect did not process all {expected} frames of {path}:\n{result.stderr[-2000:]}")
+
+
+def time_scenedetect(files: list[Path], cwd: Path) -> Timer:
+    seconds, results = _run_pool([scenedetect_command(f) for f in files], cwd)
+    for path, result in zip(files, results):
+        _check(result, f"scenedetect on {path.name}")
+    return seconds
+
+
+def time_bare_decode(files: list[Path], frames: list[int]) -> Timer:
+    seconds, results = _run_pool([bare_decode_command(f) for f in files], REPO)
+    for path, expected, result in zip(files, frames, results):
+        _check(result, f"bare decode of {path.name}")
+        if int(result.stdout.split()[-1]) != expected:
+            raise SystemExit(f"bare decode of {path} gave {result.stdout.strip()} frames, expected {expected}")
+    return seconds
+
+
+# -- memory ------------------------------------------------------------------------------------
+
+
+def measure_memory(path: Path, expected_frames: int) -> dict:
+    (OUT / "runs").mkdir(parents=True, exist_ok=True)
+    out_dir = tempfile.mkdtemp(prefix="memory-", dir=OUT / "runs")
+    cmd = [PYTHON, "-m", "curate", "split", str(path), "--out", out_dir, "--workers", "1", "--quiet"]
+    try:
+        result = _check(subprocess.run([PYTHON, "-c", RSS_WRAPPER, *cmd], cwd=REPO, capture_output=True, text=True), "rss wrapper")
+        report = json.loads(result.stdout.strip().splitlines()[-1])
+        if report["rc"] != 0:
+            raise SystemExit(f"curate split on {path} exited with {report['rc']}")
+        import pyarrow.parquet as pq
+
+        videos = pq.read_table(Path(out_dir) / "manifests" / "videos.parquet").to_pandas()
+        if int(videos.num_frames.sum()) != expected_frames or videos.error.notna().any():
+            raise SystemExit(f"curate on {path} decoded {videos.num_frames.sum()} frames, expected {expected_frames}:\n{videos}")
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    by_role: dict[str, int] = {}
+    for process in report["processes"]:
+        by_role[process["role"]] = max(by_role.get(process["role"], 0), process["hwm_kb"])
+    return {"seconds": report["seconds"], "tree_maxrss_kb": report["tree_maxrss_kb"], **by_role}
+
+
+# -- profile -----------------------------------------------------------------------------------
+
+
+def profile_one(path: Path) -> None:
+    """Single-process timing of one video through increasingly complete pipelines."""
+    import cProfile
+    import io
+    import pstats
+
+    import av
+
+    from curate.config import SplitConfig
+    from curate.inputs import VideoInput, content_id
+    from curate.stages.base import Unit
+    from curate.stages.split import SplitStage
+    from curate.videoio import DecodeLog, LumaGrid, iter_frames, luma, open_video
+
+    config = SplitConfig()
+
+    def bare():
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            return sum(1 for _ in container.decode(stream))
+
+    def iterate():
+        container, stream, _ = open_video(str(path))
+        with container:
+            return sum(1 for _ in iter_frames(container, stream, DecodeLog()))
+
+    def grids():
+        container, stream, info = open_video(str(path))
+        grid, n = LumaGrid(info.width, info.height, config.analysis_width, config.analysis_height), 0
+        with container:
+            for frame in iter_frames(container, stream, DecodeLog()):
+                grid(luma(frame))
+                n += 1
+        return n
+
+    stage = SplitStage(config)
+    unit = Unit("profile", VideoInput(content_id(str(path)), str(path)))
+
+    def full():
+        return stage.process(unit)[1]["frames"]
+
+    print(f"\n## Profile: one video ({path.name}, {path.parent.name}) in this process, min of 5 runs each")
+    print("CPU = process_time(), all threads (FFmpeg decode threads included); ms/frame from CPU")
+    rows = []
+    for label, fn in [
+        ("PyAV decode (thread_type AUTO)", bare),
+        ("+ iter_frames (demux, decode per packet, timestamps)", iterate),
+        ("+ luma plane + 64x36 grid sampling", grids),
+        ("full SplitStage.process (+ ShotDetector, clips, tables)", full),
+    ]:
+        walls, cpus, frames = [], [], 0
+        for _ in range(5):
+            cpu0, started = time.process_time(), time.perf_counter()
+            frames = fn()
+            walls.append(time.perf_counter() - started)
+            cpus.append(time.process_time() - cpu0)
+        rows.append((label, frames, min(walls), min(cpus)))
+    print("| pipeline | frames | wall s | CPU s | CPU ms/frame |")
+    print("|---|---:|---:|---:|---:|")
+    for label, frames, wall, cpu in rows:
+        print(f"| {label} | {frames} | {wall:.2f} | {cpu:.2f} | {1000 * cpu / frames:.2f} |")
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    full()
+    profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(15)
+    print("\ncProfile of the full stage, top 15 by own time (main thread only; FFmpeg's decode threads are invisible to it):")
+    print("\n".join(line for line in text.getvalue().splitlines() if line.strip())[:6000])
+
+
+def startup_costs() -> None:
+    """What one invocation of each command costs before any real work: run on a 10-frame video."""
+    from curate.samples import Shot, make_video
+
+    tiny = OUT / "tiny_10_frames_640x360.mp4"
+    if not tiny.exists():
+        make_video(tiny, [Shot(10, 1)], [], 640, 360, fps=FPS)
+    (OUT / "runs").mkdir(parents=True, exist_ok=True)
+    cases = {
+        "python -c pass": [PYTHON, "-c", "pass"],
+        "bare decode script (import av + decode)": bare_decode_command(tiny),
+        "scenedetect -q detect-adaptive": scenedetect_command(tiny),
+        "import curate.stages.split (each pool worker)": [PYTHON, "-c", "import curate.stages.split"],
+        "  of which: import pandas (via curate.manifest)": [PYTHON, "-c", "import pandas"],
+        "  of which: import av, numpy, pyarrow.parquet": [PYTHON, "-c", "import av, numpy, pyarrow.parquet"],
+        "curate split --workers 1 (whole command)": None,
+        "curate split --workers 2 (whole command, 2 inputs)": None,
+    }
+    print("\n## Fixed cost per invocation (10-frame 640x360 input; min of 5; CPU = user+sys of the process tree)")
+    print("| command | wall s | CPU s |")
+    print("|---|---:|---:|")
+    copy = OUT / "tiny_copy_10_frames_640x360.mp4"
+    if not copy.exists():
+        shutil.copy(tiny, copy)
+    for label, cmd in cases.items():
+        walls, cpus = [], []
+        for _ in range(5):
+            out_dir = tempfile.mkdtemp(prefix="tiny-", dir=OUT / "runs")
+            if cmd is None:
+                workers = "2" if "2 inputs" in label else "1"
+                inputs = [str(tiny), str(copy)] if workers == "2" else [str(tiny)]
+                run = [PYTHON, "-m", "curate", "split", *inputs, "--out", out_dir, "--workers", workers, "--quiet"]
+            else:
+                run = cmd
+            with Timer() as timer:
+                _check(subprocess.run(run, cwd=REPO, capture_output=True, text=True), label)
+            shutil.rmtree(out_dir, ignore_errors=True)
+            walls.append(timer.wall)
+            cpus.append(timer.cpu)
+        print(f"| {label} | {min(walls):.2f} | {min(cpus):.2f} |")
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, str]:
+    import av
+    import cv2
+    import numpy
+    import scenedetect
+
+    cpu = "unknown"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    libs = ", ".join(f"{k} {'.'.join(map(str, v))}" for k, v in av.library_versions.items() if k in ("libavcodec", "libavformat"))
+    return {
+        "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "cpu": f"{cpu}, {os.cpu_count()} logical cores ({len(os.sched_getaffinity(0))} usable)",
+        "python": f"{platform.python_version()} ({platform.system()} {platform.release()})",
+        "pyav": f"PyAV {av.__version__}, FFmpeg {av.ffmpeg_version_info} ({libs})",
+        "others": f"numpy {numpy.__version__}, scenedetect {scenedetect.__version__}, opencv {cv2.__version__}",
+    }
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="640x360 inputs and 2 repetitions")
+    parser.add_argument("--reps", type=int, default=None, help="repetitions per measurement (default 3, 2 with --quick)")
+    parser.add_argument("--videos", type=int, default=NUM_VIDEOS, help=f"videos in the batch (default {NUM_VIDEOS})")
+    parser.add_argument("--skip-memory", action="store_true", help="leave out the memory measurement")
+    parser.add_argument("--profile", action="store_true", help="also profile one video in-process")
+    args = parser.parse_args()
+    width, height = (640, 360) if args.quick else (1280, 720)
+    reps = args.reps or (2 if args.quick else 3)
+
+    info = machine()
+    print("# curate split benchmark")
+    for key, value in info.items():
+        print(f"{key:8} {value}")
+    load_before = load()
+    print(f"load     {load_before} (1/5/15 min) before the run")
+
+    files, frames, long_inputs = prepare_inputs(width, height, args.videos)
+    total = sum(frames)
+    print(f"inputs   {len(files)} videos, {width}x{height} {FPS} fps H.264 (libx264 veryfast crf 20), "
+          f"{total} frames ({total / FPS:.0f} s), {sum(f.stat().st_size for f in files) / 1e6:.1f} MB, in {files[0].parent}")
+
+    print("\n## Commands")
+    print(f"(a) curate:      {PYTHON} -m curate split <{len(files)} files> --out <fresh dir> --workers 2 --quiet")
+    print(f"(b) scenedetect: {' '.join(scenedetect_command(Path('FILE')))}   (one per file, 2 at a time)")
+    print(f"(c) bare decode: {PYTHON} -c <script> FILE   (one per file, 2 at a time); the script:")
+    print("\n".join("      " + line for line in BARE_DECODE.strip().splitlines()))
+
+    scratch = Path(tempfile.mkdtemp(prefix="scenedetect-cwd-", dir=OUT))
+    try:
+        print("\nchecking that scenedetect decodes every frame (untimed, -v info) ...", flush=True)
+        check_scenedetect(files, frames, scratch)
+        timers: dict[str, list[Timer]] = {"curate": [], "scenedetect": [], "bare decode": []}
+        for rep in range(reps):
+            timers["curate"].append(time_curate(files, total))
+            timers["scenedetect"].append(time_scenedetect(files, scratch))
+            timers["bare decode"].append(time_bare_decode(files, frames))
+            print(f"rep {rep + 1}/{reps} (load {load()}): "
+                  + ", ".join(f"{k} {v[-1].wall:.2f} s wall / {v[-1].cpu:.2f} s CPU" for k, v in timers.items()), flush=True)
+        stray = sorted(p.name for p in scratch.iterdir())
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(f"files scenedetect wrote in its working directory: {', '.join(stray) if stray else 'none'}")
+
+    best = {k: min(t.wall for t in v) for k, v in timers.items()}
+    median = {k: statistics.median(t.wall for t in v) for k, v in timers.items()}
+    cpu = {k: min(t.cpu for t in v) for k, v in timers.items()}
+    print(f"\n## Throughput: {total} frames, whole-process wall time: BEST of {reps} (median in brackets)")
+    print("CPU s = user+sys of the whole process tree (min over the repetitions): less sensitive to other load")
+    print(f"{'tool':12} {'frames':>7} {'wall s':>15} {'frames/s':>15} {'CPU s':>7} {'frames/CPU-s':>12}")
+    for k in timers:
+        print(f"{k:12} {total:7d} {best[k]:7.2f} ({median[k]:5.2f}) {total / best[k]:7.0f} ({total / median[k]:5.0f}) "
+              f"{cpu[k]:7.2f} {total / cpu[k]:12.0f}")
+    vs_sd, vs_decode = best["scenedetect"] / best["curate"], best["bare decode"] / best["curate"]
+    print(f"curate / scenedetect = {vs_sd:.2f} by best wall (target >= 1.5: {'met' if vs_sd >= 1.5 else 'NOT met'}); "
+          f"median wall {median['scenedetect'] / median['curate']:.2f}; CPU {cpu['scenedetect'] / cpu['curate']:.2f}")
+    print(f"curate / bare decode = {vs_decode:.2f} by best wall (target >= 0.75: {'met' if vs_decode >= 0.75 else 'NOT met'}); "
+          f"median wall {median['bare decode'] / median['curate']:.2f}; CPU {cpu['bare decode'] / cpu['curate']:.2f}")
+
+    memory = {}
+    if not args.skip_memory:
+        print("\n## Memory: python -m curate split FILE --out TMP --workers 1 --quiet, one run per file")
+        print("(peaks are /proc/PID/status VmHWM sampled every 20 ms by a wrapper process; 'tree' is the")
+        print(" wrapper's getrusage(RUSAGE_CHILDREN).ru_maxrss, the largest single process of the command)")
+        for name, (path, n) in long_inputs.items():
+            memory[name] = measure_memory(path, n)
+            m = memory[name]
+            print(f"{name:6} {n:6d} frames {path.stat().st_size / 1e6:6.1f} MB: worker {m.get('worker', 0) / 1024:6.1f} MiB, "
+                  f"main {m.get('main', 0) / 1024:6.1f} MiB, tree {m['tree_maxrss_kb'] / 1024:6.1f} MiB, "
+                  f"{m['seconds']:.1f} s ({n / m['seconds']:.0f} frames/s with 1 worker)", flush=True)
+        memory_ratio = memory["10min"].get("worker", 0) / max(1, memory["1min"].get("worker", 0))
+        print(f"worker peak 10-min / 1-min = {memory_ratio:.2f}  (target <= 1.2: {'met' if memory_ratio <= 1.2 else 'NOT met'})")
+
+    if args.profile:
+        startup_costs()
+        profile_one(files[0])
+
+    load_after = load()
+    print(f"\nload     {load_after} (1/5/15 min) after the run")
+    if max(float(x) for x in (load_before.split()[0], load_after.split()[0])) > (os.cpu_count() or 1) + 0.5:
+        print("WARNING: other work was running on this machine; wall times include its interference")
+
+    print("\n## README table\n")
+    print(f"{info['date']}; {info['cpu']}; {info['pyav']}.")
+    print(f"Batch: {len(files)} synthetic edited videos, {width}x{height} {FPS} fps H.264, {total} frames; "
+          f"whole-process wall time, best of {reps}, two processes on two cores for every tool.\n")
+    print("| tool | command | wall s | frames/s | CPU s | curate is |")
+    print("|---|---|---:|---:|---:|---:|")
+    print(f"| curate split | `python -m curate split FILES --workers 2 --quiet` | {best['curate']:.2f} | {total / best['curate']:.0f} | {cpu['curate']:.1f} | |")
+    print(f"| PySceneDetect 0.7.2 | `scenedetect -i FILE -q detect-adaptive` x2 parallel | {best['scenedetect']:.2f} | "
+          f"{total / best['scenedetect']:.0f} | {cpu['scenedetect']:.1f} | {vs_sd:.2f}x faster |")
+    print(f"| bare PyAV decode | `container.decode(stream)`, thread_type AUTO, x2 parallel | {best['bare decode']:.2f} | "
+          f"{total / best['bare decode']:.0f} | {cpu['bare decode']:.1f} | {vs_decode:.2f}x its speed |")
+    if memory:
+        print("\n| input (--workers 1) | frames | worker peak RSS | main process peak RSS |")
+        print("|---|---:|---:|---:|")
+        for name, (path, n) in long_inputs.items():
+            m = memory[name]
+            print(f"| {name} looped, {width}x{height} | {n} | {m.get('worker', 0) / 1024:.0f} MiB | {m.get('main', 0) / 1024:.0f} MiB |")
+        print(f"\nWorker peak RSS, 10 min / 1 min: {memory_ratio:.2f}.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,261 @@
+"""Shared fixtures: synthetic videos with known ground truth, bad inputs, and CLI helpers.
+
+Every video is rendered once per session with `curate.samples` (small frames, 24 fps, a few
+seconds each), so the whole suite decodes real H.264 through the same path users do.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import pandas as pd
+import pytest
+
+from curate.config import SplitConfig
+from curate.inputs import collect_inputs
+from curate.samples import Join, Shot, Truth, edited_video, make_video
+from curate.stages.base import Unit
+from curate.stages.split import SplitStage
+
+FPS = 24
+W, H = 320, 180
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+# Tolerances of the detection contract (frames).
+HARD_TOL = 2
+GRADUAL_TOL = 8
+
+# Random edits used for the recall/precision test: the first four seeds, four shots each.
+ACCURACY_SEEDS = (0, 1, 2, 3)
+ACCURACY_SHOTS = 4
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A rendered video and its ground truth."""
+
+    path: Path
+    truth: Truth
+    events: tuple[int, ...] = ()  # frames of things that must not be boundaries (flash, occlusion)
+
+
+# -- videos --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="session")
+def edited(media) -> Sample:
+    """Four shots of 3-4 s: a hard cut, a 16-frame dissolve, and a 24-frame fade through black.
+    Every shot is long enough to give a clip, so clips sit on both sides of every transition."""
+    shots = [Shot(72, 1), Shot(72, 2, pan=(1.5, 0.5)), Shot(96, 3), Shot(72, 4, pan=(-1.0, 0.0))]
+    joins = [Join("cut"), Join("dissolve", 16), Join("fade", 24)]
+    path = media / "edited.mp4"
+    return Sample(path, make_video(path, shots, joins, W, H, FPS))
+
+
+@pytest.fixture(scope="session")
+def motion(media) -> Sample:
+    """Hard negatives, each in its own shot, joined by real hard cuts: a fast pan (14 px per
+    frame), a 2-frame flash, and a dark object sweeping past the lens."""
+    shots = [
+        Shot(60, 8, pan=(14.0, 0.0)),
+        Shot(72, 12, flash_at=30),
+        Shot(72, 9, occlusion_at=30),
+    ]
+    path = media / "motion.mp4"
+    truth = make_video(path, shots, [Join("cut"), Join("cut")], W, H, FPS)
+    return Sample(path, truth, events=(60 + 30, 60 + 31, *range(132 + 30, 132 + 40)))
+
+
+@pytest.fixture(scope="session")
+def pan_flash(media) -> Sample:
+    """One fast-panning shot (14 px per frame) with a 2-frame flash in it, as in the demo."""
+    path = media / "pan_flash.mp4"
+    truth = make_video(path, [Shot(48, 8, pan=(14.0, 0.0), flash_at=24)], [], W, H, FPS)
+    return Sample(path, truth, events=(24, 25))
+
+
+@pytest.fixture(scope="session")
+def low_res_pan(media) -> Sample:
+    """A 5 s single take panning slowly (0.5 px per frame), at 160x90."""
+    path = media / "low_res_pan.mp4"
+    return Sample(path, make_video(path, [Shot(120, 13, pan=(0.5, 0.2))], [], 160, 90, FPS))
+
+
+@pytest.fixture(scope="session")
+def static(media) -> Sample:
+    """A single frozen picture with sensor noise."""
+    path = media / "static.mp4"
+    return Sample(path, make_video(path, [Shot(72, 5, static=True, moving_object=False)], [], W, H, FPS))
+
+
+@pytest.fixture(scope="session")
+def long_take(media) -> Sample:
+    """One slowly panning take longer than twice the default split.max_clip_s (10 s)."""
+    num_frames = round(2.2 * SplitConfig().max_clip_s * FPS)
+    path = media / "long_take.mp4"
+    return Sample(path, make_video(path, [Shot(num_frames, 11, pan=(0.5, 0.2))], [], 256, 144, FPS))
+
+
+@pytest.fixture(scope="session")
+def good_videos(edited, motion, static, long_take) -> list[Sample]:
+    return [edited, motion, static, long_take]
+
+
+@pytest.fixture(scope="session")
+def accuracy_videos(media) -> list[Sample]:
+    """Random edits from `curate.samples.edited_video` (cuts, dissolves, fades, motion, events)."""
+    samples = []
+    for seed in ACCURACY_SEEDS:
+        shots, joins = edited_video(seed, num_shots=ACCURACY_SHOTS, fps=FPS)
+        path = media / f"random_edit_{seed}.mp4"
+        samples.append(Sample(path, make_video(path, shots, joins, W, H, FPS)))
+    return samples
+
+
+# -- bad inputs ----------------------------------------------------------------------------
+
+# The faststart source of the truncated and damaged files: a 4 s shot, a hard cut, a 2 s shot.
+BROKEN_SOURCE_FRAMES = 96 + 48
+
+
+@pytest.fixture(scope="session")
+def broken_source(media) -> Sample:
+    path = media / "faststart_source.mp4"
+    truth = make_video(path, [Shot(96, 21), Shot(48, 22)], [Join("cut")], 160, 90, FPS, faststart=True)
+    assert truth.num_frames == BROKEN_SOURCE_FRAMES
+    return Sample(path, truth)
+
+
+def _write_sine(path: Path, codec: str, seconds: float = 2.0, rate: int = 44100) -> None:
+    """An audio-only file: a 440 Hz sine wave, no video stream at all."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.layout = "mono"
+        fmt = stream.codec_context.format.name
+        t = np.arange(int(seconds * rate)) / rate
+        wave = 0.3 * np.sin(2 * np.pi * 440 * t)
+        for start in range(0, len(wave), 1024):
+            chunk = wave[start : start + 1024]
+            data = (chunk * 32767).astype(np.int16) if fmt.startswith("s16") else chunk.astype(np.float32)
+            frame = av.AudioFrame.from_ndarray(data[None, :], format=fmt, layout="mono")
+            frame.sample_rate, frame.pts = rate, start
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+@pytest.fixture(scope="session")
+def bad_inputs(media, broken_source) -> dict[str, Path]:
+    """Inputs that are not (entirely) videos, by kind."""
+    folder = media / "bad"
+    folder.mkdir()
+    rng = random.Random(1234)
+    paths = {
+        "empty": folder / "empty.mp4",
+        "random": folder / "random_bytes.mp4",
+        "text": folder / "notes.mp4",
+        "audio": folder / "sine.m4a",
+        "audio_flac": folder / "sine.mka",
+        "truncated": folder / "truncated.mp4",
+        "damaged": folder / "damaged.mp4",
+    }
+    paths["empty"].write_bytes(b"")
+    paths["random"].write_bytes(bytes(rng.randrange(256) for _ in range(64 * 1024)))
+    paths["text"].write_text("this is a text file, not a video\n" * 200)
+    _write_sine(paths["audio"], "aac")
+    _write_sine(paths["audio_flac"], "flac")
+    data = broken_source.path.read_bytes()
+    paths["truncated"].write_bytes(data[: len(data) * 6 // 10])  # a download cut short
+    damaged = bytearray(data)
+    start, stop = len(data) * 45 // 100, len(data) * 55 // 100  # garbage over 10% of the file
+    damaged[start:stop] = bytes(rng.randrange(256) for _ in range(stop - start))
+    paths["damaged"].write_bytes(bytes(damaged))
+    return paths
+
+
+# Inputs that can never give a frame, and the words their error message must contain.
+UNREADABLE = {
+    "empty": "empty",
+    "random": "not a readable video",
+    "text": "not a readable video",
+    "audio": "no video stream",
+    "audio_flac": "no video stream",
+}
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def read_manifests(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    manifests = Path(out) / "manifests"
+    return pd.read_parquet(manifests / "videos.parquet"), pd.read_parquet(manifests / "clips.parquet")
+
+
+def run_module(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`python -m curate ARGS` in a real process."""
+    return subprocess.run(
+        [PYTHON, "-m", "curate", *map(str, args)],
+        cwd=cwd or REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def match_boundaries(truth: Truth, detected, hard_tol: int = HARD_TOL, gradual_tol: int = GRADUAL_TOL):
+    """One-to-one matching of detected cut_frames to the truth.
+
+    Returns (matched, missed, spurious): matched true positions, true positions with no detection
+    within their tolerance, and detections that match nothing.
+    """
+    targets = sorted([(c, hard_tol) for c in truth.hard_cuts] + [((a + b + 1) // 2, gradual_tol) for a, b in truth.gradual])
+    free = sorted(int(d) for d in detected)
+    matched, missed = [], []
+    for position, tol in sorted(targets, key=lambda t: t[1]):  # tight tolerances pick first
+        near = [d for d in free if abs(d - position) <= tol]
+        if near:
+            free.remove(min(near, key=lambda d: abs(d - position)))
+            matched.append(position)
+        else:
+            missed.append(position)
+    return sorted(matched), sorted(missed), free
+
+
+def split_video(path: Path, config: SplitConfig | None = None) -> tuple[dict, list[dict]]:
+    """Run the split stage in this process on one file: (videos row, clip rows)."""
+    video = collect_inputs([str(path)])[0]
+    outputs, _ = SplitStage(config or SplitConfig()).process(Unit(video.video_id, video))
+    return outputs["videos"].to_pylist()[0], outputs["clips"].to_pylist()
+
+
+_split_cache: dict[tuple[str, str], tuple[dict, list[dict]]] = {}
+
+
+@pytest.fixture(scope="session")
+def split():
+    """`split(sample_or_path, config=None)`: the split stage's (videos row, clip rows) for one
+    file, memoised for the session (the fixture videos are never rewritten)."""
+
+    def run(sample, config: SplitConfig | None = None):
+        path = sample.path if isinstance(sample, Sample) else Path(sample)
+        key = (str(path), repr(config or SplitConfig()))
+        if key not in _split_cache:
+            _split_cache[key] = split_video(path, config)
+        return _split_cache[key]
+
+    return run
