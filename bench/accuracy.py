@@ -6,7 +6,9 @@ Scores both detectors on the same videos:
 - synthetic edits from `curate.samples.edited_video` (hard cuts, 16-frame dissolves, fades through
   black, fast pans, flashes, occlusions), N seeds, ground truth known exactly;
 - real footage in DIR (default `.realdata/`): every `<video>.truth.json` beside its video, with
-  hand-labelled `hard_cuts` (first frame of the new shot) and `gradual` ([first, last] frames).
+  hand-labelled `hard_cuts` (first frame of the new shot) and `gradual` ([first, last] frames);
+  detections inside `dont_care_ranges` ([first, last]) or at `leader_tail_events` (black leader
+  or tail frames) are not scored.
 
 Hard cuts count within +-2 frames, gradual transitions within +-8 frames of their middle frame.
 A detection near a gradual transition is credited to it, not counted against hard cuts, and vice
@@ -99,7 +101,7 @@ def synthetic_set(count: int, folder: Path) -> list[tuple[Path, list[int], list[
         truth = samples.truth(shots, joins)
         if not path.exists():
             samples.make_video(path, shots, joins, width=320, height=180, fps=24)
-        videos.append((path, truth.hard_cuts, truth.gradual))
+        videos.append((path, truth.hard_cuts, truth.gradual, []))
     return videos
 
 
@@ -109,25 +111,31 @@ def real_set(folder: Path) -> list[tuple[Path, list[int], list[tuple[int, int]]]
         truth = json.loads(truth_file.read_text())
         path = truth_file.with_name(truth_file.name.removesuffix(".truth.json"))
         if path.exists():
-            videos.append((path, truth["hard_cuts"], [tuple(g) for g in truth["gradual"]]))
+            ignored = [tuple(r) for r in truth.get("dont_care_ranges", [])]
+            for kind in ("hard_cuts", "gradual"):  # events involving only leader/tail black frames
+                for event in truth.get("leader_tail_events", {}).get(kind, []):
+                    first, last = (event, event) if kind == "hard_cuts" else event
+                    ignored.append((first - HARD_TOLERANCE, last + HARD_TOLERANCE))
+            videos.append((path, truth["hard_cuts"], [tuple(g) for g in truth["gradual"]], ignored))
     return videos
 
 
-def evaluate(name: str, videos, config: SplitConfig, verbose: bool) -> None:
+def evaluate(name: str, videos, config: SplitConfig, verbose: bool, skip_baseline: bool = False) -> None:
     totals = {"ours": {}, "pyscenedetect": {}}
     clips_bad = clips_all = 0
     timings = {"ours": 0.0, "pyscenedetect": 0.0}
-    for path, hard, gradual in videos:
+    for path, hard, gradual, ignored in videos:
         middles = [(a + b + 1) // 2 for a, b in gradual]
         start = time.perf_counter()
         predicted, clips = ours(path, config)
         timings["ours"] += time.perf_counter() - start
         start = time.perf_counter()
-        baseline = pyscenedetect(path)
+        baseline = [] if skip_baseline else pyscenedetect(path)
         timings["pyscenedetect"] += time.perf_counter() - start
         clips_bad += straddling(clips, hard, gradual)
         clips_all += len(clips)
         for method, found in (("ours", predicted), ("pyscenedetect", baseline)):
+            found = [f for f in found if not any(a <= f <= b for a, b in ignored)]
             counts = score(found, hard, middles)
             for key, value in counts.items():
                 totals[method][key] = totals[method].get(key, 0) + value
@@ -155,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real", type=Path, default=ROOT / ".realdata", help="folder of real videos with .truth.json")
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], help="split.* overrides to try")
     parser.add_argument("-v", "--verbose", action="store_true", help="per-video detail")
+    parser.add_argument("--no-baseline", action="store_true", help="skip PySceneDetect (faster tuning runs)")
     args = parser.parse_args(argv)
     from curate.config import load_config
 
@@ -163,10 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     folder = ROOT / "bench" / "out" / "accuracy"
     folder.mkdir(parents=True, exist_ok=True)
     if args.videos:
-        evaluate("synthetic edits", synthetic_set(args.videos, folder), config, args.verbose)
+        evaluate("synthetic edits", synthetic_set(args.videos, folder), config, args.verbose, args.no_baseline)
     real = real_set(args.real) if args.real.exists() else []
     if real:
-        evaluate(f"real footage ({args.real})", real, config, args.verbose)
+        evaluate(f"real footage ({args.real})", real, config, args.verbose, args.no_baseline)
     else:
         print(f"\nno real footage with ground truth in {args.real}")
     return 0

@@ -4,7 +4,8 @@ Run from anywhere with the project's virtual environment:
 
     .venv/bin/python bench/split.py            # 1280x720 inputs, 3 repetitions (the README figures)
     .venv/bin/python bench/split.py --quick    # 640x360 inputs, 2 repetitions, a smoke test
-    .venv/bin/python bench/split.py --profile  # also: where the time of one video goes, in-process
+    .venv/bin/python bench/split.py --profile  # also: fixed costs per command, and where one video's time goes
+    .venv/bin/python bench/split.py --wait-idle 120   # on a shared machine
 
 What it measures
 ----------------
@@ -34,6 +35,9 @@ What it measures
    Next to wall time it reports CPU seconds (user + sys of the whole process tree, from
    getrusage(RUSAGE_CHILDREN) deltas; pool workers are waited for, so they count). On an idle
    machine wall time is what matters; on a shared one CPU seconds say more about the tool itself.
+   Each measurement also records how many CPU-seconds processes outside the benchmark used
+   meanwhile (machine-wide busy time from /proc/stat minus the benchmark's own), printed as
+   'others'; --wait-idle S waits up to S seconds before each measurement for such load to stop.
 
 3. Memory. A 20 s video (600 frames, same generator) is looped by copying its compressed packets
    (no re-encode, so it takes seconds) into a ~1-minute (3 loops) and a ~10-minute (30 loops) mp4.
@@ -229,16 +233,38 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def machine_busy_cpu() -> float:
+    """CPU seconds the whole machine has spent busy (all processes, all cores) since boot."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for_idle(max_wait: float, busy_below: float = 0.1) -> None:
+    """On a shared machine: wait (at most max_wait s) until other work uses < 10% of the cores."""
+    deadline = time.monotonic() + max_wait
+    cores = os.cpu_count() or 1
+    while time.monotonic() < deadline:
+        before = machine_busy_cpu()
+        time.sleep(1.0)
+        if (machine_busy_cpu() - before) / cores < busy_below:
+            return
+
+
 class Timer:
-    """Wall seconds (perf_counter) and descendants' CPU seconds of the commands run inside it."""
+    """Wall seconds (perf_counter) and descendants' CPU seconds of the commands run inside it, and
+    `others`: CPU seconds that processes outside this benchmark used meanwhile (machine-wide busy
+    time from /proc/stat minus ours), which says how much a measurement was disturbed."""
 
     def __enter__(self):
-        self.cpu0, self.started = children_cpu(), time.perf_counter()
+        self.cpu0, self.busy0, self.started = children_cpu(), machine_busy_cpu(), time.perf_counter()
         return self
 
     def __exit__(self, *exc):
         self.wall = time.perf_counter() - self.started
         self.cpu = children_cpu() - self.cpu0
+        self.others = max(0.0, machine_busy_cpu() - self.busy0 - self.cpu)
 
 
 def _check(result: subprocess.CompletedProcess, what: str) -> subprocess.CompletedProcess:
@@ -469,8 +495,15 @@ def machine() -> dict[str, str]:
     except (OSError, StopIteration):
         pass
     libs = ", ".join(f"{k} {'.'.join(map(str, v))}" for k, v in av.library_versions.items() if k in ("libavcodec", "libavformat"))
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+        return result.stdout.strip() if result.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--", "curate")
     return {
         "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "code": f"vidcurate at {commit}" + (" + uncommitted changes in curate/" if dirty else ""),
         "cpu": f"{cpu}, {os.cpu_count()} logical cores ({len(os.sched_getaffinity(0))} usable)",
         "python": f"{platform.python_version()} ({platform.system()} {platform.release()})",
         "pyav": f"PyAV {av.__version__}, FFmpeg {av.ffmpeg_version_info} ({libs})",
@@ -489,6 +522,10 @@ def main() -> int:
     parser.add_argument("--videos", type=int, default=NUM_VIDEOS, help=f"videos in the batch (default {NUM_VIDEOS})")
     parser.add_argument("--skip-memory", action="store_true", help="leave out the memory measurement")
     parser.add_argument("--profile", action="store_true", help="also profile one video in-process")
+    parser.add_argument(
+        "--wait-idle", type=float, default=0, metavar="S",
+        help="on a shared machine: before each measurement wait up to S seconds for other load to stop",
+    )
     args = parser.parse_args()
     width, height = (640, 360) if args.quick else (1280, 720)
     reps = args.reps or (2 if args.quick else 3)
@@ -517,11 +554,15 @@ def main() -> int:
         check_scenedetect(files, frames, scratch)
         timers: dict[str, list[Timer]] = {"curate": [], "scenedetect": [], "bare decode": []}
         for rep in range(reps):
+            wait_for_idle(args.wait_idle)
             timers["curate"].append(time_curate(files, total))
+            wait_for_idle(args.wait_idle)
             timers["scenedetect"].append(time_scenedetect(files, scratch))
+            wait_for_idle(args.wait_idle)
             timers["bare decode"].append(time_bare_decode(files, frames))
-            print(f"rep {rep + 1}/{reps} (load {load()}): "
-                  + ", ".join(f"{k} {v[-1].wall:.2f} s wall / {v[-1].cpu:.2f} s CPU" for k, v in timers.items()), flush=True)
+            print(f"rep {rep + 1}/{reps}: " + "; ".join(
+                f"{k} {v[-1].wall:.2f} s wall, {v[-1].cpu:.2f} CPU-s (others {v[-1].others:.1f} CPU-s)"
+                for k, v in timers.items()), flush=True)
         stray = sorted(p.name for p in scratch.iterdir())
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -530,12 +571,14 @@ def main() -> int:
     best = {k: min(t.wall for t in v) for k, v in timers.items()}
     median = {k: statistics.median(t.wall for t in v) for k, v in timers.items()}
     cpu = {k: min(t.cpu for t in v) for k, v in timers.items()}
+    disturbed = {k: min(v, key=lambda t: t.wall).others for k, v in timers.items()}
     print(f"\n## Throughput: {total} frames, whole-process wall time: BEST of {reps} (median in brackets)")
-    print("CPU s = user+sys of the whole process tree (min over the repetitions): less sensitive to other load")
-    print(f"{'tool':12} {'frames':>7} {'wall s':>15} {'frames/s':>15} {'CPU s':>7} {'frames/CPU-s':>12}")
+    print("CPU s = user+sys of the whole process tree (min over the repetitions): less sensitive to other load;")
+    print("others = CPU-s used by processes outside the benchmark during the best repetition (0 = undisturbed)")
+    print(f"{'tool':12} {'frames':>7} {'wall s':>15} {'frames/s':>15} {'CPU s':>7} {'frames/CPU-s':>12} {'others':>7}")
     for k in timers:
         print(f"{k:12} {total:7d} {best[k]:7.2f} ({median[k]:5.2f}) {total / best[k]:7.0f} ({total / median[k]:5.0f}) "
-              f"{cpu[k]:7.2f} {total / cpu[k]:12.0f}")
+              f"{cpu[k]:7.2f} {total / cpu[k]:12.0f} {disturbed[k]:7.1f}")
     vs_sd, vs_decode = best["scenedetect"] / best["curate"], best["bare decode"] / best["curate"]
     print(f"curate / scenedetect = {vs_sd:.2f} by best wall (target >= 1.5: {'met' if vs_sd >= 1.5 else 'NOT met'}); "
           f"median wall {median['scenedetect'] / median['curate']:.2f}; CPU {cpu['scenedetect'] / cpu['curate']:.2f}")
@@ -562,11 +605,12 @@ def main() -> int:
 
     load_after = load()
     print(f"\nload     {load_after} (1/5/15 min) after the run")
-    if max(float(x) for x in (load_before.split()[0], load_after.split()[0])) > (os.cpu_count() or 1) + 0.5:
-        print("WARNING: other work was running on this machine; wall times include its interference")
+    if max(disturbed.values()) > 0.05 * max(best.values()) * (os.cpu_count() or 1):
+        print("WARNING: other work was running on this machine during the best repetitions (see 'others');")
+        print("         their wall times include its interference. Re-run on an idle machine, or with --wait-idle.")
 
     print("\n## README table\n")
-    print(f"{info['date']}; {info['cpu']}; {info['pyav']}.")
+    print(f"{info['date']}; {info['code']}; {info['cpu']}; {info['pyav']}.")
     print(f"Batch: {len(files)} synthetic edited videos, {width}x{height} {FPS} fps H.264, {total} frames; "
           f"whole-process wall time, best of {reps}, two processes on two cores for every tool.\n")
     print("| tool | command | wall s | frames/s | CPU s | curate is |")

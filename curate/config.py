@@ -44,7 +44,7 @@ class SplitConfig:
         "A change undone within this time (a flash, something passing close to the lens) is not a cut.",
     )
     gradual_min_diff: float = _field(
-        0.8, "Gradual transition: smallest difference between the pictures before and after it."
+        1.0, "Gradual transition: smallest difference between the pictures before and after it."
     )
     gradual_max_residual: float = _field(
         0.45, "Gradual transition: how far a middle frame may be from a blend of its two ends (0..1)."

@@ -37,7 +37,7 @@ _LEVEL = 0.8  # a fade ends where contrast is back to this share of the shot's l
 _SLOW_FADE_STEP = 1.003  # below that level, even this slow a rise continues the fade
 _BLIP_FRAMES = 3  # dips this short, entered and left in one frame each, are flashes
 _BLIP_JUMP = 2.0  # the contrast ratio of "at once"
-_ISOLATED = 2.0  # a cut's step is at least this many times its smaller immediate neighbour
+_ISOLATED = 2.0  # a cut's step is at least this many times the motion steps around it
 _RETURNED = 0.5  # distance under which "the old picture came back"
 _SATURATED = 0.97  # share of the widest span that marks the ends of a dissolve
 _CONTRAST = 2.0  # a dissolve window changes this many times more than its neighbours
@@ -153,10 +153,7 @@ class ShotDetector:
         step = scores["step"]
         ratio = step / (_typical_step(step) + _DIFF_FLOOR)
         candidate = (step >= self.config.cut_min_diff) & (ratio >= self.config.cut_threshold)
-        # A cut is one jump (at most two frames, when one frame is blended); a burst of fast motion
-        # is several large steps in a row.
-        neighbours = np.minimum(np.r_[np.inf, step[:-1]], np.r_[step[1:], np.inf])
-        candidate &= step >= _ISOLATED * neighbours
+        candidate &= _isolated(step)
         # Neither may the old picture come back soon, nor the new one have been there just before:
         # a flash or something passing close to the lens changes the picture and changes it back.
         candidate &= np.minimum(scores["returns"], scores["seen_before"]) >= _RETURNED * step
@@ -233,8 +230,7 @@ class ShotDetector:
                 if not blank[start:end].any() or (start > 0 and returns[start] < _RETURNED):
                     continue
             between_shots = lo > 0 and hi < n
-            darkest = start + int(np.argmin(std[start:end]))  # where one shot hands over to the next
-            fades.append(Transition(lo, hi, darkest if between_shots else None, "fade"))
+            fades.append(Transition(lo, hi, (lo + hi) // 2 if between_shots else None, "fade"))
         return fades
 
 
@@ -313,6 +309,20 @@ def _coarse(grid: np.ndarray, factor: int = 4) -> np.ndarray:
     if h == 0 or w == 0:
         return grid
     return grid[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
+
+
+def _isolated(step: np.ndarray) -> np.ndarray:
+    """Steps that are one jump: the largest within two frames, and well above any run of motion
+    next to them. Motion keeps going (large steps on two frames in a row on one side, or on
+    both sides); a blended frame makes one large neighbour, a damaged frame nearby a step that
+    is not next to this one. Neither of those hides a cut."""
+    padded = np.pad(step, 2, constant_values=0.0)
+    window = np.lib.stride_tricks.sliding_window_view(padded, 5)  # steps t-2 .. t+2
+    before2, before1, _, after1, after2 = window.T
+    motion = np.maximum.reduce(
+        [np.minimum(before1, after1), np.minimum(before1, before2), np.minimum(after1, after2)]
+    )
+    return (step >= window.max(axis=1)) & (step >= _ISOLATED * motion)
 
 
 def _typical_step(step: np.ndarray) -> np.ndarray:
