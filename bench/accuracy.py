@@ -122,6 +122,7 @@ def real_set(folder: Path) -> list[tuple[Path, list[int], list[tuple[int, int]]]
 
 def evaluate(name: str, videos, config: SplitConfig, verbose: bool, skip_baseline: bool = False) -> None:
     totals = {"ours": {}, "pyscenedetect": {}}
+    per_video = []  # (name, cuts, ours hard F1, baseline hard F1)
     clips_bad = clips_all = 0
     timings = {"ours": 0.0, "pyscenedetect": 0.0}
     for path, hard, gradual, ignored in videos:
@@ -134,13 +135,16 @@ def evaluate(name: str, videos, config: SplitConfig, verbose: bool, skip_baselin
         timings["pyscenedetect"] += time.perf_counter() - start
         clips_bad += straddling(clips, hard, gradual)
         clips_all += len(clips)
+        hard_f1 = {}
         for method, found in (("ours", predicted), ("pyscenedetect", baseline)):
             found = [f for f in found if not any(a <= f <= b for a, b in ignored)]
             counts = score(found, hard, middles)
+            hard_f1[method] = f1(counts["hard_tp"], counts["hard_fp"], counts["hard_fn"])
             for key, value in counts.items():
                 totals[method][key] = totals[method].get(key, 0) + value
             if verbose:
                 print(f"  {path.name:32} {method:13} {counts}  found={found}")
+        per_video.append((path.name, len(hard), len(gradual), hard_f1["ours"], hard_f1["pyscenedetect"]))
         if verbose:
             print(f"  {path.name:32} truth         hard={hard} gradual={gradual}")
     print(f"\n{name}: {len(videos)} videos")
@@ -155,6 +159,11 @@ def evaluate(name: str, videos, config: SplitConfig, verbose: bool, skip_baselin
             f"{gp:7.3f} {gr:7.3f} {f1(t['grad_tp'], t['grad_fp'], t['grad_fn']):8.3f} {timings[method]:8.1f}"
         )
     print(f"curate clips straddling a true boundary: {clips_bad} of {clips_all}")
+    if not skip_baseline:
+        behind = [v for v in per_video if v[3] < v[4]]
+        print(f"hard-cut F1 per video, curate vs PySceneDetect: behind on {len(behind)} of {len(per_video)}")
+        for name, cuts, gradual, ours_f1, base_f1 in per_video if verbose or len(per_video) < 25 else behind:
+            print(f"  {name:32} cuts={cuts:4d} gradual={gradual:2d}  curate {ours_f1:.3f}  pyscenedetect {base_f1:.3f}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -234,11 +234,12 @@ def children_cpu() -> float:
 
 
 def machine_busy_cpu() -> float:
-    """CPU seconds the whole machine has spent busy (all processes, all cores) since boot."""
+    """CPU seconds the whole machine has spent busy (all processes, all cores) since boot, plus
+    the time a hypervisor gave our virtual cores to someone else (steal)."""
     with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+        fields = [int(x) for x in f.readline().split()[1:]] + [0]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_for_idle(max_wait: float, busy_below: float = 0.1) -> None:

@@ -314,13 +314,19 @@ def _coarse(grid: np.ndarray, factor: int = 4) -> np.ndarray:
 def _isolated(step: np.ndarray) -> np.ndarray:
     """Steps that are one jump: the largest within two frames, and well above any run of motion
     next to them. Motion keeps going (large steps on two frames in a row on one side, or on
-    both sides); a blended frame makes one large neighbour, a damaged frame nearby a step that
-    is not next to this one. Neither of those hides a cut."""
+    both sides); a blended frame makes one large neighbour, which does not hide a cut."""
     padded = np.pad(step, 2, constant_values=0.0)
     window = np.lib.stride_tricks.sliding_window_view(padded, 5)  # steps t-2 .. t+2
     before2, before1, _, after1, after2 = window.T
+    # Repeated frames (slow motion, frame-rate conversion) hide motion on every other step, so
+    # the steps two frames away on both sides count as motion too.
     motion = np.maximum.reduce(
-        [np.minimum(before1, after1), np.minimum(before1, before2), np.minimum(after1, after2)]
+        [
+            np.minimum(before1, after1),
+            np.minimum(before1, before2),
+            np.minimum(after1, after2),
+            np.minimum(before2, after2),
+        ]
     )
     return (step >= window.max(axis=1)) & (step >= _ISOLATED * motion)
 
