@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -28,7 +28,6 @@ class RunStats:
     skipped: int = 0  # already done by an earlier run
     frames: int = 0
     seconds: float = 0.0
-    errors: list[str] = field(default_factory=list)
 
 
 def run_split(inputs: list[VideoInput], layout: OutputLayout, config: Config, workers: int | None, progress: bool = True) -> RunStats:

@@ -1,0 +1,50 @@
+"""LocalExecutor: a worker that dies is replaced, and an input that keeps killing workers is
+recorded by the stage as failed instead of stopping the batch."""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate.executor import LocalExecutor, is_done, part_path
+from curate.stages.base import Stage, Unit
+
+SCHEMA = pa.schema([("unit", pa.string()), ("result", pa.string())])
+
+
+class _PoisonStage(Stage):
+    """Kills its worker process on units named 'poison'; echoes every other unit."""
+
+    name = "poison"
+
+    def process(self, unit: Unit):
+        if unit.unit_id.startswith("poison"):
+            os._exit(1)  # what a segfault inside FFmpeg looks like to the pool
+        return {"rows": pa.table({"unit": [unit.unit_id], "result": ["ok"]}, schema=SCHEMA)}, {}
+
+    def failed(self, unit: Unit, message: str):
+        return {"rows": pa.table({"unit": [unit.unit_id], "result": [message]}, schema=SCHEMA)}, {}
+
+
+def test_a_unit_that_kills_its_worker_is_recorded_and_the_rest_finish(tmp_path):
+    units = [Unit(f"good{i}", None) for i in range(4)] + [Unit("poison", None)]
+    finished = []
+    LocalExecutor(workers=2).run(_PoisonStage(), units, tmp_path, lambda unit_id, stats: finished.append(unit_id))
+
+    assert sorted(finished) == sorted(u.unit_id for u in units)
+    assert all(is_done(tmp_path, u.unit_id) for u in units)
+    results = {u.unit_id: pq.read_table(part_path(tmp_path, u.unit_id, "rows")).column("result")[0].as_py() for u in units}
+    assert results["poison"] == "the worker process died while processing this input"
+    assert all(results[f"good{i}"] == "ok" for i in range(4))
+
+
+def test_done_units_are_not_run_again(tmp_path):
+    units = [Unit("good0", None), Unit("good1", None)]
+    LocalExecutor(workers=1).run(_PoisonStage(), units, tmp_path)
+    first = part_path(tmp_path, "good0", "rows").stat().st_mtime_ns
+    ran = []
+    LocalExecutor(workers=1).run(_PoisonStage(), units, tmp_path, lambda unit_id, stats: ran.append(unit_id))
+    assert ran == []
+    assert part_path(tmp_path, "good0", "rows").stat().st_mtime_ns == first
