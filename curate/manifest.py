@@ -11,7 +11,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -74,14 +73,16 @@ def to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
     return pa.table(columns, schema=schema)
 
 
-def write_parquet_atomic(table: pa.Table | pd.DataFrame, path: str | Path) -> None:
+def write_parquet_atomic(table, path: str | Path) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over `path`.
 
     A reader (or a run killed at any instant) sees the old file or the new one, never half a file.
+    `table` is a pyarrow Table or a pandas DataFrame (pandas is not imported here: workers that
+    never build a DataFrame should not pay for it).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(table, pd.DataFrame):
+    if not isinstance(table, pa.Table):
         table = pa.Table.from_pandas(table, preserve_index=False)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -21,6 +21,7 @@ float32 scores per frame, and decides once the stream ends.
 from __future__ import annotations
 
 import warnings
+from array import array
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,7 +85,7 @@ class ShotDetector:
         self._hists: list[np.ndarray] = []  # their luma histograms: blind to motion, not to blends
         self._first = 0
         self._next_centre = 0
-        self._std: list[float] = []
+        self._std = array("f")  # compact: one float per frame for the whole video
         self._chunks: list[dict[str, np.ndarray]] = []
 
     def push(self, grid: np.ndarray) -> None:
@@ -106,7 +107,8 @@ class ShotDetector:
             return []
         if self._next_centre < self.num_frames:
             self._score(self.num_frames)
-        scores = {k: np.concatenate([c[k] for c in self._chunks]) for k in self._chunks[0]}
+        scores = {k: np.concatenate([c[k] for c in self._chunks]).astype(np.float32) for k in self._chunks[0]}
+        self._chunks.clear()
         std = np.asarray(self._std, np.float32)
         fades = self._fades(std, scores["returns"])
         in_fade = _near(self.num_frames, fades, margin=0)
@@ -136,7 +138,8 @@ class ShotDetector:
         for h in self.widths:
             chunk.update(_blend_scores(coarse, rows(-h), here, rows(h), h))
             chunk[f"hist{h}"] = 0.5 * np.abs(hists[rows(-h)] - hists[rows(h)]).sum(axis=1)
-        self._chunks.append({k: v.astype(np.float32) for k, v in chunk.items()})
+        # float16 halves what a long video keeps per frame; the thresholds need no more precision.
+        self._chunks.append({k: v.astype(np.float16) for k, v in chunk.items()})
 
         self._next_centre = stop
         keep_from = max(0, stop - self.lookback)

@@ -8,6 +8,7 @@ scale (PyAV's `reformat` to a small size costs more than the decode itself).
 from __future__ import annotations
 
 import os
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -42,7 +43,7 @@ class DecodeLog:
     bad_packets: int = 0
     first_problem: str | None = None
     stopped_early: bool = False
-    frame_times_s: list[float] = field(default_factory=list)
+    frame_times_s: array = field(default_factory=lambda: array("d"))  # 8 bytes a frame, not 32
 
     def note(self, problem: str) -> None:
         if self.first_problem is None:
