@@ -17,10 +17,16 @@ install: $(VENV)
 demo: $(VENV)
 	$(PY) -m curate.samples $(DEMO_DIR)/videos
 	$(PY) -m curate split $(DEMO_DIR)/videos --out $(DEMO_DIR)
-	$(PY) -m curate status --out $(DEMO_DIR)
+	@echo
+	@$(PY) -c "import pandas as pd; pd.set_option('display.width', 160); \
+	v = pd.read_parquet('$(DEMO_DIR)/manifests/videos.parquet'); \
+	c = pd.read_parquet('$(DEMO_DIR)/manifests/clips.parquet'); \
+	v['file'] = v.path.str.rsplit('/', n=1).str[-1]; c['file'] = c.path.str.rsplit('/', n=1).str[-1]; \
+	print(v[['file', 'status', 'num_frames', 'cut_frames', 'cut_kinds']].to_string(index=False)); print(); \
+	print(c[['file', 'start_frame', 'end_frame', 'start_s', 'end_s']].round(2).to_string(index=False))"
 	@echo
 	@echo "Manifests: $(DEMO_DIR)/manifests/videos.parquet and $(DEMO_DIR)/manifests/clips.parquet"
-	@echo "Try: $(PY) -c \"import pandas as pd; print(pd.read_parquet('$(DEMO_DIR)/manifests/clips.parquet'))\""
+	@echo "Read them with: import pandas as pd; pd.read_parquet('$(DEMO_DIR)/manifests/clips.parquet')"
 
 test: $(VENV)
 	$(PY) -m pytest -q

@@ -4,8 +4,9 @@ A unit is done once its marker `<unit_id>.done` exists in the stage's work folde
 each output table of a unit to a temporary file and rename it into place, then write the marker:
 a SIGKILL at any instant loses at most the units in flight, and a re-run skips every unit with a
 marker. A worker that dies (a crash inside FFmpeg, the OOM killer) breaks the pool; the executor
-starts a new one and tries again, and a unit that has killed a worker twice is recorded as failed
-by the stage itself (an error row), so one poisonous file cannot stop a batch.
+starts a new one, retries the units that were in flight one at a time, and a unit that kills a
+worker on its own is recorded as failed by the stage itself (an error row), so one poisonous file
+cannot stop a batch.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ from pathlib import Path
 
 from curate.manifest import write_parquet_atomic, write_text_atomic
 from curate.stages.base import Stage, Unit
-
-_MAX_CRASHES = 2
 
 _worker_stage: Stage | None = None  # the stage instance inside a worker process
 
@@ -70,26 +69,39 @@ class LocalExecutor:
         work_dir: Path,
         on_done: Callable[[str, dict], None] = lambda unit_id, stats: None,
     ) -> None:
-        """Process every unit without a done marker; call `on_done` as each finishes."""
+        """Process every unit without a done marker; call `on_done` as each finishes.
+
+        When a worker dies, every unit in flight at that moment is a suspect. Suspects are then
+        run one at a time, so a unit is blamed (recorded as failed) only for a crash it caused
+        alone, never for a neighbour's.
+        """
         work_dir.mkdir(parents=True, exist_ok=True)
         todo = {u.unit_id: u for u in units if not is_done(work_dir, u.unit_id)}
-        crashes: dict[str, int] = {}
+        suspects: set[str] = set()
         while todo:
-            self._run_pool(stage, todo, work_dir, crashes, on_done)
-            for unit_id in [u for u, n in crashes.items() if n >= _MAX_CRASHES and u in todo]:
-                unit = todo.pop(unit_id)
-                outputs, stats = stage.failed(unit, "the worker process died while processing this input")
-                save_unit(work_dir, unit_id, outputs)
-                on_done(unit_id, stats)
+            clean = [u for unit_id, u in todo.items() if unit_id not in suspects]
+            if clean:
+                suspects |= self._run_pool(stage, clean, self.workers, work_dir, todo, on_done)
+                continue
+            for unit_id in sorted(suspects & todo.keys()):
+                if is_done(work_dir, unit_id):  # it had finished just before the pool broke
+                    todo.pop(unit_id)
+                    on_done(unit_id, {})
+                elif self._run_pool(stage, [todo[unit_id]], 1, work_dir, todo, on_done):
+                    outputs, stats = stage.failed(todo.pop(unit_id), "the worker process died while processing this input")
+                    save_unit(work_dir, unit_id, outputs)
+                    on_done(unit_id, stats)
+            suspects.clear()
 
-    def _run_pool(self, stage, todo: dict[str, Unit], work_dir: Path, crashes: dict, on_done) -> None:
+    def _run_pool(self, stage, units: list[Unit], workers: int, work_dir: Path, todo: dict, on_done) -> set[str]:
+        """Run `units` on a fresh pool; return the ids in flight if a worker died (else empty)."""
         context = multiprocessing.get_context("spawn")  # fork is unsafe with FFmpeg/torch threads
-        workers = min(self.workers, len(todo))
+        workers = min(workers, len(units))
         pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(stage,))
-        pending = {}
-        queue = list(todo.values())
+        pending: dict = {}
+        queue = list(units)
         try:
-            # Keep a short queue per worker so a crash only loses units that actually started.
+            # A short queue per worker: a crash only makes suspects of units that had started.
             while queue or pending:
                 while queue and len(pending) < 2 * workers:
                     unit = queue.pop(0)
@@ -100,12 +112,12 @@ class LocalExecutor:
                     try:
                         unit_id, stats = future.result()
                     except BrokenProcessPool:
-                        crashes[unit.unit_id] = crashes.get(unit.unit_id, 0) + 1
+                        pending[future] = unit
                         raise
                     todo.pop(unit_id, None)
                     on_done(unit_id, stats)
         except BrokenProcessPool:
-            for unit in pending.values():
-                crashes[unit.unit_id] = crashes.get(unit.unit_id, 0) + 1
+            return {unit.unit_id for unit in pending.values()}
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+        return set()
