@@ -74,38 +74,31 @@ def to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
 
 
 def write_parquet_atomic(table, path: str | Path) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over `path`.
+    """Write a parquet file atomically: a reader, or a run killed at any instant, sees the old
+    file or the new one, never half a file.
 
-    A reader (or a run killed at any instant) sees the old file or the new one, never half a file.
     `table` is a pyarrow Table or a pandas DataFrame (pandas is not imported here: workers that
     never build a DataFrame should not pay for it).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if not isinstance(table, pa.Table):
         table = pa.Table.from_pandas(table, preserve_index=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide manifests from other users
-        with os.fdopen(fd, "wb") as f:
-            pq.write_table(table, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _write_atomic(path, "wb", lambda f: pq.write_table(table, f))
 
 
 def write_text_atomic(text: str, path: str | Path) -> None:
-    """The same temp-then-rename discipline for small text files (markers, configs)."""
+    """The same discipline for small text files (markers, configs)."""
+    _write_atomic(path, "w", lambda f: f.write(text))
+
+
+def _write_atomic(path: str | Path, mode: str, write) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.chmod(tmp, 0o644)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide manifests from other users
+        with os.fdopen(fd, mode) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -31,7 +31,6 @@ class VideoInfo:
     width: int
     height: int
     fps: float
-    pix_fmt: str | None
     declared_frames: int  # what the container's index promises (0 when it does not say)
 
 
@@ -40,9 +39,8 @@ class DecodeLog:
     """What happened while streaming frames: counts and the first problem met, for the manifest."""
 
     num_frames: int = 0
-    bad_packets: int = 0
+    bad_packets: int = 0  # packets the decoder rejected (skipped)
     first_problem: str | None = None
-    stopped_early: bool = False
     frame_times_s: array = field(default_factory=lambda: array("d"))  # 8 bytes a frame, not 32
 
     def note(self, problem: str) -> None:
@@ -77,7 +75,6 @@ def open_video(path: str) -> tuple[av.container.InputContainer, av.video.stream.
         width=int(ctx.width or 0),
         height=int(ctx.height or 0),
         fps=float(rate) if rate else 0.0,
-        pix_fmt=ctx.pix_fmt if ctx else None,
         declared_frames=_declared_frames(stream, float(rate) if rate else 0.0),
     )
     return container, stream, info
@@ -113,7 +110,6 @@ def iter_frames(container, stream, log: DecodeLog) -> Iterator[av.VideoFrame]:
             break
         except av.FFmpegError as exc:
             log.note(f"container unreadable after frame {log.num_frames} ({_ffmpeg_reason(exc)})")
-            log.stopped_early = True
             break
         try:
             frames = packet.decode()
@@ -123,7 +119,6 @@ def iter_frames(container, stream, log: DecodeLog) -> Iterator[av.VideoFrame]:
             log.note(f"damaged data near frame {log.num_frames} ({_ffmpeg_reason(exc)})")
             consecutive_errors += 1
             if consecutive_errors >= _MAX_CONSECUTIVE_ERRORS:
-                log.stopped_early = True
                 break
             continue
         for frame in frames:

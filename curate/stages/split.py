@@ -123,7 +123,8 @@ def _video_row(video: VideoInput, info, log: DecodeLog, fps: float, transitions:
     boundaries = [t for t in transitions if t.cut_frame is not None]
     problem = None
     if log.first_problem:
-        problem = f"partly decoded: kept {log.num_frames} frames; {log.first_problem}"
+        skipped = f", {log.bad_packets} damaged packets skipped" if log.bad_packets else ""
+        problem = f"partly decoded: kept {log.num_frames} frames{skipped}; {log.first_problem}"
     return {
         "video_id": video.video_id,
         "path": video.path,
