@@ -40,6 +40,7 @@ _BLIP_FRAMES = 3  # dips this short, entered and left in one frame each, are fla
 _BLIP_JUMP = 2.0  # the contrast ratio of "at once"
 _ISOLATED = 2.0  # a cut's step is at least this many times the motion steps around it
 _RETURNED = 0.5  # distance under which "the old picture came back"
+_MOTION_OFFSET = 5  # frames from an event to the windows that measure the shot's own motion
 _SATURATED = 0.97  # share of the widest span that marks the ends of a dissolve
 _CONTRAST = 2.0  # a dissolve window changes this many times more than its neighbours
 _MIN_HIST_CHANGE = 0.2  # histogram change (total variation) that a dissolve must make
@@ -159,7 +160,17 @@ class ShotDetector:
         candidate &= _isolated(step)
         # Neither may the old picture come back soon, nor the new one have been there just before:
         # a flash or something passing close to the lens changes the picture and changes it back.
-        candidate &= np.minimum(scores["returns"], scores["seen_before"]) >= _RETURNED * step
+        came_back = np.minimum(scores["returns"], scores["seen_before"])
+        candidate &= came_back >= _RETURNED * step
+        # In a moving shot "the same picture" is only as close as motion allows: a picture that
+        # comes back no further away than the shot moves in a few frames (on both sides, in
+        # windows clear of the event itself) came back.
+        n = len(step)
+        index = np.arange(n)
+        span = scores[f"span{self.widths[0]}"]
+        before = np.clip(index - _MOTION_OFFSET, 0, n - 1)
+        after = np.clip(index + _MOTION_OFFSET, 0, n - 1)
+        candidate &= came_back > np.minimum(span[before], span[after])
         candidate[0] = False
         candidate[1:] &= ~(in_fade[1:] | in_fade[:-1])
         positions = np.flatnonzero(candidate)
