@@ -5,7 +5,8 @@
 Scores both detectors on the same videos:
 - synthetic edits from `curate.samples.edited_video` (hard cuts, 16-frame dissolves, fades through
   black, fast pans, flashes, occlusions), N seeds, ground truth known exactly;
-- real footage in DIR (default `.realdata/`): every `<video>.truth.json` beside its video, with
+- real footage in DIR (default `.realdata/`; bench/realdata/README.md says where to fetch it):
+  labels from `bench/realdata/<video>.truth.json` or a `<video>.truth.json` beside the video, with
   hand-labelled `hard_cuts` (first frame of the new shot) and `gradual` ([first, last] frames);
   detections inside `dont_care_ranges` ([first, last]) or at `leader_tail_events` (black leader
   or tail frames) are not scored.
@@ -33,6 +34,7 @@ from curate.inputs import VideoInput  # noqa: E402
 from curate.stages.base import Unit  # noqa: E402
 from curate.stages.split import SplitStage  # noqa: E402
 
+LABELS = ROOT / "bench" / "realdata"  # hand-made labels of the real footage (bench/realdata/README.md)
 HARD_TOLERANCE = 2
 GRADUAL_TOLERANCE = 8
 
@@ -106,10 +108,13 @@ def synthetic_set(count: int, folder: Path) -> list[tuple[Path, list[int], list[
 
 
 def real_set(folder: Path) -> list[tuple[Path, list[int], list[tuple[int, int]]]]:
+    """Videos in `folder` with labels beside them, or else in bench/realdata/ (committed)."""
     videos = []
-    for truth_file in sorted(folder.glob("*.truth.json")):
+    truth_files = {p.name: p for p in sorted(LABELS.glob("*.truth.json"))}
+    truth_files.update({p.name: p for p in sorted(folder.glob("*.truth.json"))})
+    for name, truth_file in sorted(truth_files.items()):
         truth = json.loads(truth_file.read_text())
-        path = truth_file.with_name(truth_file.name.removesuffix(".truth.json"))
+        path = folder / name.removesuffix(".truth.json")
         if path.exists():
             ignored = [tuple(r) for r in truth.get("dont_care_ranges", [])]
             for kind in ("hard_cuts", "gradual"):  # events involving only leader/tail black frames
