@@ -73,15 +73,9 @@ def to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
     return pa.table(columns, schema=schema)
 
 
-def write_parquet_atomic(table, path: str | Path) -> None:
+def write_parquet_atomic(table: pa.Table, path: str | Path) -> None:
     """Write a parquet file atomically: a reader, or a run killed at any instant, sees the old
-    file or the new one, never half a file.
-
-    `table` is a pyarrow Table or a pandas DataFrame (pandas is not imported here: workers that
-    never build a DataFrame should not pay for it).
-    """
-    if not isinstance(table, pa.Table):
-        table = pa.Table.from_pandas(table, preserve_index=False)
+    file or the new one, never half a file."""
     _write_atomic(path, "wb", lambda f: pq.write_table(table, f))
 
 

@@ -1,21 +1,23 @@
 """Shot-boundary detection: hard cuts, cross-dissolves and fades, from a stream of small luma grids.
 
-Every frame becomes a unit vector (its luma grid minus its mean, divided by its norm), so the
-distance between two frames, sqrt(2 - 2 * correlation), ignores brightness and contrast changes:
-0 is the same picture, about 1.41 unrelated pictures. Blank frames (black or white) become the
-zero vector, at distance 1 from any picture.
+Every frame becomes a unit vector on a coarse 16x9 grid (block means of the sampled luma, minus
+their mean, divided by their norm). The distance between two frames, sqrt(2 - 2 * correlation),
+ignores brightness and contrast changes, and camera motion barely moves content at this scale:
+0 is the same picture, about 1.41 unrelated pictures. Low-contrast frames shrink smoothly
+towards the zero vector, which is at distance 1 from any picture.
 
-- Hard cut at frame t: d(t-1, t) is large both absolutely and against the typical frame-to-frame
-  difference around it (a fast pan changes every frame, so its differences are all large), and
-  the picture before the change does not come back within a short window (a flash, or an object
-  passing close to the lens, comes and goes).
-- Cross-dissolve centred at t with half-width h (on a coarser grid, where camera motion barely
-  moves the content): the pictures at t-h and t+h differ, frame t is a blend of the two with
-  comparable weights, and the same-length windows just before and after change much less.
-- Fade: a run of blank frames, widened over the frames whose contrast ramps towards it.
+- Hard cut at frame t: d(t-1, t) is large both absolutely and against the typical step around
+  it; it is one jump, not a burst of motion (or motion hidden by repeated frames); and neither
+  does the old picture come back, nor was the new one there, within a short window and beyond
+  what the shot's own motion explains (a flash, something passing close to the lens).
+- Cross-dissolve centred at t with half-width h: the pictures at t-h and t+h differ, frame t is
+  a least-squares blend of the two with comparable weights, and the window changes much more
+  than the same-length windows beside it, in picture or in luma histogram.
+- Fade: a dip in contrast (blank frames, or frames far flatter than both sides), widened over
+  the ramps around it; an abrupt dip of a few frames is a flash and left to the cut test.
 
 Memory stays flat with video length: the detector keeps a sliding window of vectors plus a few
-float32 scores per frame, and decides once the stream ends.
+float16 scores per frame, and decides once the stream ends.
 """
 
 from __future__ import annotations
@@ -165,12 +167,8 @@ class ShotDetector:
         # In a moving shot "the same picture" is only as close as motion allows: a picture that
         # comes back no further away than the shot moves in a few frames (on both sides, in
         # windows clear of the event itself) came back.
-        n = len(step)
-        index = np.arange(n)
         span = scores[f"span{self.widths[0]}"]
-        before = np.clip(index - _MOTION_OFFSET, 0, n - 1)
-        after = np.clip(index + _MOTION_OFFSET, 0, n - 1)
-        candidate &= came_back > np.minimum(span[before], span[after])
+        candidate &= came_back > np.minimum(_at(span, -_MOTION_OFFSET), _at(span, _MOTION_OFFSET))
         candidate[0] = False
         candidate[1:] &= ~(in_fade[1:] | in_fade[:-1])
         positions = np.flatnonzero(candidate)
@@ -180,7 +178,6 @@ class ShotDetector:
     def _dissolves(self, scores, in_fade: np.ndarray, taken: np.ndarray) -> list[Transition]:
         cfg = self.config
         n = self.num_frames
-        index = np.arange(n)
         best_score = np.zeros(n, np.float32)
         for h in self.widths:
             span, residual, weight = scores[f"span{h}"], scores[f"residual{h}"], scores[f"weight{h}"]
@@ -188,10 +185,9 @@ class ShotDetector:
             # moving crowd changes every window alike, a transition only the one that holds it.
             # Histograms say the same while ignoring where things are, so motion inside the
             # neighbouring windows does not hide a dissolve from them.
-            before, after = np.clip(index - 2 * h, 0, n - 1), np.clip(index + 2 * h, 0, n - 1)
-            outside = np.maximum(span[before], span[after])
+            outside = np.maximum(_at(span, -2 * h), _at(span, 2 * h))
             hist = scores[f"hist{h}"]
-            hist_outside = np.maximum(hist[before], hist[after])
+            hist_outside = np.maximum(_at(hist, -2 * h), _at(hist, 2 * h))
             stands_out = (span >= _CONTRAST * outside) | (hist >= np.maximum(_MIN_HIST_CHANGE, _CONTRAST * hist_outside))
             balance = 1 - 2 * np.abs(weight - 0.5)  # 1 when the centre is an even blend
             ok = (span >= cfg.gradual_min_diff) & (residual <= cfg.gradual_max_residual)
@@ -358,6 +354,11 @@ def _typical_step(step: np.ndarray) -> np.ndarray:
         right = np.nanmedian(windows[k + 1 : k + 1 + n], axis=1)  # steps t+1 .. t+k
         typical = np.nanmean(np.stack([left, right]), axis=0)
     return np.nan_to_num(typical, nan=0.0).astype(np.float32)
+
+
+def _at(values: np.ndarray, offset: int) -> np.ndarray:
+    """values[t + offset] for every t, clamped at both ends of the video."""
+    return values[np.clip(np.arange(len(values)) + offset, 0, len(values) - 1)]
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
