@@ -82,7 +82,19 @@ def _split(args: argparse.Namespace) -> int:
     speed = f", {stats.frames / stats.seconds:.0f} frames/s" if stats.frames and stats.seconds else ""
     print(f"split: {done} videos processed, {stats.skipped} already done, {stats.seconds:.1f} s{speed}")
     print(summarize(layout))
-    return 0
+    return _report_failures(stats.failed, inputs)
+
+
+def _report_failures(failed: dict[str, str], inputs) -> int:
+    """Exit 1, naming them, when units failed inside the program (they are retried next run)."""
+    if not failed:
+        return 0
+    paths = {v.video_id: v.path for v in inputs}
+    print(f"error: {len(failed)} inputs failed inside vidcurate and are not in the manifests yet; "
+          "run the same command again to retry them:", file=sys.stderr)
+    for unit_id, message in list(failed.items())[:10]:
+        print(f"  {paths.get(unit_id, unit_id)}: {message}", file=sys.stderr)
+    return 1
 
 
 def _status(args: argparse.Namespace) -> int:

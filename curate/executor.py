@@ -6,13 +6,15 @@ a SIGKILL at any instant loses at most the units in flight, and a re-run skips e
 marker. A worker that dies (a crash inside FFmpeg, the OOM killer) breaks the pool; the executor
 starts a new one, retries the units that were in flight one at a time, and a unit that kills a
 worker on its own is recorded as failed by the stage itself (an error row), so one poisonous file
-cannot stop a batch.
+cannot stop a batch. An exception out of `process` (an infrastructure failure, or a bug) fails
+only its unit: the others go on, and the unit, having no marker, is retried on the next run.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -68,8 +70,9 @@ class LocalExecutor:
         units: Iterable[Unit],
         work_dir: Path,
         on_done: Callable[[str, dict], None] = lambda unit_id, stats: None,
-    ) -> None:
-        """Process every unit without a done marker; call `on_done` as each finishes.
+    ) -> dict[str, str]:
+        """Process every unit without a done marker; call `on_done` as each finishes. Returns the
+        units whose `process` raised, with the error (they stay not done).
 
         When a worker dies, every unit in flight at that moment is a suspect. Suspects are then
         run one at a time, so a unit is blamed (recorded as failed) only for a crash it caused
@@ -77,34 +80,37 @@ class LocalExecutor:
         """
         work_dir.mkdir(parents=True, exist_ok=True)
         todo = {u.unit_id: u for u in units if not is_done(work_dir, u.unit_id)}
+        errors: dict[str, str] = {}
         suspects: set[str] = set()
         while todo:
             clean = [u for unit_id, u in todo.items() if unit_id not in suspects]
             if clean:
-                suspects |= self._run_pool(stage, clean, self.workers, work_dir, todo, on_done)
+                suspects |= self._run_pool(stage, clean, self.workers, work_dir, todo, on_done, errors)
                 continue
             for unit_id in sorted(suspects & todo.keys()):
                 if is_done(work_dir, unit_id):  # it had finished just before the pool broke
                     todo.pop(unit_id)
                     on_done(unit_id, {})
-                elif self._run_pool(stage, [todo[unit_id]], 1, work_dir, todo, on_done):
+                elif self._run_pool(stage, [todo[unit_id]], 1, work_dir, todo, on_done, errors):
                     outputs, stats = stage.failed(todo.pop(unit_id), "the worker process died while processing this input")
                     save_unit(work_dir, unit_id, outputs)
                     on_done(unit_id, stats)
             suspects.clear()
+        return errors
 
-    def _run_pool(self, stage, units: list[Unit], workers: int, work_dir: Path, todo: dict, on_done) -> set[str]:
-        """Run `units` on a fresh pool; return the ids in flight if a worker died (else empty)."""
+    def _run_pool(self, stage, units, workers: int, work_dir: Path, todo: dict, on_done, errors: dict) -> set[str]:
+        """Run `units` on a fresh pool, taking each finished or failed unit out of `todo`;
+        return the ids in flight if a worker died (else an empty set)."""
         context = multiprocessing.get_context("spawn")  # fork is unsafe with FFmpeg/torch threads
         workers = min(workers, len(units))
         pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(stage,))
         pending: dict = {}
-        queue = list(units)
+        queue = deque(units)
         try:
             # A short queue per worker: a crash only makes suspects of units that had started.
             while queue or pending:
                 while queue and len(pending) < 2 * workers:
-                    unit = queue.pop(0)
+                    unit = queue.popleft()
                     pending[pool.submit(_run_unit, unit, work_dir)] = unit
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
@@ -114,6 +120,10 @@ class LocalExecutor:
                     except BrokenProcessPool:
                         pending[future] = unit
                         raise
+                    except Exception as exc:  # one unit's failure must not stop the batch
+                        errors[unit.unit_id] = f"{type(exc).__name__}: {exc}"
+                        todo.pop(unit.unit_id, None)
+                        continue
                     todo.pop(unit_id, None)
                     on_done(unit_id, stats)
         except BrokenProcessPool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -28,6 +28,7 @@ class RunStats:
     skipped: int = 0  # already done by an earlier run
     frames: int = 0
     seconds: float = 0.0
+    failed: dict[str, str] = field(default_factory=dict)  # unit id -> error; retried next run
 
 
 def run_split(inputs: list[VideoInput], layout: OutputLayout, config: Config, workers: int | None, progress: bool = True) -> RunStats:
@@ -46,8 +47,8 @@ def run_split(inputs: list[VideoInput], layout: OutputLayout, config: Config, wo
             bar.update(1)
             bar.set_postfix(frames_per_s=f"{stats.frames / max(time.perf_counter() - started, 1e-9):.0f}")
 
-        LocalExecutor(workers).run(SplitStage(config.split), units, work_dir, on_done)
-    _merge_split(units, work_dir, layout)
+        stats.failed = LocalExecutor(workers).run(SplitStage(config.split), units, work_dir, on_done)
+    _merge_split([u for u in units if is_done(work_dir, u.unit_id)], work_dir, layout)
     write_text_atomic(yaml.safe_dump(config.to_dict(), sort_keys=False), layout.config)
     stats.seconds = time.perf_counter() - started
     return stats

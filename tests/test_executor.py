@@ -48,3 +48,24 @@ def test_done_units_are_not_run_again(tmp_path):
     LocalExecutor(workers=1).run(_PoisonStage(), units, tmp_path, lambda unit_id, stats: ran.append(unit_id))
     assert ran == []
     assert part_path(tmp_path, "good0", "rows").stat().st_mtime_ns == first
+
+
+class _BuggyStage(_PoisonStage):
+    """Raises on units named 'buggy' (an unexpected exception, not a crash)."""
+
+    def process(self, unit: Unit):
+        if unit.unit_id.startswith("buggy"):
+            raise ValueError("something unexpected")
+        return super().process(unit)
+
+
+def test_an_exception_fails_only_its_unit_which_is_retried_next_run(tmp_path):
+    units = [Unit("good0", None), Unit("buggy", None), Unit("good1", None)]
+    errors = LocalExecutor(workers=2).run(_BuggyStage(), units, tmp_path)
+
+    assert errors == {"buggy": "ValueError: something unexpected"}
+    assert is_done(tmp_path, "good0") and is_done(tmp_path, "good1")
+    assert not is_done(tmp_path, "buggy")
+    ran = []
+    LocalExecutor(workers=1).run(_PoisonStage(), units, tmp_path, lambda unit_id, stats: ran.append(unit_id))
+    assert ran == ["buggy"]  # the next run retries exactly the unit that failed
