@@ -1,7 +1,8 @@
 """`python -m curate`: the command line. Each subcommand is a short function over the library.
 
-User mistakes (a bad path, a bad config key) end with one `error:` line and exit code 2; every
-input that is processed is accounted for in the manifests, and the exit code is then 0.
+User mistakes (a bad path, a bad config key, a model that cannot be loaded) end with one `error:`
+line and exit code 2; every input that is processed is accounted for in the manifests, and the
+exit code is then 0.
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from curate.config import ConfigError, describe, load_config
+from curate.config import Config, ConfigError, describe, load_config
 from curate.inputs import InputError, collect_inputs
+from curate.models.errors import ModelUnavailable
 
 _INPUT_HELP = (
     "video files, directories (searched recursively), globs, or .txt/.csv/.parquet lists with a "
@@ -18,7 +20,13 @@ _INPUT_HELP = (
 )
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
+_THRESHOLDS_NOTE = (
+    "Thresholds (motion.min, aesthetic.min, ...) set with --set or --config are remembered in "
+    "OUT/manifests/config.yaml and apply to later commands on the same folder."
+)
+
+
+def _add_settings(parser: argparse.ArgumentParser, example: str) -> None:
     parser.add_argument("--out", default=".", help="output folder; manifests go to OUT/manifests (default: .)")
     parser.add_argument("--config", metavar="FILE", help="YAML config file (see `python -m curate config`)")
     parser.add_argument(
@@ -28,10 +36,27 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         action="extend",
         default=[],
-        help="override config keys, e.g. --set split.max_clip_s=8 split.min_clip_s=3",
+        help=f"override config keys, e.g. --set {example}",
     )
-    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
+
+
+def _add_common(parser: argparse.ArgumentParser, example: str = "split.max_clip_s=8 split.min_clip_s=3") -> None:
+    _add_settings(parser, example)
+    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core; 1 for model stages)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_clip_stage(commands, name: str, help: str, description: str, example: str, models: bool = False) -> None:
+    parser = commands.add_parser(name, help=help, description=f"{description} {_THRESHOLDS_NOTE}")
+    _add_common(parser, example)
+    if models:
+        parser.add_argument(
+            "--models",
+            choices=["default", "tiny"],
+            default="default",
+            help="default: the real models of the config; tiny: small random models built offline (tests, demo)",
+        )
+    parser.set_defaults(func=_clip_stage, stage=name)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +80,43 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(split)
     split.set_defaults(func=_split)
 
+    _add_clip_stage(
+        commands,
+        "motion",
+        help="score each kept clip's motion; drop static clips and broken extreme motion",
+        description=(
+            "Read only the frames of each kept clip, measure its motion from the codec's motion "
+            "vectors (optical flow for streams without them), and add motion_score and its "
+            "statistics to OUT/manifests/clips.parquet. Static clips get drop_reason='static', "
+            "flashes and garbage 'extreme_motion'. Interrupted runs resume."
+        ),
+        example="motion.min=0.01",
+    )
+    _add_clip_stage(
+        commands,
+        "aesthetic",
+        help="score each kept clip with CLIP and an aesthetic head; save the CLIP embeddings",
+        description=(
+            "Embed a few frames of each kept clip with open_clip, score them with the LAION "
+            "aesthetic head (0-10), add aesthetic_score to OUT/manifests/clips.parquet, drop clips "
+            "under aesthetic.min as 'low_aesthetic', and save the clip embeddings under "
+            "OUT/manifests/embeddings/. Interrupted runs resume."
+        ),
+        example="aesthetic.min=5 aesthetic.frame_positions=[0.2,0.8]",
+        models=True,
+    )
+
+    filter = commands.add_parser(
+        "filter",
+        help="re-apply thresholds to the stored scores (seconds; no model, no video)",
+        description=(
+            "Recompute drop_reason for every clip in OUT/manifests/clips.parquet from the scores "
+            f"already stored and the given thresholds, then print the counts. {_THRESHOLDS_NOTE}"
+        ),
+    )
+    _add_settings(filter, "motion.min=0.01 aesthetic.min=5")
+    filter.set_defaults(func=_filter)
+
     status = commands.add_parser("status", help="summarise the manifests in an output folder")
     status.add_argument("--out", default=".", help="output folder (default: .)")
     status.set_defaults(func=_status)
@@ -66,17 +128,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _split(args: argparse.Namespace) -> int:
+def _load(args: argparse.Namespace):
+    """The output layout and this command's config (the folder's remembered thresholds, then
+    --config, then --set; `--models tiny` swaps in the tiny models)."""
     from curate.manifest import OutputLayout
+
+    layout = OutputLayout(args.out)
+    overrides = list(args.overrides)
+    if getattr(args, "models", "default") == "tiny":
+        overrides = ["aesthetic.model=tiny", *overrides]
+    if getattr(args, "workers", None) is not None and args.workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    return layout, load_config(args.config, overrides, remembered=layout.config)
+
+
+def _split(args: argparse.Namespace) -> int:
     from curate.runner import run_split, summarize
 
-    config = load_config(args.config, args.overrides)
-    if args.workers is not None and args.workers < 1:
-        raise ConfigError("--workers must be at least 1")
+    layout, config = _load(args)
     inputs = collect_inputs(args.inputs)
     if not inputs:
         raise InputError("no video files found in the given inputs")
-    layout = OutputLayout(args.out)
     stats = run_split(inputs, layout, config, args.workers, progress=not args.quiet)
     done = stats.units - stats.skipped
     speed = f", {stats.frames / stats.seconds:.0f} frames/s" if stats.frames and stats.seconds else ""
@@ -85,12 +157,43 @@ def _split(args: argparse.Namespace) -> int:
     return _report_failures(stats.failed, inputs)
 
 
-def _report_failures(failed: dict[str, str], inputs) -> int:
+def _clip_stage(args: argparse.Namespace) -> int:
+    from curate.runner import run_clip_stage, summarize
+
+    layout, config = _load(args)
+    stats = run_clip_stage(args.stage, layout, config, args.workers, progress=not args.quiet)
+    speed = f", {stats.clips / stats.seconds:.1f} clips/s" if stats.clips and stats.seconds else ""
+    print(f"{args.stage}: {stats.clips} clips scored in {stats.units - stats.skipped} units, {stats.seconds:.1f} s{speed}")
+    print(summarize(layout))
+    return _report_failures(stats.failed, [], what="batches of clips")
+
+
+def _filter(args: argparse.Namespace) -> int:
+    from curate.runner import refilter, summarize
+
+    _require_thresholds(args.overrides)
+    layout, config = _load(args)
+    kept_before, kept_after = refilter(layout, config)
+    print(f"filter: {kept_before} clips kept before, {kept_after} now (thresholds saved in {layout.config})")
+    print(summarize(layout))
+    return 0
+
+
+def _require_thresholds(overrides: list[str]) -> None:
+    """`filter` changes thresholds only: any other key would be saved yet change nothing."""
+    thresholds = {f"{section}.{key}" for section, keys in Config().thresholds().items() for key in keys}
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if key not in thresholds:
+            raise ConfigError(f"filter re-applies thresholds only; {key} is not one (thresholds: {', '.join(sorted(thresholds))})")
+
+
+def _report_failures(failed: dict[str, str], inputs, what: str = "inputs") -> int:
     """Exit 1, naming them, when units failed inside the program (they are retried next run)."""
     if not failed:
         return 0
     paths = {v.video_id: v.path for v in inputs}
-    print(f"error: {len(failed)} inputs failed inside vidcurate and are not in the manifests yet; "
+    print(f"error: {len(failed)} {what} failed inside vidcurate and are not in the manifests yet; "
           "run the same command again to retry them:", file=sys.stderr)
     for unit_id, message in list(failed.items())[:10]:
         print(f"  {paths.get(unit_id, unit_id)}: {message}", file=sys.stderr)
@@ -117,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (InputError, ConfigError) as exc:
+    except (InputError, ConfigError, ModelUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

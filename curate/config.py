@@ -25,6 +25,17 @@ def _field(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
+def _threshold(default: Any, help: str) -> Any:
+    """A field that only decides which clips are dropped. It is left out of the section hash, so
+    changing it never invalidates stored scores (`curate filter` re-applies it in seconds), and
+    the output folder remembers it between commands."""
+    return field(default=default, metadata={"help": help, "threshold": True})
+
+
+def _list_field(default: list, help: str) -> Any:
+    return field(default_factory=lambda: list(default), metadata={"help": help})
+
+
 @dataclass
 class SplitConfig:
     """Shot-boundary detection and clip shaping (`curate split`)."""
@@ -68,18 +79,91 @@ class SplitConfig:
 
 
 @dataclass
+class MotionConfig:
+    """Motion scoring and the static / broken-motion filter (`curate motion`)."""
+
+    method: str = _field("auto", "auto: codec motion vectors, optical flow where a stream has none; or mvs / flow.")
+    flow_fps: float = _field(4.0, "Optical-flow fallback: frames per second compared.")
+    flow_width: int = _field(160, "Optical-flow fallback: width of the luma image the flow runs on.")
+    min: float = _threshold(
+        0.004, "Drop as 'static' below this motion_score (mean displacement, frame widths per second)."
+    )
+    max: float = _threshold(
+        1.0, "Drop as 'extreme_motion' above this motion_score (garbage, flicker, shaking far past a fast pan)."
+    )
+    max_jump: float = _threshold(
+        0.25, "Drop as 'extreme_motion' when one frame-to-frame luma change exceeds this (0..1; flashes, glitches)."
+    )
+
+    def __post_init__(self) -> None:
+        _require(self.method in ("auto", "mvs", "flow"), "motion.method must be auto, mvs or flow")
+        _require(self.flow_fps > 0, "motion.flow_fps must be > 0")
+        _require(16 <= self.flow_width <= 1024, "motion.flow_width must be in [16, 1024]")
+        _require(0 <= self.min <= self.max, "motion.min must be >= 0 and <= motion.max")
+        _require(0 < self.max_jump <= 1, "motion.max_jump must be in (0, 1]")
+
+
+_AESTHETIC_HEAD_URL = (
+    "https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/sac+logos+ava1-l14-linearMSE.pth"
+)
+
+
+@dataclass
+class AestheticConfig:
+    """CLIP embeddings and the aesthetic score filter (`curate aesthetic`)."""
+
+    model: str = _field("ViT-L-14", "open_clip model name ('tiny' builds a small random model offline).")
+    pretrained: str = _field("openai", "open_clip pretrained tag, or a local checkpoint file.")
+    head: str = _field(
+        _AESTHETIC_HEAD_URL, "Aesthetic head weights (LAION improved-aesthetic-predictor): URL or local file."
+    )
+    frame_positions: list = _list_field(
+        [0.1, 0.5, 0.9], "Where frames are taken, as fractions of the clip (their count is the frames per clip)."
+    )
+    reduce: str = _field("mean", "How the frames' scores make the clip's score: mean or min.")
+    batch_size: int = _field(64, "Frames per model forward.")
+    device: str = _field("auto", "auto (CUDA when available), cuda, cuda:N or cpu.")
+    min: float = _threshold(4.5, "Drop as 'low_aesthetic' below this aesthetic_score (0-10 scale).")
+
+    def __post_init__(self) -> None:
+        _require(
+            len(self.frame_positions) > 0 and all(isinstance(p, (int, float)) and 0 <= p <= 1 for p in self.frame_positions),
+            "aesthetic.frame_positions must be a non-empty list of fractions in [0, 1]",
+        )
+        self.frame_positions = [float(p) for p in self.frame_positions]
+        _require(self.reduce in ("mean", "min"), "aesthetic.reduce must be mean or min")
+        _require(self.batch_size >= 1, "aesthetic.batch_size must be >= 1")
+
+
+@dataclass
 class Config:
     """The whole pipeline's settings, one section per stage."""
 
     split: SplitConfig = field(default_factory=SplitConfig)
+    motion: MotionConfig = field(default_factory=MotionConfig)
+    aesthetic: AestheticConfig = field(default_factory=AestheticConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def section_hash(self, name: str) -> str:
-        """A short stable hash of one section: work done under other settings is not reused."""
-        payload = json.dumps(dataclasses.asdict(getattr(self, name)), sort_keys=True)
+        """A short stable hash of one section's non-threshold settings: work done under other
+        settings is not reused, and a new threshold reuses every stored score."""
+        section = getattr(self, name)
+        values = {f.name: getattr(section, f.name) for f in dataclasses.fields(section) if not is_threshold(f)}
+        payload = json.dumps(values, sort_keys=True)
         return hashlib.sha1(payload.encode()).hexdigest()[:10]
+
+    def thresholds(self) -> dict[str, dict[str, Any]]:
+        """Every threshold field, by section."""
+        return {
+            s.name: {f.name: getattr(getattr(self, s.name), f.name) for f in dataclasses.fields(getattr(self, s.name)) if is_threshold(f)}
+            for s in dataclasses.fields(self)
+        }
+
+
+def is_threshold(f: dataclasses.Field) -> bool:
+    return bool(f.metadata.get("threshold"))
 
 
 def _require(ok: bool, message: str) -> None:
@@ -87,15 +171,35 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Defaults, then the YAML file at `path`, then each `key=value` override in order."""
-    values: dict[str, dict[str, Any]] = {}
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), remembered: str | Path | None = None
+) -> Config:
+    """Defaults, then the thresholds remembered in an output folder's saved config (`remembered`,
+    when it exists), then the YAML file at `path`, then each `key=value` override in order.
+
+    Only thresholds are remembered: they are what `curate filter` tunes, and a later stage command
+    must not silently put back the defaults. Every other setting is what this command says.
+    """
+    values: dict[str, dict[str, Any]] = _remembered_thresholds(Path(remembered)) if remembered else {}
     if path is not None:
-        values = _read_yaml(Path(path))
+        for section, items in _read_yaml(Path(path)).items():
+            values.setdefault(section, {}).update(items)
     for item in overrides:
         section, key, value = _parse_override(item)
         values.setdefault(section, {})[key] = value
     return _build(values)
+
+
+def _remembered_thresholds(path: Path) -> dict[str, dict[str, Any]]:
+    if not path.exists():
+        return {}
+    saved = _read_yaml(path)
+    known = Config().thresholds()
+    return {
+        section: {key: value for key, value in items.items() if key in known.get(section, {})}
+        for section, items in saved.items()
+        if section in known
+    }
 
 
 def _read_yaml(path: Path) -> dict[str, dict[str, Any]]:
@@ -130,9 +234,13 @@ def _build(values: dict[str, dict[str, Any]]) -> Config:
         for key, value in items.items():
             if key not in known:
                 raise ConfigError(f"unknown config key {section}.{key} (known: {', '.join(known)})")
-            kwargs[key] = _coerce(f"{section}.{key}", value, known[key].default)
+            kwargs[key] = _coerce(f"{section}.{key}", value, _default(known[key]))
         built[section] = cls(**kwargs)
     return Config(**built)
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:

@@ -24,6 +24,7 @@ from curate.manifest import write_parquet_atomic, write_text_atomic
 from curate.stages.base import Stage, Unit
 
 _worker_stage: Stage | None = None  # the stage instance inside a worker process
+_setup_error: Exception | None = None  # why the worker's setup failed, if it did
 
 
 def done_marker(work_dir: Path, unit_id: str) -> Path:
@@ -46,13 +47,18 @@ def save_unit(work_dir: Path, unit_id: str, outputs: dict) -> None:
 
 
 def _init_worker(stage: Stage) -> None:
-    global _worker_stage
+    global _worker_stage, _setup_error
     _worker_stage = stage
-    stage.setup()
+    try:
+        stage.setup()
+    except Exception as exc:  # raised from an initializer it would break the pool and blame units
+        _setup_error = exc
 
 
 def _run_unit(unit: Unit, work_dir: Path) -> tuple[str, dict]:
     assert _worker_stage is not None
+    if _setup_error is not None:
+        raise RuntimeError(f"{_worker_stage.name} setup failed: {type(_setup_error).__name__}: {_setup_error}")
     outputs, stats = _worker_stage.process(unit)
     save_unit(work_dir, unit.unit_id, outputs)
     return unit.unit_id, stats

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from array import array
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -125,6 +126,113 @@ def iter_frames(container, stream, log: DecodeLog) -> Iterator[av.VideoFrame]:
             log.frame_times_s.append(_frame_time(frame, log, stream))
             log.num_frames += 1
             yield frame
+
+
+def iter_spans(
+    container, stream, spans: list[tuple[float, float, int]], fps: float, log: DecodeLog | None = None, seek_gap_s: float = 2.0
+) -> Iterator[tuple[int, av.VideoFrame]]:
+    """Yield `(span_index, frame)` for the frames of each span, reading only around the spans.
+
+    A span is `(start_s, end_s, num_frames)` as in clips.parquet: `start_s` is the time the split
+    stage recorded for the span's first frame, and the span is that frame and the `num_frames - 1`
+    frames after it in output order: exactly frames start_frame..end_frame-1 of a full
+    `iter_frames` pass. The first frame is found by its timestamp and the rest are counted, not
+    picked by a time window, because some files (MPEG-4 in AVI, badly muxed mp4) carry timestamps
+    that are not monotonic in output order; `end_s` only bounds a span whose frames were lost.
+
+    Spans are visited in time order. The reader seeks to the keyframe before a span when the span
+    starts more than `seek_gap_s` past the last frame read (decoding a short gap is cheaper than a
+    seek) or before it, so the clips of one video cost one pass over the parts that are needed.
+    """
+    log = log if log is not None else DecodeLog()
+    tolerance = 0.25 / fps if fps > 0 else 1e-3
+    slack = _REORDER_FRAMES / fps if fps > 0 else 0.5
+    cursor: _Cursor | None = None
+    for index in sorted(range(len(spans)), key=lambda i: spans[i][0]):
+        start_s, end_s, num_frames = spans[index]
+        if num_frames <= 0:
+            continue
+        if cursor is None or not cursor.ahead(start_s, seek_gap_s, tolerance, slack):
+            cursor = _Cursor.seek(container, stream, start_s, log, tolerance)
+        frame = cursor.find(start_s, tolerance, slack)
+        taken = 0
+        while frame is not None:
+            yield index, frame
+            taken += 1
+            if taken == num_frames:
+                break
+            frame = cursor.next()
+            if frame is not None and cursor.time_s >= end_s + slack:
+                cursor.pending = frame  # frames were lost: this one may open the next span
+                break
+
+
+# How many frames a timestamp may stray from its frame's place in output order in files whose
+# timestamps are not monotonic; a span's first frame not met within it is taken as lost.
+_REORDER_FRAMES = 8
+
+
+class _Cursor:
+    """The decoder's position since the last seek: the frame iterator, the newest and the recent
+    timestamps read (to tell whether a span's first frame is still ahead), and a frame read but
+    not used yet (`pending`)."""
+
+    def __init__(self, frames: Iterator[av.VideoFrame], log: DecodeLog):
+        self.frames, self.log = frames, log
+        self.pending: av.VideoFrame | None = None
+        self.time_s = float("-inf")  # timestamp of the newest frame read
+        self.top_s = float("-inf")  # the largest timestamp read
+        self.recent: deque[float] = deque(maxlen=2 * _REORDER_FRAMES)
+
+    @classmethod
+    def seek(cls, container, stream, start_s: float, log: DecodeLog, tolerance: float) -> _Cursor:
+        """Seek to the keyframe before `start_s`. Containers index keyframes by decode time,
+        which runs ahead of presentation time when frames are reordered, so the keyframe found can
+        come just after `start_s`; then seek again from further back."""
+        for back_s in (0.0, 2.0, 10.0):
+            cursor = cls(_seek(container, stream, start_s - back_s, log), log)
+            cursor.pending = cursor.next()
+            if cursor.pending is None or cursor.time_s <= start_s + tolerance or start_s - back_s <= 0:
+                break
+        return cursor
+
+    def next(self) -> av.VideoFrame | None:
+        frame = next(self.frames, None)
+        if frame is not None:
+            self.time_s = self.log.frame_times_s[-1]
+            self.top_s = max(self.top_s, self.time_s)
+            self.recent.append(self.time_s)
+        return frame
+
+    def ahead(self, start_s: float, seek_gap_s: float, tolerance: float, slack: float) -> bool:
+        """Whether the frame at `start_s` can still be reached by reading on (no seek)."""
+        if self.pending is not None and abs(self.time_s - start_s) <= tolerance:
+            return True
+        if start_s - self.top_s > seek_gap_s or start_s < self.top_s - slack:
+            return False
+        return not any(abs(t - start_s) <= tolerance for t in self.recent)
+
+    def find(self, start_s: float, tolerance: float, slack: float) -> av.VideoFrame | None:
+        """Read on to the frame whose timestamp is `start_s`. Meeting a frame past
+        `start_s + slack` first means that frame was lost (damaged data): start there instead."""
+        frame, self.pending = (self.pending, None) if self.pending is not None else (self.next(), None)
+        while frame is not None and abs(self.time_s - start_s) > tolerance:
+            if self.time_s > start_s + slack:
+                self.log.note(f"no frame at {start_s:.3f} s")
+                break
+            frame = self.next()
+        return frame
+
+
+def _seek(container, stream, start_s: float, log: DecodeLog) -> Iterator[av.VideoFrame]:
+    """Seek to the keyframe at or before `start_s` and return a fresh frame iterator from there."""
+    target = (stream.start_time or 0) + max(0, int(start_s / float(stream.time_base)))
+    try:
+        container.seek(target, stream=stream, backward=True)
+    except av.FFmpegError as exc:  # an unseekable file: read from the start instead
+        log.note(f"cannot seek to {start_s:.2f} s ({_ffmpeg_reason(exc)})")
+        container.seek(0)
+    return iter_frames(container, stream, log)
 
 
 def _frame_time(frame: av.VideoFrame, log: DecodeLog, stream) -> float:

@@ -138,7 +138,7 @@ def test_empty_yaml_file_means_defaults(tmp_path):
         ("- split\n- other\n", ["must map section names"]),
         ("split: 3\n", ["must map section names"]),
         ("split:\n  nope: 1\n", ["unknown config key split.nope"]),
-        ("motion:\n  min: 1\n", ["unknown config section 'motion'"]),
+        ("nosuch:\n  min: 1\n", ["unknown config section 'nosuch'"]),
         ("split:\n  max_clip_s: ten\n", ["split.max_clip_s", "float"]),
         ("split:\n  min_clip_s: 0\n", ["split.min_clip_s"]),
     ],

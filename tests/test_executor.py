@@ -69,3 +69,20 @@ def test_an_exception_fails_only_its_unit_which_is_retried_next_run(tmp_path):
     ran = []
     LocalExecutor(workers=1).run(_PoisonStage(), units, tmp_path, lambda unit_id, stats: ran.append(unit_id))
     assert ran == ["buggy"]  # the next run retries exactly the unit that failed
+
+
+class _BrokenSetupStage(_PoisonStage):
+    """Its per-worker setup fails, as a model that cannot load would."""
+
+    def setup(self):
+        raise OSError("weights file vanished")
+
+
+def test_a_failing_setup_fails_the_units_without_blaming_them(tmp_path):
+    """A setup error is an infrastructure failure: no unit is recorded as done (or as a bad
+    input); each reports the reason and is retried on the next run."""
+    units = [Unit("good0", None), Unit("good1", None)]
+    errors = LocalExecutor(workers=2).run(_BrokenSetupStage(), units, tmp_path)
+    assert set(errors) == {"good0", "good1"}
+    assert all("setup failed: OSError: weights file vanished" in message for message in errors.values())
+    assert not any(is_done(tmp_path, u.unit_id) for u in units)

@@ -25,6 +25,12 @@ class Stage:
     """Base class; subclasses set `name` and implement `process` and `failed`."""
 
     name = "stage"
+    default_workers: int | None = None  # None: one worker process per core
+    extra_tables: tuple[str, ...] = ()  # per-unit tables published as manifests/<name>/ (embeddings)
+
+    def prepare(self) -> None:
+        """Run once in the main process before any worker starts: find or download model
+        weights, so a model that cannot be had fails once, with one clear line."""
 
     def setup(self) -> None:
         """Load what the stage needs once per worker process (models, lookup tables)."""

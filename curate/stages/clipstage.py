@@ -1,0 +1,76 @@
+"""What every clip stage is: score kept clips, grouped so each source video is opened once.
+
+A clip stage (motion, aesthetic, caption) reads clips.parquet, scores the clips that no earlier
+stage dropped and that it has not scored yet, and stores one small table of scores per unit. It
+never decides what is dropped: that is `curate.filters`, applied to the stored scores, so a new
+threshold never needs a model or a video.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from curate.manifest import to_table
+from curate.stages.base import Stage, Unit
+
+
+@dataclass(frozen=True)
+class ClipRef:
+    """One clip as a stage sees it: where its frames are, from its clips.parquet row."""
+
+    clip_id: str
+    video_id: str
+    path: str
+    start_frame: int
+    end_frame: int  # exclusive
+    start_s: float
+    end_s: float
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+
+    @property
+    def span(self) -> tuple[float, float, int]:
+        """The (start_s, end_s, num_frames) span `curate.videoio.iter_spans` reads."""
+        return (self.start_s, self.end_s, self.num_frames)
+
+
+class ClipStage(Stage):
+    """Base of clip stages. Subclasses set `name`, `columns` and `clips_per_unit`, and implement
+    `score` (and `setup` when they load a model).
+
+    A unit's payload is a list of ClipRef sorted by video and time: with `clips_per_unit = None`
+    a unit is every clip of one video; otherwise units hold up to that many clips, possibly of
+    several videos (model stages want big batches).
+    """
+
+    columns: pa.Schema = pa.schema([])  # the score columns this stage adds to clips.parquet
+    clips_per_unit: int | None = None
+
+    @property
+    def error_column(self) -> str:
+        """Set (with the reason) on a clip this stage could not score; the filter drops it."""
+        return f"{self.name}_error"
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The schema of the stored score parts: clip_id, the score columns, the error column."""
+        return pa.schema([("clip_id", pa.string()), *self.columns, (self.error_column, pa.string())])
+
+    def score(self, clips: list[ClipRef]) -> list[dict]:
+        """One dict of column values per clip, in order. A clip that cannot be scored gets
+        `{error_column: reason}`; an exception means the whole unit failed (retried next run)."""
+        raise NotImplementedError
+
+    def process(self, unit: Unit) -> tuple[dict, dict]:
+        clips: list[ClipRef] = unit.payload
+        rows = [{"clip_id": clip.clip_id, **values} for clip, values in zip(clips, self.score(clips), strict=True)]
+        stats = {"clips": len(clips), "frames": sum(c.num_frames for c in clips)}
+        return {"scores": to_table(rows, self.schema)}, stats
+
+    def failed(self, unit: Unit, message: str) -> tuple[dict, dict]:
+        rows = [{"clip_id": clip.clip_id, self.error_column: message} for clip in unit.payload]
+        return {"scores": to_table(rows, self.schema)}, {"clips": len(rows), "frames": 0}
