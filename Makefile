@@ -17,16 +17,20 @@ install: $(VENV)
 demo: $(VENV)
 	$(PY) -m curate.samples $(DEMO_DIR)/videos
 	$(PY) -m curate split $(DEMO_DIR)/videos --out $(DEMO_DIR)
+	$(PY) -m curate motion --out $(DEMO_DIR)
+	@# Tiny random CLIP models (offline): their aesthetic scores are placeholders, so the demo keeps every clip.
+	$(PY) -m curate aesthetic --out $(DEMO_DIR) --models tiny --set aesthetic.min=0
 	@echo
 	@$(PY) -c "import pandas as pd; pd.set_option('display.width', 160); \
 	v = pd.read_parquet('$(DEMO_DIR)/manifests/videos.parquet'); \
 	c = pd.read_parquet('$(DEMO_DIR)/manifests/clips.parquet'); \
 	v['file'] = v.path.str.rsplit('/', n=1).str[-1]; c['file'] = c.path.str.rsplit('/', n=1).str[-1]; \
 	print(v[['file', 'status', 'num_frames', 'cut_frames', 'cut_kinds']].to_string(index=False)); print(); \
-	print(c[['file', 'start_frame', 'end_frame', 'start_s', 'end_s']].round(2).to_string(index=False))"
+	print(c[['file', 'start_frame', 'end_frame', 'motion_score', 'motion_max_jump', 'aesthetic_score', 'drop_reason']].round(4).to_string(index=False))"
 	@echo
-	@echo "Manifests: $(DEMO_DIR)/manifests/videos.parquet and $(DEMO_DIR)/manifests/clips.parquet"
+	@echo "Manifests: $(DEMO_DIR)/manifests/videos.parquet, $(DEMO_DIR)/manifests/clips.parquet, CLIP embeddings in $(DEMO_DIR)/manifests/embeddings/"
 	@echo "Read them with: import pandas as pd; pd.read_parquet('$(DEMO_DIR)/manifests/clips.parquet')"
+	@echo "Re-tune without recomputing: $(PY) -m curate filter --out $(DEMO_DIR) --set motion.min=0.01"
 
 test: $(VENV)
 	$(PY) -m pytest -q

@@ -85,22 +85,33 @@ class MotionConfig:
     method: str = _field("auto", "auto: codec motion vectors, optical flow where a stream has none; or mvs / flow.")
     flow_fps: float = _field(4.0, "Optical-flow fallback: frames per second compared.")
     flow_width: int = _field(160, "Optical-flow fallback: width of the luma image the flow runs on.")
+    static_speed: float = _field(
+        0.02,
+        "A half-second window counts as static when no cell of a 12x6 grid over the frame moves faster than this "
+        "(frame widths per second); motion_static_frac is the share of such windows.",
+    )
     min: float = _threshold(
-        0.004, "Drop as 'static' below this motion_score (mean displacement, frame widths per second)."
+        0.0003, "Drop as 'static' below this motion_score (mean displacement, frame widths per second)."
+    )
+    max_static_frac: float = _threshold(
+        0.5, "Drop as 'static' when nothing in the picture moves for more than this share of the clip (motion_static_frac)."
     )
     max: float = _threshold(
-        1.0, "Drop as 'extreme_motion' above this motion_score (garbage, flicker, shaking far past a fast pan)."
+        2.0, "Drop as 'extreme_motion' above this motion_score (garbage motion, far past a whip pan)."
     )
     max_jump: float = _threshold(
-        0.25, "Drop as 'extreme_motion' when one frame-to-frame luma change exceeds this (0..1; flashes, glitches)."
+        0.15,
+        "Drop as 'extreme_motion' when one frame-to-frame luma change exceeds this (0..1; flashes, glitches, missed cuts).",
     )
 
     def __post_init__(self) -> None:
         _require(self.method in ("auto", "mvs", "flow"), "motion.method must be auto, mvs or flow")
         _require(self.flow_fps > 0, "motion.flow_fps must be > 0")
         _require(16 <= self.flow_width <= 1024, "motion.flow_width must be in [16, 1024]")
+        _require(self.static_speed >= 0, "motion.static_speed must be >= 0")
         _require(0 <= self.min <= self.max, "motion.min must be >= 0 and <= motion.max")
         _require(0 < self.max_jump <= 1, "motion.max_jump must be in (0, 1]")
+        _require(0 <= self.max_static_frac <= 1, "motion.max_static_frac must be in [0, 1]")
 
 
 _AESTHETIC_HEAD_URL = (
@@ -113,16 +124,23 @@ class AestheticConfig:
     """CLIP embeddings and the aesthetic score filter (`curate aesthetic`)."""
 
     model: str = _field("ViT-L-14", "open_clip model name ('tiny' builds a small random model offline).")
-    pretrained: str = _field("openai", "open_clip pretrained tag, or a local checkpoint file.")
+    pretrained: str = _field(
+        "openai",
+        "open_clip pretrained tag (looked up in the Hugging Face cache, HF_HOME, before any download), a local "
+        "checkpoint file (for OpenAI weights name the model ViT-L-14-quickgelu), or '' for random weights (benchmarks).",
+    )
     head: str = _field(
-        _AESTHETIC_HEAD_URL, "Aesthetic head weights (LAION improved-aesthetic-predictor): URL or local file."
+        _AESTHETIC_HEAD_URL,
+        "Aesthetic head weights (LAION improved-aesthetic-predictor for this CLIP model): URL (cached under "
+        "TORCH_HOME), local file, or '' for a random head (benchmarks). The tiny model ignores a URL.",
     )
     frame_positions: list = _list_field(
         [0.1, 0.5, 0.9], "Where frames are taken, as fractions of the clip (their count is the frames per clip)."
     )
     reduce: str = _field("mean", "How the frames' scores make the clip's score: mean or min.")
     batch_size: int = _field(64, "Frames per model forward.")
-    device: str = _field("auto", "auto (CUDA when available), cuda, cuda:N or cpu.")
+    decode_threads: int = _field(2, "Threads per worker decoding frames (one video each) while the model runs.")
+    device: str = _field("auto", "auto (CUDA when available, bf16), cuda, cuda:N or cpu (fp32).")
     min: float = _threshold(4.5, "Drop as 'low_aesthetic' below this aesthetic_score (0-10 scale).")
 
     def __post_init__(self) -> None:
@@ -133,6 +151,11 @@ class AestheticConfig:
         self.frame_positions = [float(p) for p in self.frame_positions]
         _require(self.reduce in ("mean", "min"), "aesthetic.reduce must be mean or min")
         _require(self.batch_size >= 1, "aesthetic.batch_size must be >= 1")
+        _require(self.decode_threads >= 1, "aesthetic.decode_threads must be >= 1")
+        _require(
+            self.device in ("auto", "cpu", "cuda") or (self.device.startswith("cuda:") and self.device[5:].isdigit()),
+            "aesthetic.device must be auto, cpu, cuda or cuda:N",
+        )
 
 
 @dataclass

@@ -31,9 +31,10 @@ def _column(clips: pd.DataFrame, name: str, dtype=float) -> pd.Series:
 def _motion_rules(clips: pd.DataFrame, config: MotionConfig) -> list[tuple[str, pd.Series]]:
     score = _column(clips, "motion_score")
     jump = _column(clips, "motion_max_jump")
+    still = _column(clips, "motion_static_frac")
     return [
         ("motion_failed", _column(clips, "motion_error", object).notna()),
-        ("static", score < config.min),
+        ("static", (score < config.min) | (still > config.max_static_frac)),
         ("extreme_motion", (score > config.max) | (jump > config.max_jump)),
     ]
 
@@ -50,7 +51,7 @@ _RULES: dict[str, Rule] = {"motion": _motion_rules, "aesthetic": _aesthetic_rule
 # Every reason a rule can give, for docs and status output.
 REASONS = {
     "motion_failed": "the motion stage could not read the clip's frames",
-    "static": "motion_score < motion.min",
+    "static": "motion_score < motion.min or motion_static_frac > motion.max_static_frac",
     "extreme_motion": "motion_score > motion.max or motion_max_jump > motion.max_jump",
     "aesthetic_failed": "the aesthetic stage could not read the clip's frames",
     "low_aesthetic": "aesthetic_score < aesthetic.min",

@@ -32,6 +32,12 @@ class Shot:
     flash_at: int | None = None  # frame index (within the shot) of a 2-frame flash
     occlusion_at: int | None = None  # frame index where a dark object sweeps past the lens
     noise: float = 2.0
+    fresh_noise: bool = False  # new noise in every frame, as from a real sensor (default: 4 cycling)
+    object_scale: float = 1.0  # size of the moving object (1: a fifth of the height, a sixth of the width)
+    object_speed: float = 1.0  # speed of the moving object, relative to its random default
+    typing: bool = False  # a screen recording: a frozen picture where a line of text grows, caret blinking
+    glitch_at: int | None = None  # frame index of 2 frames of decoder garbage (random coloured blocks)
+    object_texture: bool = False  # a textured object (a flat one is seen moving by codecs at its edges only)
 
 
 @dataclass
@@ -98,23 +104,54 @@ def _render_shot(shot: Shot, width: int, height: int):
     world = _World(shot.seed, width, height, margin)
     rng = np.random.default_rng(shot.seed + 1)
     noise_bank = rng.normal(0, shot.noise, (4, height, width, 1)).astype(np.float32)
+    extra = np.random.default_rng(shot.seed + 2)  # for the optional effects: defaults stay as they were
+    oh, ow = max(2, int(height / 5 * shot.object_scale)), max(2, int(width / 6 * shot.object_scale))
+    look = world.object_colour
+    if shot.object_texture:
+        texture = 0.9 * _smooth_noise(extra, oh, ow, cells=4) + 0.4 * _smooth_noise(extra, oh, ow, cells=12)
+        look = world.object_colour * (0.3 + texture)
     for i in range(shot.num_frames):
-        t = 0 if shot.static else i
+        t = 0 if shot.static or shot.typing else i
         x = int(round(margin + shot.pan[0] * (t - shot.num_frames / 2)))
         y = int(round(margin + shot.pan[1] * (t - shot.num_frames / 2)))
         frame = world.picture[y : y + height, x : x + width].copy()
-        if shot.moving_object and not shot.static:
-            cy = int(_bounce(world.object_start[0] + world.object_speed[0] * t) * 0.8 * height)
-            cx = int(_bounce(world.object_start[1] + world.object_speed[1] * t) * 0.8 * width)
-            frame[cy : cy + height // 5, cx : cx + width // 6] = world.object_colour
+        if shot.moving_object and not (shot.static or shot.typing):
+            speed = world.object_speed * shot.object_speed
+            cy = int(_bounce(world.object_start[0] + speed[0] * t) * 0.8 * height)
+            cx = int(_bounce(world.object_start[1] + speed[1] * t) * 0.8 * width)
+            region = frame[cy : cy + oh, cx : cx + ow]
+            region[:] = look if look.ndim == 1 else look[: region.shape[0], : region.shape[1]]
+        if shot.typing:
+            _draw_typing(frame, i)
+        if shot.glitch_at is not None and 0 <= i - shot.glitch_at < 2:
+            blocks = extra.uniform(0, 255, (-(-height // 16), -(-width // 16), 3)).astype(np.float32)
+            frame = np.repeat(np.repeat(blocks, 16, axis=0), 16, axis=1)[:height, :width]
         if shot.occlusion_at is not None and 0 <= i - shot.occlusion_at < 10:
             # A dark object close to the lens crosses the frame in 10 frames, covering most of it.
             left = int((i - shot.occlusion_at - 4) / 6 * width)
             frame[:, max(0, left) : max(0, left + int(0.8 * width))] *= 0.15
         if shot.flash_at is not None and 0 <= i - shot.flash_at < 2:
             frame = frame * 0.4 + 170
-        frame += noise_bank[i % len(noise_bank)]
+        if shot.fresh_noise:
+            frame += extra.normal(0, shot.noise, (height, width, 1)).astype(np.float32)
+        else:
+            frame += noise_bank[i % len(noise_bank)]
         yield frame
+
+
+def _draw_typing(frame: np.ndarray, i: int) -> None:
+    """A line of text typed at four characters a second (at 24 fps) with a caret blinking twice a
+    second: what changes in a screen recording of someone typing."""
+    height, width = frame.shape[:2]
+    char_w, char_h = max(1, width // 64), max(2, height // 30)
+    top, left = height // 3, width // 10
+    typed = min(i // 6, (width - 2 * left) // char_w - 1)
+    for c in range(typed):  # glyphs: dark blocks, every fourth one a space
+        if c % 4 != 3:
+            frame[top : top + char_h, left + c * char_w : left + c * char_w + char_w - 1] = 20.0
+    if (i // 12) % 2 == 0:
+        caret = left + typed * char_w
+        frame[top - 1 : top + char_h + 1, caret : caret + max(1, char_w // 4)] = 10.0
 
 
 def render(shots: list[Shot], joins: list[Join], width: int, height: int):
@@ -235,6 +272,12 @@ def edited_video(seed: int, num_shots: int = 6, fps: int = 24) -> tuple[list[Sho
     joins = [Join(*rng.choice([("cut", 0), ("dissolve", 16), ("fade", 16)], p=[0.5, 0.35, 0.15]).tolist()) for _ in range(num_shots - 1)]
     joins = [Join(j.kind, int(j.num_frames)) for j in joins]
     return shots, joins
+
+
+def slideshow(num_stills: int, hold_frames: int, seed: int = 0) -> tuple[list[Shot], list[Join]]:
+    """Still pictures (with sensor noise) each held for `hold_frames`, joined by hard cuts."""
+    shots = [Shot(hold_frames, seed + i, static=True, moving_object=False, fresh_noise=True) for i in range(num_stills)]
+    return shots, [Join("cut") for _ in range(num_stills - 1)]
 
 
 def demo_set(folder: str | Path, width: int = 320, height: int = 180, fps: int = 24) -> dict[str, Truth]:

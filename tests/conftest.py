@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -215,6 +217,30 @@ def run_module(*args: str, cwd: Path | None = None, timeout: float = 120) -> sub
         timeout=timeout,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+
+
+def kill_when(args, logs: Path, when, timeout: float = 120) -> bool:
+    """Start `python -m curate ARGS` in its own session, SIGKILL its whole process group (the CLI
+    and its pool workers) as soon as `when()` is true, or let it finish; return whether the kill
+    happened before it exited. Output is appended to `logs/stdout` and `logs/stderr`."""
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / "stdout", "ab") as stdout, open(logs / "stderr", "ab") as stderr:
+        proc = subprocess.Popen(
+            [PYTHON, "-m", "curate", *map(str, args)], cwd=REPO, stdout=stdout, stderr=stderr, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout
+        try:
+            while proc.poll() is None and not when() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            killed = proc.poll() is None
+            if killed:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    return killed
 
 
 def match_boundaries(truth: Truth, detected, hard_tol: int = HARD_TOL, gradual_tol: int = GRADUAL_TOL):

@@ -30,6 +30,11 @@ def test_each_rule_names_its_reason():
     assert set(r for r in reasons if r) <= set(REASONS)
 
 
+def test_a_clip_still_most_of_the_time_is_static():
+    table = clips(motion_score=[0.5, 0.5], motion_static_frac=[0.9, 0.1])
+    assert drop_reasons(table, Config()).tolist() == ["static", None]
+
+
 def test_thresholds_are_strict_bounds():
     config = load_config(overrides=["motion.min=0.01", "aesthetic.min=5"])
     table = clips(motion_score=[0.0099, 0.01], aesthetic_score=[5.0, 4.99])

@@ -8,17 +8,14 @@ input, no duplicates. Sleeping only chooses the kill instants; nothing asserts o
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import PYTHON, REPO, read_manifests, run_module
+from conftest import kill_when, read_manifests, run_module
 
 WORKERS = "2"
 
@@ -51,30 +48,8 @@ def markers(out: Path) -> list[Path]:
 
 
 def run_and_kill(inputs: Path, out: Path, logs: Path, when, timeout: float = 120) -> bool:
-    """Start the command in its own session, SIGKILL its process group as soon as `when()` is
-    true (or let it finish), and return whether the kill happened before it exited."""
-    logs.mkdir(parents=True, exist_ok=True)
-    with open(logs / "stdout", "ab") as stdout, open(logs / "stderr", "ab") as stderr:
-        proc = subprocess.Popen(
-            [PYTHON, "-m", "curate", "split", str(inputs), "--out", str(out), "--workers", WORKERS, "--quiet"],
-            cwd=REPO,
-            stdout=stdout,
-            stderr=stderr,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        try:
-            while proc.poll() is None and not when() and time.monotonic() < deadline:
-                time.sleep(0.01)
-            killed = proc.poll() is None
-            if killed:
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-    return killed
+    args = ["split", inputs, "--out", out, "--workers", WORKERS, "--quiet"]
+    return kill_when(args, logs, when, timeout)
 
 
 def finish(inputs: Path, out: Path) -> tuple[int, int]:

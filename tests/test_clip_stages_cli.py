@@ -1,0 +1,145 @@
+"""The clip stages through the real CLI: motion and aesthetic add columns to clips.parquet,
+`filter` re-tunes thresholds from stored scores alone, `status` counts, and a SIGKILLed stage
+resumes to exactly the uninterrupted result."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import kill_when, read_manifests, run_module
+
+MOTION_COLUMNS = ["motion_score", "motion_min_region", "motion_static_frac", "motion_max_jump", "motion_method", "motion_error"]
+
+
+def curate(*args) -> str:
+    quiet = ["--quiet"] if args[0] in ("split", "motion", "aesthetic") else []
+    result = run_module(*args, *quiet)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory, edited, motion, static, long_take) -> Path:
+    folder = tmp_path_factory.mktemp("clip_stage_videos")
+    for sample in (edited, motion, static, long_take):
+        shutil.copy(sample.path, folder / sample.path.name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory, videos) -> Path:
+    """An output folder after split and motion, never modified by the tests (they copy it)."""
+    out = tmp_path_factory.mktemp("scored")
+    curate("split", videos, "--out", out, "--workers", "2")
+    curate("motion", "--out", out, "--workers", "2")
+    return out
+
+
+def copy_out(scored: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "out"
+    shutil.copytree(scored, out)
+    return out
+
+
+def by_file(clips: pd.DataFrame) -> pd.Series:
+    return clips.path.str.rsplit("/", n=1).str[-1]
+
+
+def test_motion_adds_its_columns_and_drops_the_static_shot(scored):
+    _, clips = read_manifests(scored)
+    assert all(column in clips for column in MOTION_COLUMNS)
+    files = by_file(clips)
+    static = clips[files == "static.mp4"]
+    assert len(static) == 1 and static.drop_reason.tolist() == ["static"]
+    moving = clips[files.isin(["edited.mp4", "long_take.mp4"])]
+    assert moving.motion_score.notna().all() and moving.drop_reason.isna().all()
+    assert clips.motion_error.isna().all()
+
+
+def test_filter_retunes_from_stored_scores_without_any_video(scored, tmp_path):
+    out = copy_out(scored, tmp_path)
+    _, before = read_manifests(out)
+    parts = {p: p.stat().st_mtime_ns for p in (out / "manifests" / ".work").rglob("*")}
+    for path in before.path.unique():  # the videos are gone: filter must not need them
+        os.rename(path, path + ".away")
+    try:
+        stdout = curate("filter", "--out", out, "--set", "motion.max=1000", "motion.min=999")
+        _, strict = read_manifests(out)
+        stdout_loose = curate("filter", "--out", out, "--set", "motion.min=0", "motion.max=1e9", "motion.max_jump=1", "motion.max_static_frac=1")
+        _, loose = read_manifests(out)
+    finally:
+        for path in before.path.unique():
+            os.rename(path + ".away", path)
+    assert (strict.drop_reason == "static").all()
+    assert "dropped (static): %d" % len(strict) in stdout
+    assert loose.drop_reason.isna().all() and f"0 clips kept before, {len(loose)} now" in stdout_loose
+    pd.testing.assert_series_equal(loose.motion_score, before.motion_score)  # the scores were kept
+    assert {p: p.stat().st_mtime_ns for p in (out / "manifests" / ".work").rglob("*")} == parts
+
+
+def test_thresholds_are_remembered_by_later_commands(scored, tmp_path):
+    out = copy_out(scored, tmp_path)
+    curate("filter", "--out", out, "--set", "motion.max=1000", "motion.min=999")
+    stdout = curate("motion", "--out", out)  # nothing to score; must not put the default back
+    assert "motion: 0 clips scored" in stdout
+    _, clips = read_manifests(out)
+    assert (clips.drop_reason == "static").all()
+
+
+def test_filter_rejects_settings_that_are_not_thresholds(scored, tmp_path):
+    result = run_module("filter", "--out", copy_out(scored, tmp_path), "--set", "motion.method=flow")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: filter re-applies thresholds only; motion.method")
+
+
+def test_status_counts_clips_per_drop_reason(scored):
+    stdout = curate("status", "--out", scored)
+    _, clips = read_manifests(scored)
+    for reason, count in clips.drop_reason.value_counts().items():
+        assert f"dropped ({reason}): {count}" in stdout
+    assert f"motion: {clips.motion_score.notna().sum()} scored" in stdout
+
+
+def test_new_videos_keep_old_scores_and_only_new_clips_are_scored(scored, videos, tmp_path, pan_flash):
+    out = copy_out(scored, tmp_path)
+    _, before = read_manifests(out)
+    more = tmp_path / "more"
+    shutil.copytree(videos, more)
+    shutil.copy(pan_flash.path, more / "pan_flash.mp4")
+    curate("split", more, "--out", out)
+    _, resplit = read_manifests(out)
+    new = ~resplit.clip_id.isin(before.clip_id)
+    assert new.sum() >= 1 and resplit[new].motion_score.isna().all()
+    kept_scores = resplit[~new].set_index("clip_id").motion_score
+    pd.testing.assert_series_equal(kept_scores, before.set_index("clip_id").motion_score.loc[kept_scores.index])
+    assert "kept clips not scored yet" in curate("status", "--out", out)
+    stdout = curate("motion", "--out", out)
+    assert f"motion: {new.sum()} clips scored" in stdout
+    _, after = read_manifests(out)
+    assert after.motion_score.notna().all()
+
+
+def test_a_clip_stage_before_split_is_a_clear_error(tmp_path):
+    result = run_module("motion", "--out", tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "python -m curate split" in result.stderr
+
+
+def test_motion_resumes_after_sigkill(scored, tmp_path):
+    """Kill `motion` as soon as its first video is recorded done, then finish: same manifest."""
+    out = copy_out(scored, tmp_path)
+    shutil.rmtree(next((out / "manifests" / ".work").glob("motion-*")))
+    markers = lambda: list((out / "manifests" / ".work").glob("motion-*/*.done"))  # noqa: E731
+    killed = kill_when(["motion", "--out", out, "--workers", "1", "--quiet"], tmp_path / "logs", lambda: len(markers()) >= 1)
+    done_before = len(markers())
+    stdout = curate("motion", "--out", out, "--workers", "2")
+    found = re.search(r"motion: (\d+) clips scored in (\d+) units", stdout)
+    assert found and (int(found.group(2)) < 4 or not killed)
+    assert done_before >= 1
+    pd.testing.assert_frame_equal(read_manifests(out)[1], read_manifests(scored)[1])
