@@ -62,7 +62,10 @@ def _add_clip_stage(commands, name: str, help: str, description: str, example: s
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m curate",
-        description="Curate raw video into clean single-shot clips with parquet manifests.",
+        description=(
+            "Curate raw video into clean single-shot clips: split, score motion and aesthetics, filter. "
+            "Every stage reads and writes parquet manifests under OUT/manifests and resumes when run again."
+        ),
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

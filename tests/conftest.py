@@ -207,15 +207,15 @@ def read_manifests(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.read_parquet(manifests / "videos.parquet"), pd.read_parquet(manifests / "clips.parquet")
 
 
-def run_module(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    """`python -m curate ARGS` in a real process."""
+def run_module(*args: str, cwd: Path | None = None, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m curate ARGS` in a real process (`env` adds to the environment)."""
     return subprocess.run(
         [PYTHON, "-m", "curate", *map(str, args)],
         cwd=cwd or REPO,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
 
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import kill_when, read_manifests, run_module
@@ -143,3 +145,75 @@ def test_motion_resumes_after_sigkill(scored, tmp_path):
     assert found and (int(found.group(2)) < 4 or not killed)
     assert done_before >= 1
     pd.testing.assert_frame_equal(read_manifests(out)[1], read_manifests(scored)[1])
+
+
+# -- aesthetic -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def aesthetic(tmp_path_factory, scored) -> Path:
+    """`scored` plus the aesthetic stage with the tiny offline models."""
+    out = tmp_path_factory.mktemp("aesthetic") / "out"
+    shutil.copytree(scored, out)
+    curate("aesthetic", "--out", out, "--models", "tiny")
+    return out
+
+
+def test_aesthetic_scores_exactly_the_clips_motion_kept(aesthetic):
+    _, clips = read_manifests(aesthetic)
+    kept_by_motion = clips.motion_error.isna() & ~clips.drop_reason.isin(["static", "extreme_motion"])
+    assert kept_by_motion.sum() >= 3
+    assert clips[kept_by_motion].aesthetic_score.notna().all()
+    assert clips[~kept_by_motion].aesthetic_score.isna().all()  # dropped clips are not scored
+    assert clips.aesthetic_error.isna().all()
+
+
+def test_embeddings_are_readable_with_pandas_and_keyed_by_clip(aesthetic):
+    _, clips = read_manifests(aesthetic)
+    embeddings = pd.read_parquet(aesthetic / "manifests" / "embeddings")
+    assert sorted(embeddings.clip_id) == sorted(clips[clips.aesthetic_score.notna()].clip_id)
+    vectors = np.stack(embeddings.embedding.to_numpy()).astype(np.float32)
+    assert vectors.ndim == 2 and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-2)
+
+
+def test_aesthetic_threshold_is_retuned_by_filter(aesthetic, tmp_path):
+    out = copy_out(aesthetic, tmp_path)
+    _, clips = read_manifests(out)
+    scores = clips.aesthetic_score.dropna().sort_values()
+    middle = float(scores.iloc[len(scores) // 2])
+    curate("filter", "--out", out, "--set", f"aesthetic.min={middle}")
+    _, after = read_manifests(out)
+    low = after.aesthetic_score < middle
+    assert (after[low].drop_reason == "low_aesthetic").all() and low.sum() == len(scores) // 2
+    assert after[after.aesthetic_score >= middle].drop_reason.isna().all()
+
+
+def test_running_aesthetic_again_is_a_no_op(aesthetic, tmp_path):
+    out = copy_out(aesthetic, tmp_path)
+    stdout = curate("aesthetic", "--out", out, "--models", "tiny")
+    assert "aesthetic: 0 clips scored" in stdout
+    pd.testing.assert_frame_equal(read_manifests(out)[1], read_manifests(aesthetic)[1])
+
+
+def test_unavailable_real_model_is_one_clear_line(scored, tmp_path):
+    out = copy_out(scored, tmp_path)
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "TORCH_HOME": str(tmp_path / "torch")}
+    result = run_module("aesthetic", "--out", out, "--quiet", env=env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "ViT-L-14" in lines[0]
+    assert "aesthetic.pretrained" in lines[0]
+    assert not list((out / "manifests" / ".work").glob("aesthetic-*/*.done"))
+
+
+def test_aesthetic_resumes_after_sigkill(scored, aesthetic, tmp_path):
+    """Killed while loading or scoring, then run again: the same scores and embeddings."""
+    out = copy_out(scored, tmp_path)
+    started = time.monotonic()
+    kill_when(["aesthetic", "--out", out, "--models", "tiny", "--quiet"], tmp_path / "logs", lambda: time.monotonic() - started > 4)
+    curate("aesthetic", "--out", out, "--models", "tiny")
+    pd.testing.assert_frame_equal(read_manifests(out)[1], read_manifests(aesthetic)[1])
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(out / "manifests" / "embeddings").sort_values("clip_id", ignore_index=True),
+        pd.read_parquet(aesthetic / "manifests" / "embeddings").sort_values("clip_id", ignore_index=True),
+    )

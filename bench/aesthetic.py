@@ -1,0 +1,203 @@
+"""Benchmark the aesthetic stage against the bare model forward on the same number of frames.
+
+Run with the project's virtual environment:
+
+    .venv/bin/python bench/aesthetic.py                          # tiny model, a quick check
+    .venv/bin/python bench/aesthetic.py --model ViT-B-32          # real architecture, random weights
+    .venv/bin/python bench/aesthetic.py --model ViT-L-14 --clips 16
+    .venv/bin/python bench/aesthetic.py --model ViT-B-32 --wait-idle 120   # on a shared machine
+
+What it measures, in one process and one run:
+  (a) bare forward: the model wrapper's `forward` (image encoder + L2 normalisation + head) on
+      random tensors already shaped and normalised as model input, `batch_size` frames per call,
+      as many frames as (b) scores. No decoding, no preprocessing: the floor of any stage.
+  (b) stage: `AestheticStage.process` on units of up to 64 real clips (the stage's own unit size):
+      decode the clips' frames with PyAV in the stage's thread pool, resize/crop/normalise, run the
+      same model, reduce per clip, build both output tables.
+  (c) decode only (for context): (b)'s decode + preprocessing with no model.
+Models load with `pretrained=""` and `head=""` (random weights, nothing downloaded): speed does
+not depend on the weights' values. Everything runs on `--device` (default auto).
+
+Inputs: synthetic edits (`curate.samples.edited_video`, H.264) at --width x --height, written once
+under bench/out/aesthetic/ and reused, split in-process with SplitStage into clips; the first
+--clips clips (by video, then time) are scored.
+
+Each repetition times (a), (b) and (c) back to back, so background load hits them alike; the
+table shows medians over repetitions (after one untimed warm-up of each). Two ratios of medians
+(throughputs): (b)/(a), the stage's efficiency against the bare model (target >= 0.9), and
+max((a),(c))/(b), how well decoding and the model overlap (when decoding alone takes longer than
+the model, (a) is out of reach and 1.0 means the model is completely hidden behind decoding).
+Load averages are printed before and after: on a busy machine the figures are only as good as the
+machine is idle (--wait-idle S waits up to S seconds for the 1-minute load average to drop below
+0.5 before each repetition).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+OUT = BENCH / "out" / "aesthetic"
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+from curate.config import AestheticConfig, SplitConfig  # noqa: E402
+from curate.inputs import collect_inputs  # noqa: E402
+from curate.samples import edited_video, make_video  # noqa: E402
+from curate.stages.aesthetic import AestheticStage, _decode, _Frames, frame_indices  # noqa: E402
+from curate.stages.base import Unit  # noqa: E402
+from curate.stages.clipstage import ClipRef  # noqa: E402
+from curate.stages.split import SplitStage  # noqa: E402
+
+FPS = 24
+_CLIPREF_FIELDS = [f.name for f in dataclasses.fields(ClipRef)]
+
+
+def make_clips(count: int, width: int, height: int) -> list[ClipRef]:
+    """At least `count` clips of synthetic edits, rendering more videos until there are enough."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    clips: list[ClipRef] = []
+    seed = 0
+    while len(clips) < count:
+        path = OUT / f"edit_seed{seed:03d}_{width}x{height}.mp4"
+        if not path.exists():
+            shots, joins = edited_video(seed, num_shots=6, fps=FPS)
+            make_video(path, shots, joins, width, height, FPS)
+        video = collect_inputs([str(path)])[0]
+        outputs, _ = SplitStage(SplitConfig()).process(Unit(video.video_id, video))
+        rows = sorted(outputs["clips"].to_pylist(), key=lambda r: r["start_frame"])
+        clips.extend(ClipRef(**{f: row[f] for f in _CLIPREF_FIELDS}) for row in rows)
+        seed += 1
+    return clips[:count]
+
+
+def time_bare(stage: AestheticStage, num_frames: int) -> float:
+    """(a): the model forward alone on `num_frames` preprocessed random frames."""
+    model, batch_size = stage.model, stage.config.batch_size
+    prep = model.preprocess
+    batch = torch.randn(batch_size, 3, prep.height, prep.width, device=model.device)
+    _sync(model.device)
+    started = time.perf_counter()
+    for first in range(0, num_frames, batch_size):
+        embeddings, scores = model.forward(batch[: min(batch_size, num_frames - first)])
+        scores.cpu()  # the stage reads every result back, so this does too
+    _sync(model.device)
+    return time.perf_counter() - started
+
+
+def time_stage(stage: AestheticStage, units: list[Unit]) -> float:
+    """(b): the stage's whole `process` on every unit."""
+    started = time.perf_counter()
+    for unit in units:
+        tables, _ = stage.process(unit)
+        assert tables["scores"].column("aesthetic_error").null_count == tables["scores"].num_rows
+    return time.perf_counter() - started
+
+
+def time_decode(stage: AestheticStage, units: list[Unit]) -> float:
+    """(c): decoding and preprocessing alone, through the stage's own thread pool."""
+    started = time.perf_counter()
+    for unit in units:
+        clips = unit.payload
+        wanted = [frame_indices(c, stage.config.frame_positions) for c in clips]
+        for _ in _decode(clips, wanted, stage.model.preprocess, stage.config, _Frames(len(clips))):
+            pass
+    return time.perf_counter() - started
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def wait_for_idle(max_wait: float) -> None:
+    deadline = time.monotonic() + max_wait
+    while os.getloadavg()[0] > 0.5 and time.monotonic() < deadline:
+        time.sleep(5)
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model", default="tiny", help="tiny (default), or an open_clip architecture such as ViT-B-32 or ViT-L-14"
+    )
+    parser.add_argument("--clips", type=int, help="clips per repetition (default: 128 tiny, 64 ViT-B-32, else 16)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repetitions (default 3)")
+    parser.add_argument("--batch-size", type=int, default=AestheticConfig().batch_size)
+    parser.add_argument("--decode-threads", type=int, default=AestheticConfig().decode_threads)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=360)
+    parser.add_argument("--wait-idle", type=float, default=0.0, metavar="S", help="wait up to S s for an idle machine")
+    return parser.parse_args()
+
+
+def report(timings: dict[str, list[float]], clips: int, frames: int) -> None:
+    median = {k: statistics.median(v) for k, v in timings.items()}
+    labels = {
+        "bare": "(a) bare forward (encoder + head)",
+        "stage": "(b) AestheticStage.process",
+        "decode": "(c) decode + preprocess only",
+    }
+    print("\n| measurement | median s | clips/s | frames/s |\n|---|---|---|---|")
+    for key, label in labels.items():
+        print(f"| {label} | {median[key]:.2f} | {clips / median[key]:.1f} | {frames / median[key]:.1f} |")
+    print(f"\nratio (b)/(a) = {median['bare'] / median['stage']:.3f}  (target >= 0.9)")
+    # When decoding alone takes longer than the model, (a) is out of reach: perfect overlap is max((a), (c)).
+    print(f"overlap max((a),(c))/(b) = {max(median['bare'], median['decode']) / median['stage']:.3f}  (1.0 = perfect)")
+
+
+def main() -> int:
+    args = parse_args()
+    count = args.clips or {"tiny": 128, "ViT-B-32": 64}.get(args.model, 16)
+    config = AestheticConfig(
+        model=args.model, pretrained="", head="", batch_size=args.batch_size, decode_threads=args.decode_threads,
+        device=args.device,
+    )  # random weights and head: speed does not depend on their values, and nothing is downloaded
+    cpu = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    print(f"load before: {load()}   {cpu}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    clips = make_clips(count, args.width, args.height)
+    per_unit = AestheticStage.clips_per_unit
+    units = [Unit(f"u{i}", clips[i : i + per_unit]) for i in range(0, len(clips), per_unit)]
+    stage = AestheticStage(config)
+    stage.setup()
+    frames = len(clips) * len(config.frame_positions)
+    model = stage.model
+    print(
+        f"model {args.model} on {model.device} ({model.preprocess.height}px input, {model.dim}-d), {len(clips)} clips "
+        f"of {args.width}x{args.height} in {len(units)} units, {frames} frames, batch {config.batch_size}, "
+        f"{config.decode_threads} decode threads"
+    )
+
+    time_bare(stage, frames), time_stage(stage, units), time_decode(stage, units)  # warm-up
+    timings: dict[str, list[float]] = {"bare": [], "stage": [], "decode": []}
+    for repeat in range(args.repeats):
+        if args.wait_idle:
+            wait_for_idle(args.wait_idle)
+        timings["bare"].append(time_bare(stage, frames))
+        timings["stage"].append(time_stage(stage, units))
+        timings["decode"].append(time_decode(stage, units))
+        done = ", ".join(f"{k} {v[-1]:.2f} s" for k, v in timings.items())
+        print(f"  repeat {repeat + 1}: {done}   (load {load()})")
+    report(timings, len(clips), frames)
+    print(f"load after: {load()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
