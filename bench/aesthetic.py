@@ -57,6 +57,7 @@ from curate.stages.aesthetic import AestheticStage, _decode, _Frames, frame_indi
 from curate.stages.base import Unit  # noqa: E402
 from curate.stages.clipstage import ClipRef  # noqa: E402
 from curate.stages.split import SplitStage  # noqa: E402
+from common import wait_for_idle  # noqa: E402  (bench/common.py)
 
 FPS = 24
 _CLIPREF_FIELDS = [f.name for f in dataclasses.fields(ClipRef)]
@@ -117,12 +118,6 @@ def time_decode(stage: AestheticStage, units: list[Unit]) -> float:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def wait_for_idle(max_wait: float) -> None:
-    deadline = time.monotonic() + max_wait
-    while os.getloadavg()[0] > 0.5 and time.monotonic() < deadline:
-        time.sleep(5)
 
 
 def load() -> str:

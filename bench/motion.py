@@ -52,6 +52,7 @@ from curate.stages.clipstage import ClipRef  # noqa: E402
 from curate.stages.motion import MotionStage  # noqa: E402
 from curate.stages.split import SplitStage  # noqa: E402
 from curate.videoio import iter_spans, open_video  # noqa: E402
+from common import cpu_model, wait_for_idle  # noqa: E402  (bench/common.py)
 
 OUT = REPO / "bench" / "out" / "motion"
 REAL = REPO / ".realdata"
@@ -109,11 +110,6 @@ def timed(fn, *args) -> tuple[float, object]:
     return time.perf_counter() - start, result
 
 
-def wait_for_idle(max_wait: float) -> None:
-    """Wait (at most max_wait s) until the 1-minute load average drops under half a core."""
-    deadline = time.monotonic() + max_wait
-    while time.monotonic() < deadline and os.getloadavg()[0] > 0.5:
-        time.sleep(5)
 
 
 def machine() -> dict[str, str]:
@@ -121,11 +117,7 @@ def machine() -> dict[str, str]:
     import cv2
     import numpy
 
-    cpu = "unknown"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--", "curate"], cwd=REPO, capture_output=True, text=True).stdout
     return {

@@ -84,6 +84,8 @@ REPO = BENCH.parent
 OUT = BENCH / "out"
 sys.path.insert(0, str(REPO))
 
+from common import cpu_model  # noqa: E402  (bench/common.py)
+
 PYTHON = sys.executable
 SCENEDETECT = str(Path(PYTHON).parent / "scenedetect")
 FPS = 30
@@ -490,11 +492,7 @@ def machine() -> dict[str, str]:
     import numpy
     import scenedetect
 
-    cpu = "unknown"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     libs = ", ".join(f"{k} {'.'.join(map(str, v))}" for k, v in av.library_versions.items() if k in ("libavcodec", "libavformat"))
     def git(*args: str) -> str:
         result = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
