@@ -17,6 +17,8 @@ from curate.config import AestheticConfig, Config, MotionConfig
 
 # The clip stages in pipeline order: a stage scores only clips no earlier stage dropped.
 CLIP_STAGES = ("motion", "aesthetic")
+# The column that says a stage has scored a clip.
+SCORE_COLUMNS = {"motion": "motion_score", "aesthetic": "aesthetic_score"}
 
 Rule = Callable[[pd.DataFrame, object], list[tuple[str, pd.Series]]]
 

@@ -23,7 +23,7 @@ import yaml
 from tqdm import tqdm
 
 from curate.config import Config, load_config
-from curate.filters import CLIP_STAGES, REASONS, drop_reasons
+from curate.filters import CLIP_STAGES, REASONS, SCORE_COLUMNS, drop_reasons
 from curate.executor import LocalExecutor, is_done, part_path
 from curate.inputs import InputError, VideoInput
 from curate.manifest import CLIP_SCHEMA, VIDEO_SCHEMA, OutputLayout, concat_parts, write_parquet_atomic, write_text_atomic
@@ -135,9 +135,10 @@ def run_clip_stage(name: str, layout: OutputLayout, config: Config, workers: int
     scored = set(read_scores(work_dir, stage.schema).column("clip_id").to_pylist())
     todo = clips[drop_reasons(clips, config, before=name).isna() & ~clips.clip_id.isin(scored)]
     units = clip_units(todo, stage.clips_per_unit)
-    stage.prepare()  # fetch or find model weights once, here, so a missing model fails in one line
+    if units:
+        stage.prepare()  # fetch or find model weights once, here, so a missing model fails in one line
     stats = _execute(stage, units, work_dir, workers or stage.default_workers, progress, size=lambda unit: len(unit.payload), unit_name="clip")
-    update_clips(layout, config, stage_scores=(name, read_scores(work_dir, stage.schema)))
+    update_clips(layout, config, stage_scores=read_scores(work_dir, stage.schema))
     for table in stage.extra_tables:
         _publish(work_dir, table, layout.manifests / table)
     _save_config(layout, config, name)
@@ -190,7 +191,7 @@ def read_scores(work_dir: Path, schema: pa.Schema) -> pa.Table:
     return table.filter(pa.array(first.to_numpy()))  # a clip scored by two overlapping runs: keep one
 
 
-def update_clips(layout: OutputLayout, config: Config, split_clips: pa.Table | None = None, stage_scores: tuple[str, pa.Table] | None = None) -> None:
+def update_clips(layout: OutputLayout, config: Config, split_clips: pa.Table | None = None, stage_scores: pa.Table | None = None) -> None:
     """Rewrite clips.parquet with new split columns (keeping stored scores of the clips that
     remain) or with one stage's new columns, then recompute every drop_reason."""
     current = pq.read_table(layout.clips) if layout.clips.exists() else None
@@ -201,9 +202,8 @@ def update_clips(layout: OutputLayout, config: Config, split_clips: pa.Table | N
             clips = _left_join(clips, scores)
     else:
         assert current is not None and stage_scores is not None
-        name, scores = stage_scores
-        clips = current.drop_columns([c for c in scores.column_names if c != "clip_id" and c in current.column_names])
-        clips = _left_join(clips, scores)
+        own = [c for c in stage_scores.column_names if c != "clip_id" and c in current.column_names]
+        clips = _left_join(current.drop_columns(own), stage_scores)
     write_parquet_atomic(_with_drop_reasons(clips, config), layout.clips)
 
 
@@ -259,11 +259,9 @@ def _publish(work_dir: Path, table: str, folder: Path) -> None:
             os.replace(tmp, target)
 
 
-def _stage_line(clips: pd.DataFrame, stage: str, layout: OutputLayout) -> list[str]:
+def _stage_line(clips: pd.DataFrame, stage: str, config: Config) -> list[str]:
     """How far a clip stage has got: clips scored, and kept clips it has still to score."""
-    config = load_config(remembered=layout.config)
-    score_columns = {"motion": "motion_score", "aesthetic": "aesthetic_score"}
-    column, error = score_columns[stage], f"{stage}_error"
+    column, error = SCORE_COLUMNS[stage], f"{stage}_error"
     if column not in clips:
         return []
     scored = clips[column].notna() | clips.get(error, pd.Series(None, index=clips.index)).notna()
@@ -294,8 +292,9 @@ def summarize(layout: OutputLayout) -> str:
         kept = clips[clips.drop_reason.isna()]
         seconds = (kept.num_frames / kept.fps).sum()
         lines.append(f"clips:     {len(clips)} ({len(kept)} kept, {seconds / 3600:.2f} h kept)")
+        config = load_config(remembered=layout.config)  # the folder's thresholds
         for stage in CLIP_STAGES:
-            lines.extend(_stage_line(clips, stage, layout))
+            lines.extend(_stage_line(clips, stage, config))
         for reason, count in clips.drop_reason.value_counts().items():
             lines.append(f"  dropped ({reason}): {count}" + (f"  [{REASONS[reason]}]" if reason in REASONS else ""))
     return "\n".join(lines)
