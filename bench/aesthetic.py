@@ -53,7 +53,8 @@ import torch  # noqa: E402
 from curate.config import AestheticConfig, SplitConfig  # noqa: E402
 from curate.inputs import collect_inputs  # noqa: E402
 from curate.samples import edited_video, make_video  # noqa: E402
-from curate.stages.aesthetic import AestheticStage, _decode, _Frames, frame_indices  # noqa: E402
+from curate.framepool import decode_frames, frame_indices  # noqa: E402
+from curate.stages.aesthetic import AestheticStage, frame_to_input  # noqa: E402
 from curate.stages.base import Unit  # noqa: E402
 from curate.stages.clipstage import ClipRef  # noqa: E402
 from curate.stages.split import SplitStage  # noqa: E402
@@ -110,7 +111,9 @@ def time_decode(stage: AestheticStage, units: list[Unit]) -> float:
     for unit in units:
         clips = unit.payload
         wanted = [frame_indices(c, stage.config.frame_positions) for c in clips]
-        for _ in _decode(clips, wanted, stage.model.preprocess, stage.config, _Frames(len(clips))):
+        prep, config = stage.model.preprocess, stage.config
+        convert = lambda frame, ref: frame_to_input(frame, prep, ref)  # noqa: E731
+        for _ in decode_frames(clips, wanted, convert, config.decode_threads, 2 * config.batch_size):
             pass
     return time.perf_counter() - started
 

@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m curate",
         description=(
-            "Curate raw video into clean single-shot clips: split, score motion and aesthetics, filter. "
+            "Curate raw video into clean single-shot clips: split, score motion and aesthetics, caption, filter. "
             "Every stage reads and writes parquet manifests under OUT/manifests and resumes when run again."
         ),
     )
@@ -109,6 +109,21 @@ def build_parser() -> argparse.ArgumentParser:
         models=True,
     )
 
+    _add_clip_stage(
+        commands,
+        "caption",
+        help="caption each kept clip with a video vision-language model",
+        description=(
+            "Give a few frames of each kept clip, spread over it, to a vision-language model as one "
+            "video (default SmolVLM2-256M-Video-Instruct; see README for GPU presets) and add caption, "
+            "caption_model and caption_prompt_id to OUT/manifests/clips.parquet. Empty, truncated or "
+            "looping captions are retried once with other decoding settings; what still fails gets "
+            "drop_reason='caption_failed' with the raw answer in caption_raw. Interrupted runs resume."
+        ),
+        example="caption.num_frames=16 caption.max_new_tokens=200",
+        models=True,
+    )
+
     filter = commands.add_parser(
         "filter",
         help="re-apply thresholds to the stored scores (seconds; no model, no video)",
@@ -139,7 +154,7 @@ def _load(args: argparse.Namespace):
     layout = OutputLayout(args.out)
     overrides = list(args.overrides)
     if getattr(args, "models", "default") == "tiny":
-        overrides = ["aesthetic.model=tiny", *overrides]
+        overrides = ["aesthetic.model=tiny", "caption.model=tiny", *overrides]
     if getattr(args, "workers", None) is not None and args.workers < 1:
         raise ConfigError("--workers must be at least 1")
     return layout, load_config(args.config, overrides, remembered=layout.config)
@@ -166,6 +181,8 @@ def _clip_stage(args: argparse.Namespace) -> int:
     layout, config = _load(args)
     stats = run_clip_stage(args.stage, layout, config, args.workers, progress=not args.quiet)
     speed = f", {stats.clips / stats.seconds:.1f} clips/s" if stats.clips and stats.seconds else ""
+    if stats.tokens and stats.seconds:
+        speed += f", {stats.tokens / stats.seconds:.0f} tokens/s"
     print(f"{args.stage}: {stats.clips} clips scored in {stats.units - stats.skipped} units, {stats.seconds:.1f} s{speed}")
     print(summarize(layout))
     return _report_failures(stats.failed, [], what="batches of clips")

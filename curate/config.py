@@ -32,6 +32,12 @@ def _threshold(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help, "threshold": True})
 
 
+def _runtime(default: Any, help: str) -> Any:
+    """A field that changes how fast work runs, not its results (batch sizes, thread counts). It is
+    left out of the section hash, so changing it reuses every stored result."""
+    return field(default=default, metadata={"help": help, "runtime": True})
+
+
 def _list_field(default: list, help: str) -> Any:
     return field(default_factory=lambda: list(default), metadata={"help": help})
 
@@ -138,8 +144,8 @@ class AestheticConfig:
         [0.1, 0.5, 0.9], "Where frames are taken, as fractions of the clip (their count is the frames per clip)."
     )
     reduce: str = _field("mean", "How the frames' scores make the clip's score: mean or min.")
-    batch_size: int = _field(64, "Frames per model forward.")
-    decode_threads: int = _field(2, "Threads per worker decoding frames (one video each) while the model runs.")
+    batch_size: int = _runtime(64, "Frames per model forward.")
+    decode_threads: int = _runtime(2, "Threads per worker decoding frames (one video each) while the model runs.")
     device: str = _field("auto", "auto (CUDA when available, bf16), cuda, cuda:N or cpu (fp32).")
     min: float = _threshold(4.5, "Drop as 'low_aesthetic' below this aesthetic_score (0-10 scale).")
 
@@ -152,10 +158,69 @@ class AestheticConfig:
         _require(self.reduce in ("mean", "min"), "aesthetic.reduce must be mean or min")
         _require(self.batch_size >= 1, "aesthetic.batch_size must be >= 1")
         _require(self.decode_threads >= 1, "aesthetic.decode_threads must be >= 1")
-        _require(
-            self.device in ("auto", "cpu", "cuda") or (self.device.startswith("cuda:") and self.device[5:].isdigit()),
-            "aesthetic.device must be auto, cpu, cuda or cuda:N",
-        )
+        _require_device(self.device, "aesthetic.device")
+
+
+_CAPTION_PROMPT = (
+    "Describe this video in two to four sentences for a text-to-video training set. Say what the main "
+    "subjects are and what they look like, what they do, where it takes place, how the camera moves and "
+    "frames the scene, and the visual style (lighting, colours, live action or animation). Describe only "
+    "what is visible, and do not begin with 'The video'."
+)
+
+
+@dataclass
+class CaptionConfig:
+    """Captions from a video vision-language model (`curate caption`)."""
+
+    model: str = _field(
+        "HuggingFaceTB/SmolVLM2-256M-Video-Instruct",
+        "Hugging Face model id (looked up in the cache under HF_HOME before any download) or local folder of any "
+        "transformers image-text-to-text model; 'tiny' builds a small random SmolVLM2 offline. Presets: README.",
+    )
+    num_frames: int = _field(8, "Frames per clip, spread evenly over it, given to the model as one video.")
+    frame_max_edge: int = _field(
+        0, "Longest frame edge decoded (pixels); 0 = the size the model's processor wants (never upscaled)."
+    )
+    prompt: str = _field(_CAPTION_PROMPT, "The instruction given with every clip.")
+    use_source_caption: bool = _field(False, "Add the input's source_caption (when a clip has one) to the prompt.")
+    source_caption_prompt: str = _field(
+        "The uploader described the video as: \"{source_caption}\". Use that only where the frames agree.",
+        "Appended to the prompt when use_source_caption is on; {source_caption} is replaced by the text.",
+    )
+    max_new_tokens: int = _field(160, "Longest caption, in tokens; a caption cut there counts as truncated.")
+    do_sample: bool = _field(False, "Sample instead of greedy decoding (greedy is deterministic).")
+    temperature: float = _field(0.7, "Sampling temperature (with do_sample).")
+    top_p: float = _field(0.9, "Nucleus sampling threshold (with do_sample).")
+    num_beams: int = _field(1, "Beam search width (1 = none).")
+    repetition_penalty: float = _field(1.0, "Penalty on tokens already written (1.0 = none).")
+    retries: int = _field(
+        1, "Times an empty, truncated or looping caption is generated again with the retry settings (0 = never)."
+    )
+    retry_repetition_penalty: float = _field(1.3, "Repetition penalty of a retry.")
+    retry_no_repeat_ngram_size: int = _field(3, "A retry never repeats a sequence of this many tokens.")
+    min_words: int = _field(3, "A caption with fewer words counts as empty.")
+    seed: int = _field(0, "Random seed for sampling (runs repeat exactly only with the same batch_size).")
+    batch_size: int = _runtime(8, "Clips per generate call (left-padded; greedy captions do not depend on it).")
+    decode_threads: int = _runtime(2, "Threads per worker decoding frames (one video each) while the model runs.")
+    device: str = _field("auto", "auto (CUDA when available, bf16), cuda, cuda:N or cpu (fp32).")
+
+    def __post_init__(self) -> None:
+        _require(1 <= self.num_frames <= 256, "caption.num_frames must be in [1, 256]")
+        _require(self.frame_max_edge == 0 or 16 <= self.frame_max_edge <= 4096, "caption.frame_max_edge must be 0 or in [16, 4096]")
+        _require(bool(self.prompt.strip()), "caption.prompt must not be empty")
+        _require("{source_caption}" in self.source_caption_prompt, "caption.source_caption_prompt must contain {source_caption}")
+        _require(self.max_new_tokens >= 1, "caption.max_new_tokens must be >= 1")
+        _require(self.temperature > 0, "caption.temperature must be > 0")
+        _require(0 < self.top_p <= 1, "caption.top_p must be in (0, 1]")
+        _require(self.num_beams >= 1, "caption.num_beams must be >= 1")
+        _require(self.repetition_penalty > 0 and self.retry_repetition_penalty > 0, "caption repetition penalties must be > 0")
+        _require(self.retries >= 0, "caption.retries must be >= 0")
+        _require(self.retry_no_repeat_ngram_size >= 0, "caption.retry_no_repeat_ngram_size must be >= 0")
+        _require(self.min_words >= 1, "caption.min_words must be >= 1")
+        _require(self.batch_size >= 1, "caption.batch_size must be >= 1")
+        _require(self.decode_threads >= 1, "caption.decode_threads must be >= 1")
+        _require_device(self.device, "caption.device")
 
 
 @dataclass
@@ -165,15 +230,21 @@ class Config:
     split: SplitConfig = field(default_factory=SplitConfig)
     motion: MotionConfig = field(default_factory=MotionConfig)
     aesthetic: AestheticConfig = field(default_factory=AestheticConfig)
+    caption: CaptionConfig = field(default_factory=CaptionConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def section_hash(self, name: str) -> str:
-        """A short stable hash of one section's non-threshold settings: work done under other
-        settings is not reused, and a new threshold reuses every stored score."""
+        """A short stable hash of the settings of one section that decide its results: work done
+        under other settings is not reused, while a new threshold, batch size or thread count
+        reuses every stored result."""
         section = getattr(self, name)
-        values = {f.name: getattr(section, f.name) for f in dataclasses.fields(section) if not is_threshold(f)}
+        values = {
+            f.name: getattr(section, f.name)
+            for f in dataclasses.fields(section)
+            if not is_threshold(f) and not f.metadata.get("runtime")
+        }
         payload = json.dumps(values, sort_keys=True)
         return hashlib.sha1(payload.encode()).hexdigest()[:10]
 
@@ -192,6 +263,11 @@ def is_threshold(f: dataclasses.Field) -> bool:
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
+
+
+def _require_device(device: str, key: str) -> None:
+    ok = device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())
+    _require(ok, f"{key} must be auto, cpu, cuda or cuda:N")
 
 
 def load_config(
@@ -294,7 +370,7 @@ def describe(config: Config) -> str:
         section = getattr(config, section_field.name)
         lines.append(f"{section_field.name}:  # {type(section).__doc__}")
         for f in dataclasses.fields(section):
-            value = yaml.safe_dump(getattr(section, f.name), default_flow_style=True).strip()
+            value = yaml.safe_dump(getattr(section, f.name), default_flow_style=True, width=float("inf")).strip()
             value = value.removesuffix("\n...").removesuffix("...").strip()
             lines.append(f"  {f.name}: {value}  # {f.metadata.get('help', '')}")
     return "\n".join(lines) + "\n"

@@ -13,12 +13,12 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from curate.config import AestheticConfig, Config, MotionConfig
+from curate.config import AestheticConfig, CaptionConfig, Config, MotionConfig
 
 # The clip stages in pipeline order: a stage scores only clips no earlier stage dropped.
-CLIP_STAGES = ("motion", "aesthetic")
+CLIP_STAGES = ("motion", "aesthetic", "caption")
 # The column that says a stage has scored a clip.
-SCORE_COLUMNS = {"motion": "motion_score", "aesthetic": "aesthetic_score"}
+SCORE_COLUMNS = {"motion": "motion_score", "aesthetic": "aesthetic_score", "caption": "caption"}
 
 Rule = Callable[[pd.DataFrame, object], list[tuple[str, pd.Series]]]
 
@@ -48,7 +48,11 @@ def _aesthetic_rules(clips: pd.DataFrame, config: AestheticConfig) -> list[tuple
     ]
 
 
-_RULES: dict[str, Rule] = {"motion": _motion_rules, "aesthetic": _aesthetic_rules}
+def _caption_rules(clips: pd.DataFrame, config: CaptionConfig) -> list[tuple[str, pd.Series]]:
+    return [("caption_failed", _column(clips, "caption_error", object).notna())]
+
+
+_RULES: dict[str, Rule] = {"motion": _motion_rules, "aesthetic": _aesthetic_rules, "caption": _caption_rules}
 
 # Every reason a rule can give, for docs and status output.
 REASONS = {
@@ -57,6 +61,7 @@ REASONS = {
     "extreme_motion": "motion_score > motion.max or motion_max_jump > motion.max_jump",
     "aesthetic_failed": "the aesthetic stage could not read the clip's frames",
     "low_aesthetic": "aesthetic_score < aesthetic.min",
+    "caption_failed": "no usable caption: frames unreadable, or empty, truncated or looping twice (see caption_error, caption_raw)",
 }
 
 

@@ -6,6 +6,7 @@ seconds each), so the whole suite decodes real H.264 through the same path users
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import signal
@@ -24,6 +25,7 @@ from curate.config import SplitConfig
 from curate.inputs import collect_inputs
 from curate.samples import Join, Shot, Truth, edited_video, make_video
 from curate.stages.base import Unit
+from curate.stages.clipstage import ClipRef
 from curate.stages.split import SplitStage
 
 FPS = 24
@@ -217,6 +219,14 @@ def run_module(*args: str, cwd: Path | None = None, timeout: float = 120, env: d
         timeout=timeout,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
+
+
+def clip_refs(path: Path, config: SplitConfig | None = None) -> list[ClipRef]:
+    """The clips the split stage cuts from `path`, as clip stages receive them."""
+    video = collect_inputs([str(path)])[0]
+    outputs, _ = SplitStage(config or SplitConfig()).process(Unit(video.video_id, video))
+    names = [f.name for f in dataclasses.fields(ClipRef)]
+    return [ClipRef(**{n: row[n] for n in names}) for row in outputs["clips"].to_pylist()]
 
 
 def kill_when(args, logs: Path, when, timeout: float = 120) -> bool:

@@ -13,26 +13,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import clip_refs
 
-from curate.config import AestheticConfig, SplitConfig
-from curate.inputs import collect_inputs
-from curate.models import clip as clipmodel
+from curate.config import AestheticConfig
+from curate.framepool import decode_frames, frame_indices
+from curate.models import hub
 from curate.models.clip import AestheticHead, ModelUnavailable, read_head
 from curate.samples import Join, Shot, make_video
-from curate.stages.aesthetic import AestheticStage, _decode, _Frames, frame_indices, frame_to_input
+from curate.stages.aesthetic import AestheticStage, frame_to_input
 from curate.stages.base import Unit
 from curate.stages.clipstage import ClipRef
-from curate.stages.split import SplitStage
 
 FPS = 24
 LAION_KEYS = [f"layers.{i}.{p}" for i in (0, 2, 4, 6, 7) for p in ("weight", "bias")]
-
-
-def _refs(path: Path) -> list[ClipRef]:
-    video = collect_inputs([str(path)])[0]
-    outputs, _ = SplitStage(SplitConfig()).process(Unit(video.video_id, video))
-    names = [f.name for f in dataclasses.fields(ClipRef)]
-    return [ClipRef(**{n: row[n] for n in names}) for row in outputs["clips"].to_pylist()]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +39,7 @@ def videos(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def clips(videos) -> list[ClipRef]:
-    refs = _refs(videos["edit"]) + _refs(videos["pan"])
+    refs = clip_refs(videos["edit"]) + clip_refs(videos["pan"])
     assert len(refs) >= 3 and len({r.video_id for r in refs}) == 2
     return refs
 
@@ -126,7 +119,8 @@ def test_frame_positions_choose_the_frames(clips, stage, videos):
     assert frame_indices(clip, [0.0, 0.5, 1.0]) == [clip.start_frame, middle, clip.end_frame - 1]
     wanted = frame_indices(clip, [0.0, 0.37, 1.0])
     prep = stage.model.preprocess
-    got = {index: pixels for _, index, pixels in _decode([clip], [wanted], prep, stage.config, _Frames(1))}
+    events = decode_frames([clip], [wanted], lambda frame, ref: frame_to_input(frame, prep, ref), 1, 8)
+    got = {index: pixels for kind, _, index, pixels in events if kind == "frame"}
     assert sorted(got) == wanted
     with av.open(clip.path) as container:  # the same frames, decoded front to back
         near = set(wanted) | {wanted[1] + 1}
@@ -237,7 +231,7 @@ def test_unreachable_hub_and_head_url(offline, monkeypatch):
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(clipmodel, "_reachable", lambda url, timeout=0: False)
+    monkeypatch.setattr(hub, "reachable", lambda url, timeout=0: False)
     with pytest.raises(ModelUnavailable, match="huggingface.co is unreachable"):
         AestheticStage(AestheticConfig(model="ViT-B-32")).prepare()
     head_only = AestheticConfig(model="ViT-B-32", pretrained="", head="https://example.invalid/heads/b32.pth")

@@ -1,4 +1,4 @@
-"""The clip stages through the real CLI: motion and aesthetic add columns to clips.parquet,
+"""The clip stages through the real CLI: motion, aesthetic and caption add columns to clips.parquet,
 `filter` re-tunes thresholds from stored scores alone, `status` counts, and a SIGKILLed stage
 resumes to exactly the uninterrupted result."""
 
@@ -19,7 +19,7 @@ MOTION_COLUMNS = ["motion_score", "motion_min_region", "motion_static_frac", "mo
 
 
 def curate(*args) -> str:
-    quiet = ["--quiet"] if args[0] in ("split", "motion", "aesthetic") else []
+    quiet = ["--quiet"] if args[0] in ("split", "motion", "aesthetic", "caption") else []
     result = run_module(*args, *quiet)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
@@ -217,3 +217,72 @@ def test_aesthetic_resumes_after_sigkill(scored, aesthetic, tmp_path):
         pd.read_parquet(out / "manifests" / "embeddings").sort_values("clip_id", ignore_index=True),
         pd.read_parquet(aesthetic / "manifests" / "embeddings").sort_values("clip_id", ignore_index=True),
     )
+
+
+# -- caption --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def captioned(tmp_path_factory, scored) -> Path:
+    out = tmp_path_factory.mktemp("captioned") / "out"
+    shutil.copytree(scored, out)
+    curate("caption", "--out", out, "--models", "tiny")
+    return out
+
+
+def kept_by_motion(clips: pd.DataFrame) -> pd.Series:
+    return clips.motion_error.isna() & ~clips.drop_reason.isin(["static", "extreme_motion"])
+
+
+def test_caption_answers_exactly_the_clips_earlier_stages_kept(captioned):
+    clips = read_manifests(captioned)[1]
+    answered = clips.caption.notna() | clips.caption_error.notna()
+    assert answered.tolist() == kept_by_motion(clips).tolist() and answered.any()
+    assert (clips.drop_reason == "caption_failed").tolist() == clips.caption_error.notna().tolist()
+    assert (clips[answered].caption_model == "tiny").all()
+    assert f"caption: {int(answered.sum())} scored" in curate("status", "--out", captioned)
+
+
+def test_failed_captions_are_dropped_with_their_raw_text(scored, tmp_path):
+    out = copy_out(scored, tmp_path)
+    # Two tokens never make a caption: every clip fails, twice (the retry has four).
+    stdout = curate("caption", "--out", out, "--models", "tiny", "--set", "caption.max_new_tokens=2")
+    clips = read_manifests(out)[1]
+    tried = kept_by_motion(clips)
+    assert (clips[tried].drop_reason == "caption_failed").all() and clips[tried].caption.isna().all()
+    assert clips[tried].caption_raw.notna().all() and (clips[tried].caption_attempts == 2).all()
+    assert "dropped (caption_failed)" in stdout
+    # Other settings are other work: run again with the defaults and the clips come back.
+    curate("caption", "--out", out, "--models", "tiny")
+    assert read_manifests(out)[1][tried].drop_reason.isna().all()
+
+
+def test_running_caption_again_is_a_no_op(captioned, tmp_path):
+    out = copy_out(captioned, tmp_path)
+    stdout = curate("caption", "--out", out, "--models", "tiny")
+    assert "caption: 0 clips scored" in stdout
+    pd.testing.assert_frame_equal(read_manifests(out)[1], read_manifests(captioned)[1])
+
+
+def test_unavailable_captioning_model_is_one_clear_line(scored, tmp_path):
+    out = copy_out(scored, tmp_path)
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    started = time.monotonic()
+    result = run_module("caption", "--out", out, "--quiet", env=env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "SmolVLM2" in lines[0] and "caption.model" in lines[0]
+    assert time.monotonic() - started < 60
+    assert not list((out / "manifests" / ".work").glob("caption-*/*.done"))
+
+
+def test_caption_resumes_after_sigkill(scored, captioned, tmp_path):
+    """Killed while loading the model, then while captioning, then run again: the same captions."""
+    out = copy_out(scored, tmp_path)
+    args = ["caption", "--out", out, "--models", "tiny", "--quiet"]
+    work = out / "manifests" / ".work"
+    assert kill_when(args, tmp_path / "logs", lambda: bool(list(work.glob("caption-*"))))
+    started = time.monotonic()
+    kill_when(args, tmp_path / "logs", lambda: time.monotonic() - started > 5)
+    curate("caption", "--out", out, "--models", "tiny")
+    pd.testing.assert_frame_equal(read_manifests(out)[1], read_manifests(captioned)[1])

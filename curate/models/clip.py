@@ -14,12 +14,8 @@ so tests and `--models tiny` run every code path offline.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
-import threading
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from curate.config import AestheticConfig
+from curate.models import hub
 from curate.models.errors import ModelUnavailable
+from curate.models.hub import hub_offline, quiet_logs, reason, resolve_device, seeded
 
 TINY = "tiny"
 # A small ViT (16 patches of 16 px at 64x64) and a one-layer text tower that is never run.
@@ -38,7 +36,6 @@ _TINY_CLIP = {
     "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1},
 }
 _SEED = 0
-_PROBE_TIMEOUT_S = 5.0
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 _OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -133,7 +130,7 @@ class AestheticModel:
 
 def load_aesthetic_model(config: AestheticConfig) -> AestheticModel:
     """Build the encoder and head `config` names on its device (once per worker)."""
-    device = resolve_device(config.device)
+    device = resolve_device(config.device, "aesthetic.device")
     if config.model == TINY:
         visual, preprocess = _tiny_visual()
     else:
@@ -148,7 +145,7 @@ def fetch_weights(config: AestheticConfig) -> None:
     """Find or download every weight file `config` needs and check that they fit together, without
     building the model: the main process runs this once, so workers find everything cached and a
     missing model fails once, in one line."""
-    resolve_device(config.device)
+    resolve_device(config.device, "aesthetic.device")
     dim = embedding_dim(config)
     if config.model != TINY and config.pretrained:
         if _is_local(config.pretrained):
@@ -172,26 +169,13 @@ def embedding_dim(config: AestheticConfig) -> int:
     return int(open_clip.get_model_config(config.model)["embed_dim"])
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` → the first CUDA device when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ModelUnavailable(f"aesthetic.device={name} but CUDA is not available; use --set aesthetic.device=cpu or auto")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ModelUnavailable(f"aesthetic.device={name} but only {torch.cuda.device_count()} CUDA devices are visible")
-    return device
-
-
 # -- the image encoder ----------------------------------------------------------------------
 
 
 def _tiny_visual() -> tuple[nn.Module, Preprocess]:
     import open_clip
 
-    with _seeded(_SEED):
+    with seeded(_SEED):
         model = open_clip.CLIP(**_TINY_CLIP)
     size = _TINY_CLIP["vision_cfg"]["image_size"]
     return model.visual, Preprocess(size, size, _OPENAI_MEAN, _OPENAI_STD)
@@ -216,10 +200,10 @@ def _open_clip_visual(name: str, pretrained: str) -> tuple[nn.Module, Preprocess
         # open_clip 3 only warns about the mismatch, which would quietly skew every embedding.
         options["force_quick_gelu"] = bool(tag_cfg.get("quick_gelu", False))
     try:
-        with _hub_offline(), _quiet_logs():  # the checkpoint is local by now: never wait on the network
+        with hub_offline(), quiet_logs():  # the checkpoint is local by now: never wait on the network
             model, _, _ = open_clip.create_model_and_transforms(name, pretrained=source, **options)
     except Exception as exc:
-        raise ModelUnavailable(f"cannot load CLIP model {name} from {source!r}: {_reason(exc)}") from None
+        raise ModelUnavailable(f"cannot load CLIP model {name} from {source!r}: {reason(exc)}") from None
     visual = model.visual
     del model
     return visual, Preprocess.from_open_clip(visual.preprocess_cfg)
@@ -246,23 +230,22 @@ def _tag_cfg(open_clip, name: str, tag: str) -> dict:
 def _ensure_checkpoint(name: str, tag: str, cfg: dict) -> None:
     """Make sure the tag's weights are in the local cache: look there first (no network), then
     download only if one quick probe shows the server answers."""
-    import huggingface_hub
     import open_clip
 
     if _cached_checkpoint(open_clip, cfg):
         return
     how = _how_to_provide(name, tag, cfg)
     what = f"cannot load CLIP model {name} (pretrained {tag!r}): weights not in the local cache and"
-    if huggingface_hub.constants.HF_HUB_OFFLINE and cfg.get("hf_hub"):
+    if hub.hub_offline_requested() and cfg.get("hf_hub"):
         raise ModelUnavailable(f"{what} HF_HUB_OFFLINE is set; {how}")
-    url = huggingface_hub.constants.ENDPOINT if cfg.get("hf_hub") else cfg.get("url", "")
-    if not _reachable(url):
+    url = hub.hub_endpoint() if cfg.get("hf_hub") else cfg.get("url", "")
+    if not hub.reachable(url):
         raise ModelUnavailable(f"{what} {urllib.parse.urlparse(url).hostname} is unreachable; {how}")
     try:
-        with _quiet_logs():
+        with quiet_logs():
             open_clip.download_pretrained(cfg)
     except Exception as exc:
-        raise ModelUnavailable(f"cannot download CLIP model {name} (pretrained {tag!r}): {_reason(exc)}; {how}") from None
+        raise ModelUnavailable(f"cannot download CLIP model {name} (pretrained {tag!r}): {reason(exc)}; {how}") from None
 
 
 def _cached_checkpoint(open_clip, cfg: dict) -> bool:
@@ -271,7 +254,7 @@ def _cached_checkpoint(open_clip, cfg: dict) -> bool:
         return os.path.isfile(cfg["file"])
     if cfg.get("hf_hub") and open_clip.pretrained.has_hf_hub():
         try:
-            with _hub_offline(), _quiet_logs():
+            with hub_offline(), quiet_logs():
                 return bool(open_clip.download_pretrained(cfg))
         except Exception:  # a cache miss, whatever huggingface_hub calls it
             return False
@@ -323,7 +306,7 @@ def head_file(config: AestheticConfig) -> str | None:
 def random_head(dim: int, seed: int = _SEED) -> AestheticHead:
     """A seeded random head, its output centred on 5 so the default threshold keeps some clips
     and drops others with tiny models."""
-    with _seeded(seed):
+    with seeded(seed):
         head = AestheticHead(dim)
     with torch.no_grad():
         head.layers[-1].bias.add_(5.0)
@@ -335,7 +318,7 @@ def read_head(path: str, dim: int | None = None, model: str = "the CLIP model") 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ModelUnavailable(f"cannot read aesthetic head {path}: {_reason(exc)} (aesthetic.head)") from None
+        raise ModelUnavailable(f"cannot read aesthetic head {path}: {reason(exc)} (aesthetic.head)") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]  # a training checkpoint around the weights
     first = state.get("layers.0.weight") if isinstance(state, dict) else None
@@ -350,7 +333,7 @@ def read_head(path: str, dim: int | None = None, model: str = "the CLIP model") 
     try:
         head.load_state_dict(state)
     except RuntimeError as exc:
-        raise ModelUnavailable(f"aesthetic head {path} does not fit the LAION layout: {_reason(exc)}") from None
+        raise ModelUnavailable(f"aesthetic head {path} does not fit the LAION layout: {reason(exc)}") from None
     return head
 
 
@@ -360,90 +343,16 @@ def _download_head(url: str) -> str:
     if os.path.isfile(target):
         return target
     how = f"download {url} and --set aesthetic.head=/path/{name} (or copy it to {target}; TORCH_HOME moves that cache)"
-    if not _reachable(url):
+    if not hub.reachable(url):
         host = urllib.parse.urlparse(url).hostname
         raise ModelUnavailable(f"cannot fetch the aesthetic head: {host} is unreachable; {how}")
     try:
         os.makedirs(os.path.dirname(target), exist_ok=True)
         torch.hub.download_url_to_file(url, target, progress=False)  # writes a temp file, then renames
     except Exception as exc:
-        raise ModelUnavailable(f"cannot fetch the aesthetic head: {_reason(exc)}; {how}") from None
+        raise ModelUnavailable(f"cannot fetch the aesthetic head: {reason(exc)}; {how}") from None
     return target
 
 
 def _is_url(source: str) -> bool:
     return source.startswith(("http://", "https://"))
-
-
-# -- helpers --------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _seeded(seed: int):
-    """Initialise weights from `seed` without disturbing the caller's random state."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
-@contextlib.contextmanager
-def _hub_offline():
-    """Make huggingface_hub answer from its local cache only, as HF_HUB_OFFLINE=1 does, for the
-    duration: a miss then fails at once instead of after a minute of retries."""
-    try:
-        from huggingface_hub import constants
-    except ImportError:  # open_clip then downloads from URLs only
-        yield
-        return
-    saved = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = saved
-
-
-@contextlib.contextmanager
-def _quiet_logs():
-    """open_clip reports a failed load with `logging.error` on the root logger, which also installs
-    a stderr handler; the user gets our one-line ModelUnavailable instead."""
-    root = logging.getLogger()
-    guard = logging.NullHandler() if not root.handlers else None  # stops logging.basicConfig
-    if guard is not None:
-        root.addHandler(guard)
-    previous = logging.root.manager.disable
-    logging.disable(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logging.disable(previous)
-        if guard is not None:
-            root.removeHandler(guard)
-
-
-def _reachable(url: str, timeout: float = _PROBE_TIMEOUT_S) -> bool:
-    """Whether the server of `url` answers at all: one HEAD request, no retries, through the proxy
-    settings downloads use. Name lookups ignore socket timeouts, so the request runs in a daemon
-    thread that is abandoned when late."""
-    answered: list[bool] = []
-
-    def probe() -> None:
-        try:
-            with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
-                pass
-        except urllib.error.HTTPError:
-            pass  # an error status is still an answer
-        except Exception:
-            return
-        answered.append(True)
-
-    thread = threading.Thread(target=probe, name="curate-probe", daemon=True)
-    thread.start()
-    thread.join(timeout + 1)
-    return bool(answered)
-
-
-def _reason(exc: Exception) -> str:
-    """The first line of an exception, short enough for a one-line error."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:300]

@@ -1,228 +1,208 @@
-"""A tiny SmolVLM2-family video captioner, built from config with no download (groundwork for issue 4).
+"""The captioning model: any transformers vision-language model that takes video, behind one wrapper.
 
-The real captioner is `HuggingFaceTB/SmolVLM2-256M-Video-Instruct` (`SmolVLMForConditionalGeneration`
-with `SmolVLMProcessor`). Machines that test this project cannot reach the hub, so
-`build_tiny_smolvlm` assembles the same classes with a few-thousand-parameter random model and a
-processor whose tokenizer is trained here, from a fixed English text, in milliseconds. Everything
-the captioning stage does with the real model (chat template with a video, frame expansion into
-image tokens, batched `generate` with left padding, decoding) runs on it offline.
-
-How a clip goes in (see `video_inputs`): the frames are one uint8 array (T, H, W, 3), already
-sampled by our decoder, placed in a chat message as {"type": "video", "video": frames}; the
-processor is told not to resample them (`do_sample_frames=False`) and is given their timestamps
-through `video_metadata`, which it writes into the prompt ("Frame from 00:01:").
+`load_captioner` gives a `Captioner` for `caption.model`: a Hugging Face model id (found in the
+local cache under HF_HOME, or downloaded once when the hub answers), a local folder, or `tiny`
+(a random SmolVLM2 built offline, `curate.models.tiny_vlm`). The model loads through
+`AutoModelForImageTextToText` and `AutoProcessor`, so SmolVLM2, Qwen2.5-VL, LLaVA-OneVision and
+others need no code of their own: each clip goes into the model's own chat template as one
+{"type": "video"} part holding the frames the stage decoded (the processor is told not to
+resample them, and is given their timestamps), or as one image per frame for a processor without
+video support. Left padding makes batched generation equal to one clip at a time; weights are
+bf16 on CUDA (fp16 where bf16 is missing) and fp32 on the CPU.
 """
 
 from __future__ import annotations
 
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 
-# The strings SmolVLMProcessor and its prompt expansion look for in the tokenizer; the ids of
-# <image> and <end_of_utterance> also go into the model and generation configs.
-IMAGE_TOKEN = "<image>"
-VIDEO_TOKEN = "<video>"
-FAKE_IMAGE_TOKEN = "<fake_token_around_image>"
-GLOBAL_IMAGE_TOKEN = "<global-img>"
-END_OF_UTTERANCE = "<end_of_utterance>"
-BOS_TOKEN = "<|im_start|>"
-PAD_TOKEN = "<|im_end|>"
-UNK_TOKEN = "<unk>"
-# Row/column markers appear only when an image is split into tiles. The tiny processor never splits
-# (videos never do), but a 4x4 grid keeps `processor(images=...)` usable if tiling is switched on.
-_GRID = 4
-ROW_COL_TOKENS = [f"<row_{r}_col_{c}>" for r in range(1, _GRID + 1) for c in range(1, _GRID + 1)]
-SPECIAL_TOKENS = [
-    UNK_TOKEN, BOS_TOKEN, PAD_TOKEN, END_OF_UTTERANCE, IMAGE_TOKEN, VIDEO_TOKEN,
-    FAKE_IMAGE_TOKEN, GLOBAL_IMAGE_TOKEN, *ROW_COL_TOKENS,
-]  # fmt: skip
+from curate.config import CaptionConfig
+from curate.models import hub
+from curate.models.errors import ModelUnavailable
+from curate.models.hub import hub_offline, quiet_logs, reason, resolve_device
 
-# Vision tower: 64x64 frames in 16-pixel patches give a 4x4 grid; the connector's pixel shuffle
-# (scale 2) folds it to 2x2, so each frame costs 4 <image> tokens (plus 3 wrapper tokens).
-TINY_IMAGE_SIZE = 64
-TINY_PATCH_SIZE = 16
-TINY_SCALE_FACTOR = 2
-TINY_IMAGE_SEQ_LEN = (TINY_IMAGE_SIZE // TINY_PATCH_SIZE) ** 2 // TINY_SCALE_FACTOR**2
-TINY_VOCAB_SIZE = 512  # 256 byte symbols + merges + the special tokens above
-TINY_NUM_FRAMES = 8  # the processor's default when asked to sample; our callers pass frames
-TINY_FPS = 1.0
-
-# The message layout SmolVLM2 was trained on ("<|im_start|>User: <video>prompt<end_of_utterance>\n
-# Assistant:"; no space after "User:" only when the message opens with an image), rendering what
-# transformers' built-in SmolVLM video template renders. SmolVLMProcessor substitutes that built-in
-# template whenever a message holds a video and no template is passed, so `video_inputs` passes
-# this one explicitly: the processor's own template is then the one in force.
-CHAT_TEMPLATE = (
-    "<|im_start|>"
-    "{% for message in messages %}"
-    "{{ message['role'] | capitalize }}"
-    "{% if message['content'] is string %}{{ ': ' + message['content'] }}"
-    "{% else %}"
-    "{{ ':' if message['content'][0]['type'] == 'image' else ': ' }}"
-    "{% for part in message['content'] %}"
-    "{% if part['type'] == 'text' %}{{ part['text'] }}"
-    "{% elif part['type'] == 'image' %}{{ '<image>' }}"
-    "{% elif part['type'] == 'video' %}{{ '<video>' }}"
-    "{% endif %}"
-    "{% endfor %}"
-    "{% endif %}"
-    "<end_of_utterance>\n"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
-)
-
-# Training text for the tiny tokenizer: a few hundred words in the register of video captions, so
-# that common caption words become single tokens. Any other text still encodes (byte-level BPE).
-_CORPUS = """
-A person walks along a sandy beach at sunset while waves roll onto the shore. The camera follows
-a red car driving down a winding mountain road surrounded by tall green trees. A small dog runs
-across a grassy park and jumps to catch a yellow ball thrown by a child. Two people sit at a wooden
-table in a busy cafe, talking and drinking coffee from white cups. A drone shot shows a city skyline
-at night with bright lights reflecting on a calm river. A chef slices fresh vegetables on a cutting
-board in a modern kitchen, then tosses them into a hot pan. Snow falls gently on a quiet street lined
-with old houses and parked cars. A cyclist rides through a forest trail, the camera mounted on the
-handlebars. A close up of a hand writing in a notebook with a blue pen. A crowd cheers at an outdoor
-concert as colorful lights flash above the stage. A cat sleeps on a windowsill in warm afternoon
-light. The video shows a timelapse of clouds moving over a green valley. A woman in a black jacket
-opens a door and steps into a bright room. A man plays an acoustic guitar on a bench in a city
-square while people walk past. Water flows over rocks in a clear stream under a blue sky. A boat
-sails across the open sea, leaving a white wake behind it. Children play football on a dusty field
-in the late evening. A slow pan across a desk with a laptop, a lamp and a stack of books. Birds fly
-over a lake surrounded by mountains covered in snow. A train moves through the countryside past
-fields of yellow flowers. Describe this video in detail. What is happening in this clip? Write a
-short caption for the video. The scene is indoors. The scene is outdoors. The camera is static.
-The camera moves slowly to the left. The camera zooms in on the face of a smiling man. There is
-text on the screen. The lighting is dark and the image is blurry. The clip is a cartoon animation
-with bright colors and simple shapes.
-"""
+TINY = "tiny"
+# What a model folder needs for inference (the hub repos also hold ONNX exports and the like).
+_MODEL_FILES = ["*.json", "*.safetensors", "*.txt", "*.jinja", "*.model", "*.tiktoken", "*.py"]
+_DEFAULT_EDGE = 448  # frame size for processors that state none
 
 
-def build_tiny_tokenizer():
-    """A byte-level BPE `PreTrainedTokenizerFast` trained on `_CORPUS`, with SmolVLM's special tokens.
+@dataclass(frozen=True)
+class Generated:
+    """One clip's answer: the text (special tokens removed), whether the model ended it itself
+    (False: cut at max_new_tokens), and how many tokens it wrote (the end token included)."""
 
-    Byte-level so any caption or prompt encodes and decodes back exactly (no unknown words);
-    trained, not hand-written, so token ids stay small and text splits like a real tokenizer's.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token=UNK_TOKEN))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=TINY_VOCAB_SIZE,
-        special_tokens=SPECIAL_TOKENS,  # ids 0..len-1, stable whatever the corpus
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(_CORPUS.split("\n"), trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token=BOS_TOKEN,
-        eos_token=END_OF_UTTERANCE,
-        pad_token=PAD_TOKEN,
-        unk_token=UNK_TOKEN,
-        # Decoding must not clean up spaces: the byte-level decoder already restores them.
-        clean_up_tokenization_spaces=False,
-    )
+    text: str
+    finished: bool
+    num_tokens: int
 
 
-def build_tiny_processor():
-    """A SmolVLMProcessor for the tiny model: local tokenizer, 64-pixel frames, no tiling."""
-    from transformers import SmolVLMImageProcessor, SmolVLMProcessor, SmolVLMVideoProcessor
+@dataclass(frozen=True)
+class ClipFrames:
+    """The sampled frames of one clip, (T, H, W, 3) uint8, with where they sit in the clip."""
 
-    edge = {"longest_edge": TINY_IMAGE_SIZE}
-    # `size` and `max_image_size` both at the vision tower's input: the video processor resizes to
-    # `size`, then squashes every frame to a max_image_size square (frames are never tiled).
-    image_processor = SmolVLMImageProcessor(size=edge, max_image_size=edge, do_image_splitting=False)
-    video_processor = SmolVLMVideoProcessor(size=edge, max_image_size=edge, num_frames=TINY_NUM_FRAMES, fps=TINY_FPS)
-    return SmolVLMProcessor(
-        image_processor=image_processor,
-        tokenizer=build_tiny_tokenizer(),
-        video_processor=video_processor,
-        image_seq_len=TINY_IMAGE_SEQ_LEN,
-        chat_template=CHAT_TEMPLATE,
-    )
+    frames: np.ndarray
+    frame_offsets: list[int]  # frame numbers counted from the clip's first frame
+    fps: float
+    num_frames: int  # the clip's length in frames
 
 
-def tiny_config(tokenizer):
-    """SmolVLMConfig for a two-layer Llama text model behind a one-layer 64-pixel vision tower."""
-    from transformers import SmolVLMConfig
+class Captioner:
+    """A vision-language model and its processor on one device: clips and prompts in, text out."""
 
-    ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in
-           [("image", IMAGE_TOKEN), ("bos", BOS_TOKEN), ("eos", END_OF_UTTERANCE), ("pad", PAD_TOKEN)]}  # fmt: skip
-    vision = {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "image_size": TINY_IMAGE_SIZE,
-        "patch_size": TINY_PATCH_SIZE,
+    def __init__(self, model, processor, device: torch.device, name: str):
+        self.model = model.eval()
+        self.processor = processor
+        self.device = device
+        self.name = name
+        self.dtype = next(model.parameters()).dtype
+        # Generation appends to the right end of every row, so padding must be on the left.
+        processor.tokenizer.padding_side = "left"
+        self.takes_video = getattr(processor, "video_processor", None) is not None
+        eos = model.generation_config.eos_token_id
+        self.end_ids = {eos} if isinstance(eos, int) else set(eos or [])
+        if processor.tokenizer.eos_token_id is not None:
+            self.end_ids.add(processor.tokenizer.eos_token_id)
+
+    def frame_size(self, width: int, height: int, max_edge: int = 0) -> tuple[int, int]:
+        """The size to decode a width x height video at: the model's input size (`max_edge`
+        overrides it), keeping the aspect ratio, never larger than the video. The processor
+        still does its own final resize; decoding near that size saves it most of the work."""
+        edge, max_pixels = max_edge, 0
+        if not edge:
+            edge, max_pixels = _processor_size(getattr(self.processor, "video_processor", None) or self.processor.image_processor)
+        scale = min(1.0, edge / max(width, height)) if edge else 1.0
+        if max_pixels:
+            scale = min(scale, math.sqrt(max_pixels / (width * height)))
+        return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
+
+    def inputs(self, clips: list[ClipFrames], prompts: list[str]):
+        """Model inputs (a BatchFeature of CPU tensors) for a batch of clips, one chat each."""
+        if self.takes_video:
+            parts = [[{"type": "video", "video": clip.frames}] for clip in clips]
+            kwargs = {"do_sample_frames": False, "video_metadata": [_metadata(clip) for clip in clips]}
+        else:  # an image model: one image per frame, in order
+            parts = [[{"type": "image", "image": frame} for frame in clip.frames] for clip in clips]
+            kwargs = {}
+        conversations = [
+            [{"role": "user", "content": [*content, {"type": "text", "text": prompt}]}]
+            for content, prompt in zip(parts, prompts, strict=True)
+        ]
+        return self.processor.apply_chat_template(
+            conversations,
+            # The processor's own template, passed explicitly: SmolVLMProcessor otherwise swaps in
+            # a built-in one whenever a message holds a video.
+            chat_template=self.processor.chat_template,
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=True,
+            return_tensors="pt",
+            processor_kwargs={"padding": True, **kwargs},
+        )
+
+    @torch.inference_mode()
+    def generate(self, inputs, settings: dict) -> list[Generated]:
+        """Generate for a batch built by `inputs`; `settings` are `generate` keyword arguments
+        (they override the model's generation config only where they name a value)."""
+        inputs = inputs.to(self.device, dtype=self.dtype, non_blocking=True)  # casts floating tensors only
+        output = self.model.generate(**inputs, **settings)
+        new_tokens = output[:, inputs["input_ids"].shape[1] :].cpu()
+        texts = self.processor.batch_decode(new_tokens, skip_special_tokens=True)
+        return [self._result(text, row) for text, row in zip(texts, new_tokens.tolist(), strict=True)]
+
+    def _result(self, text: str, tokens: list[int]) -> Generated:
+        ends = [i for i, token in enumerate(tokens) if token in self.end_ids]
+        if ends:
+            return Generated(text, True, ends[0] + 1)
+        return Generated(text, False, len(tokens))
+
+
+def _metadata(clip: ClipFrames) -> dict:
+    """What the processor needs to write each frame's timestamp into the prompt."""
+    return {
+        "total_num_frames": clip.num_frames,
+        "fps": clip.fps,
+        "duration": clip.num_frames / clip.fps,
+        "frames_indices": list(clip.frame_offsets),
     }
-    text = {
-        "model_type": "llama",
-        "vocab_size": len(tokenizer),  # includes the special tokens
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 2048,
-        "rms_norm_eps": 1e-5,
-        "bos_token_id": ids["bos"],
-        "eos_token_id": ids["eos"],
-        "pad_token_id": ids["pad"],
-    }
-    return SmolVLMConfig(
-        vision_config=vision,
-        text_config=text,
-        scale_factor=TINY_SCALE_FACTOR,
-        image_token_id=ids["image"],
-        pad_token_id=ids["pad"],
+
+
+def _processor_size(processor) -> tuple[int, int]:
+    """(longest edge, most pixels) that `processor` resizes frames to; 0 where it sets none."""
+    largest = getattr(processor, "max_image_size", None)  # SmolVLM: frames end as squares of this edge
+    if isinstance(largest, dict) and largest.get("longest_edge"):
+        return int(largest["longest_edge"]), 0
+    max_pixels = getattr(processor, "max_pixels", None)  # Qwen2-VL family: a pixel budget per frame
+    if max_pixels:
+        return 0, int(max_pixels)
+    size = getattr(processor, "size", None) or {}
+    size = dict(size) if not isinstance(size, dict) else size
+    if size.get("longest_edge"):
+        return int(size["longest_edge"]), 0
+    if size.get("height") and size.get("width"):
+        return int(max(size["height"], size["width"])), 0
+    if size.get("shortest_edge"):
+        return int(size["shortest_edge"] * 2), 0  # the long side of a 2:1 frame at that short side
+    return _DEFAULT_EDGE, 0
+
+
+# -- loading --------------------------------------------------------------------------------
+
+
+def load_captioner(config: CaptionConfig) -> Captioner:
+    """Build the model `config` names on its device (once per worker)."""
+    device = resolve_device(config.device, "caption.device")
+    if config.model == TINY:
+        from curate.models.tiny_vlm import build_tiny_smolvlm
+
+        model, processor = build_tiny_smolvlm()
+        return Captioner(model.to(device), processor, device, TINY)
+    folder = fetch_model(config.model)
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    dtype = torch.float32
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    try:
+        with hub_offline(), quiet_logs():  # everything is local by now: never wait on the network
+            processor = AutoProcessor.from_pretrained(folder)
+            model = AutoModelForImageTextToText.from_pretrained(folder, dtype=dtype)
+    except Exception as exc:
+        raise ModelUnavailable(f"cannot load captioning model {config.model}: {reason(exc)} (caption.model)") from None
+    return Captioner(model.to(device), processor, device, config.model)
+
+
+def fetch_model(model: str) -> str:
+    """The local folder holding `model` (a folder, or a hub id found in the cache or downloaded
+    when the hub answers); a miss is one ModelUnavailable line saying how to provide it."""
+    if model == TINY:
+        return TINY
+    if os.path.isdir(model):
+        return model
+    if model.startswith((".", "/", "~")) or model.count("/") != 1:
+        raise ModelUnavailable(f"captioning model folder not found: {model} (caption.model; a hub id looks like org/name)")
+    from huggingface_hub import snapshot_download
+
+    try:
+        with quiet_logs():
+            return snapshot_download(model, allow_patterns=_MODEL_FILES, local_files_only=True)
+    except Exception:  # not cached, whatever huggingface_hub calls the miss
+        pass
+    how = (
+        f"run `hf download {model}` where the hub can be reached, into the cache under HF_HOME (then found "
+        "offline, also with HF_HUB_OFFLINE=1), or --set caption.model=/path/to/model_folder"
     )
-
-
-def build_tiny_smolvlm(seed: int = 0):
-    """(model, processor): a random SmolVLMForConditionalGeneration in eval mode and its processor.
-
-    Seeded in a forked RNG, so the same seed gives the same weights without disturbing the
-    caller's random state. Nothing is downloaded.
-    """
-    from transformers import SmolVLMForConditionalGeneration
-
-    processor = build_tiny_processor()
-    config = tiny_config(processor.tokenizer)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = SmolVLMForConditionalGeneration(config)
-    # Generation stops at <end_of_utterance> and pads with <|im_end|>, as the real model does.
-    model.generation_config.bos_token_id = config.text_config.bos_token_id
-    model.generation_config.eos_token_id = config.text_config.eos_token_id
-    model.generation_config.pad_token_id = config.text_config.pad_token_id
-    return model.eval(), processor
-
-
-def video_inputs(processor, clips, prompts, fps: float):
-    """Model inputs for a batch of clips, one chat per clip: frames (T, H, W, 3) uint8, a prompt.
-
-    `fps` is the rate at which the frames were sampled from the clip; it only sets the timestamps
-    the processor writes into the prompt. `do_sample_frames=False` keeps every frame given (by
-    default the processor would resample them to its own num_frames/fps).
-    """
-    conversations = [
-        [{"role": "user", "content": [{"type": "video", "video": frames}, {"type": "text", "text": prompt}]}]
-        for frames, prompt in zip(clips, prompts, strict=True)
-    ]
-    metadata = [
-        {"total_num_frames": len(frames), "fps": fps, "duration": len(frames) / fps,
-         "frames_indices": list(range(len(frames)))}
-        for frames in clips
-    ]  # fmt: skip
-    return processor.apply_chat_template(
-        conversations,
-        chat_template=processor.chat_template,  # else SmolVLMProcessor swaps in its built-in one for videos
-        add_generation_prompt=True,
-        tokenize=True,
-        return_dict=True,
-        return_tensors="pt",
-        processor_kwargs={"padding": True, "do_sample_frames": False, "video_metadata": metadata},
-    )
+    what = f"cannot load captioning model {model}: not in the local cache and"
+    if hub.hub_offline_requested():
+        raise ModelUnavailable(f"{what} HF_HUB_OFFLINE is set; {how}")
+    endpoint = hub.hub_endpoint()
+    if not hub.reachable(endpoint):
+        raise ModelUnavailable(f"{what} {endpoint.split('://')[-1]} is unreachable; {how}")
+    try:
+        return snapshot_download(model, allow_patterns=_MODEL_FILES)
+    except Exception as exc:
+        raise ModelUnavailable(f"cannot download captioning model {model}: {reason(exc)}; {how}") from None

@@ -18,24 +18,18 @@ edges), which keeps scores comparable while costing a fraction of a full-size RG
 
 from __future__ import annotations
 
-import math
-import queue
-import threading
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-
 import av
 import numpy as np
 import pyarrow as pa
 from av.video.reformatter import VideoReformatter
 
 from curate.config import AestheticConfig
+from curate.framepool import decode_frames, frame_indices
 from curate.manifest import to_table
 from curate.models.clip import AestheticModel, Preprocess, embedding_dim, fetch_weights, load_aesthetic_model
 from curate.models.errors import ModelUnavailable
 from curate.stages.base import Unit
 from curate.stages.clipstage import ClipRef, ClipStage
-from curate.videoio import DecodeLog, VideoError, iter_spans, open_video
 
 # open_clip's names for resampling filters → swscale's.
 _INTERPOLATION = {"bicubic": "BICUBIC", "bilinear": "BILINEAR", "nearest": "POINT", "lanczos": "LANCZOS", "area": "AREA"}
@@ -112,8 +106,15 @@ class AestheticStage(ClipStage):
         wanted = [frame_indices(clip, self.config.frame_positions) for clip in clips]
         frames = _Frames(len(clips))
         batcher = _Batcher(self.model, self.config.batch_size, frames)
-        for clip_no, index, pixels in _decode(clips, wanted, self.model.preprocess, self.config, frames):
-            batcher.add(clip_no, index, pixels)
+        prep = self.model.preprocess
+        events = decode_frames(
+            clips, wanted, lambda frame, ref: frame_to_input(frame, prep, ref), self.config.decode_threads, 2 * self.config.batch_size
+        )
+        for event in events:
+            if event[0] == "frame":
+                batcher.add(*event[1:])
+            else:
+                frames.fail(*event[1:])
         batcher.flush()
         values, embeddings = [], []
         for clip_no, indices in enumerate(wanted):
@@ -121,12 +122,6 @@ class AestheticStage(ClipStage):
             values.append(value)
             embeddings.append(embedding)
         return values, embeddings, batcher.count
-
-
-def frame_indices(clip: ClipRef, positions: list[float]) -> list[int]:
-    """The clip's frame index at each position (a fraction of the clip), nearest with halves up."""
-    last = max(clip.num_frames, 1) - 1
-    return [clip.start_frame + math.floor(p * last + 0.5) for p in positions]
 
 
 def frame_to_input(frame: av.VideoFrame, prep: Preprocess, reformatter: VideoReformatter | None = None) -> np.ndarray:
@@ -212,128 +207,3 @@ class _Batcher:
             self.frames.embeddings[clip_no][index] = embedding
             self.frames.scores[clip_no][index] = float(score)
         self.keys, self.pixels = [], []
-
-
-# -- decoding --------------------------------------------------------------------------------
-
-_DONE = object()
-
-
-class _Stopped(Exception):
-    """The consumer has gone (it raised): a decode thread ends without finishing."""
-
-
-class _Channel:
-    """A bounded queue from one decode thread to the main thread, which a stop event can break."""
-
-    def __init__(self, maxsize: int, stop: threading.Event):
-        self.queue: queue.Queue = queue.Queue(maxsize)
-        self.stop = stop
-
-    def put(self, item) -> None:
-        while True:
-            try:
-                self.queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                if self.stop.is_set():
-                    raise _Stopped from None
-
-    def __iter__(self):
-        while (item := self.queue.get()) is not _DONE:
-            yield item
-
-
-def _decode(
-    clips: list[ClipRef], wanted: list[list[int]], prep: Preprocess, config: AestheticConfig, frames: _Frames
-) -> Iterator[tuple[int, int, np.ndarray]]:
-    """Yield (clip_no, frame_index, pixels) for every wanted frame, in clip order, while a thread
-    pool decodes ahead (one video per thread); clips that cannot be read are marked in `frames`.
-    Frames come out in the same order whatever the threads' timing, so results are repeatable."""
-    by_video: dict[str, list[int]] = {}
-    for clip_no, clip in enumerate(clips):
-        by_video.setdefault(clip.path, []).append(clip_no)
-    stop = threading.Event()
-    channels = [_Channel(2 * config.batch_size, stop) for _ in by_video]
-    threads = max(1, min(config.decode_threads, len(by_video)))
-    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="curate-decode")
-    try:
-        for channel, members in zip(channels, by_video.values(), strict=True):
-            pool.submit(_decode_video, [(n, clips[n], sorted(set(wanted[n]))) for n in members], prep, channel)
-        for channel in channels:  # tasks start in this order, so the one read now is always running
-            for item in channel:
-                if item[0] == "frame":
-                    yield item[1:]
-                elif item[0] == "error":
-                    frames.fail(item[1], item[2])
-                else:  # "crash": a bug or an infrastructure failure, not bad data: fail the unit
-                    raise item[1]
-    finally:
-        stop.set()
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _decode_video(members: list[tuple[int, ClipRef, list[int]]], prep: Preprocess, channel: _Channel) -> None:
-    """Decode one video's wanted frames into `channel`, then mark it done (whatever happened)."""
-    try:
-        _read_frames(members, prep, channel)
-    except _Stopped:
-        return
-    except BaseException as exc:  # handed to the main thread, which re-raises it
-        try:
-            channel.put(("crash", exc))
-        except _Stopped:
-            return
-    try:
-        channel.put(_DONE)
-    except _Stopped:
-        pass
-
-
-def _read_frames(members: list[tuple[int, ClipRef, list[int]]], prep: Preprocess, channel: _Channel) -> None:
-    """Open the video once, read every wanted frame of its clips in time order, and report the
-    clips whose frames could not all be had."""
-    try:
-        container, stream, _ = open_video(members[0][1].path)
-    except VideoError as exc:
-        for clip_no, _, _ in members:
-            channel.put(("error", clip_no, str(exc)))
-        return
-    spans, owners = _frame_spans(members, channel)
-    log = DecodeLog()
-    found = set()
-    reformatter = VideoReformatter()
-    try:
-        for span_no, frame in iter_spans(container, stream, spans, members[0][1].fps, log):
-            clip_no, index = owners[span_no]
-            try:
-                pixels = frame_to_input(frame, prep, reformatter)
-            except (av.FFmpegError, ValueError) as exc:
-                channel.put(("error", clip_no, f"cannot convert frame {index} ({exc})"))
-                continue
-            channel.put(("frame", clip_no, index, pixels))
-            found.add(span_no)
-    finally:
-        container.close()
-    missing: dict[int, list[int]] = {}
-    for span_no, (clip_no, index) in enumerate(owners):
-        if span_no not in found:
-            missing.setdefault(clip_no, []).append(index)
-    why = f" ({log.first_problem})" if log.first_problem else ""
-    for clip_no, indices in missing.items():
-        channel.put(("error", clip_no, f"frames {indices} could not be decoded{why}"))
-
-
-def _frame_spans(members: list[tuple[int, ClipRef, list[int]]], channel: _Channel) -> tuple[list, list]:
-    """One single-frame span per wanted frame, timed as the split stage timed its frames (`start_s`
-    is the time of `start_frame`), and the (clip_no, frame_index) each span belongs to."""
-    spans, owners = [], []
-    for clip_no, clip, indices in members:
-        if not clip.fps > 0:  # no frame rate, no frame times: a bad manifest row, not a crash
-            channel.put(("error", clip_no, f"unknown frame rate ({clip.fps})"))
-            continue
-        for index in indices:
-            start_s = clip.start_s + (index - clip.start_frame) / clip.fps
-            spans.append((start_s, start_s + 1 / clip.fps, 1))
-            owners.append((clip_no, index))
-    return spans, owners

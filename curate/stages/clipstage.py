@@ -31,6 +31,7 @@ class ClipRef:
     fps: float
     width: int
     height: int
+    source_caption: str | None = None  # from the input list, for prompts that use it
 
     @property
     def span(self) -> tuple[float, float, int]:
