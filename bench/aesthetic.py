@@ -35,7 +35,6 @@ machine is idle (--wait-idle S waits up to S seconds for the 1-minute load avera
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import platform
 import statistics
@@ -50,37 +49,11 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from curate.config import AestheticConfig, SplitConfig  # noqa: E402
-from curate.inputs import collect_inputs  # noqa: E402
-from curate.samples import edited_video, make_video  # noqa: E402
+from curate.config import AestheticConfig  # noqa: E402
 from curate.framepool import decode_frames, frame_indices  # noqa: E402
 from curate.stages.aesthetic import AestheticStage, frame_to_input  # noqa: E402
 from curate.stages.base import Unit  # noqa: E402
-from curate.stages.clipstage import ClipRef  # noqa: E402
-from curate.stages.split import SplitStage  # noqa: E402
-from common import wait_for_idle  # noqa: E402  (bench/common.py)
-
-FPS = 24
-_CLIPREF_FIELDS = [f.name for f in dataclasses.fields(ClipRef)]
-
-
-def make_clips(count: int, width: int, height: int) -> list[ClipRef]:
-    """At least `count` clips of synthetic edits, rendering more videos until there are enough."""
-    OUT.mkdir(parents=True, exist_ok=True)
-    clips: list[ClipRef] = []
-    seed = 0
-    while len(clips) < count:
-        path = OUT / f"edit_seed{seed:03d}_{width}x{height}.mp4"
-        if not path.exists():
-            shots, joins = edited_video(seed, num_shots=6, fps=FPS)
-            make_video(path, shots, joins, width, height, FPS)
-        video = collect_inputs([str(path)])[0]
-        outputs, _ = SplitStage(SplitConfig()).process(Unit(video.video_id, video))
-        rows = sorted(outputs["clips"].to_pylist(), key=lambda r: r["start_frame"])
-        clips.extend(ClipRef(**{f: row[f] for f in _CLIPREF_FIELDS}) for row in rows)
-        seed += 1
-    return clips[:count]
-
+from common import make_clips, wait_for_idle  # noqa: E402  (bench/common.py)
 
 def time_bare(stage: AestheticStage, num_frames: int) -> float:
     """(a): the model forward alone on `num_frames` preprocessed random frames."""
@@ -169,7 +142,7 @@ def main() -> int:
     )  # random weights and head: speed does not depend on their values, and nothing is downloaded
     cpu = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
     print(f"load before: {load()}   {cpu}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
-    clips = make_clips(count, args.width, args.height)
+    clips = make_clips(OUT, count, args.width, args.height)
     per_unit = AestheticStage.clips_per_unit
     units = [Unit(f"u{i}", clips[i : i + per_unit]) for i in range(0, len(clips), per_unit)]
     stage = AestheticStage(config)

@@ -1,9 +1,21 @@
-"""Small helpers the benchmark scripts share: what machine this is, and waiting for it to be idle."""
+"""Small helpers the benchmark scripts share: what machine this is, waiting for it to be idle, and
+synthetic clips to measure on."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
+from pathlib import Path
+
+from curate.config import SplitConfig
+from curate.inputs import collect_inputs
+from curate.samples import edited_video, make_video
+from curate.stages.base import Unit
+from curate.stages.clipstage import ClipRef
+from curate.stages.split import SplitStage
+
+FPS = 24
 
 
 def cpu_model() -> str:
@@ -20,3 +32,23 @@ def wait_for_idle(max_wait: float) -> None:
     deadline = time.monotonic() + max_wait
     while time.monotonic() < deadline and os.getloadavg()[0] > 0.5:
         time.sleep(5)
+
+
+def make_clips(folder: Path, count: int, width: int, height: int) -> list[ClipRef]:
+    """At least `count` clips of synthetic edits (H.264, `FPS`), rendering more videos into
+    `folder` until there are enough (videos are reused by later runs), split by SplitStage."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [f.name for f in dataclasses.fields(ClipRef)]
+    clips: list[ClipRef] = []
+    seed = 0
+    while len(clips) < count:
+        path = folder / f"edit_seed{seed:03d}_{width}x{height}.mp4"
+        if not path.exists():
+            shots, joins = edited_video(seed, num_shots=6, fps=FPS)
+            make_video(path, shots, joins, width, height, FPS)
+        video = collect_inputs([str(path)])[0]
+        outputs, _ = SplitStage(SplitConfig()).process(Unit(video.video_id, video))
+        rows = sorted(outputs["clips"].to_pylist(), key=lambda r: r["start_frame"])
+        clips.extend(ClipRef(**{n: row[n] for n in names}) for row in rows)
+        seed += 1
+    return clips[:count]

@@ -133,11 +133,12 @@ def build_tiny_tokenizer():
     )
 
 
-def build_tiny_processor():
-    """A SmolVLMProcessor for the tiny model: local tokenizer, 64-pixel frames, no tiling."""
+def build_tiny_processor(image_size: int = TINY_IMAGE_SIZE, image_seq_len: int = TINY_IMAGE_SEQ_LEN):
+    """A SmolVLMProcessor with the local tokenizer and no tiling: frames become `image_size`
+    squares of `image_seq_len` tokens (defaults: the tiny model's; benchmarks pass SmolVLM2's)."""
     from transformers import SmolVLMImageProcessor, SmolVLMProcessor, SmolVLMVideoProcessor
 
-    edge = {"longest_edge": TINY_IMAGE_SIZE}
+    edge = {"longest_edge": image_size}
     # `size` and `max_image_size` both at the vision tower's input: the video processor resizes to
     # `size`, then squashes every frame to a max_image_size square (frames are never tiled).
     image_processor = SmolVLMImageProcessor(size=edge, max_image_size=edge, do_image_splitting=False)
@@ -146,7 +147,7 @@ def build_tiny_processor():
         image_processor=image_processor,
         tokenizer=build_tiny_tokenizer(),
         video_processor=video_processor,
-        image_seq_len=TINY_IMAGE_SEQ_LEN,
+        image_seq_len=image_seq_len,
         chat_template=CHAT_TEMPLATE,
     )
 

@@ -108,8 +108,12 @@ class Captioner:
     def generate(self, inputs, settings: dict) -> list[Generated]:
         """Generate for a batch built by `inputs`; `settings` are `generate` keyword arguments
         (they override the model's generation config only where they name a value)."""
-        inputs = inputs.to(self.device, dtype=self.dtype, non_blocking=True)  # casts floating tensors only
-        output = self.model.generate(**inputs, **settings)
+        inputs = inputs.to(self.device, non_blocking=True)
+        # Only the pixels take the model's dtype: other floating inputs are not activations, and
+        # Qwen2.5-VL's second_per_grid_ts (seconds per frame pair) would place frames off by a
+        # position in bf16.
+        pixels = {key: value.to(self.dtype) for key, value in inputs.items() if "pixel_values" in key}
+        output = self.model.generate(**{**inputs, **pixels}, **settings)
         new_tokens = output[:, inputs["input_ids"].shape[1] :].cpu()
         texts = self.processor.batch_decode(new_tokens, skip_special_tokens=True)
         return [self._result(text, row) for text, row in zip(texts, new_tokens.tolist(), strict=True)]
@@ -133,14 +137,18 @@ def _metadata(clip: ClipFrames) -> dict:
 
 def _processor_size(processor) -> tuple[int, int]:
     """(longest edge, most pixels) that `processor` resizes frames to; 0 where it sets none."""
+    size = getattr(processor, "size", None) or {}
+    size = dict(size) if not isinstance(size, dict) else size
+    # The Qwen2-VL family (frames patched in pairs over time) counts pixels in `size`:
+    # longest_edge is the most pixels per frame, not an edge.
+    if getattr(processor, "temporal_patch_size", None) and size.get("longest_edge"):
+        return 0, int(size["longest_edge"])
     largest = getattr(processor, "max_image_size", None)  # SmolVLM: frames end as squares of this edge
     if isinstance(largest, dict) and largest.get("longest_edge"):
         return int(largest["longest_edge"]), 0
-    max_pixels = getattr(processor, "max_pixels", None)  # Qwen2-VL family: a pixel budget per frame
+    max_pixels = getattr(processor, "max_pixels", None)  # e.g. MiniMax-M3-VL: a pixel budget per frame
     if max_pixels:
         return 0, int(max_pixels)
-    size = getattr(processor, "size", None) or {}
-    size = dict(size) if not isinstance(size, dict) else size
     if size.get("longest_edge"):
         return int(size["longest_edge"]), 0
     if size.get("height") and size.get("width"):
