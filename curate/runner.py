@@ -178,7 +178,10 @@ def clip_units(clips: pd.DataFrame, clips_per_unit: int | None) -> list[Unit]:
     runs, so cutting what remains into runs again gives the same units as an uninterrupted run.
     """
     clips = clips.sort_values(["video_id", "start_frame"], kind="stable")  # video_id: deterministic order
-    refs = [ClipRef(**{f: getattr(row, f) for f in _CLIPREF_FIELDS}) for row in clips.itertuples(index=False)]
+    fields = [f for f in _CLIPREF_FIELDS if f in clips.columns]  # optional ones (source_caption) may be absent
+    if "source_caption" in clips:  # pandas reads a missing string as NaN; a ClipRef holds None
+        clips = clips.assign(source_caption=clips.source_caption.astype(object).where(clips.source_caption.notna(), None))
+    refs = [ClipRef(**{f: getattr(row, f) for f in fields}) for row in clips.itertuples(index=False)]
     if clips_per_unit is None:
         groups: dict[str, list[ClipRef]] = {}
         for ref in refs:

@@ -286,3 +286,21 @@ def test_caption_resumes_after_sigkill(scored, captioned, tmp_path):
     kill_when(args, tmp_path / "logs", lambda: time.monotonic() - started > 5)
     curate("caption", "--out", out, "--models", "tiny")
     pd.testing.assert_frame_equal(read_manifests(out)[1], read_manifests(captioned)[1])
+
+
+def test_source_captions_from_an_input_list_can_join_the_prompt(videos, tmp_path):
+    files = sorted(videos.glob("*.mp4"))[:2]
+    listing = tmp_path / "list.csv"
+    pd.DataFrame({"path": [str(f) for f in files], "caption": ["a red square on grey", None]}).to_csv(listing, index=False)
+    out = tmp_path / "out"
+    curate("split", listing, "--out", out)
+    curate("caption", "--out", out, "--models", "tiny", "--set", "caption.use_source_caption=true")
+    clips = read_manifests(out)[1]
+    with_source = clips.source_caption.notna()
+    assert with_source.any() and not with_source.all()  # clips with and without one were captioned
+    assert (clips[with_source].source_caption == "a red square on grey").all()  # kept as it was
+    assert (clips.caption.notna() | clips.caption_error.notna()).all()
+    plain = tmp_path / "plain"
+    shutil.copytree(out, plain)
+    curate("caption", "--out", plain, "--models", "tiny")
+    assert read_manifests(plain)[1].caption_prompt_id.iloc[0] != clips.caption_prompt_id.iloc[0]

@@ -21,7 +21,8 @@ PATCH, MERGE, TEMPORAL_PATCH = 14, 2, 2  # as in Qwen2.5-VL-7B: 28-pixel cells o
 MIN_PIXELS, MAX_PIXELS = 56 * 56, 28 * 28 * 16  # per frame: at most 16 tokens per frame pair
 FPS = 10.0
 
-# Qwen2.5-VL-Instruct's chat template (the hub's chat_template.json), verbatim.
+# A chat template rendering the layout Qwen2.5-VL-Instruct uses (default system message, one
+# <|vision_start|><|video_pad|><|vision_end|> per video), written for these tests.
 CHAT_TEMPLATE = (
     "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
     "{% for message in messages %}"

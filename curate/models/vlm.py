@@ -13,6 +13,7 @@ bf16 on CUDA (fp16 where bf16 is missing) and fp32 on the CPU.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from dataclasses import dataclass
@@ -62,6 +63,10 @@ class Captioner:
         self.dtype = next(model.parameters()).dtype
         # Generation appends to the right end of every row, so padding must be on the left.
         processor.tokenizer.padding_side = "left"
+        # Answers are decoded with a copy of the tokenizer: the stage builds the next batch's
+        # inputs in another thread meanwhile, and a Rust tokenizer used from two threads at once
+        # fails with "Already borrowed" (encoding with padding mutates it).
+        self.decoder = copy.deepcopy(processor.tokenizer)
         self.takes_video = getattr(processor, "video_processor", None) is not None
         eos = model.generation_config.eos_token_id
         self.end_ids = {eos} if isinstance(eos, int) else set(eos or [])
@@ -115,7 +120,7 @@ class Captioner:
         pixels = {key: value.to(self.dtype) for key, value in inputs.items() if "pixel_values" in key}
         output = self.model.generate(**{**inputs, **pixels}, **settings)
         new_tokens = output[:, inputs["input_ids"].shape[1] :].cpu()
-        texts = self.processor.batch_decode(new_tokens, skip_special_tokens=True)
+        texts = self.decoder.batch_decode(new_tokens, skip_special_tokens=True)
         return [self._result(text, row) for text, row in zip(texts, new_tokens.tolist(), strict=True)]
 
     def _result(self, text: str, tokens: list[int]) -> Generated:

@@ -80,36 +80,40 @@ class CaptionStage(ClipStage):
         """One dict of column values per clip, and the number of tokens generated."""
         self.setup()
         assert self.captioner is not None
-        config = self.config
         results: list[dict] = [{} for _ in clips]
-        retry: list[tuple[int, ClipFrames, Generated]] = []
         tokens = 0
+        retry: list[tuple[int, ClipFrames]] = []
         for item in background(self._batches(clips)):
             if item[0] == "error":
                 results[item[1]] = {"caption_error": item[2]}
                 continue
             _, members, inputs = item
-            answers = self.captioner.generate(inputs, self.settings())
-            tokens += sum(a.num_tokens for a in answers)
-            for (clip_no, frames), answer in zip(members, answers, strict=True):
-                if self._problem(answer) and config.retries:
-                    retry.append((clip_no, frames, answer))
-                else:
-                    results[clip_no] = self._row(answer, attempts=1)
-        for attempt in range(2, config.retries + 2):
-            failed = []
-            for start in range(0, len(retry), config.batch_size):
-                batch = retry[start : start + config.batch_size]
-                inputs = self.captioner.inputs([f for _, f, _ in batch], [self.prompt(clips[n]) for n, _, _ in batch])
-                answers = self.captioner.generate(inputs, self.settings(retry=True))
-                tokens += sum(a.num_tokens for a in answers)
-                for (clip_no, frames, _), answer in zip(batch, answers, strict=True):
-                    if self._problem(answer) and attempt <= config.retries:
-                        failed.append((clip_no, frames, answer))
-                    else:
-                        results[clip_no] = self._row(answer, attempts=attempt)
-            retry = failed
+            again, used = self._attempt(members, inputs, 1, results)
+            retry, tokens = retry + again, tokens + used
+        for attempt in range(2, self.config.retries + 2):
+            batches = [retry[i : i + self.config.batch_size] for i in range(0, len(retry), self.config.batch_size)]
+            retry = []
+            for batch in batches:
+                inputs = self.captioner.inputs([frames for _, frames in batch], [self.prompt(clips[n]) for n, _ in batch])
+                again, used = self._attempt(batch, inputs, attempt, results)
+                retry, tokens = retry + again, tokens + used
         return results, tokens
+
+    def _attempt(self, members: list[tuple[int, ClipFrames]], inputs, attempt: int, results: list[dict]) -> tuple[list, int]:
+        """Generate for one batch and store the rows of the clips that are done; return the clips
+        to try again (while retries are left) and the number of tokens generated."""
+        assert self.captioner is not None
+        if self.config.do_sample:
+            torch.manual_seed(self.config.seed)  # the same batch samples the same way on every run
+        answers = self.captioner.generate(inputs, self.settings(retry=attempt > 1))
+        retry = []
+        for (clip_no, frames), answer in zip(members, answers, strict=True):
+            row = self._row(answer, attempt)
+            if "caption_error" in row and attempt <= self.config.retries:
+                retry.append((clip_no, frames))
+            else:
+                results[clip_no] = row
+        return retry, sum(answer.num_tokens for answer in answers)
 
     def settings(self, retry: bool = False) -> dict:
         """`generate` keyword arguments for a first attempt or a retry."""
@@ -124,7 +128,6 @@ class CaptionStage(ClipStage):
             settings["no_repeat_ngram_size"] = config.retry_no_repeat_ngram_size
         if config.do_sample:
             settings.update(temperature=config.temperature, top_p=config.top_p)
-            torch.manual_seed(config.seed)
         return settings
 
     def prompt(self, clip: ClipRef) -> str:
@@ -140,9 +143,6 @@ class CaptionStage(ClipStage):
         config = self.config
         parts = [config.prompt, config.source_caption_prompt if config.use_source_caption else ""]
         return hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:10]
-
-    def _problem(self, answer: Generated) -> str | None:
-        return caption_problem(clean_caption(answer.text), answer.finished, self.config.min_words)
 
     def _row(self, answer: Generated, attempts: int) -> dict:
         row = {"caption_model": self.config.model, "caption_prompt_id": self.prompt_id, "caption_attempts": attempts}
