@@ -53,19 +53,19 @@ from curate.config import AestheticConfig  # noqa: E402
 from curate.framepool import decode_frames, frame_indices  # noqa: E402
 from curate.stages.aesthetic import AestheticStage, frame_to_input  # noqa: E402
 from curate.stages.base import Unit  # noqa: E402
-from common import make_clips, wait_for_idle  # noqa: E402  (bench/common.py)
+from common import load_averages, make_clips, sync, wait_for_idle  # noqa: E402  (bench/common.py)
 
 def time_bare(stage: AestheticStage, num_frames: int) -> float:
     """(a): the model forward alone on `num_frames` preprocessed random frames."""
     model, batch_size = stage.model, stage.config.batch_size
     prep = model.preprocess
     batch = torch.randn(batch_size, 3, prep.height, prep.width, device=model.device)
-    _sync(model.device)
+    sync(model.device)
     started = time.perf_counter()
     for first in range(0, num_frames, batch_size):
         embeddings, scores = model.forward(batch[: min(batch_size, num_frames - first)])
         scores.cpu()  # the stage reads every result back, so this does too
-    _sync(model.device)
+    sync(model.device)
     return time.perf_counter() - started
 
 
@@ -89,15 +89,6 @@ def time_decode(stage: AestheticStage, units: list[Unit]) -> float:
         for _ in decode_frames(clips, wanted, convert, config.decode_threads, 2 * config.batch_size):
             pass
     return time.perf_counter() - started
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def parse_args() -> argparse.Namespace:
@@ -141,7 +132,7 @@ def main() -> int:
         device=args.device,
     )  # random weights and head: speed does not depend on their values, and nothing is downloaded
     cpu = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-    print(f"load before: {load()}   {cpu}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    print(f"load before: {load_averages()}   {cpu}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
     clips = make_clips(OUT, count, args.width, args.height)
     per_unit = AestheticStage.clips_per_unit
     units = [Unit(f"u{i}", clips[i : i + per_unit]) for i in range(0, len(clips), per_unit)]
@@ -164,9 +155,9 @@ def main() -> int:
         timings["stage"].append(time_stage(stage, units))
         timings["decode"].append(time_decode(stage, units))
         done = ", ".join(f"{k} {v[-1]:.2f} s" for k, v in timings.items())
-        print(f"  repeat {repeat + 1}: {done}   (load {load()})")
+        print(f"  repeat {repeat + 1}: {done}   (load {load_averages()})")
     report(timings, len(clips), frames)
-    print(f"load after: {load()}")
+    print(f"load after: {load_averages()}")
     return 0
 
 

@@ -51,7 +51,7 @@ from curate.models.vlm import Captioner  # noqa: E402
 from curate.stages.base import Unit  # noqa: E402
 from curate.stages.caption import CaptionStage  # noqa: E402
 from curate.stages.clipstage import ClipRef  # noqa: E402
-from common import cpu_model, make_clips, wait_for_idle  # noqa: E402  (bench/common.py)
+from common import cpu_model, load_averages, make_clips, sync, wait_for_idle  # noqa: E402  (bench/common.py)
 
 
 def smolvlm2_256m(device: torch.device) -> Captioner:
@@ -105,12 +105,12 @@ def prepared_batches(stage: CaptionStage, clips: list[ClipRef]) -> list:
 def time_bare(stage: CaptionStage, batches: list) -> tuple[float, int]:
     """(a): `generate` alone on prepared batches; (seconds, tokens generated)."""
     captioner, settings = stage.captioner, stage.settings()
-    _sync(captioner.device)
+    sync(captioner.device)
     started = time.perf_counter()
     tokens = 0
     for inputs in batches:
         tokens += sum(answer.num_tokens for answer in captioner.generate(inputs, settings))
-    _sync(captioner.device)
+    sync(captioner.device)
     return time.perf_counter() - started, tokens
 
 
@@ -118,7 +118,7 @@ def time_stage(stage: CaptionStage, clips: list[ClipRef]) -> tuple[float, int]:
     """(b): the stage's whole `process`; (seconds, tokens generated)."""
     started = time.perf_counter()
     _, stats = stage.process(Unit("bench", clips))
-    _sync(stage.captioner.device)
+    sync(stage.captioner.device)
     return time.perf_counter() - started, stats["tokens"]
 
 
@@ -128,15 +128,6 @@ def time_inputs(stage: CaptionStage, clips: list[ClipRef]) -> float:
     for _ in stage._batches(clips):
         pass
     return time.perf_counter() - started
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def parse_args() -> argparse.Namespace:
@@ -173,7 +164,7 @@ def main() -> int:
     args = parse_args()
     count = args.clips or {"tiny": 64}.get(args.model, 8)
     cpu = f"{cpu_model()}, {os.cpu_count()} cores" if platform.system() == "Linux" else platform.processor()
-    print(f"load before: {load()}   {cpu}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    print(f"load before: {load_averages()}   {cpu}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
     clips = make_clips(OUT, count, args.width, args.height)
     stage = make_stage(args)
     captioner = stage.captioner
@@ -196,10 +187,10 @@ def main() -> int:
         timings["stage"].append(seconds)
         timings["inputs"].append(time_inputs(stage, clips))
         done = ", ".join(f"{k} {v[-1]:.2f} s" for k, v in timings.items())
-        print(f"  repeat {repeat + 1}: {done}   (load {load()})")
+        print(f"  repeat {repeat + 1}: {done}   (load {load_averages()})")
     assert tokens["bare"] == tokens["stage"] == len(clips) * args.tokens, tokens  # the same work on both sides
     report(timings, tokens, len(clips))
-    print(f"load after: {load()}")
+    print(f"load after: {load_averages()}")
     return 0
 
 

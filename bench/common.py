@@ -27,6 +27,19 @@ def cpu_model() -> str:
         return "unknown"
 
 
+def load_averages() -> str:
+    """The 1, 5 and 15-minute load averages, for printing next to timings."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def sync(device) -> None:
+    """Wait for queued CUDA work on `device` (timings must include it); nothing on the CPU."""
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
 def wait_for_idle(max_wait: float) -> None:
     """Wait (at most max_wait s) until the 1-minute load average drops under half a core."""
     deadline = time.monotonic() + max_wait

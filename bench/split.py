@@ -84,7 +84,7 @@ REPO = BENCH.parent
 OUT = BENCH / "out"
 sys.path.insert(0, str(REPO))
 
-from common import cpu_model  # noqa: E402  (bench/common.py)
+from common import cpu_model, load_averages  # noqa: E402  (bench/common.py)
 
 PYTHON = sys.executable
 SCENEDETECT = str(Path(PYTHON).parent / "scenedetect")
@@ -510,10 +510,6 @@ def machine() -> dict[str, str]:
     }
 
 
-def load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="640x360 inputs and 2 repetitions")
@@ -533,7 +529,7 @@ def main() -> int:
     print("# curate split benchmark")
     for key, value in info.items():
         print(f"{key:8} {value}")
-    load_before = load()
+    load_before = load_averages()
     print(f"load     {load_before} (1/5/15 min) before the run")
 
     files, frames, long_inputs = prepare_inputs(width, height, args.videos)
@@ -604,7 +600,7 @@ def main() -> int:
         startup_costs()
         profile_one(files[0])
 
-    load_after = load()
+    load_after = load_averages()
     print(f"\nload     {load_after} (1/5/15 min) after the run")
     if max(disturbed.values()) > 0.05 * max(best.values()) * (os.cpu_count() or 1):
         print("WARNING: other work was running on this machine during the best repetitions (see 'others');")

@@ -10,6 +10,7 @@ import dataclasses
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -219,6 +220,22 @@ def run_module(*args: str, cwd: Path | None = None, timeout: float = 120, env: d
         timeout=timeout,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
+
+
+@pytest.fixture(scope="module")
+def offline():
+    """The hub marked offline and every socket connect refused: models built from config must not
+    need the network."""
+
+    def refuse(*args, **kwargs):
+        raise OSError("network access attempted while offline")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("TRANSFORMERS_OFFLINE", "1")
+        mp.setattr(socket.socket, "connect", refuse)
+        mp.setattr(socket.socket, "connect_ex", refuse)
+        yield
 
 
 def clip_refs(path: Path, config: SplitConfig | None = None) -> list[ClipRef]:

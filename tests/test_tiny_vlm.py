@@ -1,8 +1,6 @@
 """The tiny SmolVLM2-family model through the captioning wrapper: built offline, fed a clip as a
 video, generates deterministically and identically in a left-padded batch."""
 
-import socket
-
 import numpy as np
 import pytest
 import torch
@@ -24,21 +22,6 @@ def synthetic_clip(seed: int, frames: int = FRAMES, height: int = 96, width: int
         for t in range(frames)
     ]
     return np.asarray(clip, dtype=np.uint8)
-
-
-@pytest.fixture(scope="module")
-def offline():
-    """The hub marked offline and every socket connect refused: building must not need the network."""
-
-    def refuse(*args, **kwargs):
-        raise OSError("network access attempted by the tiny VLM")
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setenv("TRANSFORMERS_OFFLINE", "1")
-        mp.setattr(socket.socket, "connect", refuse)
-        mp.setattr(socket.socket, "connect_ex", refuse)
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ each clip as a video, generates with consistent bookkeeping, batches with left p
 clip at a time, and gets frames decoded at its own pixel budget."""
 
 import math
-import socket
 
 import numpy as np
 import pytest
@@ -117,21 +116,6 @@ def build_tiny_qwen2_5_vl(seed: int = 0, dtype: torch.dtype = torch.float32):
     model.generation_config.eos_token_id = ids[IM_END]
     model.generation_config.pad_token_id = ids[PAD]
     return model.eval(), processor
-
-
-@pytest.fixture(scope="module")
-def offline():
-    """The hub marked offline and every socket connect refused: building must not need the network."""
-
-    def refuse(*args, **kwargs):
-        raise OSError("network access attempted by the tiny Qwen2.5-VL")
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setenv("TRANSFORMERS_OFFLINE", "1")
-        mp.setattr(socket.socket, "connect", refuse)
-        mp.setattr(socket.socket, "connect_ex", refuse)
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from curate.manifest import to_table
 from curate.models.clip import AestheticModel, Preprocess, embedding_dim, fetch_weights, load_aesthetic_model
 from curate.models.errors import ModelUnavailable
 from curate.stages.base import Unit
-from curate.stages.clipstage import ClipRef, ClipStage
+from curate.stages.clipstage import ClipRef, ClipStage, model_workers
 
 # open_clip's names for resampling filters → swscale's.
 _INTERPOLATION = {"bicubic": "BICUBIC", "bilinear": "BILINEAR", "nearest": "POINT", "lanczos": "LANCZOS", "area": "AREA"}
@@ -49,12 +49,7 @@ class AestheticStage(ClipStage):
 
     @property
     def default_workers(self) -> int:
-        """One worker per GPU; on the CPU a single worker, since torch already uses every core."""
-        import torch
-
-        if self.config.device in ("auto", "cuda") and torch.cuda.is_available():
-            return max(1, torch.cuda.device_count())
-        return 1
+        return model_workers(self.config.device)
 
     def prepare(self) -> None:
         fetch_weights(self.config)

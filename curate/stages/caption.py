@@ -30,7 +30,7 @@ from curate.framepool import background, decode_frames, frame_indices, uniform_p
 from curate.manifest import to_table
 from curate.models.vlm import Captioner, ClipFrames, Generated, fetch_model, load_captioner
 from curate.stages.base import Unit
-from curate.stages.clipstage import ClipRef, ClipStage
+from curate.stages.clipstage import ClipRef, ClipStage, model_workers
 
 
 class CaptionStage(ClipStage):
@@ -54,10 +54,7 @@ class CaptionStage(ClipStage):
 
     @property
     def default_workers(self) -> int:
-        """One worker per GPU; on the CPU a single worker, since torch already uses every core."""
-        if self.config.device in ("auto", "cuda") and torch.cuda.is_available():
-            return max(1, torch.cuda.device_count())
-        return 1
+        return model_workers(self.config.device)
 
     def prepare(self) -> None:
         fetch_model(self.config.model)

@@ -75,3 +75,13 @@ class ClipStage(Stage):
     def failed(self, unit: Unit, message: str) -> tuple[dict, dict]:
         rows = [{"clip_id": clip.clip_id, self.error_column: message} for clip in unit.payload]
         return {"scores": to_table(rows, self.schema)}, {"clips": len(rows), "frames": 0}
+
+
+def model_workers(device: str) -> int:
+    """Workers for a model stage on `device`: one per GPU, or a single one on the CPU, where torch
+    already uses every core."""
+    import torch
+
+    if device in ("auto", "cuda") and torch.cuda.is_available():
+        return max(1, torch.cuda.device_count())
+    return 1
