@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m curate",
         description=(
-            "Curate raw video into clean single-shot clips: split, score motion and aesthetics, caption, filter. "
+            "Curate raw video into clean single-shot clips: split, score motion and aesthetics, caption, filter, pack into shards. "
             "Every stage reads and writes parquet manifests under OUT/manifests and resumes when run again."
         ),
     )
@@ -122,6 +122,20 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         example="caption.num_frames=16 caption.max_new_tokens=200",
         models=True,
+    )
+
+    _add_clip_stage(
+        commands,
+        "pack",
+        help="re-encode the kept clips into WebDataset tar shards (mp4 + caption + metadata)",
+        description=(
+            "Decode each video once, re-encode every kept clip frame-accurately to H.264 at pack.short_side "
+            "(or a pack.crop_width x pack.crop_height centre crop) and pack.fps, and write samples "
+            "<key>.mp4, <key>.txt (caption) and <key>.json (the clip's manifest row) into "
+            "OUT/shards/<prefix>-000000.tar, ... with a wids index OUT/shards/index.json; clips.parquet "
+            "gets shard and key. The same manifests give the same bytes; interrupted runs resume."
+        ),
+        example="pack.short_side=256 pack.fps=16 pack.max_shard_bytes=500000000",
     )
 
     filter = commands.add_parser(
@@ -184,6 +198,12 @@ def _clip_stage(args: argparse.Namespace) -> int:
     if stats.tokens and stats.seconds:
         speed += f", {stats.tokens / stats.seconds:.0f} tokens/s"
     print(f"{args.stage}: {stats.clips} clips scored in {stats.units - stats.skipped} units, {stats.seconds:.1f} s{speed}")
+    if stats.shards is not None:
+        shards = stats.shards
+        print(
+            f"shards: {shards.shards} in {args.out}/shards ({shards.written} written now), {shards.samples} samples, "
+            f"{shards.bytes / 1e9:.2f} GB" + (f"; {shards.uncaptioned} samples have no caption" if shards.uncaptioned else "")
+        )
     print(summarize(layout))
     return _report_failures(stats.failed, [], what="batches of clips")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,9 @@ def _threshold(default: Any, help: str) -> Any:
 
 
 def _runtime(default: Any, help: str) -> Any:
-    """A field that changes how fast work runs, not its results (batch sizes, thread counts). It is
-    left out of the section hash, so changing it reuses every stored result."""
+    """A field that leaves a stage's stored per-unit results as they are: how fast work runs
+    (batch sizes, thread counts) or how finished results are grouped (shard sizes). It is left
+    out of the section hash, so changing it reuses every stored result."""
     return field(default=default, metadata={"help": help, "runtime": True})
 
 
@@ -224,6 +226,42 @@ class CaptionConfig:
 
 
 @dataclass
+class PackConfig:
+    """Re-encoding kept clips into WebDataset shards (`curate pack`)."""
+
+    short_side: int = _field(480, "Short side of the packed videos in pixels, aspect kept (0 = the source's).")
+    crop_width: int = _field(0, "With crop_height: scale to cover this shape, then centre-crop to it (0 = no crop).")
+    crop_height: int = _field(0, "With crop_width: the fixed output height (0 = no crop).")
+    fps: float = _field(0.0, "Frame rate of the packed videos: frames are dropped or repeated to reach it (0 = the source's).")
+    crf: int = _field(20, "x264 constant rate factor: lower is better quality and bigger files (18-23 is usual).")
+    preset: str = _field("fast", "x264 preset: ultrafast ... veryslow (slower is smaller at the same quality).")
+    encode_threads: int = _field(1, "x264 threads per clip (the output depends on it; workers give the parallelism).")
+    max_shard_bytes: int = _runtime(1_000_000_000, "A shard is closed before it would pass this size (0 = no limit).")
+    max_shard_samples: int = _runtime(0, "A shard is closed at this many samples (0 = no limit).")
+    prefix: str = _runtime("clips", "Shard file names: OUT/shards/<prefix>-000000.tar, ...")
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.short_side <= 8192 and self.short_side != 1, "pack.short_side must be 0 or in [2, 8192]")
+        _require(
+            (self.crop_width == 0) == (self.crop_height == 0) and self.crop_width >= 0 and self.crop_height >= 0,
+            "pack.crop_width and pack.crop_height must both be 0 or both be set",
+        )
+        _require(self.fps >= 0, "pack.fps must be >= 0")
+        _require(0 <= self.crf <= 51, "pack.crf must be in [0, 51]")
+        _require(
+            self.preset in ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"),
+            "pack.preset must be an x264 preset (ultrafast ... veryslow)",
+        )
+        _require(self.encode_threads >= 1, "pack.encode_threads must be >= 1")
+        _require(self.max_shard_bytes >= 0 and self.max_shard_samples >= 0, "pack.max_shard_bytes/max_shard_samples must be >= 0")
+        _require(bool(re.fullmatch(r"[A-Za-z0-9_.-]+", self.prefix)), "pack.prefix must be a plain file name part")
+
+    @property
+    def crop(self) -> tuple[int, int] | None:
+        return (self.crop_width, self.crop_height) if self.crop_width else None
+
+
+@dataclass
 class Config:
     """The whole pipeline's settings, one section per stage."""
 
@@ -231,6 +269,7 @@ class Config:
     motion: MotionConfig = field(default_factory=MotionConfig)
     aesthetic: AestheticConfig = field(default_factory=AestheticConfig)
     caption: CaptionConfig = field(default_factory=CaptionConfig)
+    pack: PackConfig = field(default_factory=PackConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

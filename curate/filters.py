@@ -13,12 +13,12 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from curate.config import AestheticConfig, CaptionConfig, Config, MotionConfig
+from curate.config import AestheticConfig, CaptionConfig, Config, MotionConfig, PackConfig
 
 # The clip stages in pipeline order: a stage scores only clips no earlier stage dropped.
-CLIP_STAGES = ("motion", "aesthetic", "caption")
+CLIP_STAGES = ("motion", "aesthetic", "caption", "pack")
 # The column that says a stage has scored a clip.
-SCORE_COLUMNS = {"motion": "motion_score", "aesthetic": "aesthetic_score", "caption": "caption"}
+SCORE_COLUMNS = {"motion": "motion_score", "aesthetic": "aesthetic_score", "caption": "caption", "pack": "key"}
 
 Rule = Callable[[pd.DataFrame, object], list[tuple[str, pd.Series]]]
 
@@ -52,7 +52,16 @@ def _caption_rules(clips: pd.DataFrame, config: CaptionConfig) -> list[tuple[str
     return [("caption_failed", _column(clips, "caption_error", object).notna())]
 
 
-_RULES: dict[str, Rule] = {"motion": _motion_rules, "aesthetic": _aesthetic_rules, "caption": _caption_rules}
+def _pack_rules(clips: pd.DataFrame, config: PackConfig) -> list[tuple[str, pd.Series]]:
+    return [("pack_failed", _column(clips, "pack_error", object).notna())]
+
+
+_RULES: dict[str, Rule] = {
+    "motion": _motion_rules,
+    "aesthetic": _aesthetic_rules,
+    "caption": _caption_rules,
+    "pack": _pack_rules,
+}
 
 # Every reason a rule can give, for docs and status output.
 REASONS = {
@@ -62,6 +71,7 @@ REASONS = {
     "aesthetic_failed": "the aesthetic stage could not read the clip's frames",
     "low_aesthetic": "aesthetic_score < aesthetic.min",
     "caption_failed": "no usable caption: frames unreadable, or empty, truncated or looping twice (see caption_error, caption_raw)",
+    "pack_failed": "the clip's frames could not all be decoded for re-encoding (see pack_error)",
 }
 
 

@@ -61,6 +61,7 @@ class OutputLayout:
         self.clips = self.manifests / "clips.parquet"
         self.config = self.manifests / "config.yaml"
         self.work = self.manifests / ".work"
+        self.shards = self.out / "shards"
 
     def stage_work(self, stage: str, config_hash: str) -> Path:
         """Per-unit parts of one stage under one config: other settings never reuse them."""
