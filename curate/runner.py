@@ -236,6 +236,9 @@ def _left_join(left: pa.Table, right: pa.Table) -> pa.Table:
     if right.num_columns <= 1:
         return left
     order = "__row__"
+    # A clips.parquet rewritten by pandas holds large_string ids; the join needs one type.
+    key_type = left.schema.field("clip_id").type
+    right = right.set_column(right.schema.get_field_index("clip_id"), "clip_id", right.column("clip_id").cast(key_type))
     joined = left.append_column(order, pa.array(range(left.num_rows), pa.int64())).join(right, "clip_id", join_type="left outer")
     return joined.sort_by(order).drop_columns([order])
 

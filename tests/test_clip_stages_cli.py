@@ -13,17 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import kill_when, read_manifests, run_module
+from conftest import curate, kill_when, read_manifests, run_module
 
 MOTION_COLUMNS = ["motion_score", "motion_min_region", "motion_static_frac", "motion_max_jump", "motion_method", "motion_error"]
-
-
-def curate(*args) -> str:
-    quiet = ["--quiet"] if args[0] in ("split", "motion", "aesthetic", "caption") else []
-    result = run_module(*args, *quiet)
-    assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr
-    return result.stdout
 
 
 @pytest.fixture(scope="module")
