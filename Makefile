@@ -16,22 +16,20 @@ install: $(VENV)
 
 demo: $(VENV)
 	$(PY) -m curate.samples $(DEMO_DIR)/videos
-	$(PY) -m curate split $(DEMO_DIR)/videos --out $(DEMO_DIR)
-	$(PY) -m curate motion --out $(DEMO_DIR)
-	@# Tiny random CLIP models (offline): their aesthetic scores are placeholders, so the demo keeps every clip.
-	$(PY) -m curate aesthetic --out $(DEMO_DIR) --models tiny --set aesthetic.min=0
-	@# A tiny random SmolVLM2 (offline): its captions are random words, but they go through the real path.
-	$(PY) -m curate caption --out $(DEMO_DIR) --models tiny
+	@# Every stage in one command, offline. Tiny random models: aesthetic scores are placeholders (so
+	@# aesthetic.min=0 keeps every clip) and captions are random words, but both go through the real path.
+	$(PY) -m curate run $(DEMO_DIR)/videos --out $(DEMO_DIR) --models tiny --set aesthetic.min=0 pack.short_side=256
 	@echo
 	@$(PY) -c "import pandas as pd; pd.set_option('display.width', 160); \
 	v = pd.read_parquet('$(DEMO_DIR)/manifests/videos.parquet'); \
 	c = pd.read_parquet('$(DEMO_DIR)/manifests/clips.parquet'); \
 	v['file'] = v.path.str.rsplit('/', n=1).str[-1]; c['file'] = c.path.str.rsplit('/', n=1).str[-1]; \
 	print(v[['file', 'status', 'num_frames', 'cut_frames', 'cut_kinds']].to_string(index=False)); print(); \
-	print(c[['file', 'start_frame', 'end_frame', 'motion_score', 'motion_max_jump', 'aesthetic_score', 'drop_reason']].round(4).to_string(index=False)); print(); \
+	print(c[['file', 'start_frame', 'end_frame', 'motion_score', 'motion_max_jump', 'aesthetic_score', 'drop_reason', 'shard']].round(4).to_string(index=False)); print(); \
 	print(c[c.caption.notna()][['file', 'start_frame', 'caption_attempts', 'caption']].head(8).to_string(index=False, max_colwidth=90))"
 	@echo
 	@echo "Manifests: $(DEMO_DIR)/manifests/videos.parquet, $(DEMO_DIR)/manifests/clips.parquet, CLIP embeddings in $(DEMO_DIR)/manifests/embeddings/"
+	@echo "Shards:    $(DEMO_DIR)/shards/*.tar (WebDataset: <key>.mp4, <key>.txt, <key>.json), index $(DEMO_DIR)/shards/index.json"
 	@echo "Read them with: import pandas as pd; pd.read_parquet('$(DEMO_DIR)/manifests/clips.parquet')"
 	@echo "Re-tune without recomputing: $(PY) -m curate filter --out $(DEMO_DIR) --set motion.min=0.01"
 

@@ -50,13 +50,17 @@ def _add_clip_stage(commands, name: str, help: str, description: str, example: s
     parser = commands.add_parser(name, help=help, description=f"{description} {_THRESHOLDS_NOTE}")
     _add_common(parser, example)
     if models:
-        parser.add_argument(
-            "--models",
-            choices=["default", "tiny"],
-            default="default",
-            help="default: the real models of the config; tiny: small random models built offline (tests, demo)",
-        )
+        _add_models(parser)
     parser.set_defaults(func=_clip_stage, stage=name)
+
+
+def _add_models(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--models",
+        choices=["default", "tiny"],
+        default="default",
+        help="default: the real models of the config; tiny: small random models built offline (tests, demo)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,6 +142,22 @@ def build_parser() -> argparse.ArgumentParser:
         example="pack.short_side=256 pack.fps=16 pack.max_shard_bytes=500000000",
     )
 
+    run = commands.add_parser(
+        "run",
+        help="split, motion, aesthetic, caption and pack in one command, resuming whatever is done",
+        description=(
+            "Run every stage in order on the inputs: split, motion, aesthetic, caption, pack. Each stage "
+            "skips the work already done (under the same settings), so running the command again after "
+            "an interruption, or after adding inputs, does only what is missing. One --config file holds "
+            "every stage's settings (`python -m curate config` prints them). --workers applies to split, "
+            f"motion and pack; the model stages use one worker per GPU, or one on the CPU. {_THRESHOLDS_NOTE}"
+        ),
+    )
+    run.add_argument("inputs", nargs="+", metavar="INPUT", help=_INPUT_HELP)
+    _add_common(run, "caption.num_frames=16 pack.short_side=256")
+    _add_models(run)
+    run.set_defaults(func=_run)
+
     filter = commands.add_parser(
         "filter",
         help="re-apply thresholds to the stored scores (seconds; no model, no video)",
@@ -194,18 +214,51 @@ def _clip_stage(args: argparse.Namespace) -> int:
 
     layout, config = _load(args)
     stats = run_clip_stage(args.stage, layout, config, args.workers, progress=not args.quiet)
+    _print_stage(args.stage, stats, args.out)
+    print(summarize(layout))
+    return _report_failures(stats.failed, [], what="batches of clips")
+
+
+_DONE_WORD = {"caption": "captioned", "pack": "encoded"}
+
+
+def _print_stage(stage: str, stats, out: str) -> None:
+    """One line on what a stage run did (and one on the shards after pack)."""
     speed = f", {stats.clips / stats.seconds:.1f} clips/s" if stats.clips and stats.seconds else ""
     if stats.tokens and stats.seconds:
         speed += f", {stats.tokens / stats.seconds:.0f} tokens/s"
-    print(f"{args.stage}: {stats.clips} clips scored in {stats.units - stats.skipped} units, {stats.seconds:.1f} s{speed}")
+    print(f"{stage}: {stats.clips} clips {_DONE_WORD.get(stage, 'scored')} in {stats.units - stats.skipped} units, {stats.seconds:.1f} s{speed}")
     if stats.shards is not None:
         shards = stats.shards
         print(
-            f"shards: {shards.shards} in {args.out}/shards ({shards.written} written now), {shards.samples} samples, "
+            f"shards: {shards.shards} in {out}/shards ({shards.written} written now), {shards.samples} samples, "
             f"{shards.bytes / 1e9:.2f} GB" + (f"; {shards.uncaptioned} samples have no caption" if shards.uncaptioned else "")
         )
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Every stage in order; a stage's failed units are reported at the end, the others go on."""
+    import time
+
+    from curate.filters import CLIP_STAGES
+    from curate.runner import run_clip_stage, run_split, summarize
+
+    started = time.perf_counter()
+    layout, config = _load(args)
+    inputs = collect_inputs(args.inputs)
+    if not inputs:
+        raise InputError("no video files found in the given inputs")
+    stats = run_split(inputs, layout, config, args.workers, progress=not args.quiet)
+    print(f"split: {stats.units - stats.skipped} videos processed, {stats.skipped} already done, {stats.seconds:.1f} s")
+    failed = dict(stats.failed)
+    for stage in CLIP_STAGES:
+        workers = args.workers if stage in ("motion", "pack") else None  # model stages: their own default
+        stats = run_clip_stage(stage, layout, config, workers, progress=not args.quiet)
+        _print_stage(stage, stats, args.out)
+        failed.update(stats.failed)
     print(summarize(layout))
-    return _report_failures(stats.failed, [], what="batches of clips")
+    print(f"run: {time.perf_counter() - started:.1f} s in all")
+    return _report_failures(failed, inputs, what="units")
 
 
 def _filter(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ is recomputed from all the stored scores with the folder's thresholds after ever
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import sys
@@ -22,9 +23,10 @@ import pyarrow.parquet as pq
 import yaml
 from tqdm import tqdm
 
-from curate.config import Config, load_config
+from curate.config import Config, ConfigError, load_config
 from curate.filters import CLIP_STAGES, REASONS, SCORE_COLUMNS, drop_reasons
 from curate.executor import LocalExecutor, is_done, part_path
+from curate.packing import INDEX_NAME
 from curate.inputs import InputError, VideoInput
 from curate.manifest import CLIP_SCHEMA, VIDEO_SCHEMA, OutputLayout, concat_parts, write_parquet_atomic, write_text_atomic
 from curate.stages.base import Stage, Unit
@@ -285,15 +287,39 @@ def _publish(work_dir: Path, table: str, folder: Path) -> None:
             os.replace(tmp, target)
 
 
-def _stage_line(clips: pd.DataFrame, stage: str, config: Config) -> list[str]:
-    """How far a clip stage has got: clips scored, and kept clips it has still to score."""
+def _stage_line(clips: pd.DataFrame, stage: str, config: Config, units_done: int) -> list[str]:
+    """How far a clip stage has got: units finished under its last settings, clips it has
+    scored, and kept clips it has still to score."""
     column, error = SCORE_COLUMNS[stage], f"{stage}_error"
     if column not in clips:
         return []
     scored = clips[column].notna() | clips.get(error, pd.Series(None, index=clips.index)).notna()
     waiting = drop_reasons(clips, config, before=stage).isna() & ~scored
-    line = f"  {stage}: {int(scored.sum())} scored"
-    return [line + (f", {int(waiting.sum())} kept clips not scored yet (run `python -m curate {stage}`)" if waiting.any() else "")]
+    line = f"  {stage}: {units_done} unit{'' if units_done == 1 else 's'} done, {int(scored.sum())} clips {_DONE_WORD.get(stage, 'scored')}"
+    return [line + (f", {int(waiting.sum())} kept clips waiting (run `python -m curate {stage}`)" if waiting.any() else "")]
+
+
+_DONE_WORD = {"caption": "captioned", "pack": "packed"}
+
+
+def _units_done(layout: OutputLayout, stage: str) -> int:
+    """Finished units of `stage` under the settings it last ran with (saved in config.yaml)."""
+    if not layout.config.exists():
+        return 0
+    try:
+        saved = load_config(layout.config)
+    except ConfigError:  # a hand-edited file: the count is only informative
+        return 0
+    return len(list(layout.stage_work(stage, saved.section_hash(stage)).glob("*.done")))
+
+
+def _shards_line(layout: OutputLayout) -> list[str]:
+    index = layout.shards / INDEX_NAME
+    if not index.exists():
+        return []
+    shards = json.loads(index.read_text())["shardlist"]
+    size = sum(s.get("filesize", 0) for s in shards)
+    return [f"shards:    {len(shards)} in {layout.shards}/, {sum(s['nsamples'] for s in shards)} samples, {size / 1e9:.2f} GB"]
 
 
 def summarize(layout: OutputLayout) -> str:
@@ -320,7 +346,8 @@ def summarize(layout: OutputLayout) -> str:
         lines.append(f"clips:     {len(clips)} ({len(kept)} kept, {seconds / 3600:.2f} h kept)")
         config = load_config(remembered=layout.config)  # the folder's thresholds
         for stage in CLIP_STAGES:
-            lines.extend(_stage_line(clips, stage, config))
+            lines.extend(_stage_line(clips, stage, config, _units_done(layout, stage)))
         for reason, count in clips.drop_reason.value_counts().items():
             lines.append(f"  dropped ({reason}): {count}" + (f"  [{REASONS[reason]}]" if reason in REASONS else ""))
+    lines.extend(_shards_line(layout))
     return "\n".join(lines)

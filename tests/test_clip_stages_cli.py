@@ -97,7 +97,8 @@ def test_status_counts_clips_per_drop_reason(scored):
     _, clips = read_manifests(scored)
     for reason, count in clips.drop_reason.value_counts().items():
         assert f"dropped ({reason}): {count}" in stdout
-    assert f"motion: {clips.motion_score.notna().sum()} scored" in stdout
+    videos = clips.video_id.nunique()  # motion works one video per unit
+    assert f"motion: {videos} units done, {clips.motion_score.notna().sum()} clips scored" in stdout
 
 
 def test_new_videos_keep_old_scores_and_only_new_clips_are_scored(scored, videos, tmp_path, pan_flash):
@@ -112,7 +113,7 @@ def test_new_videos_keep_old_scores_and_only_new_clips_are_scored(scored, videos
     assert new.sum() >= 1 and resplit[new].motion_score.isna().all()
     kept_scores = resplit[~new].set_index("clip_id").motion_score
     pd.testing.assert_series_equal(kept_scores, before.set_index("clip_id").motion_score.loc[kept_scores.index])
-    assert "kept clips not scored yet" in curate("status", "--out", out)
+    assert "kept clips waiting (run `python -m curate motion`)" in curate("status", "--out", out)
     stdout = curate("motion", "--out", out)
     assert f"motion: {new.sum()} clips scored" in stdout
     _, after = read_manifests(out)
@@ -236,7 +237,7 @@ def test_caption_answers_exactly_the_clips_earlier_stages_kept(captioned):
     assert answered.tolist() == kept_by_motion(clips).tolist() and answered.any()
     assert (clips.drop_reason == "caption_failed").tolist() == clips.caption_error.notna().tolist()
     assert (clips[answered].caption_model == "tiny").all()
-    assert f"caption: {int(answered.sum())} scored" in curate("status", "--out", captioned)
+    assert f"caption: 1 unit done, {int(answered.sum())} clips captioned" in curate("status", "--out", captioned)
 
 
 def test_failed_captions_are_dropped_with_their_raw_text(scored, tmp_path):
@@ -256,7 +257,7 @@ def test_failed_captions_are_dropped_with_their_raw_text(scored, tmp_path):
 def test_running_caption_again_is_a_no_op(captioned, tmp_path):
     out = copy_out(captioned, tmp_path)
     stdout = curate("caption", "--out", out, "--models", "tiny")
-    assert "caption: 0 clips scored" in stdout
+    assert "caption: 0 clips captioned" in stdout
     pd.testing.assert_frame_equal(read_manifests(out)[1], read_manifests(captioned)[1])
 
 
