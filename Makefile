@@ -19,6 +19,7 @@ demo: $(VENV)
 	@# Every stage in one command, offline. Tiny random models: aesthetic scores are placeholders (so
 	@# aesthetic.min=0 keeps every clip) and captions are random words, but both go through the real path.
 	$(PY) -m curate run $(DEMO_DIR)/videos --out $(DEMO_DIR) --models tiny --set aesthetic.min=0 pack.short_side=256
+	$(PY) -m curate report --out $(DEMO_DIR)
 	@echo
 	@$(PY) -c "import pandas as pd; pd.set_option('display.width', 160); \
 	v = pd.read_parquet('$(DEMO_DIR)/manifests/videos.parquet'); \
@@ -30,6 +31,7 @@ demo: $(VENV)
 	@echo
 	@echo "Manifests: $(DEMO_DIR)/manifests/videos.parquet, $(DEMO_DIR)/manifests/clips.parquet, CLIP embeddings in $(DEMO_DIR)/manifests/embeddings/"
 	@echo "Shards:    $(DEMO_DIR)/shards/*.tar (WebDataset: <key>.mp4, <key>.txt, <key>.json), index $(DEMO_DIR)/shards/index.json"
+	@echo "Report:    $(DEMO_DIR)/report/index.html (open it in a browser)"
 	@echo "Read them with: import pandas as pd; pd.read_parquet('$(DEMO_DIR)/manifests/clips.parquet')"
 	@echo "Re-tune without recomputing: $(PY) -m curate filter --out $(DEMO_DIR) --set motion.min=0.01"
 

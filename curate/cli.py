@@ -169,6 +169,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(filter, "motion.min=0.01 aesthetic.min=5")
     filter.set_defaults(func=_filter)
 
+    report = commands.add_parser(
+        "report",
+        help="write OUT/report/index.html: totals, score histograms, a filterable grid of clip previews",
+        description=(
+            "Write one self-contained HTML page (it opens offline, nothing beside it) with the run's totals, "
+            "the drop reasons, a histogram of every score, and a grid of clips with animated previews, "
+            "captions and scores that can be filtered by drop reason and sorted by score."
+        ),
+    )
+    report.add_argument("--out", default=".", help="output folder (default: .)")
+    report.add_argument("--max-clips", type=int, default=300, help="clips in the grid; more are sampled evenly (default 300)")
+    report.set_defaults(func=_report)
+
     status = commands.add_parser("status", help="summarise the manifests in an output folder")
     status.add_argument("--out", default=".", help="output folder (default: .)")
     status.set_defaults(func=_status)
@@ -301,6 +314,20 @@ def _status(args: argparse.Namespace) -> int:
     if not layout.videos.exists():
         raise InputError(f"no manifests in {layout.manifests}/ (run `python -m curate split INPUT... --out {args.out}` first)")
     print(summarize(layout))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from curate.manifest import OutputLayout
+    from curate.report import build_report
+    from curate.runner import require_clips
+
+    layout = OutputLayout(args.out)
+    require_clips(layout)
+    if args.max_clips < 1:
+        raise ConfigError("--max-clips must be at least 1")
+    path = build_report(layout, layout.out / "report", max_clips=args.max_clips)
+    print(f"report: {path} (open it in a browser; it needs nothing else)")
     return 0
 
 

@@ -131,7 +131,7 @@ def _with_inputs(table: pa.Table, current: dict[str, VideoInput]) -> pa.Table:
 def run_clip_stage(name: str, layout: OutputLayout, config: Config, workers: int | None, progress: bool = True) -> RunStats:
     """Score every kept clip the stage has not scored under these settings (resuming earlier
     work), then put the stage's columns into clips.parquet and re-apply the filters."""
-    _require_clips(layout)
+    require_clips(layout)
     started = time.perf_counter()
     stage = make_clip_stage(name, config)
     work_dir = layout.stage_work(name, config.section_hash(name))
@@ -155,7 +155,7 @@ def run_clip_stage(name: str, layout: OutputLayout, config: Config, workers: int
     return stats
 
 
-def _require_clips(layout: OutputLayout) -> None:
+def require_clips(layout: OutputLayout) -> None:
     """Clip stages and `filter` work on clips.parquet: say how to make it when it is missing."""
     if not layout.clips.exists():
         raise InputError(f"no clips manifest in {layout.manifests}/ (run `python -m curate split INPUT... --out {layout.out}` first)")
@@ -254,7 +254,7 @@ def _with_drop_reasons(clips: pa.Table, config: Config) -> pa.Table:
 def refilter(layout: OutputLayout, config: Config) -> tuple[int, int]:
     """Re-apply `config`'s thresholds to the stored scores (`curate filter`): no model, no video.
     Returns the number of kept clips before and after."""
-    _require_clips(layout)
+    require_clips(layout)
     clips = pq.read_table(layout.clips)
     kept_before = clips.column("drop_reason").null_count  # null drop_reason = kept
     clips = _with_drop_reasons(clips, config)
