@@ -30,7 +30,7 @@ from curate.packing import INDEX_NAME
 from curate.inputs import InputError, VideoInput
 from curate.manifest import CLIP_SCHEMA, VIDEO_SCHEMA, OutputLayout, concat_parts, write_parquet_atomic, write_text_atomic
 from curate.stages.base import Stage, Unit
-from curate.stages.clipstage import ClipRef
+from curate.stages.clipstage import UNIT_SIZES, ClipRef
 
 _CLIPREF_FIELDS = [f for f in ClipRef.__dataclass_fields__]
 
@@ -295,7 +295,8 @@ def _stage_line(clips: pd.DataFrame, stage: str, config: Config, units_done: int
         return []
     scored = clips[column].notna() | clips.get(error, pd.Series(None, index=clips.index)).notna()
     waiting = drop_reasons(clips, config, before=stage).isna() & ~scored
-    line = f"  {stage}: {units_done} unit{'' if units_done == 1 else 's'} done, {int(scored.sum())} clips {_DONE_WORD.get(stage, 'scored')}"
+    total = units_done + len(clip_units(clips[waiting], UNIT_SIZES[stage]))
+    line = f"  {stage}: {units_done}/{total} units done, {int(scored.sum())} clips {_DONE_WORD.get(stage, 'scored')}"
     return [line + (f", {int(waiting.sum())} kept clips waiting (run `python -m curate {stage}`)" if waiting.any() else "")]
 
 

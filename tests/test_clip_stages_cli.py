@@ -98,7 +98,7 @@ def test_status_counts_clips_per_drop_reason(scored):
     for reason, count in clips.drop_reason.value_counts().items():
         assert f"dropped ({reason}): {count}" in stdout
     videos = clips.video_id.nunique()  # motion works one video per unit
-    assert f"motion: {videos} units done, {clips.motion_score.notna().sum()} clips scored" in stdout
+    assert f"motion: {videos}/{videos} units done, {clips.motion_score.notna().sum()} clips scored" in stdout
 
 
 def test_new_videos_keep_old_scores_and_only_new_clips_are_scored(scored, videos, tmp_path, pan_flash):
@@ -237,7 +237,7 @@ def test_caption_answers_exactly_the_clips_earlier_stages_kept(captioned):
     assert answered.tolist() == kept_by_motion(clips).tolist() and answered.any()
     assert (clips.drop_reason == "caption_failed").tolist() == clips.caption_error.notna().tolist()
     assert (clips[answered].caption_model == "tiny").all()
-    assert f"caption: 1 unit done, {int(answered.sum())} clips captioned" in curate("status", "--out", captioned)
+    assert f"caption: 1/1 units done, {int(answered.sum())} clips captioned" in curate("status", "--out", captioned)
 
 
 def test_failed_captions_are_dropped_with_their_raw_text(scored, tmp_path):

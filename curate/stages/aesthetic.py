@@ -29,7 +29,7 @@ from curate.manifest import to_table
 from curate.models.clip import AestheticModel, Preprocess, embedding_dim, fetch_weights, load_aesthetic_model
 from curate.models.errors import ModelUnavailable
 from curate.stages.base import Unit
-from curate.stages.clipstage import ClipRef, ClipStage, model_workers
+from curate.stages.clipstage import UNIT_SIZES, ClipRef, ClipStage, model_workers
 
 # open_clip's names for resampling filters → swscale's.
 _INTERPOLATION = {"bicubic": "BICUBIC", "bilinear": "BILINEAR", "nearest": "POINT", "lanczos": "LANCZOS", "area": "AREA"}
@@ -39,7 +39,7 @@ class AestheticStage(ClipStage):
     """CLIP aesthetic scores and embeddings for batches of clips."""
 
     name = "aesthetic"
-    clips_per_unit = 64
+    clips_per_unit = UNIT_SIZES["aesthetic"]
     columns = pa.schema([("aesthetic_score", pa.float32())])
     extra_tables = ("embeddings",)
 

@@ -30,14 +30,14 @@ from curate.framepool import background, decode_frames, frame_indices, uniform_p
 from curate.manifest import to_table
 from curate.models.vlm import Captioner, ClipFrames, Generated, fetch_model, load_captioner
 from curate.stages.base import Unit
-from curate.stages.clipstage import ClipRef, ClipStage, model_workers
+from curate.stages.clipstage import UNIT_SIZES, ClipRef, ClipStage, model_workers
 
 
 class CaptionStage(ClipStage):
     """Captions for batches of clips."""
 
     name = "caption"
-    clips_per_unit = 32
+    clips_per_unit = UNIT_SIZES["caption"]
     columns = pa.schema(
         [
             ("caption", pa.string()),

@@ -16,6 +16,12 @@ from curate.manifest import to_table
 from curate.stages.base import Stage, Unit
 
 
+# Clips per unit of each clip stage: None = every clip of one video (the file opened once), a
+# number = fixed runs of that many clips (model stages want big batches). Here, not only on the
+# stage classes, so `curate status` can count units without importing torch.
+UNIT_SIZES: dict[str, int | None] = {"motion": None, "aesthetic": 64, "caption": 32, "pack": None}
+
+
 @dataclass(frozen=True)
 class ClipRef:
     """One clip as a stage sees it: where its frames are, from its clips.parquet row."""

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from curate.config import MotionConfig
 from curate.motion import P_FRAME, WINDOW_S, FlowMotion, LumaJumps, MotionResult, VectorMotion
-from curate.stages.clipstage import ClipRef, ClipStage
+from curate.stages.clipstage import UNIT_SIZES, ClipRef, ClipStage
 from curate.videoio import DecodeLog, VideoError, iter_spans, luma, open_video
 
 # P-frame measurements after which `auto` trusts the clip's motion vectors and stops the flow.
@@ -28,7 +28,7 @@ class MotionStage(ClipStage):
     """Scores every clip's motion; `curate.filters` drops static and extreme clips from them."""
 
     name = "motion"
-    clips_per_unit = None
+    clips_per_unit = UNIT_SIZES["motion"]
     columns = pa.schema(
         [
             ("motion_score", pa.float32()),

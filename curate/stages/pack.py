@@ -21,7 +21,7 @@ from curate.encoding import ClipEncoder, output_frames
 from curate.manifest import to_table
 from curate.shards import sample_key
 from curate.stages.base import Unit
-from curate.stages.clipstage import ClipRef, ClipStage
+from curate.stages.clipstage import UNIT_SIZES, ClipRef, ClipStage
 from curate.videoio import DecodeLog, VideoError, iter_spans, open_video
 
 SAMPLES_SCHEMA = pa.schema([("key", pa.string()), ("mp4", pa.binary())])
@@ -31,7 +31,7 @@ class PackStage(ClipStage):
     """Encodes clips; the runner writes them into shards."""
 
     name = "pack"
-    clips_per_unit = None
+    clips_per_unit = UNIT_SIZES["pack"]
     columns = pa.schema(
         [
             ("key", pa.string()),
