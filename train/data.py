@@ -1,0 +1,254 @@
+"""Streaming training clips from the shards `curate pack` writes, with no conversion step.
+
+The pipeline keeps shuffling honest across nodes and workers (open_clip's order): the shard list
+is shuffled with seed + epoch, split by node (rank), then by DataLoader worker; each worker reads
+its tars, shuffles samples in a buffer, decodes each mp4 in memory with PyAV (only up to the last
+frame it needs), resizes and centre-crops to the model's size, and batches, so the main process
+receives whole batches. A sample that cannot be used (corrupt mp4, too few frames, missing
+member) is skipped and counted; warnings are rate-limited and nothing ever sleeps. In resampled
+mode each worker draws shards with replacement forever (long runs; no epoch boundaries).
+
+Shards can be a brace pattern (`shards/clips-{000000..000009}.tar`), a folder, a wids
+`index.json`, a comma-separated list, or `pipe:` URLs for object stores (`pipe:aws s3 cp s3://... -`).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import logging
+import math
+import random
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+import webdataset as wds
+from braceexpand import braceexpand
+
+log = logging.getLogger(__name__)
+_WARN_EVERY_S = 10.0
+
+
+@dataclass
+class DataConfig:
+    """What the loader reads and how clips become training tensors."""
+
+    shards: str
+    num_frames: int = 17  # frames per training clip
+    frame_stride: int = 1  # take every n-th frame of the packed clip (ignored when fps is set)
+    fps: float = 0.0  # sample at this frame rate instead of a stride (0 = use frame_stride)
+    height: int = 256
+    width: int = 256
+    batch_size: int = 2
+    num_workers: int = 2
+    shuffle_buffer: int = 64  # samples shuffled per worker (0 = read in shard order)
+    seed: int = 0
+    resampled: bool = False  # draw shards with replacement forever (long runs)
+
+
+def shard_urls(spec: str) -> list[str]:
+    """Expand a shard spec into URLs: brace patterns, comma lists, a folder of .tar files, or a
+    wids index.json (its urls are relative to the index's folder). `pipe:` URLs pass through."""
+    urls: list[str] = []
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if part.endswith(".json") and Path(part).is_file():
+            index = json.loads(Path(part).read_text())
+            base = Path(part).parent
+            urls.extend(str(base / s["url"]) if "://" not in s["url"] else s["url"] for s in index["shardlist"])
+        elif not part.startswith("pipe:") and Path(part).is_dir():
+            urls.extend(str(p) for p in sorted(Path(part).glob("*.tar")))
+        else:
+            urls.extend(braceexpand(part))
+    if not urls:
+        raise ValueError(f"no shards in {spec!r}")
+    return urls
+
+
+def frame_positions(total: int, num_frames: int, step: float, offset_seed: int) -> list[int] | None:
+    """Indices of `num_frames` frames `step` apart (a float step comes from a target fps) inside a
+    clip of `total` frames, starting at an offset drawn from `offset_seed`; None when the clip is
+    too short."""
+    span = (num_frames - 1) * step
+    if span > total - 1:
+        return None
+    slack = int(total - 1 - span)
+    start = np.random.default_rng(offset_seed).integers(0, slack + 1) if slack else 0
+    return [int(round(start + i * step)) for i in range(num_frames)]
+
+
+def decode_clip(mp4: bytes, config: DataConfig, key: str) -> np.ndarray:
+    """The training frames of one sample, uint8 (num_frames, height, width, 3). Raises ValueError
+    for a clip that cannot give them (the handler skips it)."""
+    with av.open(io.BytesIO(mp4)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        total = stream.frames
+        source_fps = float(stream.average_rate or 0)
+        if not total:  # no frame count in the header: count by decoding (rare: we write mp4s that have it)
+            total = sum(1 for _ in container.decode(stream))
+            container.seek(0)
+        step = source_fps / config.fps if config.fps and source_fps else float(config.frame_stride)
+        # The offset depends on the seed and the sample only, so runs repeat whatever the worker.
+        positions = frame_positions(total, config.num_frames, step, zlib.crc32(key.encode()) ^ config.seed)
+        if positions is None:
+            raise ValueError(f"{key}: {total} frames, {config.num_frames} needed at a step of {step:g}")
+        wanted, frames = set(positions), {}
+        for index, frame in enumerate(container.decode(stream)):
+            if index in wanted:
+                frames[index] = _resize_crop(frame, config.width, config.height)
+            if index >= positions[-1]:
+                break
+    if len(frames) < len(wanted):
+        raise ValueError(f"{key}: only {len(frames)} of {len(wanted)} frames decoded")
+    return np.stack([frames[i] for i in positions])
+
+
+def _resize_crop(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
+    """Scale to cover width x height (aspect kept), then centre-crop, as RGB uint8."""
+    scale = max(width / frame.width, height / frame.height)
+    scaled_w, scaled_h = max(width, math.ceil(frame.width * scale)), max(height, math.ceil(frame.height * scale))
+    rgb = frame.reformat(width=scaled_w, height=scaled_h, format="rgb24", interpolation="BILINEAR").to_ndarray()
+    top, left = (scaled_h - height) // 2, (scaled_w - width) // 2
+    return np.ascontiguousarray(rgb[top : top + height, left : left + width])
+
+
+class SkipCounter:
+    """The error handler: counts skipped samples and warns at most every few seconds (per worker).
+    The count since the last batch travels with each batch, so the trainer sees every skip."""
+
+    def __init__(self):
+        self.pending = 0
+        self.total = 0
+        self._last_warning = -math.inf
+
+    def __call__(self, exc: Exception) -> bool:
+        self.pending += 1
+        self.total += 1
+        now = time.monotonic()
+        if now - self._last_warning >= _WARN_EVERY_S:
+            log.warning("skipped a training sample (%d so far in this worker): %s", self.total, exc)
+            self._last_warning = now
+        return True  # go on with the next sample
+
+    def take(self) -> int:
+        count, self.pending = self.pending, 0
+        return count
+
+
+def make_dataset(config: DataConfig, rank: int = 0, world_size: int = 1, epoch: int = 0) -> wds.DataPipeline:
+    """The per-worker pipeline: shards → samples → decoded, batched tensors. Every stage is a
+    plain picklable object, so the pipeline can be copied into spawned workers."""
+    urls = shard_urls(config.shards)
+    skips = SkipCounter()
+    if config.resampled:
+        # Each worker draws its own endless shard sequence, seeded by seed, rank and worker id.
+        source = [wds.ResampledShards(urls, seed=config.seed + 1000 * rank, deterministic=True)]
+    else:
+        source = [_ShardOrder(urls, config.seed, epoch, rank, world_size), wds.split_by_worker]
+    shuffle = [_Shuffle(config.shuffle_buffer, _mix(config.seed, rank, epoch))] if config.shuffle_buffer else []
+    return wds.DataPipeline(
+        *source,
+        wds.tarfile_to_samples(handler=skips),
+        *shuffle,
+        wds.map(functools.partial(_to_training_sample, config=config), handler=skips),
+        _Batcher(config.batch_size, skips),
+    )
+
+
+class _ShardOrder(torch.utils.data.IterableDataset):
+    """This node's shards for one epoch: the whole list permuted by seed + epoch (the same
+    permutation on every node and worker), then every world_size-th shard from `rank`."""
+
+    def __init__(self, urls: list[str], seed: int, epoch: int, rank: int, world_size: int):
+        self.urls, self.seed, self.epoch, self.rank, self.world_size = urls, seed, epoch, rank, world_size
+
+    def __iter__(self):
+        order = list(self.urls)
+        random.Random(_mix(self.seed, 0, self.epoch)).shuffle(order)
+        for url in order[self.rank :: self.world_size]:
+            yield {"url": url}
+
+
+def _mix(seed: int, rank: int, epoch: int) -> int:
+    return (seed * 1_000_003 + rank * 10_007 + epoch) % 2**63
+
+
+class _Shuffle:
+    """A buffer shuffle seeded per worker when it starts (seed, rank, epoch and worker id), so
+    workers that read the same shard (resampled mode) still give different orders, and a run
+    repeats exactly."""
+
+    def __init__(self, bufsize: int, seed: int):
+        self.bufsize, self.seed = bufsize, seed
+
+    def __call__(self, samples):
+        info = torch.utils.data.get_worker_info()
+        rng = random.Random(self.seed * 101 + (info.id if info else 0))
+        buffer: list = []
+        for sample in samples:
+            if len(buffer) < self.bufsize:
+                buffer.append(sample)
+                continue
+            index = rng.randrange(len(buffer))
+            yield buffer[index]
+            buffer[index] = sample
+        rng.shuffle(buffer)
+        yield from buffer
+
+
+class _Batcher:
+    """Groups samples into batches inside the worker: frames (B, T, H, W, 3) uint8, captions,
+    keys, and how many samples this worker skipped since its previous batch."""
+
+    def __init__(self, batch_size: int, skips: SkipCounter):
+        self.batch_size, self.skips = batch_size, skips
+
+    def __call__(self, samples):
+        batch: list[dict] = []
+        for sample in samples:
+            batch.append(sample)
+            if len(batch) == self.batch_size:
+                yield _collate(batch, self.skips.take())
+                batch = []
+        if batch:
+            yield _collate(batch, self.skips.take())
+
+
+def _to_training_sample(sample: dict, config: DataConfig) -> dict:
+    key = sample["__key__"]
+    if "mp4" not in sample:
+        raise ValueError(f"{key}: no .mp4 member")
+    caption = sample.get("txt", b"").decode("utf-8", errors="replace").strip()
+    return {"key": key, "frames": decode_clip(sample["mp4"], config, key), "caption": caption}
+
+
+def _collate(batch: list[dict], skipped: int) -> dict:
+    return {
+        "frames": torch.from_numpy(np.stack([s["frames"] for s in batch])),
+        "captions": [s["caption"] for s in batch],
+        "keys": [s["key"] for s in batch],
+        "skipped": skipped,
+    }
+
+
+def make_loader(config: DataConfig, rank: int = 0, world_size: int = 1, epoch: int = 0) -> torch.utils.data.DataLoader:
+    """A DataLoader over `make_dataset`: batches are built in the workers (batch_size=None here)."""
+    dataset = make_dataset(config, rank, world_size, epoch)
+    workers = config.num_workers
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=workers,
+        prefetch_factor=2 if workers else None,
+        # spawn: workers start clean (forking a process with FFmpeg or CUDA threads is unsafe).
+        multiprocessing_context="spawn" if workers else None,
+    )
