@@ -47,18 +47,28 @@ def wait_for_idle(max_wait: float) -> None:
         time.sleep(5)
 
 
-def make_clips(folder: Path, count: int, width: int, height: int) -> list[ClipRef]:
-    """At least `count` clips of synthetic edits (H.264, `FPS`), rendering more videos into
-    `folder` until there are enough (videos are reused by later runs), split by SplitStage."""
+def make_videos(folder: Path, count: int, width: int, height: int) -> list[Path]:
+    """`count` synthetic edits (six shots each, H.264 with B-frames, `FPS`) in `folder`, rendered
+    once and reused by later runs."""
     folder.mkdir(parents=True, exist_ok=True)
-    names = [f.name for f in dataclasses.fields(ClipRef)]
-    clips: list[ClipRef] = []
-    seed = 0
-    while len(clips) < count:
+    paths = []
+    for seed in range(count):
         path = folder / f"edit_seed{seed:03d}_{width}x{height}.mp4"
         if not path.exists():
             shots, joins = edited_video(seed, num_shots=6, fps=FPS)
             make_video(path, shots, joins, width, height, FPS)
+        paths.append(path)
+    return paths
+
+
+def make_clips(folder: Path, count: int, width: int, height: int) -> list[ClipRef]:
+    """At least `count` clips of synthetic edits (H.264, `FPS`), rendering more videos into
+    `folder` until there are enough (videos are reused by later runs), split by SplitStage."""
+    names = [f.name for f in dataclasses.fields(ClipRef)]
+    clips: list[ClipRef] = []
+    seed = 0
+    while len(clips) < count:
+        path = make_videos(folder, seed + 1, width, height)[seed]
         video = collect_inputs([str(path)])[0]
         outputs, _ = SplitStage(SplitConfig()).process(Unit(video.video_id, video))
         rows = sorted(outputs["clips"].to_pylist(), key=lambda r: r["start_frame"])

@@ -47,20 +47,7 @@ from curate.encoding import output_size  # noqa: E402
 from curate.inputs import collect_inputs  # noqa: E402
 from curate.manifest import OutputLayout  # noqa: E402
 from curate.runner import run_clip_stage, run_split  # noqa: E402
-from curate.samples import edited_video, make_video  # noqa: E402
-from common import FPS, cpu_model, load_averages, wait_for_idle  # noqa: E402  (bench/common.py)
-
-
-def make_inputs(count: int, width: int, height: int) -> list[Path]:
-    OUT.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for seed in range(count):
-        path = OUT / f"edit_seed{seed:03d}_{width}x{height}.mp4"
-        if not path.exists():
-            shots, joins = edited_video(seed, num_shots=6, fps=FPS)
-            make_video(path, shots, joins, width, height, FPS)
-        paths.append(path)
-    return paths
+from common import cpu_model, load_averages, make_videos, wait_for_idle  # noqa: E402  (bench/common.py)
 
 
 def bare(clips: list[dict], config) -> tuple[float, int]:
@@ -132,7 +119,7 @@ def main() -> int:
     args = parse_args()
     print(f"load before: {load_averages()}   {cpu_model()}, {os.cpu_count()} cores")
     config = load_config(overrides=args.overrides)
-    paths = make_inputs(args.videos, args.width, args.height)
+    paths = make_videos(OUT, args.videos, args.width, args.height)
     layout = OutputLayout(OUT / f"run_{args.width}x{args.height}_{args.videos}")
     run_split(collect_inputs([str(p) for p in paths]), layout, config, None, progress=False)
     clips = pq.read_table(layout.clips).to_pylist()
