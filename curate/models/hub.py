@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import urllib.error
 import urllib.request
@@ -111,6 +112,42 @@ def reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
     thread.start()
     thread.join(timeout + 1)
     return bool(answered)
+
+
+def fetch_snapshot(model: str, allow_patterns: list[str], kind: str, local_hint: str) -> str:
+    """The local folder of `model`: a folder as given, or a Hugging Face hub id found in the local
+    cache, or downloaded when the hub answers (only the files matching `allow_patterns`). A miss
+    is one ModelUnavailable line naming the `kind` of model and how to provide it (`local_hint`:
+    the setting that takes a local folder instead).
+
+    The cache is looked at first and the hub probed once with a short timeout, so an offline
+    machine fails in seconds rather than after a minute of retries.
+    """
+    if os.path.isdir(model):
+        return model
+    if model.startswith((".", "/", "~")) or model.count("/") != 1:
+        raise ModelUnavailable(f"{kind} folder not found: {model} ({local_hint}; a hub id looks like org/name)")
+    from huggingface_hub import snapshot_download
+
+    try:
+        with quiet_logs():
+            return snapshot_download(model, allow_patterns=allow_patterns, local_files_only=True)
+    except Exception:  # not cached, whatever huggingface_hub calls the miss
+        pass
+    how = (
+        f"run `hf download {model}` where the hub can be reached, into the cache under HF_HOME (then found "
+        f"offline, also with HF_HUB_OFFLINE=1), or {local_hint}"
+    )
+    what = f"cannot load {kind} {model}: not in the local cache and"
+    if hub_offline_requested():
+        raise ModelUnavailable(f"{what} HF_HUB_OFFLINE is set; {how}")
+    endpoint = hub_endpoint()
+    if not reachable(endpoint):
+        raise ModelUnavailable(f"{what} {endpoint.split('://')[-1]} is unreachable; {how}")
+    try:
+        return snapshot_download(model, allow_patterns=allow_patterns)
+    except Exception as exc:
+        raise ModelUnavailable(f"cannot download {kind} {model}: {reason(exc)}; {how}") from None
 
 
 def reason(exc: BaseException) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -194,28 +193,4 @@ def fetch_model(model: str) -> str:
     when the hub answers); a miss is one ModelUnavailable line saying how to provide it."""
     if model == TINY:
         return TINY
-    if os.path.isdir(model):
-        return model
-    if model.startswith((".", "/", "~")) or model.count("/") != 1:
-        raise ModelUnavailable(f"captioning model folder not found: {model} (caption.model; a hub id looks like org/name)")
-    from huggingface_hub import snapshot_download
-
-    try:
-        with quiet_logs():
-            return snapshot_download(model, allow_patterns=_MODEL_FILES, local_files_only=True)
-    except Exception:  # not cached, whatever huggingface_hub calls the miss
-        pass
-    how = (
-        f"run `hf download {model}` where the hub can be reached, into the cache under HF_HOME (then found "
-        "offline, also with HF_HUB_OFFLINE=1), or --set caption.model=/path/to/model_folder"
-    )
-    what = f"cannot load captioning model {model}: not in the local cache and"
-    if hub.hub_offline_requested():
-        raise ModelUnavailable(f"{what} HF_HUB_OFFLINE is set; {how}")
-    endpoint = hub.hub_endpoint()
-    if not hub.reachable(endpoint):
-        raise ModelUnavailable(f"{what} {endpoint.split('://')[-1]} is unreachable; {how}")
-    try:
-        return snapshot_download(model, allow_patterns=_MODEL_FILES)
-    except Exception as exc:
-        raise ModelUnavailable(f"cannot download captioning model {model}: {reason(exc)}; {how}") from None
+    return hub.fetch_snapshot(model, _MODEL_FILES, "captioning model", "--set caption.model=/path/to/model_folder")
