@@ -79,7 +79,7 @@ CHAT_TEMPLATE = (
 
 # Training text for the tiny tokenizer: a few hundred words in the register of video captions, so
 # that common caption words become single tokens. Any other text still encodes (byte-level BPE).
-_CORPUS = """
+CAPTION_TEXT = """
 A person walks along a sandy beach at sunset while waves roll onto the shore. The camera follows
 a red car driving down a winding mountain road surrounded by tall green trees. A small dog runs
 across a grassy park and jumps to catch a yellow ball thrown by a child. Two people sit at a wooden
@@ -104,7 +104,7 @@ with bright colors and simple shapes.
 
 
 def build_tiny_tokenizer():
-    """A byte-level BPE `PreTrainedTokenizerFast` trained on `_CORPUS`, with SmolVLM's special tokens.
+    """A byte-level BPE `PreTrainedTokenizerFast` trained on `CAPTION_TEXT`, with SmolVLM's special tokens.
 
     Byte-level so any caption or prompt encodes and decodes back exactly (no unknown words);
     trained, not hand-written, so token ids stay small and text splits like a real tokenizer's.
@@ -121,7 +121,7 @@ def build_tiny_tokenizer():
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_CORPUS.split("\n"), trainer=trainer)
+    tok.train_from_iterator(CAPTION_TEXT.split("\n"), trainer=trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token=BOS_TOKEN,
@@ -215,7 +215,7 @@ def build_tiny_smolvlm(seed: int = 0):
 def _non_word_tokens(tokenizer) -> list[int]:
     """Every token id except whole words of the training text (with their leading space), '.', ','
     and the end of the utterance: what the tiny model may not write."""
-    words = set(re.findall(r"[a-z]+", _CORPUS.lower()))
+    words = set(re.findall(r"[a-z]+", CAPTION_TEXT.lower()))
     eos = tokenizer.convert_tokens_to_ids(END_OF_UTTERANCE)
     allowed = {eos} | {i for token, i in tokenizer.get_vocab().items() if _is_word(token, words)}
     return sorted(set(range(len(tokenizer))) - allowed)

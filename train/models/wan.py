@@ -237,7 +237,7 @@ def build_tiny_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from curate.models.tiny_vlm import _CORPUS  # the same caption-like text the tiny captioner learns
+    from curate.models.tiny_vlm import CAPTION_TEXT  # the same caption-like text the tiny captioner learns
 
     tok = Tokenizer(models.BPE(unk_token=UNK_TOKEN))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -248,7 +248,7 @@ def build_tiny_tokenizer():
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_CORPUS.split("\n"), trainer=trainer)
+    tok.train_from_iterator(CAPTION_TEXT.split("\n"), trainer=trainer)
     eos_id = tok.token_to_id(EOS_TOKEN)
     tok.post_processor = processors.TemplateProcessing(
         single=f"$A {EOS_TOKEN}", pair=f"$A {EOS_TOKEN} $B {EOS_TOKEN}", special_tokens=[(EOS_TOKEN, eos_id)]
