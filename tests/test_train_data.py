@@ -144,3 +144,18 @@ def _tiny_mp4(frames: int) -> bytes:
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
     return buffer.getvalue()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_epoch_resumes_at_the_saved_positions(packed, workers):
+    """Consume a few batches, note each worker's position, rebuild the loader from there: the
+    rest of the epoch is exactly what the uninterrupted loader would have given."""
+    cfg = config(packed, num_workers=workers, seed=3)
+    full = list(make_loader(cfg, epoch=1))
+    consumed = 3
+    start = {}
+    for batch in full[:consumed]:
+        start[batch["worker"]] = batch["position"]
+    next_worker = (full[consumed - 1]["worker"] + 1) % cfg.workers
+    rest = list(make_loader(cfg, epoch=1, start=start, first_worker=next_worker))
+    assert keys_of(rest) == keys_of(full[consumed:])

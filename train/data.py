@@ -51,6 +51,11 @@ class DataConfig:
     seed: int = 0
     resampled: bool = False  # draw shards with replacement forever (long runs)
 
+    @property
+    def workers(self) -> int:
+        """Worker streams: DataLoader processes, or the main process alone."""
+        return max(1, self.num_workers)
+
 
 def shard_urls(spec: str) -> list[str]:
     """Expand a shard spec into URLs: brace patterns, comma lists, a folder of .tar files, or a
@@ -144,37 +149,58 @@ class SkipCounter:
         return count
 
 
-def make_dataset(config: DataConfig, rank: int = 0, world_size: int = 1, epoch: int = 0) -> wds.DataPipeline:
+def make_dataset(
+    config: DataConfig, rank: int = 0, world_size: int = 1, epoch: int = 0, start: dict[int, int] | None = None,
+    first_worker: int = 0,
+) -> wds.DataPipeline:
     """The per-worker pipeline: shards → samples → decoded, batched tensors. Every stage is a
-    plain picklable object, so the pipeline can be copied into spawned workers."""
+    plain picklable object, so the pipeline can be copied into spawned workers.
+
+    `start` resumes an epoch: worker id → samples that worker had already handed out (the
+    `position` of the last batch the trainer consumed from it); they are passed over before
+    decoding, so resuming costs tar reading, not video decoding. `first_worker` is the worker
+    whose batch comes next: the DataLoader always asks its first process first, so that process
+    plays that worker's part (worker ids here are these logical ids)."""
     urls = shard_urls(config.shards)
     skips = SkipCounter()
-    if config.resampled:
-        # Each worker draws its own endless shard sequence, seeded by seed, rank and worker id.
-        source = [wds.ResampledShards(urls, seed=config.seed + 1000 * rank, deterministic=True)]
-    else:
-        source = [_ShardOrder(urls, config.seed, epoch, rank, world_size), wds.split_by_worker]
-    shuffle = [_Shuffle(config.shuffle_buffer, _mix(config.seed, rank, epoch))] if config.shuffle_buffer else []
+    source = _ShardOrder(urls, config.seed, epoch, rank, world_size, first_worker, config.resampled)
+    shuffle = [_Shuffle(config.shuffle_buffer, _mix(config.seed, rank, epoch), first_worker)] if config.shuffle_buffer else []
     return wds.DataPipeline(
-        *source,
+        source,
         wds.tarfile_to_samples(handler=skips),
         *shuffle,
+        _Position(start or {}, first_worker),
         wds.map(functools.partial(_to_training_sample, config=config), handler=skips),
         _Batcher(config.batch_size, skips),
     )
 
 
-class _ShardOrder(torch.utils.data.IterableDataset):
-    """This node's shards for one epoch: the whole list permuted by seed + epoch (the same
-    permutation on every node and worker), then every world_size-th shard from `rank`."""
+def _worker(first_worker: int) -> tuple[int, int]:
+    """(logical worker id, number of workers) of the calling DataLoader worker process."""
+    info = torch.utils.data.get_worker_info()
+    if info is None:
+        return 0, 1
+    return (info.id + first_worker) % info.num_workers, info.num_workers
 
-    def __init__(self, urls: list[str], seed: int, epoch: int, rank: int, world_size: int):
+
+class _ShardOrder(torch.utils.data.IterableDataset):
+    """This worker's shards. One epoch: the whole list permuted by seed + epoch (the same
+    permutation everywhere), every world_size-th shard from `rank`, then every num_workers-th of
+    those from the worker's id. Resampled: an endless seeded draw with replacement per worker."""
+
+    def __init__(self, urls: list[str], seed: int, epoch: int, rank: int, world_size: int, first_worker: int, resampled: bool):
         self.urls, self.seed, self.epoch, self.rank, self.world_size = urls, seed, epoch, rank, world_size
+        self.first_worker, self.resampled = first_worker, resampled
 
     def __iter__(self):
+        worker, workers = _worker(self.first_worker)
+        if self.resampled:
+            rng = random.Random(_mix(self.seed, self.rank * 1000 + worker, self.epoch))
+            while True:
+                yield {"url": rng.choice(self.urls)}
         order = list(self.urls)
         random.Random(_mix(self.seed, 0, self.epoch)).shuffle(order)
-        for url in order[self.rank :: self.world_size]:
+        for url in order[self.rank :: self.world_size][worker::workers]:
             yield {"url": url}
 
 
@@ -187,12 +213,11 @@ class _Shuffle:
     workers that read the same shard (resampled mode) still give different orders, and a run
     repeats exactly."""
 
-    def __init__(self, bufsize: int, seed: int):
-        self.bufsize, self.seed = bufsize, seed
+    def __init__(self, bufsize: int, seed: int, first_worker: int):
+        self.bufsize, self.seed, self.first_worker = bufsize, seed, first_worker
 
     def __call__(self, samples):
-        info = torch.utils.data.get_worker_info()
-        rng = random.Random(self.seed * 101 + (info.id if info else 0))
+        rng = random.Random(self.seed * 101 + _worker(self.first_worker)[0])
         buffer: list = []
         for sample in samples:
             if len(buffer) < self.bufsize:
@@ -203,6 +228,22 @@ class _Shuffle:
             buffer[index] = sample
         rng.shuffle(buffer)
         yield from buffer
+
+
+class _Position:
+    """Numbers the samples a worker hands to decoding (1, 2, ...), passing over the first ones
+    when an epoch is resumed. A batch carries its worker id and its last sample's number: the
+    data position a checkpoint saves."""
+
+    def __init__(self, start: dict[int, int], first_worker: int):
+        self.start, self.first_worker = start, first_worker
+
+    def __call__(self, samples):
+        worker = _worker(self.first_worker)[0]
+        done = self.start.get(worker, 0)
+        for number, sample in enumerate(samples, start=1):
+            if number > done:
+                yield {**sample, "__position__": (worker, number)}
 
 
 class _Batcher:
@@ -228,21 +269,28 @@ def _to_training_sample(sample: dict, config: DataConfig) -> dict:
     if "mp4" not in sample:
         raise ValueError(f"{key}: no .mp4 member")
     caption = sample.get("txt", b"").decode("utf-8", errors="replace").strip()
-    return {"key": key, "frames": decode_clip(sample["mp4"], config, key), "caption": caption}
+    frames = decode_clip(sample["mp4"], config, key)
+    return {"key": key, "frames": frames, "caption": caption, "position": sample["__position__"]}
 
 
 def _collate(batch: list[dict], skipped: int) -> dict:
+    worker, position = batch[-1]["position"]
     return {
         "frames": torch.from_numpy(np.stack([s["frames"] for s in batch])),
         "captions": [s["caption"] for s in batch],
         "keys": [s["key"] for s in batch],
         "skipped": skipped,
+        "worker": worker,  # with position: where this worker's stream is after this batch
+        "position": position,
     }
 
 
-def make_loader(config: DataConfig, rank: int = 0, world_size: int = 1, epoch: int = 0) -> torch.utils.data.DataLoader:
+def make_loader(
+    config: DataConfig, rank: int = 0, world_size: int = 1, epoch: int = 0, start: dict[int, int] | None = None,
+    first_worker: int = 0,
+) -> torch.utils.data.DataLoader:
     """A DataLoader over `make_dataset`: batches are built in the workers (batch_size=None here)."""
-    dataset = make_dataset(config, rank, world_size, epoch)
+    dataset = make_dataset(config, rank, world_size, epoch, start, first_worker)
     workers = config.num_workers
     return torch.utils.data.DataLoader(
         dataset,
