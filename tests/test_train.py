@@ -1,0 +1,143 @@
+"""`python -m train` with the tiny preset on shards made by the project's own pipeline (CPU,
+offline): the loss falls, a single clip is overfitted, the same seed gives the same losses, a
+SIGKILLed run resumes from its last checkpoint at the right step and data position, SIGTERM
+saves a checkpoint, and the sample videos decode to the configured shape."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import pytest
+import torch
+from conftest import REPO, curate
+
+from curate.shards import Sample, write_shard
+from train import checkpoint
+from train.__main__ import main
+
+FAST = ["--quiet", "--set", "num_workers=0", "log_every=10", "sample_steps=2"]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory, edited, motion, long_take) -> Path:
+    """Shards from split + pack of the test videos (every clip kept)."""
+    videos = tmp_path_factory.mktemp("train_videos")
+    for sample in (edited, motion, long_take):
+        shutil.copy(sample.path, videos / sample.path.name)
+    out = tmp_path_factory.mktemp("train_data") / "out"
+    curate("split", videos, "--out", out)
+    curate("pack", "--out", out, "--set", "pack.short_side=48", "pack.max_shard_samples=3")
+    return out / "shards"
+
+
+def losses(run: Path) -> dict[int, float]:
+    return {entry["step"]: entry["loss"] for entry in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
+
+
+def train(shard_spec, run: Path, *args: str) -> int:
+    return main(["--shards", str(shard_spec), "--out", str(run), *FAST, *args])
+
+
+def test_loss_falls_and_the_run_folder_is_complete(shards, tmp_path):
+    run = tmp_path / "run"
+    assert train(shards, run, "--steps", "100") == 0
+    logged = losses(run)
+    assert sorted(logged) == list(range(10, 101, 10))
+    assert logged[100] < 0.8 * logged[10]
+    config = json.loads((run / "config.json").read_text())
+    assert config["steps"] == 100 and config["preset"] == "tiny"
+    entry = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"step", "loss", "lr", "samples_per_s", "data_wait_frac"} <= entry.keys() and 0 <= entry["data_wait_frac"] <= 1
+    assert [p.name for p in checkpoint.complete(run)] == ["step-100"]
+    for index in range(2):  # the two default validation prompts
+        with av.open(str(run / "samples" / f"step-100-{index}.mp4")) as container:
+            frames = list(container.decode(video=0))
+        assert len(frames) == config["num_frames"] and (frames[0].width, frames[0].height) == (config["width"], config["height"])
+
+
+def test_a_single_clip_is_overfitted(shards, tmp_path):
+    import webdataset as wds
+
+    one = next(iter(wds.WebDataset(str(next(shards.glob("*.tar"))), shardshuffle=False)))
+    single = tmp_path / "one-000000.tar"
+    write_shard(single, [Sample(one["__key__"], {"mp4": one["mp4"], "txt": one["txt"], "json": one["json"]})])
+    run = tmp_path / "run"
+    # One clip, its caption always given, no EMA: the loss of that one example must collapse.
+    args = ["--steps", "150", "--set", "batch_size=1", "caption_dropout=0", "ema_decay=0", "sample_prompts=[]", "lr=0.003"]
+    assert train(single, run, *args) == 0
+    logged = losses(run)
+    assert logged[150] < 0.5 * logged[10]
+
+
+def test_the_same_seed_gives_the_same_losses(shards, tmp_path):
+    args = ["--steps", "20", "--set", "sample_prompts=[]", "seed=5"]
+    train(shards, tmp_path / "a", *args)
+    train(shards, tmp_path / "b", *args)
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")
+    train(shards, tmp_path / "c", "--steps", "20", "--set", "sample_prompts=[]", "seed=6")
+    assert losses(tmp_path / "c") != losses(tmp_path / "a")
+
+
+def _command(shard_spec, run: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "train", "--shards", str(shard_spec), "--out", str(run), *FAST, *args]
+
+
+def test_sigkill_resumes_from_the_last_checkpoint(shards, tmp_path):
+    """Killed after its step-20 checkpoint, rerun: it ends at step 40 with the losses and the data
+    position of a run that was never interrupted."""
+    args = ["--steps", "40", "--set", "checkpoint_every=10", "sample_prompts=[]", "num_workers=2", "keep_checkpoints=2"]
+    whole = tmp_path / "whole"
+    assert subprocess.run(_command(shards, whole, *args), cwd=REPO, capture_output=True).returncode == 0
+    run = tmp_path / "run"
+    process = subprocess.Popen(_command(shards, run, *args), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while process.poll() is None and not (run / "checkpoints" / "step-20").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert process.poll() is None, "the run finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert subprocess.run(_command(shards, run, *args), cwd=REPO, capture_output=True).returncode == 0
+    assert losses(run) == losses(whole)
+    final, expected = checkpoint.latest(run), checkpoint.latest(whole)
+    assert final["step"] == expected["step"] == 40
+    assert final["data"] == expected["data"]
+    for name, tensor in expected["model"].items():
+        assert torch.equal(final["model"][name], tensor), name
+    assert [p.name for p in checkpoint.complete(run)] == ["step-30", "step-40"]  # keep_checkpoints=2
+
+
+def test_sigterm_saves_a_checkpoint_and_stops(shards, tmp_path):
+    run = tmp_path / "run"
+    args = ["--steps", "100000", "--set", "checkpoint_every=100000", "sample_prompts=[]"]
+    process = subprocess.Popen(_command(shards, run, *args), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    deadline = time.monotonic() + 120
+    while process.poll() is None and not (run / "metrics.jsonl").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGTERM)
+    stdout, _ = process.communicate(timeout=60)
+    assert process.returncode == 0
+    saved = checkpoint.complete(run)
+    assert len(saved) == 1 and int(saved[0].name.split("-")[1]) >= 10
+    assert f"step {saved[0].name.split('-')[1]} of 100000" in stdout
+
+
+def test_bad_settings_are_one_clear_line(shards, tmp_path, capsys):
+    assert main(["--shards", str(shards), "--out", str(tmp_path / "r"), "--set", "num_frames=10"]) == 2
+    assert "num_frames=10 must be 1 + 4k" in capsys.readouterr().err
+    assert main(["--shards", str(shards), "--out", str(tmp_path / "r"), "--set", "nonsense=1"]) == 2
+    assert "unknown training setting 'nonsense'" in capsys.readouterr().err
+
+
+def test_checkpoints_load_with_weights_only(shards, tmp_path):
+    run = tmp_path / "run"
+    train(shards, run, "--steps", "10", "--set", "sample_prompts=[]")
+    state = torch.load(checkpoint.complete(run)[-1] / "state.pt", weights_only=True)
+    assert state["step"] == 10 and state["config"]["steps"] == 10
