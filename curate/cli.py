@@ -241,8 +241,8 @@ def _print_stage(stage: str, stats, out: str) -> None:
     if stats.tokens and stats.seconds:
         speed += f", {stats.tokens / stats.seconds:.0f} tokens/s"
     print(f"{stage}: {stats.clips} clips {_DONE_WORD.get(stage, 'scored')} in {stats.units - stats.skipped} units, {stats.seconds:.1f} s{speed}")
-    if stats.shards is not None:
-        shards = stats.shards
+    if stats.summary is not None:  # pack's shards
+        shards = stats.summary
         print(
             f"shards: {shards.shards} in {out}/shards ({shards.written} written now), {shards.samples} samples, "
             f"{shards.bytes / 1e9:.2f} GB" + (f"; {shards.uncaptioned} samples have no caption" if shards.uncaptioned else "")

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from curate.config import Config
+from curate.config import PackConfig
 from curate.executor import is_done
 from curate.manifest import OutputLayout, write_text_atomic
 from curate.shards import Sample, member_bytes, plan_shards, shard_files, shard_name, wids_index, write_shard
@@ -44,10 +44,9 @@ class ShardStats:
     uncaptioned: int = 0  # samples with an empty .txt
 
 
-def write_shards(layout: OutputLayout, config: Config, work_dir: Path, progress: bool) -> tuple[ShardStats, pa.Table]:
+def write_shards(layout: OutputLayout, pack: PackConfig, work_dir: Path, progress: bool) -> tuple[ShardStats, pa.Table]:
     """Bring OUT/shards in line with the packable clips of clips.parquet; return what is there and
     a (clip_id, shard) table for clips.parquet."""
-    pack = config.pack
     rows = _packable_rows(layout)
     texts = [_text(row) for row in rows]
     metas = [_json(row) for row in rows]

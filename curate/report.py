@@ -253,12 +253,14 @@ _SCRIPT = """
   if (state.get('sort') !== null && state.get('sort') !== undefined) sort.value = state.get('sort') || '';
   show.addEventListener('change', apply); sort.addEventListener('change', apply);
   apply();
-  // For readers and tests: how many previews decoded and how many charts hold bars.
-  Promise.all(Array.from(document.images).map(i => i.decode().then(() => 1, () => 0))).then(ok => {
-    document.body.dataset.previewsDecoded = ok.reduce((a, b) => a + b, 0);
-    document.body.dataset.chartsDrawn = document.querySelectorAll('figure.chart svg rect').length ? document.querySelectorAll('figure.chart').length : 0;
+  // For readers and tests: how many previews decoded and how many charts hold bars. The window's
+  // load event comes after every image has loaded (or failed), so the count is final then.
+  function mark() {
+    document.body.dataset.previewsDecoded = Array.from(document.images).filter(i => i.complete && i.naturalWidth > 0).length;
+    document.body.dataset.chartsDrawn = Array.from(document.querySelectorAll('figure.chart')).filter(f => f.querySelector('svg rect')).length;
     document.body.dataset.ready = 'yes';
-  });
+  }
+  if (document.readyState === 'complete') mark(); else window.addEventListener('load', mark);
 })();
 """
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -230,6 +231,19 @@ def curate(*args) -> str:
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     return result.stdout
+
+
+def split_and_pack(folder: Path, samples: list[Sample], *pack_settings: str) -> Path:
+    """Copy the samples' videos into `folder`/videos, split them and pack every clip (with
+    `--set` `pack_settings`); return the output folder `folder`/out."""
+    videos = folder / "videos"
+    videos.mkdir(parents=True)
+    for sample in samples:
+        shutil.copy(sample.path, videos / sample.path.name)
+    out = folder / "out"
+    curate("split", videos, "--out", out)
+    curate("pack", "--out", out, "--set", *pack_settings)
+    return out
 
 
 @pytest.fixture(scope="module")

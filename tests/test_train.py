@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 import av
 import pytest
 import torch
-from conftest import REPO, curate
+from conftest import REPO, split_and_pack
 
 from curate.shards import Sample, write_shard
 from train import checkpoint
@@ -29,12 +28,7 @@ FAST = ["--quiet", "--set", "num_workers=0", "log_every=10", "sample_steps=2"]
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory, edited, motion, long_take) -> Path:
     """Shards from split + pack of the test videos (every clip kept)."""
-    videos = tmp_path_factory.mktemp("train_videos")
-    for sample in (edited, motion, long_take):
-        shutil.copy(sample.path, videos / sample.path.name)
-    out = tmp_path_factory.mktemp("train_data") / "out"
-    curate("split", videos, "--out", out)
-    curate("pack", "--out", out, "--set", "pack.short_side=48", "pack.max_shard_samples=3")
+    out = split_and_pack(tmp_path_factory.mktemp("train_data"), [edited, motion, long_take], "pack.short_side=48", "pack.max_shard_samples=3")
     return out / "shards"
 
 

@@ -5,14 +5,13 @@ than workers, frames decoded at the training size."""
 from __future__ import annotations
 
 import io
-import shutil
 import zlib
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
-from conftest import curate, read_manifests
+from conftest import read_manifests, split_and_pack
 
 from curate.shards import Sample, write_shard
 from train.data import DataConfig, _resize_crop, frame_positions, make_dataset, make_loader, shard_urls
@@ -23,13 +22,7 @@ SIZE = 32
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory, edited, motion, long_take) -> Path:
     """An output folder after split and pack: several shards of two samples."""
-    videos = tmp_path_factory.mktemp("loader_videos")
-    for sample in (edited, motion, long_take):
-        shutil.copy(sample.path, videos / sample.path.name)
-    out = tmp_path_factory.mktemp("loader") / "out"
-    curate("split", videos, "--out", out)
-    curate("pack", "--out", out, "--set", "pack.short_side=48", "pack.max_shard_samples=2")
-    return out
+    return split_and_pack(tmp_path_factory.mktemp("loader"), [edited, motion, long_take], "pack.short_side=48", "pack.max_shard_samples=2")
 
 
 def config(out: Path, **overrides) -> DataConfig:

@@ -12,6 +12,7 @@ t = 1 to data at t = 0, with Euler steps x_next = x + (t_next - t) v(x, t):
 from __future__ import annotations
 
 import contextlib
+import inspect
 import itertools
 import json
 import os
@@ -22,6 +23,7 @@ import av
 import numpy as np
 import torch
 
+from curate.manifest import write_text_atomic
 from train.flow import shift_timesteps
 from train.models import VideoFamily
 
@@ -118,41 +120,19 @@ def write_mp4(frames: torch.Tensor | np.ndarray, path: str | Path, fps: int = DE
 
 
 def sample_to_files(
-    family: VideoFamily,
-    prompts: list[str],
-    out_dir: str | Path,
-    step: int,
-    num_frames: int,
-    height: int,
-    width: int,
-    num_steps: int = 20,
-    guidance_scale: float = 5.0,
-    shift: float = 3.0,
-    seed: int = 0,
-    negative_prompt: str = "",
-    fps: int = DEFAULT_FPS,
-    autocast: torch.dtype | Callable[[], contextlib.AbstractContextManager] | None = None,
+    family: VideoFamily, prompts: list[str], out_dir: str | Path, step: int, fps: int = DEFAULT_FPS, autocast=None, **settings
 ) -> list[Path]:
-    """Sample the prompts (see `sample`) and write `out_dir/step-{step}-{i}.mp4`, one per prompt,
-    plus `out_dir/step-{step}.json` with the prompts and settings; return the mp4 paths."""
-    settings = dict(
-        num_frames=num_frames,
-        height=height,
-        width=width,
-        num_steps=num_steps,
-        guidance_scale=guidance_scale,
-        shift=shift,
-        seed=seed,
-        negative_prompt=negative_prompt,
-    )
-    videos = sample(family, prompts, **settings, autocast=autocast)
+    """Sample the prompts with `sample` (`settings` are its keyword arguments: num_frames, height,
+    width, num_steps, ...) and write `out_dir/step-{step}-{i}.mp4`, one per prompt, plus
+    `out_dir/step-{step}.json` with the prompts and settings; return the mp4 paths."""
+    defaults = {n: p.default for n, p in inspect.signature(sample).parameters.items() if p.default is not inspect.Parameter.empty}
+    settings = {**defaults, **settings}
+    settings.pop("autocast", None)  # how to compute, not what: not recorded
+    videos = sample(family, prompts, autocast=autocast, **settings)
     out_dir = Path(out_dir)
     paths = [write_mp4(video, out_dir / f"step-{step}-{i}.mp4", fps=fps) for i, video in enumerate(videos)]
     record = {"step": step, "preset": family.preset, "prompts": list(prompts), "files": [p.name for p in paths], "fps": fps, **settings}
-    record_path = out_dir / f"step-{step}.json"
-    tmp = record_path.with_name(f".{record_path.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, record_path)
+    write_text_atomic(json.dumps(record, indent=2) + "\n", out_dir / f"step-{step}.json")
     return paths
 
 

@@ -123,11 +123,10 @@ class Trainer:
         return logged
 
     def _loop(self, bar: tqdm, logged: list[dict]) -> None:
-        config = self.config
-        window = {"loss": 0.0, "steps": 0, "samples": 0, "wait": 0.0, "skipped": 0}
-        window_start = time.perf_counter()
+        config, data = self.config, self._data_config()
+        window, window_start = _new_window(), time.perf_counter()
         while self.step < config.steps and not self.stop_requested:
-            batches = iter(make_loader(self._data_config(), epoch=self.epoch, start=self.start, first_worker=self.next_worker))
+            batches = iter(make_loader(data, epoch=self.epoch, start=self.start, first_worker=self.next_worker))
             while self.step < config.steps and not self.stop_requested:
                 waited = time.perf_counter()
                 batch = next(batches, None)
@@ -137,7 +136,7 @@ class Trainer:
                     break
                 loss, _ = self.train_step(batch)
                 self.start[batch["worker"]] = batch["position"]
-                self.next_worker = (batch["worker"] + 1) % self._data_config().workers
+                self.next_worker = (batch["worker"] + 1) % data.workers
                 window["loss"] += loss
                 window["steps"] += 1
                 window["samples"] += len(batch["keys"])
@@ -146,8 +145,7 @@ class Trainer:
                 if self.step % config.log_every == 0 or self.step == config.steps:
                     logged.append(self._log(window, time.perf_counter() - window_start))
                     bar.set_postfix(loss=f"{logged[-1]['loss']:.4f}", samples_per_s=f"{logged[-1]['samples_per_s']:.1f}")
-                    window = dict.fromkeys(window, 0) | {"loss": 0.0, "wait": 0.0}
-                    window_start = time.perf_counter()
+                    window, window_start = _new_window(), time.perf_counter()
                 if self.step % config.checkpoint_every == 0:
                     self.save()
                 if config.sample_every and self.step % config.sample_every == 0 and self.step < config.steps:
@@ -180,8 +178,9 @@ class Trainer:
             return []
         with self._ema_weights():
             return sample_to_files(
-                self.family, list(config.sample_prompts), self.run_dir / "samples", self.step, config.num_frames,
-                config.height, config.width, num_steps=config.sample_steps, guidance_scale=config.sample_guidance,
+                self.family, list(config.sample_prompts), self.run_dir / "samples", self.step,
+                num_frames=config.num_frames, height=config.height, width=config.width,
+                num_steps=config.sample_steps, guidance_scale=config.sample_guidance,
                 shift=self.shift, seed=config.seed, autocast=torch.bfloat16 if self._mixed() else None,
             )  # fmt: skip
 
@@ -231,6 +230,11 @@ class Trainer:
 
     def _on_sigterm(self, signum, frame) -> None:
         self.stop_requested = True  # the loop finishes its step, saves and returns
+
+
+def _new_window() -> dict:
+    """Sums over the steps since the last log line."""
+    return {"loss": 0.0, "steps": 0, "samples": 0, "wait": 0.0, "skipped": 0}
 
 
 def _main_thread() -> bool:

@@ -78,6 +78,12 @@ class ClipStage(Stage):
         stats = {"clips": len(clips), "frames": sum(c.num_frames for c in clips)}
         return {"scores": to_table(rows, self.schema)}, stats
 
+    def finish(self, layout, work_dir, progress: bool) -> tuple[object, pa.Table | None]:
+        """Work on all the finished units together, once clips.parquet holds the stage's columns
+        (pack writes its shards here). Returns a summary for the command's output (or None) and
+        more clip columns as a table keyed by clip_id (or None)."""
+        return None, None
+
     def failed(self, unit: Unit, message: str) -> tuple[dict, dict]:
         rows = [{"clip_id": clip.clip_id, self.error_column: message} for clip in unit.payload]
         return {"scores": to_table(rows, self.schema)}, {"clips": len(rows), "frames": 0}

@@ -4,9 +4,8 @@ Unit: every kept clip of one video. The video is opened once and only the clips'
 decoded (`iter_spans` seeks to the keyframe before each distant clip); each clip's frames
 (exactly `start_frame` to `end_frame`, or the ones `pack.fps` picks from them) stream into its own
 `ClipEncoder`. The unit stores the mp4 bytes ("samples") and what they hold ("scores"). Grouping
-samples into tar shards, with their captions and manifest rows, is the runner's second half
-(`curate.runner.run_pack`): it needs every unit, and must follow caption or threshold changes
-without re-encoding anything.
+samples into tar shards, with their captions and manifest rows, is `finish` (`curate.packing`):
+it needs every unit, and must follow caption or threshold changes without re-encoding anything.
 """
 
 from __future__ import annotations
@@ -54,6 +53,12 @@ class PackStage(ClipStage):
             "samples": to_table(samples, SAMPLES_SCHEMA),
         }
         return tables, {"clips": len(clips), "frames": sum(c.num_frames for c in clips)}
+
+    def finish(self, layout, work_dir, progress: bool):
+        """The second half: the encoded samples into shards; each packed clip's `shard`."""
+        from curate.packing import write_shards
+
+        return write_shards(layout, self.config, work_dir, progress)
 
     def failed(self, unit: Unit, message: str) -> tuple[dict, dict]:
         tables, stats = super().failed(unit, message)
