@@ -16,7 +16,7 @@ from pathlib import Path
 import av
 import pytest
 import torch
-from conftest import REPO, split_and_pack
+from conftest import REPO
 
 from curate.shards import Sample, write_shard
 from train import checkpoint
@@ -26,14 +26,24 @@ FAST = ["--quiet", "--set", "num_workers=0", "log_every=10", "sample_steps=2"]
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory, edited, motion, long_take) -> Path:
-    """Shards from split + pack of the test videos (every clip kept)."""
-    out = split_and_pack(tmp_path_factory.mktemp("train_data"), [edited, motion, long_take], "pack.short_side=48", "pack.max_shard_samples=3")
-    return out / "shards"
+def shards(train_shards) -> Path:
+    return train_shards
 
 
 def losses(run: Path) -> dict[int, float]:
     return {entry["step"]: entry["loss"] for entry in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
+
+
+def assert_tensorboard_has(run: Path, logged: dict[int, float]) -> None:
+    """RUN_DIR/tensorboard holds the logged losses, each step once, as TensorBoard's own reader
+    sees it (it drops what a resumed run purged)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    scalars = events.Scalars("train/loss")
+    assert [event.step for event in scalars] == sorted(logged)
+    assert [event.value for event in scalars] == pytest.approx([logged[step] for step in sorted(logged)], rel=1e-6)  # float32
 
 
 def train(shard_spec, run: Path, *args: str) -> int:
@@ -51,6 +61,7 @@ def test_loss_falls_and_the_run_folder_is_complete(shards, tmp_path):
     entry = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"step", "loss", "lr", "samples_per_s", "data_wait_frac"} <= entry.keys() and 0 <= entry["data_wait_frac"] <= 1
     assert [p.name for p in checkpoint.complete(run)] == ["step-100"]
+    assert_tensorboard_has(run, logged)
     for index in range(2):  # the two default validation prompts
         with av.open(str(run / "samples" / f"step-100-{index}.mp4")) as container:
             frames = list(container.decode(video=0))
@@ -100,6 +111,7 @@ def test_sigkill_resumes_from_the_last_checkpoint(shards, tmp_path):
     process.wait()
     assert subprocess.run(_command(shards, run, *args), cwd=REPO, capture_output=True).returncode == 0
     assert losses(run) == losses(whole)
+    assert_tensorboard_has(run, losses(whole))
     final, expected = checkpoint.latest(run), checkpoint.latest(whole)
     assert final["step"] == expected["step"] == 40
     assert final["data"] == expected["data"]

@@ -1,4 +1,8 @@
-"""`python -m train`: train a text-to-video diffusion model directly from `curate pack` shards."""
+"""`python -m train`: train a text-to-video diffusion model directly from `curate pack` shards.
+
+`python -m train precompute` turns those shards into latent shards (VAE latents and text
+embeddings), which train the same model without running the encoders at every step.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Train a text-to-video diffusion model (flow matching on VAE latents) on the WebDataset shards "
             "`python -m curate pack` writes, streamed with no conversion. RUN_DIR gets config.json, "
             "metrics.jsonl and checkpoints/step-N/; running the same command again resumes from the newest "
-            "checkpoint, and SIGTERM saves one before stopping."
+            "checkpoint, and SIGTERM saves one before stopping. Under `torchrun --nproc_per_node N -m train ...` "
+            "each rank trains on its own share of the shards (DDP). `python -m train precompute --help`: latent "
+            "shards that skip the encoders."
         ),
     )
     parser.add_argument("--shards", required=True, help="shards: a brace pattern, a folder, an index.json, or pipe: URLs")
@@ -30,7 +36,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_precompute_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m train precompute",
+        description=(
+            "Encode the clips of video shards once: write, under OUT, a shard of the same name per input shard "
+            "whose samples hold the VAE latents of the training frames and the caption's text embedding. "
+            "Train on OUT's shards with the same preset, num_frames, height and width; each step then skips the "
+            "VAE and the text encoder. Re-running resumes (finished shards are skipped)."
+        ),
+    )
+    parser.add_argument("--shards", required=True, help="video shards: a brace pattern, a folder, an index.json, or pipe: URLs")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for the latent shards and their index.json")
+    parser.add_argument("--config", metavar="FILE", help="YAML file of training settings (the model and video size are used)")
+    parser.add_argument("--preset", help="model preset: tiny or wan2.1-t2v-1.3b")
+    parser.add_argument("--set", dest="overrides", metavar="KEY=VALUE", nargs="+", action="extend", default=[],
+                        help="override settings, e.g. --set num_frames=33 batch_size=4 (clips per encoder batch)")  # fmt: skip
+    parser.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="stored precision (default float16: half the size)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["precompute"]:
+        return precompute_main(argv[1:])
     args = build_parser().parse_args(argv)
     from train.config import resolve
     from train.trainer import Trainer
@@ -44,6 +74,27 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     last = f", loss {logged[-1]['loss']:.4f}" if logged else ""
     print(f"train: step {trainer.step} of {config.steps}{last}; run folder {args.out}")
+    return 0
+
+
+
+def precompute_main(argv: list[str]) -> int:
+    args = build_precompute_parser().parse_args(argv)
+    from pathlib import Path
+
+    from train.config import resolve
+    from train.precompute import precompute
+
+    try:
+        config = resolve(args.preset, args.config, args.overrides, None, args.shards)
+        stats = precompute(config, Path(args.out), args.dtype, progress=not args.quiet)
+    except (ConfigError, ModelUnavailable, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"precompute: {stats.samples} samples in {stats.shards_written} new shards ({stats.shards_skipped} already done, "
+        f"{stats.bad_samples} samples left out); train with --shards {Path(args.out) / 'index.json'}"
+    )
     return 0
 
 

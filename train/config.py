@@ -56,6 +56,7 @@ class TrainConfig:
     seed: int = 0
     # outputs
     log_every: int = 10
+    tensorboard: bool = True  # also log to RUN_DIR/tensorboard when TensorBoard is installed
     checkpoint_every: int = 100
     keep_checkpoints: int = 3
     sample_every: int = 0  # 0 = samples only at the end

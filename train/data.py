@@ -5,7 +5,8 @@ is shuffled with seed + epoch, split by node (rank), then by DataLoader worker; 
 its tars, shuffles samples in a buffer, decodes each mp4 in memory with PyAV (only up to the last
 frame it needs), resizes and centre-crops to the model's size, and batches, so the main process
 receives whole batches. A sample that cannot be used (corrupt mp4, too few frames, missing
-member) is skipped and counted; warnings are rate-limited and nothing ever sleeps. In resampled
+member) is skipped and counted; warnings are rate-limited and nothing ever sleeps. Latent shards
+(`python -m train precompute`) give batches of latents and text embeddings instead of frames. In resampled
 mode each worker draws shards with replacement forever (long runs; no epoch boundaries).
 
 Shards can be a brace pattern (`shards/clips-{000000..000009}.tar`), a folder, a wids
@@ -265,24 +266,47 @@ class _Batcher:
 
 
 def _to_training_sample(sample: dict, config: DataConfig) -> dict:
+    """A video sample's decoded frames, or a latent sample's latents and text embedding."""
     key = sample["__key__"]
+    caption = sample.get("txt", b"").decode("utf-8", errors="replace").strip()
+    common = {"key": key, "caption": caption, "position": sample["__position__"]}
+    if "latent.npy" in sample:  # written by `python -m train precompute`
+        from train.precompute import load_npy
+
+        if "text.npy" not in sample:
+            raise ValueError(f"{key}: a latent sample without its text.npy")
+        return {**common, "latents": load_npy(sample["latent.npy"]), "text": load_npy(sample["text.npy"])}
     if "mp4" not in sample:
         raise ValueError(f"{key}: no .mp4 member")
-    caption = sample.get("txt", b"").decode("utf-8", errors="replace").strip()
-    frames = decode_clip(sample["mp4"], config, key)
-    return {"key": key, "frames": frames, "caption": caption, "position": sample["__position__"]}
+    return {**common, "frames": decode_clip(sample["mp4"], config, key)}
 
 
 def _collate(batch: list[dict], skipped: int) -> dict:
     worker, position = batch[-1]["position"]
+    kinds = {"latents" in s for s in batch}
+    if len(kinds) > 1:
+        raise ValueError("the shards mix video samples and latent samples; train from one kind")
+    if "latents" in batch[0]:
+        tensors = {"latents": torch.from_numpy(np.stack([s["latents"] for s in batch]).astype(np.float32)), "text": _pad_texts(batch)}
+    else:
+        tensors = {"frames": torch.from_numpy(np.stack([s["frames"] for s in batch]))}
     return {
-        "frames": torch.from_numpy(np.stack([s["frames"] for s in batch])),
+        **tensors,
         "captions": [s["caption"] for s in batch],
         "keys": [s["key"] for s in batch],
         "skipped": skipped,
         "worker": worker,  # with position: where this worker's stream is after this batch
         "position": position,
     }
+
+
+def _pad_texts(batch: list[dict]) -> torch.Tensor:
+    """Text embeddings (L_i, D), stored without trailing zeros, zero-padded to the longest: (B, L, D)."""
+    length = max(s["text"].shape[0] for s in batch)
+    padded = np.zeros((len(batch), length, batch[0]["text"].shape[1]), np.float32)
+    for row, sample in enumerate(batch):
+        padded[row, : sample["text"].shape[0]] = sample["text"]
+    return torch.from_numpy(padded)
 
 
 def make_loader(

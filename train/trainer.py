@@ -3,8 +3,12 @@
 `Trainer.run` trains until `config.steps`, resuming from the newest checkpoint in RUN_DIR. Each step
 draws its randomness (timesteps, noise, caption dropout) from a generator seeded by the run seed
 and the step number, so a resumed run repeats exactly what the uninterrupted one would have done;
-the data position (epoch, each worker's place in its stream) is saved with every checkpoint. A
-SIGTERM finishes the current step, saves a checkpoint and stops.
+the data position (epoch, each worker's place in its stream, for every rank) is saved with every
+checkpoint. A SIGTERM finishes the current step, saves a checkpoint and stops.
+
+Under torchrun each rank trains on its own share of the shards with the transformer wrapped in
+DDP; rank 0 writes the run folder (see `train.distributed`). Batches of latent shards (`python -m
+train precompute`) carry VAE latents and text embeddings, and the step skips both encoders.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from tqdm import tqdm
 
 from curate.manifest import write_text_atomic
 from curate.models.hub import resolve_device
-from train import checkpoint
+from train import checkpoint, distributed
 from train.config import TrainConfig, to_json
 from train.data import DataConfig, make_loader
 from train.flow import noised, resolution_shift, sample_timesteps
@@ -35,7 +39,8 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, run_dir: Path):
         self.config, self.run_dir = config, Path(run_dir)
-        self.device = resolve_device(config.device, "device")
+        self.world = distributed.from_environment()
+        self.device = distributed.start(self.world, resolve_device(config.device, "device"))
         torch.manual_seed(config.seed)
         self.family = load_family(config.preset, self.device, self._text_dtype(), seed=config.seed, source=config.model_source or None)
         self.family.check_video_shape(config.num_frames, config.height, config.width)
@@ -43,14 +48,23 @@ class Trainer:
         if config.gradient_checkpointing and hasattr(model, "enable_gradient_checkpointing"):
             model.enable_gradient_checkpointing()
         self.params = [p for p in model.parameters() if p.requires_grad]
+        if self.world.distributed:  # averages gradients across ranks during backward
+            from torch.nn.parallel import DistributedDataParallel
+
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            # broadcast_buffers=False: the buffers are constants (RoPE tables), and rank 0 runs
+            # the model alone while sampling, so a forward must never wait on the other ranks.
+            self.family.denoiser = DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.99))
         warmup = max(1, config.warmup_steps)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: min(1.0, (step + 1) / warmup))
         self.ema = [p.detach().clone() for p in self.params] if config.ema_decay else None
-        channels, frames, height, width = self.family.latent_shape(config.num_frames, config.height, config.width)
+        _, frames, height, width = self.family.latent_shape(config.num_frames, config.height, config.width)
         self.shift = config.shift or resolution_shift(frames * (height // 2) * (width // 2))  # 2x2 patches
         self.step, self.epoch, self.start, self.next_worker = 0, 0, {}, 0
         self.stop_requested = False
+        self.null_text: torch.Tensor | None = None  # the "" embedding, for latent batches
+        self.tensorboard = None
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -61,7 +75,7 @@ class Trainer:
             "ema": self.ema,
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
-            "data": {"epoch": self.epoch, "start": dict(self.start), "next_worker": self.next_worker},
+            "data": {"ranks": distributed.gather(self.world, self._data_position())},
             "config": dataclasses.asdict(self.config),
         }
 
@@ -72,19 +86,27 @@ class Trainer:
             self.ema = [t.to(self.device) for t in state["ema"]]
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
-        data = state["data"]
-        self.epoch, self.start, self.next_worker = int(data["epoch"]), {int(k): int(v) for k, v in data["start"].items()}, int(data["next_worker"])
+        ranks = state["data"]["ranks"]
+        if len(ranks) == self.world.world_size:
+            mine = ranks[self.world.rank]
+            self.epoch, self.next_worker = int(mine["epoch"]), int(mine["next_worker"])
+            self.start = {int(k): int(v) for k, v in mine["start"].items()}
+        else:  # another number of ranks splits the shards differently: start the next epoch afresh
+            self.epoch, self.start, self.next_worker = max(int(r["epoch"]) for r in ranks) + 1, {}, 0
+
+    def _data_position(self) -> dict:
+        return {"epoch": self.epoch, "start": dict(self.start), "next_worker": self.next_worker}
 
     # -- one step -------------------------------------------------------------------------------
 
     def train_step(self, batch: dict) -> tuple[float, float]:
         """One optimiser step on `batch`; returns (loss, gradient norm before clipping)."""
         config = self.config
-        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + self.step)
-        captions = [c if torch.rand(1, generator=generator).item() >= config.caption_dropout else "" for c in batch["captions"]]
-        x0 = self.family.encode_video(batch["frames"].to(self.device))
-        text = self.family.encode_text(captions)
-        t = sample_timesteps(len(captions), generator, config.timestep_mean, config.timestep_std, self.shift)
+        # Each rank draws its own timesteps and noise (its own examples), repeatably.
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + self.step + self.world.rank * 2**40)
+        dropped = [torch.rand(1, generator=generator).item() < config.caption_dropout for _ in batch["captions"]]
+        x0, text = self._encode(batch, dropped)
+        t = sample_timesteps(len(dropped), generator, config.timestep_mean, config.timestep_std, self.shift)
         noise = torch.randn(x0.shape, generator=generator).to(self.device)
         x_t, target = noised(x0, noise, t.to(self.device))
         with self._autocast():
@@ -102,36 +124,70 @@ class Trainer:
         self.step += 1
         return loss.item(), float(norm)
 
+    def _encode(self, batch: dict, dropped: list[bool]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(latents, text embeddings) of a batch, with the dropped captions replaced by "":
+        encoded here from frames and captions, or read from a latent shard's batch."""
+        if "latents" not in batch:
+            captions = ["" if drop else caption for caption, drop in zip(batch["captions"], dropped, strict=True)]
+            return self.family.encode_video(batch["frames"].to(self.device)), self.family.encode_text(captions)
+        x0 = batch["latents"].to(self.device, torch.float32)
+        expected = self.family.latent_shape(self.config.num_frames, self.config.height, self.config.width)
+        if tuple(x0.shape[1:]) != expected:
+            raise ValueError(f"latent shards hold latents of shape {tuple(x0.shape[1:])}, but this run's model and "
+                             f"video size need {expected}: precompute them with the same preset, num_frames, height and width")  # fmt: skip
+        text = batch["text"].to(self.device, torch.float32)
+        length = self.family.text_max_length
+        if text.shape[1] > length:
+            raise ValueError(f"latent shards hold text embeddings of {text.shape[1]} tokens; this model takes {length}")
+        text = torch.nn.functional.pad(text, (0, 0, 0, length - text.shape[1]))  # stored without trailing zeros
+        if any(dropped):
+            if self.null_text is None:
+                self.null_text = self.family.encode_text([""])[0]
+            text[torch.tensor(dropped, device=self.device)] = self.null_text
+        return x0, text
+
     # -- the loop -------------------------------------------------------------------------------
 
     def run(self, progress: bool = True) -> list[dict]:
         """Train to `config.steps` (resuming); returns the logged metrics of this invocation."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(to_json(self.config), self.run_dir / "config.json")
+        main = self.world.is_main
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(to_json(self.config), self.run_dir / "config.json")
         state = checkpoint.latest(self.run_dir)
         if state is not None:
             self.load_state_dict(state)
-        self._forget_metrics_after(self.step)  # logged by a run killed after its last checkpoint
+        if main:
+            self._forget_metrics_after(self.step)  # logged by a run killed after its last checkpoint
+            self.tensorboard = _tensorboard_writer(self.run_dir, self.step) if self.config.tensorboard else None
         logged: list[dict] = []
         previous = signal.signal(signal.SIGTERM, self._on_sigterm) if _main_thread() else None
         try:
-            with tqdm(total=self.config.steps, initial=self.step, desc="train", unit="step", disable=not progress, file=sys.stderr) as bar:
+            show = progress and main
+            with tqdm(total=self.config.steps, initial=self.step, desc="train", unit="step", disable=not show, file=sys.stderr) as bar:
                 self._loop(bar, logged)
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+            if self.tensorboard is not None:
+                self.tensorboard.close()
+        distributed.finish(self.world)
         return logged
 
     def _loop(self, bar: tqdm, logged: list[dict]) -> None:
         config, data = self.config, self._data_config()
         window, window_start = _new_window(), time.perf_counter()
         while self.step < config.steps and not self.stop_requested:
-            batches = iter(make_loader(data, epoch=self.epoch, start=self.start, first_worker=self.next_worker))
+            world = self.world
+            batches = iter(make_loader(data, world.rank, world.world_size, self.epoch, self.start, self.next_worker))
+            fresh_epoch, steps_before = not self.start, self.step
             while self.step < config.steps and not self.stop_requested:
                 waited = time.perf_counter()
                 batch = next(batches, None)
                 window["wait"] += time.perf_counter() - waited
                 if batch is None:  # the epoch is over: the next one starts from the beginning
+                    if fresh_epoch and self.step == steps_before:
+                        raise ValueError(_no_samples_message(config.shards, world))
                     self.epoch, self.start, self.next_worker = self.epoch + 1, {}, 0
                     break
                 loss, _ = self.train_step(batch)
@@ -142,6 +198,7 @@ class Trainer:
                 window["samples"] += len(batch["keys"])
                 window["skipped"] += batch["skipped"]
                 bar.update(1)
+                self.stop_requested = distributed.any_rank(self.world, self.stop_requested, self.device)
                 if self.step % config.log_every == 0 or self.step == config.steps:
                     logged.append(self._log(window, time.perf_counter() - window_start))
                     bar.set_postfix(loss=f"{logged[-1]['loss']:.4f}", samples_per_s=f"{logged[-1]['samples_per_s']:.1f}")
@@ -156,17 +213,28 @@ class Trainer:
             self.samples()
 
     def _log(self, window: dict, seconds: float) -> dict:
+        """One metrics line (rank 0 writes it): the window's means over its steps and the ranks;
+        samples/s counts every rank's samples."""
+        steps, seconds = max(window["steps"], 1), max(seconds, 1e-9)
+        loss, wait, samples, skipped = distributed.mean(
+            self.world, [window["loss"] / steps, window["wait"] / seconds, window["samples"], window["skipped"]], self.device
+        )
         entry = {
             "step": self.step,
-            "loss": window["loss"] / max(window["steps"], 1),
+            "loss": loss,
             "lr": self.schedule.get_last_lr()[0],
-            "samples_per_s": window["samples"] / max(seconds, 1e-9),
-            "data_wait_frac": window["wait"] / max(seconds, 1e-9),
+            "samples_per_s": samples * self.world.world_size / seconds,
+            "data_wait_frac": wait,
             "epoch": self.epoch,
-            "skipped_samples": window["skipped"],
+            "skipped_samples": round(skipped * self.world.world_size),
         }
-        with open(self.run_dir / "metrics.jsonl", "a") as file:
-            file.write(json.dumps(entry) + "\n")
+        if self.world.is_main:
+            with open(self.run_dir / "metrics.jsonl", "a") as file:
+                file.write(json.dumps(entry) + "\n")
+            if self.tensorboard is not None:
+                for name, value in entry.items():
+                    if name != "step":
+                        self.tensorboard.add_scalar(f"train/{name}", value, self.step)
         return entry
 
     def samples(self) -> list[Path]:
@@ -174,9 +242,9 @@ class Trainer:
         from train.sampler import sample_to_files
 
         config = self.config
-        if not config.sample_prompts:
+        if not config.sample_prompts or not self.world.is_main:
             return []
-        with self._ema_weights():
+        with self._ema_weights(), self._bare_denoiser():
             return sample_to_files(
                 self.family, list(config.sample_prompts), self.run_dir / "samples", self.step,
                 num_frames=config.num_frames, height=config.height, width=config.width,
@@ -201,14 +269,29 @@ class Trainer:
                 for param, value in zip(self.params, saved, strict=True):
                     param.copy_(value)
 
+    @contextlib.contextmanager
+    def _bare_denoiser(self):
+        """Sample with the bare transformer: rank 0 samples alone, and DDP's forward expects
+        every rank to join it."""
+        wrapped, self.family.denoiser = self.family.denoiser, self.family.transformer
+        try:
+            yield
+        finally:
+            self.family.denoiser = wrapped
+
     def _forget_metrics_after(self, step: int) -> None:
         path = self.run_dir / "metrics.jsonl"
         if path.exists():
             kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
             write_text_atomic("".join(f"{line}\n" for line in kept), path)
 
-    def save(self) -> Path:
-        return checkpoint.save(self.run_dir, self.step, self.state_dict(), self.config.keep_checkpoints)
+    def save(self) -> Path | None:
+        """Checkpoint the run (every rank takes part; rank 0 writes); the folder, on rank 0."""
+        distributed.check_in_sync(self.world, self.params)
+        state = self.state_dict()  # gathers every rank's data position
+        if not self.world.is_main:
+            return None
+        return checkpoint.save(self.run_dir, self.step, state, self.config.keep_checkpoints)
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -235,6 +318,25 @@ class Trainer:
 def _new_window() -> dict:
     """Sums over the steps since the last log line."""
     return {"loss": 0.0, "steps": 0, "samples": 0, "wait": 0.0, "skipped": 0}
+
+
+def _tensorboard_writer(run_dir: Path, step: int):
+    """A TensorBoard writer for RUN_DIR/tensorboard when TensorBoard is installed, else None.
+    `purge_step` drops the events a killed run logged after the checkpoint it resumes from."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # TensorBoard is optional
+        return None
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=step + 1 if step else None)
+
+
+def _no_samples_message(shards: str, world: distributed.World) -> str:
+    where = f"rank {world.rank} of {world.world_size}" if world.distributed else "this run"
+    return (
+        f"{where} got no usable training sample from {shards!r} in a whole epoch: every sample was skipped, "
+        f"or there are fewer shards than ranks ({world.world_size}); write more, smaller shards "
+        "(pack.max_shard_samples) or set resampled=true"
+    )
 
 
 def _main_thread() -> bool:

@@ -83,6 +83,9 @@ class VideoFamily(ABC):
 
     def __init__(self, *, transformer, vae, text_encoder, tokenizer, text_max_length: int, device, preset: str, source: str):
         self.transformer = transformer.to(device)  # the trainable nn.Module
+        # What `predict` calls: the transformer itself, or the trainer's DDP wrapper around it
+        # (weights and state dicts always come from the bare transformer).
+        self.denoiser = self.transformer
         self.vae = vae.to(device).eval().requires_grad_(False)
         self.text_encoder = text_encoder.to(device).eval().requires_grad_(False)
         self.tokenizer = tokenizer

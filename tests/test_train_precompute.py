@@ -1,0 +1,80 @@
+"""`python -m train precompute`: latent shards with the same keys, training from them matches
+training from the videos, reruns resume, and mismatched settings are one clear line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import webdataset as wds
+
+from curate.shards import Sample, write_shard
+from train.__main__ import main
+from train.precompute import load_npy, trim_padding
+
+COMMON = ["--set", "num_workers=0", "sample_prompts=[]", "log_every=5"]
+
+
+@pytest.fixture(scope="module")
+def latents(train_shards, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("latents")
+    assert main(["precompute", "--shards", str(train_shards), "--out", str(out), "--dtype", "float32", "--quiet"]) == 0
+    return out
+
+
+def losses(run: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_latent_shards_mirror_the_video_shards(train_shards, latents):
+    assert sorted(p.name for p in latents.glob("*.tar")) == sorted(p.name for p in train_shards.glob("*.tar"))
+    index = json.loads((latents / "index.json").read_text())
+    videos = json.loads((train_shards / "index.json").read_text())
+    assert [s["nsamples"] for s in index["shardlist"]] == [s["nsamples"] for s in videos["shardlist"]]
+    sample = next(iter(wds.WebDataset(str(min(latents.glob("*.tar"))), shardshuffle=False)))
+    latent, text = load_npy(sample["latent.npy"]), load_npy(sample["text.npy"])
+    assert latent.shape == (16, 3, 4, 4) and latent.dtype == np.float32  # tiny Wan: 9x32x32 frames
+    assert 1 <= text.shape[0] < 64 and text.shape[1] == 32 and np.any(text[-1] != 0)  # no padding rows
+    meta = json.loads(sample["json"])
+    assert meta["latent"]["preset"] == "tiny" and meta["latent"]["num_frames"] == 9 and "clip_id" in meta
+
+
+def test_training_from_latents_matches_training_from_videos(train_shards, latents, tmp_path):
+    """Same seed, same samples in the same order: the encoders' work moved, the losses did not."""
+    assert main(["--shards", str(train_shards), "--out", str(tmp_path / "videos"), "--steps", "20", "--quiet", *COMMON]) == 0
+    assert main(["--shards", str(latents), "--out", str(tmp_path / "latents"), "--steps", "20", "--quiet", *COMMON]) == 0
+    assert losses(tmp_path / "latents") == pytest.approx(losses(tmp_path / "videos"), rel=1e-4)
+
+
+def test_a_rerun_resumes_and_other_settings_are_refused(train_shards, latents, capsys):
+    assert main(["precompute", "--shards", str(train_shards), "--out", str(latents), "--dtype", "float32", "--quiet"]) == 0
+    assert "in 0 new shards" in capsys.readouterr().out
+    assert main(["precompute", "--shards", str(train_shards), "--out", str(latents), "--quiet", "--set", "num_frames=13"]) == 2
+    assert "other settings (num_frames: 9 -> 13, dtype: 'float32' -> 'float16')" in capsys.readouterr().err
+
+
+def test_latents_of_another_size_are_one_clear_line(latents, tmp_path, capsys):
+    assert main(["--shards", str(latents), "--out", str(tmp_path / "run"), "--steps", "2", "--quiet", *COMMON, "num_frames=13"]) == 2
+    err = capsys.readouterr().err
+    assert "latent shards hold latents of shape (16, 3, 4, 4)" in err and "Traceback" not in err
+
+
+def test_undecodable_samples_are_left_out(train_shards, tmp_path, capsys):
+    good = next(iter(wds.WebDataset(str(min(train_shards.glob("*.tar"))), shardshuffle=False)))
+    mixed = tmp_path / "in" / "mixed-000000.tar"
+    mixed.parent.mkdir()
+    write_shard(mixed, [Sample("bad", {"mp4": b"not a video", "txt": b"x"}), Sample(good["__key__"], {"mp4": good["mp4"], "txt": good["txt"]})])
+    assert main(["precompute", "--shards", str(mixed), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert "1 samples in 1 new shards (0 already done, 1 samples left out)" in capsys.readouterr().out
+    keys = [s["__key__"] for s in wds.WebDataset(str(tmp_path / "out" / "mixed-000000.tar"), shardshuffle=False)]
+    assert keys == [good["__key__"]]
+
+
+def test_trim_padding():
+    embedding = np.zeros((6, 2), np.float32)
+    embedding[:3] = 1.0
+    embedding[1] = 0.0  # an inner zero row stays
+    assert trim_padding(embedding).shape == (3, 2)
+    assert trim_padding(np.zeros((4, 2))).shape == (1, 2)

@@ -1,0 +1,181 @@
+"""`python -m train precompute`: latent shards, so that training skips the VAE and the text encoder.
+
+Every sample of the video shards becomes a sample with the same key in a shard of the same name
+under OUT:
+
+    <key>.latent.npy   (C, T', H', W') normalised VAE latents of the frames the loader would train on
+    <key>.text.npy     (L, D) the caption's text embedding, without its trailing all-zero rows
+    <key>.txt          the caption
+    <key>.json         the source sample's metadata plus "latent": how the latents were made
+
+The frames are those the loader picks for the sample (its fixed seeded offset, `num_frames` at the
+stride or fps), so a latent shard holds one temporal crop per clip. Embeddings are stored without
+their padding (Wan zeroes every position past the prompt); the trainer pads them back. Each
+output shard is written atomically, and shards already written are skipped, so a killed
+precompute resumes where it stopped. Samples that cannot be decoded are left out and counted.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import sys
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import webdataset as wds
+from tqdm import tqdm
+
+from curate.models.hub import resolve_device
+from curate.shards import Sample, wids_index, write_shard
+from train.config import TrainConfig
+from train.data import DataConfig, decode_clip, shard_urls
+from train.models import VideoFamily, load_family
+
+log = logging.getLogger(__name__)
+DTYPES = {"float16": np.float16, "float32": np.float32}
+
+
+@dataclass
+class PrecomputeStats:
+    shards_written: int = 0
+    shards_skipped: int = 0  # already there from an earlier run
+    samples: int = 0
+    bad_samples: int = 0
+
+
+def precompute(config: TrainConfig, out: Path, dtype: str = "float16", progress: bool = True) -> PrecomputeStats:
+    """Write the latent shards of `config.shards` into `out` (see the module docstring)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    urls = shard_urls(config.shards)
+    names = [_shard_name(url) for url in urls]
+    if len(set(names)) != len(names):
+        raise ValueError("two input shards have the same file name; latent shards are named after them")
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device, "device")
+    text_dtype = torch.bfloat16 if device.type == "cuda" and config.mixed_precision == "auto" else torch.float32
+    family = load_family(config.preset, device, text_dtype, seed=config.seed, source=config.model_source or None)
+    family.check_video_shape(config.num_frames, config.height, config.width)
+    _claim(out, _recipe(config, family, dtype))
+    data = _data_config(config)
+    stats, counts = PrecomputeStats(), []
+    for url, name in tqdm(list(zip(urls, names)), desc="precompute", unit="shard", disable=not progress, file=sys.stderr):
+        target = out / name
+        if target.exists():
+            stats.shards_skipped += 1
+        else:
+            samples = list(_latent_samples(url, family, data, config, DTYPES[dtype], stats))
+            write_shard(target, samples)
+            stats.shards_written += 1
+        counts.append((name, _count_samples(target), target.stat().st_size))
+    _write_index(out, counts)
+    return stats
+
+
+def _latent_samples(url: str, family: VideoFamily, data: DataConfig, config: TrainConfig, dtype, stats: PrecomputeStats) -> Iterator[Sample]:
+    """The latent samples of one video shard, encoded `config.batch_size` clips at a time."""
+    batch: list[tuple[dict, np.ndarray]] = []
+    for sample in wds.WebDataset(url, shardshuffle=False, handler=wds.warn_and_continue, empty_check=False):
+        try:
+            if "mp4" not in sample:
+                raise ValueError("no .mp4 member")
+            frames = decode_clip(sample["mp4"], data, sample["__key__"])
+        except ValueError as exc:  # too short, corrupt: the loader would skip it too
+            log.warning("left out %s: %s", sample["__key__"], exc)
+            stats.bad_samples += 1
+            continue
+        batch.append((sample, frames))
+        if len(batch) == config.batch_size:
+            yield from _encode_batch(batch, family, config, dtype, stats)
+            batch = []
+    if batch:
+        yield from _encode_batch(batch, family, config, dtype, stats)
+
+
+def _encode_batch(batch: list[tuple[dict, np.ndarray]], family: VideoFamily, config: TrainConfig, dtype, stats: PrecomputeStats) -> Iterator[Sample]:
+    captions = [sample.get("txt", b"").decode("utf-8", errors="replace").strip() for sample, _ in batch]
+    frames = torch.from_numpy(np.stack([f for _, f in batch]))
+    latents = family.encode_video(frames).cpu().numpy()
+    texts = family.encode_text(captions).cpu().numpy()
+    recipe = _recipe(config, family, np.dtype(dtype).name)
+    for (sample, _), latent, text, caption in zip(batch, latents, texts, captions, strict=True):
+        meta = json.loads(sample["json"]) if "json" in sample else {}
+        meta["latent"] = recipe
+        stats.samples += 1
+        yield Sample(sample["__key__"], {
+            "latent.npy": _npy(latent.astype(dtype)),
+            "text.npy": _npy(trim_padding(text).astype(dtype)),
+            "txt": caption.encode(),
+            "json": json.dumps(meta, sort_keys=True).encode(),
+        })  # fmt: skip
+
+
+def _recipe(config: TrainConfig, family: VideoFamily, dtype: str) -> dict:
+    """What the latents depend on: a folder holds latents of one recipe only."""
+    return {"preset": config.preset, "source": family.source, "num_frames": config.num_frames, "height": config.height,
+            "width": config.width, "frame_stride": config.frame_stride, "fps": config.fps, "seed": config.seed,
+            "dtype": dtype}  # fmt: skip
+
+
+def _claim(out: Path, recipe: dict) -> None:
+    """Record the recipe in OUT/precompute.json, or refuse a folder made with another one (its
+    finished shards would be skipped and mixed with new ones)."""
+    from curate.manifest import write_text_atomic
+
+    path = out / "precompute.json"
+    if path.exists():
+        earlier = json.loads(path.read_text())
+        if earlier != recipe:
+            changed = ", ".join(f"{k}: {earlier.get(k)!r} -> {v!r}" for k, v in recipe.items() if earlier.get(k) != v)
+            raise ValueError(f"{out} holds latents made with other settings ({changed}); use another folder")
+        return
+    write_text_atomic(json.dumps(recipe, indent=2, sort_keys=True) + "\n", path)
+
+
+def trim_padding(embedding: np.ndarray) -> np.ndarray:
+    """(L, D) without its trailing rows that are exactly zero (at least one row is kept)."""
+    nonzero = np.flatnonzero(np.any(embedding != 0, axis=1))
+    return embedding[: max(1, nonzero[-1] + 1 if nonzero.size else 1)]
+
+
+def load_npy(data: bytes) -> np.ndarray:
+    """An array stored by precompute (plain .npy; pickles are refused: shards are untrusted)."""
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _data_config(config: TrainConfig) -> DataConfig:
+    return DataConfig(shards=config.shards, num_frames=config.num_frames, frame_stride=config.frame_stride, fps=config.fps,
+                      height=config.height, width=config.width, seed=config.seed)  # fmt: skip
+
+
+def _shard_name(url: str) -> str:
+    """The output name of an input shard: its file name (a `pipe:` command's last .tar word)."""
+    words = [w for w in url.split() if w.endswith(".tar")] or [url]
+    name = Path(words[-1].split("://")[-1]).name
+    if not name.endswith(".tar"):
+        raise ValueError(f"cannot name a latent shard after {url!r}: it names no .tar file")
+    return name
+
+
+def _count_samples(path: Path) -> int:
+    """Samples (distinct keys) in a tar, from its member headers alone (tarfile seeks past data)."""
+    with tarfile.open(path) as tar:
+        return len({member.name.split(".", 1)[0] for member in tar})
+
+
+def _write_index(out: Path, counts: list[tuple[str, int, int]]) -> None:
+    from curate.manifest import write_text_atomic
+
+    write_text_atomic(wids_index(counts, "latents"), out / "index.json")
