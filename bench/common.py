@@ -61,6 +61,22 @@ def make_videos(folder: Path, count: int, width: int, height: int) -> list[Path]
     return paths
 
 
+def make_shards(folder: Path, videos: int, width: int, height: int, short_side: int) -> Path:
+    """Shards (8 samples each) of `videos` synthetic edits, split and packed at `short_side` by the
+    real stages into `folder`, made once and reused; returns their index.json."""
+    from curate.config import load_config
+    from curate.manifest import OutputLayout
+    from curate.runner import run_clip_stage, run_split
+
+    layout = OutputLayout(folder / f"run_{width}x{height}_{videos}_{short_side}")
+    if not (layout.shards / "index.json").exists():
+        config = load_config(overrides=[f"pack.short_side={short_side}", "pack.max_shard_samples=8"])
+        paths = make_videos(folder / "videos", videos, width, height)
+        run_split(collect_inputs([str(p) for p in paths]), layout, config, None, progress=False)
+        run_clip_stage("pack", layout, config, None, progress=False)
+    return layout.shards / "index.json"
+
+
 def make_clips(folder: Path, count: int, width: int, height: int) -> list[ClipRef]:
     """At least `count` clips of synthetic edits (H.264, `FPS`), rendering more videos into
     `folder` until there are enough (videos are reused by later runs), split by SplitStage."""

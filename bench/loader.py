@@ -38,22 +38,8 @@ sys.path.insert(0, str(REPO))
 
 import av  # noqa: E402
 
-from curate.config import load_config  # noqa: E402
-from curate.inputs import collect_inputs  # noqa: E402
-from curate.manifest import OutputLayout  # noqa: E402
-from curate.runner import run_clip_stage, run_split  # noqa: E402
 from train.data import DataConfig, _resize_crop, frame_positions, make_loader, shard_urls  # noqa: E402
-from common import cpu_model, load_averages, make_videos, wait_for_idle  # noqa: E402  (bench/common.py)
-
-
-def make_shards(videos: int, width: int, height: int, short_side: int) -> Path:
-    layout = OutputLayout(OUT / f"run_{width}x{height}_{videos}_{short_side}")
-    if not (layout.shards / "index.json").exists():
-        config = load_config(overrides=[f"pack.short_side={short_side}", "pack.max_shard_samples=8"])
-        paths = make_videos(OUT / "videos", videos, width, height)
-        run_split(collect_inputs([str(p) for p in paths]), layout, config, None, progress=False)
-        run_clip_stage("pack", layout, config, None, progress=False)
-    return layout.shards / "index.json"
+from common import cpu_model, load_averages, make_shards, wait_for_idle  # noqa: E402  (bench/common.py)
 
 
 def bare(config: DataConfig) -> int:
@@ -103,7 +89,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     print(f"load before: {load_averages()}   {cpu_model()}, {os.cpu_count()} cores")
-    index = make_shards(args.videos, args.width, args.height, args.short_side)
+    index = make_shards(OUT, args.videos, args.width, args.height, args.short_side)
     config = DataConfig(shards=str(index), num_frames=args.frames, frame_stride=args.stride, height=args.size,
                         width=args.size, batch_size=args.batch_size, num_workers=0, shuffle_buffer=16)  # fmt: skip
     workers = DataConfig(**{**config.__dict__, "num_workers": 2})

@@ -139,11 +139,28 @@ def _tiny_mp4(frames: int) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_an_epoch_resumes_at_the_saved_positions(packed, workers):
+def test_resampled_epochs_draw_shards_with_replacement(packed):
+    shards = shard_urls(str(packed / "shards"))
+    everything = set(keys_of(make_loader(config(packed))))
+    for workers in (0, 2):
+        epochs = [keys_of(make_loader(config(packed, resampled=True, num_workers=workers, seed=4), epoch=e)) for e in range(4)]
+        assert all(set(keys) <= everything for keys in epochs)
+        assert len({tuple(keys) for keys in epochs}) > 1  # each epoch draws anew
+    assert len(shards) >= 3
+    # Every rank and worker draws at least one shard, however few there are: with one shard,
+    # each of a rank's two workers reads it once.
+    single = str(min((packed / "shards").glob("*.tar")))
+    once = keys_of(make_loader(config(packed, shards=single)))
+    for rank in (0, 1):
+        got = keys_of(make_loader(config(packed, shards=single, resampled=True, num_workers=2), rank=rank, world_size=2))
+        assert sorted(got) == sorted(once * 2)
+
+
+@pytest.mark.parametrize(("workers", "resampled"), [(0, False), (2, False), (2, True)])
+def test_an_epoch_resumes_at_the_saved_positions(packed, workers, resampled):
     """Consume a few batches, note each worker's position, rebuild the loader from there: the
     rest of the epoch is exactly what the uninterrupted loader would have given."""
-    cfg = config(packed, num_workers=workers, seed=3)
+    cfg = config(packed, num_workers=workers, seed=3, resampled=resampled)
     full = list(make_loader(cfg, epoch=1))
     consumed = 3
     start = {}

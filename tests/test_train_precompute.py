@@ -53,6 +53,9 @@ def test_a_rerun_resumes_and_other_settings_are_refused(train_shards, latents, c
     assert "in 0 new shards" in capsys.readouterr().out
     assert main(["precompute", "--shards", str(train_shards), "--out", str(latents), "--quiet", "--set", "num_frames=13"]) == 2
     assert "other settings (num_frames: 9 -> 13, dtype: 'float32' -> 'float16')" in capsys.readouterr().err
+    other = str(min(train_shards.glob("*.tar")))  # other input shards, whose names could collide
+    assert main(["precompute", "--shards", other, "--out", str(latents), "--dtype", "float32", "--quiet"]) == 2
+    assert "other settings (shards:" in capsys.readouterr().err
 
 
 def test_latents_of_another_size_are_one_clear_line(latents, tmp_path, capsys):

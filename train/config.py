@@ -38,7 +38,7 @@ class TrainConfig:
     batch_size: int = 2
     num_workers: int = 2
     shuffle_buffer: int = 64
-    resampled: bool = False
+    resampled: bool = False  # draw shards with replacement: every rank and worker has data, however few shards
     # optimisation
     steps: int = 200
     lr: float = 1e-3

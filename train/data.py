@@ -6,8 +6,12 @@ its tars, shuffles samples in a buffer, decodes each mp4 in memory with PyAV (on
 frame it needs), resizes and centre-crops to the model's size, and batches, so the main process
 receives whole batches. A sample that cannot be used (corrupt mp4, too few frames, missing
 member) is skipped and counted; warnings are rate-limited and nothing ever sleeps. Latent shards
-(`python -m train precompute`) give batches of latents and text embeddings instead of frames. In resampled
-mode each worker draws shards with replacement forever (long runs; no epoch boundaries).
+(`python -m train precompute`) give batches of latents and text embeddings instead of frames.
+
+In resampled mode each worker draws its shards with replacement from the whole list (so every
+worker has data however few shards there are). Its epoch is as many draws as the shards it would
+get without replacement; epochs keep the data position small, so a resumed run only passes over
+the samples of the current epoch.
 
 Shards can be a brace pattern (`shards/clips-{000000..000009}.tar`), a folder, a wids
 `index.json`, a comma-separated list, or `pipe:` URLs for object stores (`pipe:aws s3 cp s3://... -`).
@@ -187,7 +191,8 @@ def _worker(first_worker: int) -> tuple[int, int]:
 class _ShardOrder(torch.utils.data.IterableDataset):
     """This worker's shards. One epoch: the whole list permuted by seed + epoch (the same
     permutation everywhere), every world_size-th shard from `rank`, then every num_workers-th of
-    those from the worker's id. Resampled: an endless seeded draw with replacement per worker."""
+    those from the worker's id. Resampled: a seeded draw with replacement per worker and epoch,
+    of as many shards as that share would hold (at least one)."""
 
     def __init__(self, urls: list[str], seed: int, epoch: int, rank: int, world_size: int, first_worker: int, resampled: bool):
         self.urls, self.seed, self.epoch, self.rank, self.world_size = urls, seed, epoch, rank, world_size
@@ -197,8 +202,10 @@ class _ShardOrder(torch.utils.data.IterableDataset):
         worker, workers = _worker(self.first_worker)
         if self.resampled:
             rng = random.Random(_mix(self.seed, self.rank * 1000 + worker, self.epoch))
-            while True:
+            draws = max(1, math.ceil(len(self.urls) / (self.world_size * workers)))
+            for _ in range(draws):
                 yield {"url": rng.choice(self.urls)}
+            return
         order = list(self.urls)
         random.Random(_mix(self.seed, 0, self.epoch)).shuffle(order)
         for url in order[self.rank :: self.world_size][worker::workers]:

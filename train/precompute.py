@@ -117,8 +117,8 @@ def _encode_batch(batch: list[tuple[dict, np.ndarray]], family: VideoFamily, con
 
 
 def _recipe(config: TrainConfig, family: VideoFamily, dtype: str) -> dict:
-    """What the latents depend on: a folder holds latents of one recipe only."""
-    return {"preset": config.preset, "source": family.source, "num_frames": config.num_frames, "height": config.height,
+    """What the latents depend on (the input shards too): a folder holds latents of one recipe only."""
+    return {"shards": config.shards, "preset": config.preset, "source": family.source, "num_frames": config.num_frames, "height": config.height,
             "width": config.width, "frame_stride": config.frame_stride, "fps": config.fps, "seed": config.seed,
             "dtype": dtype}  # fmt: skip
 
