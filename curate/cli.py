@@ -8,11 +8,13 @@ exit code is then 0.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 from curate.config import Config, ConfigError, describe, load_config
 from curate.inputs import InputError, collect_inputs
 from curate.models.errors import ModelUnavailable
+from curate.ray_executor import ClusterUnavailable
 
 _INPUT_HELP = (
     "video files, directories (searched recursively), globs, or .txt/.csv/.parquet lists with a "
@@ -44,6 +46,19 @@ def _add_common(parser: argparse.ArgumentParser, example: str = "split.max_clip_
     _add_settings(parser, example)
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core; 1 for model stages)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="local: a process pool on this machine (default); ray: Ray tasks, and actors for model stages, with the "
+        "CPU/GPU requests of the ray_num_cpus/ray_num_gpus settings (--workers: at most that many at once)",
+    )
+    parser.add_argument(
+        "--ray-address",
+        metavar="HOST:PORT",
+        help="with --executor ray: the head node of a running cluster (`ray start --head --port=6379`); every node "
+        "must see the inputs and OUT. Default: RAY_ADDRESS, else a local Ray instance for the command's length",
+    )
 
 
 def _add_clip_stage(commands, name: str, help: str, description: str, example: str, models: bool = False) -> None:
@@ -150,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
             "skips the work already done (under the same settings), so running the command again after "
             "an interruption, or after adding inputs, does only what is missing. One --config file holds "
             "every stage's settings (`python -m curate config` prints them). --workers applies to split, "
-            f"motion and pack; the model stages use one worker per GPU, or one on the CPU. {_THRESHOLDS_NOTE}"
+            "motion and pack; the model stages use one worker per GPU, or one on the CPU (with --executor ray: "
+            f"as many actors as their ray_num_cpus/ray_num_gpus requests fit on the cluster). {_THRESHOLDS_NOTE}"
         ),
     )
     run.add_argument("inputs", nargs="+", metavar="INPUT", help=_INPUT_HELP)
@@ -204,7 +220,18 @@ def _load(args: argparse.Namespace):
         overrides = ["aesthetic.model=tiny", "caption.model=tiny", *overrides]
     if getattr(args, "workers", None) is not None and args.workers < 1:
         raise ConfigError("--workers must be at least 1")
+    if getattr(args, "ray_address", None) and args.executor != "ray":
+        raise ConfigError("--ray-address needs --executor ray")
     return layout, load_config(args.config, overrides, remembered=layout.config)
+
+
+def _executor_session(args: argparse.Namespace):
+    """For --executor ray: connected to the cluster (or a local Ray instance) for the command's length."""
+    if args.executor != "ray":
+        return contextlib.nullcontext()
+    from curate.ray_executor import ray_session
+
+    return ray_session(args.ray_address, args.workers)
 
 
 def _split(args: argparse.Namespace) -> int:
@@ -214,7 +241,8 @@ def _split(args: argparse.Namespace) -> int:
     inputs = collect_inputs(args.inputs)
     if not inputs:
         raise InputError("no video files found in the given inputs")
-    stats = run_split(inputs, layout, config, args.workers, progress=not args.quiet)
+    with _executor_session(args):
+        stats = run_split(inputs, layout, config, args.workers, progress=not args.quiet, executor=args.executor)
     done = stats.units - stats.skipped
     speed = f", {stats.frames / stats.seconds:.0f} frames/s" if stats.frames and stats.seconds else ""
     print(f"split: {done} videos processed, {stats.skipped} already done, {stats.seconds:.1f} s{speed}")
@@ -226,7 +254,8 @@ def _clip_stage(args: argparse.Namespace) -> int:
     from curate.runner import run_clip_stage, summarize
 
     layout, config = _load(args)
-    stats = run_clip_stage(args.stage, layout, config, args.workers, progress=not args.quiet)
+    with _executor_session(args):
+        stats = run_clip_stage(args.stage, layout, config, args.workers, progress=not args.quiet, executor=args.executor)
     _print_stage(args.stage, stats, args.out)
     print(summarize(layout))
     return _report_failures(stats.failed, [], what="batches of clips")
@@ -261,14 +290,15 @@ def _run(args: argparse.Namespace) -> int:
     inputs = collect_inputs(args.inputs)
     if not inputs:
         raise InputError("no video files found in the given inputs")
-    stats = run_split(inputs, layout, config, args.workers, progress=not args.quiet)
-    print(f"split: {stats.units - stats.skipped} videos processed, {stats.skipped} already done, {stats.seconds:.1f} s")
-    failed = dict(stats.failed)
-    for stage in CLIP_STAGES:
-        workers = args.workers if stage in ("motion", "pack") else None  # model stages: their own default
-        stats = run_clip_stage(stage, layout, config, workers, progress=not args.quiet)
-        _print_stage(stage, stats, args.out)
-        failed.update(stats.failed)
+    with _executor_session(args):  # one Ray session for every stage: starting Ray takes seconds
+        stats = run_split(inputs, layout, config, args.workers, progress=not args.quiet, executor=args.executor)
+        print(f"split: {stats.units - stats.skipped} videos processed, {stats.skipped} already done, {stats.seconds:.1f} s")
+        failed = dict(stats.failed)
+        for stage in CLIP_STAGES:
+            workers = args.workers if stage in ("motion", "pack") else None  # model stages: their own default
+            stats = run_clip_stage(stage, layout, config, workers, progress=not args.quiet, executor=args.executor)
+            _print_stage(stage, stats, args.out)
+            failed.update(stats.failed)
     print(summarize(layout))
     print(f"run: {time.perf_counter() - started:.1f} s in all")
     return _report_failures(failed, inputs, what="units")
@@ -340,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (InputError, ConfigError, ModelUnavailable) as exc:
+    except (InputError, ConfigError, ModelUnavailable, ClusterUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -40,6 +40,26 @@ def _runtime(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help, "runtime": True})
 
 
+def _ray_cpus(what: str) -> Any:
+    """How many CPUs one Ray task or actor of a stage asks the cluster for (`--executor ray`)."""
+    return _runtime(1.0, f"--executor ray: CPUs each {what} asks for (fractions allowed); the cluster runs as many at once as fit.")
+
+
+def _ray_gpus(default: float) -> Any:
+    """How much of a GPU one Ray actor of a model stage asks for (`--executor ray`)."""
+    return _runtime(
+        default,
+        "--executor ray: GPUs each model actor asks for where the cluster has GPUs (a fraction lets several actors "
+        "share one GPU); ignored on a cluster without GPUs and with device=cpu.",
+    )
+
+
+def _require_ray_resources(section: str, cpus: float, gpus: float = 0.0) -> None:
+    _require(cpus > 0, f"{section}.ray_num_cpus must be > 0")
+    # Ray schedules fractions of one GPU, or whole GPUs.
+    _require(gpus >= 0 and (gpus <= 1 or float(gpus).is_integer()), f"{section}.ray_num_gpus must be in [0, 1] or a whole number")
+
+
 def _list_field(default: list, help: str) -> Any:
     return field(default_factory=lambda: list(default), metadata={"help": help})
 
@@ -74,6 +94,7 @@ class SplitConfig:
     )
     analysis_width: int = _field(64, "Width of the luma grid the detector works on.")
     analysis_height: int = _field(36, "Height of the luma grid the detector works on.")
+    ray_num_cpus: float = _ray_cpus("split task (one video)")
 
     def __post_init__(self) -> None:
         _require(self.min_clip_s > 0, "split.min_clip_s must be > 0")
@@ -84,6 +105,7 @@ class SplitConfig:
         _require(self.max_transition_s > 0, "split.max_transition_s must be > 0")
         _require(8 <= self.analysis_width <= 512, "split.analysis_width must be in [8, 512]")
         _require(8 <= self.analysis_height <= 512, "split.analysis_height must be in [8, 512]")
+        _require_ray_resources("split", self.ray_num_cpus)
 
 
 @dataclass
@@ -111,6 +133,7 @@ class MotionConfig:
         0.15,
         "Drop as 'extreme_motion' when one frame-to-frame luma change exceeds this (0..1; flashes, glitches, missed cuts).",
     )
+    ray_num_cpus: float = _ray_cpus("motion task (one video's clips)")
 
     def __post_init__(self) -> None:
         _require(self.method in ("auto", "mvs", "flow"), "motion.method must be auto, mvs or flow")
@@ -120,6 +143,7 @@ class MotionConfig:
         _require(0 <= self.min <= self.max, "motion.min must be >= 0 and <= motion.max")
         _require(0 < self.max_jump <= 1, "motion.max_jump must be in (0, 1]")
         _require(0 <= self.max_static_frac <= 1, "motion.max_static_frac must be in [0, 1]")
+        _require_ray_resources("motion", self.ray_num_cpus)
 
 
 _AESTHETIC_HEAD_URL = (
@@ -150,6 +174,8 @@ class AestheticConfig:
     decode_threads: int = _runtime(2, "Threads per worker decoding frames (one video each) while the model runs.")
     device: str = _field("auto", "auto (CUDA when available, bf16), cuda, cuda:N or cpu (fp32).")
     min: float = _threshold(4.5, "Drop as 'low_aesthetic' below this aesthetic_score (0-10 scale).")
+    ray_num_cpus: float = _ray_cpus("model actor (on the CPU: its torch threads)")
+    ray_num_gpus: float = _ray_gpus(0.25)  # ViT-L-14 in bf16 needs about 1 GB: four actors share a GPU
 
     def __post_init__(self) -> None:
         _require(
@@ -161,6 +187,7 @@ class AestheticConfig:
         _require(self.batch_size >= 1, "aesthetic.batch_size must be >= 1")
         _require(self.decode_threads >= 1, "aesthetic.decode_threads must be >= 1")
         _require_device(self.device, "aesthetic.device")
+        _require_ray_resources("aesthetic", self.ray_num_cpus, self.ray_num_gpus)
 
 
 _CAPTION_PROMPT = (
@@ -206,6 +233,8 @@ class CaptionConfig:
     batch_size: int = _runtime(8, "Clips per generate call (left-padded; greedy captions do not depend on it).")
     decode_threads: int = _runtime(2, "Threads per worker decoding frames (one video each) while the model runs.")
     device: str = _field("auto", "auto (CUDA when available, bf16), cuda, cuda:N or cpu (fp32).")
+    ray_num_cpus: float = _ray_cpus("model actor (on the CPU: its torch threads)")
+    ray_num_gpus: float = _ray_gpus(1.0)  # a whole GPU: the bigger presets need most of one
 
     def __post_init__(self) -> None:
         _require(1 <= self.num_frames <= 256, "caption.num_frames must be in [1, 256]")
@@ -223,6 +252,7 @@ class CaptionConfig:
         _require(self.batch_size >= 1, "caption.batch_size must be >= 1")
         _require(self.decode_threads >= 1, "caption.decode_threads must be >= 1")
         _require_device(self.device, "caption.device")
+        _require_ray_resources("caption", self.ray_num_cpus, self.ray_num_gpus)
 
 
 @dataclass
@@ -239,6 +269,7 @@ class PackConfig:
     max_shard_bytes: int = _runtime(1_000_000_000, "A shard is closed before it would pass this size (0 = no limit).")
     max_shard_samples: int = _runtime(0, "A shard is closed at this many samples (0 = no limit).")
     prefix: str = _runtime("clips", "Shard file names: OUT/shards/<prefix>-000000.tar, ...")
+    ray_num_cpus: float = _ray_cpus("pack task (one video's clips)")
 
     def __post_init__(self) -> None:
         _require(0 <= self.short_side <= 8192 and self.short_side != 1, "pack.short_side must be 0 or in [2, 8192]")
@@ -255,6 +286,7 @@ class PackConfig:
         _require(self.encode_threads >= 1, "pack.encode_threads must be >= 1")
         _require(self.max_shard_bytes >= 0 and self.max_shard_samples >= 0, "pack.max_shard_bytes/max_shard_samples must be >= 0")
         _require(bool(re.fullmatch(r"[A-Za-z0-9_.-]+", self.prefix)), "pack.prefix must be a plain file name part")
+        _require_ray_resources("pack", self.ray_num_cpus)
 
     @property
     def crop(self) -> tuple[int, int] | None:

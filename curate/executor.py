@@ -26,6 +26,9 @@ from curate.stages.base import Stage, Unit
 _worker_stage: Stage | None = None  # the stage instance inside a worker process
 _setup_error: Exception | None = None  # why the worker's setup failed, if it did
 
+# What a stage records for a unit that killed its worker on every attempt (both executors).
+WORKER_DIED = "the worker process died while processing this input"
+
 
 def done_marker(work_dir: Path, unit_id: str) -> Path:
     return work_dir / f"{unit_id}.done"
@@ -46,16 +49,20 @@ def save_unit(work_dir: Path, unit_id: str, outputs: dict) -> None:
     write_text_atomic("", done_marker(work_dir, unit_id))
 
 
-def _init_worker(stage: Stage) -> None:
+def setup_worker(stage: Stage) -> None:
+    """Make `stage` this worker process's stage and set it up (a pool initializer; the Ray
+    executor's workers call it too)."""
     global _worker_stage, _setup_error
     _worker_stage = stage
+    _setup_error = None
     try:
         stage.setup()
     except Exception as exc:  # raised from an initializer it would break the pool and blame units
         _setup_error = exc
 
 
-def _run_unit(unit: Unit, work_dir: Path) -> tuple[str, dict]:
+def run_unit(unit: Unit, work_dir: Path) -> tuple[str, dict]:
+    """Process one unit with this worker's stage and save its outputs; returns (unit id, stats)."""
     assert _worker_stage is not None
     if _setup_error is not None:
         raise RuntimeError(f"{_worker_stage.name} setup failed: {type(_setup_error).__name__}: {_setup_error}")
@@ -98,7 +105,7 @@ class LocalExecutor:
                     todo.pop(unit_id)
                     on_done(unit_id, {})
                 elif self._run_pool(stage, [todo[unit_id]], 1, work_dir, todo, on_done, errors):
-                    outputs, stats = stage.failed(todo.pop(unit_id), "the worker process died while processing this input")
+                    outputs, stats = stage.failed(todo.pop(unit_id), WORKER_DIED)
                     save_unit(work_dir, unit_id, outputs)
                     on_done(unit_id, stats)
             suspects.clear()
@@ -109,7 +116,7 @@ class LocalExecutor:
         return the ids in flight if a worker died (else an empty set)."""
         context = multiprocessing.get_context("spawn")  # fork is unsafe with FFmpeg/torch threads
         workers = min(workers, len(units))
-        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(stage,))
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=setup_worker, initargs=(stage,))
         pending: dict = {}
         queue = deque(units)
         try:
@@ -117,7 +124,7 @@ class LocalExecutor:
             while queue or pending:
                 while queue and len(pending) < 2 * workers:
                     unit = queue.popleft()
-                    pending[pool.submit(_run_unit, unit, work_dir)] = unit
+                    pending[pool.submit(run_unit, unit, work_dir)] = unit
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
                     unit = pending.pop(future)

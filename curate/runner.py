@@ -49,23 +49,40 @@ class RunStats:
     failed: dict[str, str] = field(default_factory=dict)  # unit id -> error; retried next run
 
 
-def run_split(inputs: list[VideoInput], layout: OutputLayout, config: Config, workers: int | None, progress: bool = True) -> RunStats:
-    """Split every input video (resuming earlier work), then write videos.parquet and clips.parquet."""
+def run_split(
+    inputs: list[VideoInput], layout: OutputLayout, config: Config, workers: int | None, progress: bool = True, executor: str = "local"
+) -> RunStats:
+    """Split every input video (resuming earlier work), then write videos.parquet and clips.parquet.
+    `executor` is "local" (a process pool) or "ray" (see `make_executor`)."""
     from curate.stages.split import SplitStage  # numpy/PyAV load only when a split really runs
 
     started = time.perf_counter()
     units = [Unit(v.video_id, v) for v in inputs]
     work_dir = layout.stage_work("split", config.section_hash("split"))
-    stats = _execute(SplitStage(config.split), units, work_dir, workers, progress, size=lambda unit: 1, unit_name="video")
+    stage = SplitStage(config.split)
+    stats = _execute(make_executor(executor, workers, stage), stage, units, work_dir, progress, size=lambda unit: 1, unit_name="video")
     _merge_split([u for u in units if is_done(work_dir, u.unit_id)], work_dir, layout, config)
     _save_config(layout, config, "split")
     stats.seconds = time.perf_counter() - started
     return stats
 
 
-def _execute(stage: Stage, units: list[Unit], work_dir: Path, workers: int | None, progress: bool, size, unit_name: str) -> RunStats:
-    """Run the units not done yet on the local executor, with a progress bar counting
-    `size(unit)` items (videos, clips) per unit."""
+def make_executor(name: str, workers: int | None, stage: Stage):
+    """The executor called `name`: "local" runs `workers` processes (default: the stage's
+    default_workers, else one per core); "ray" runs on the Ray cluster this process is connected
+    to (or a local instance), `workers` at most at once (default: as many as fit)."""
+    if name == "ray":
+        from curate.ray_executor import RayExecutor  # ray loads only when asked for
+
+        return RayExecutor(workers)
+    if name != "local":
+        raise ConfigError(f"unknown executor {name!r} (known: local, ray)")
+    return LocalExecutor(workers or stage.default_workers)
+
+
+def _execute(executor, stage: Stage, units: list[Unit], work_dir: Path, progress: bool, size, unit_name: str) -> RunStats:
+    """Run the units not done yet on `executor`, with a progress bar counting `size(unit)` items
+    (videos, clips) per unit."""
     stats = RunStats(units=len(units), skipped=sum(is_done(work_dir, u.unit_id) for u in units))
     sizes = {u.unit_id: size(u) for u in units if not is_done(work_dir, u.unit_id)}
     started = time.perf_counter()
@@ -79,7 +96,7 @@ def _execute(stage: Stage, units: list[Unit], work_dir: Path, workers: int | Non
             bar.update(sizes.get(unit_id, 0))
             bar.set_postfix(frames_per_s=f"{stats.frames / max(time.perf_counter() - started, 1e-9):.0f}")
 
-        stats.failed = LocalExecutor(workers).run(stage, units, work_dir, on_done)
+        stats.failed = executor.run(stage, units, work_dir, on_done)
     return stats
 
 
@@ -128,7 +145,9 @@ def _with_inputs(table: pa.Table, current: dict[str, VideoInput]) -> pa.Table:
     return table
 
 
-def run_clip_stage(name: str, layout: OutputLayout, config: Config, workers: int | None, progress: bool = True) -> RunStats:
+def run_clip_stage(
+    name: str, layout: OutputLayout, config: Config, workers: int | None, progress: bool = True, executor: str = "local"
+) -> RunStats:
     """Score every kept clip the stage has not scored under these settings (resuming earlier
     work), then put the stage's columns into clips.parquet and re-apply the filters."""
     require_clips(layout)
@@ -141,7 +160,7 @@ def run_clip_stage(name: str, layout: OutputLayout, config: Config, workers: int
     units = clip_units(todo, stage.clips_per_unit)
     if units:
         stage.prepare()  # fetch or find model weights once, here, so a missing model fails in one line
-    stats = _execute(stage, units, work_dir, workers or stage.default_workers, progress, size=lambda unit: len(unit.payload), unit_name="clip")
+    stats = _execute(make_executor(executor, workers, stage), stage, units, work_dir, progress, size=lambda unit: len(unit.payload), unit_name="clip")
     update_clips(layout, config, stage_scores=read_scores(work_dir, stage.schema))
     for table in stage.extra_tables:
         _publish(work_dir, table, layout.manifests / table)

@@ -253,6 +253,27 @@ def train_shards(tmp_path_factory, edited, motion, long_take) -> Path:
     return out / "shards"
 
 
+# `python -m curate run` settings of the end-to-end tests: tiny models, every clip kept by aesthetics.
+RUN_SETTINGS = ("--models", "tiny", "--set", "aesthetic.min=0", "pack.short_side=64", "pack.max_shard_samples=4")
+
+
+@pytest.fixture(scope="session")
+def run_videos(tmp_path_factory, edited, motion, static) -> Path:
+    """The inputs of the end-to-end `curate run` tests: three test videos in one folder."""
+    folder = tmp_path_factory.mktemp("run_videos")
+    for sample in (edited, motion, static):
+        shutil.copy(sample.path, folder / sample.path.name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory, run_videos) -> tuple[Path, str]:
+    """One uninterrupted `curate run` of run_videos with RUN_SETTINGS on the local executor (the
+    reference of the resume and Ray tests): (output folder, stdout)."""
+    out = tmp_path_factory.mktemp("run") / "out"
+    return out, curate("run", run_videos, "--out", out, *RUN_SETTINGS, "--quiet")
+
+
 @pytest.fixture(scope="module")
 def offline():
     """The hub marked offline and every socket connect refused: models built from config must not

@@ -12,24 +12,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import webdataset as wds
+from conftest import RUN_SETTINGS as RUN
 from conftest import curate, kill_when, read_manifests
 
-RUN = ["--models", "tiny", "--set", "aesthetic.min=0", "pack.short_side=64", "pack.max_shard_samples=4"]
+
+@pytest.fixture(scope="module")
+def videos(run_videos) -> Path:
+    return run_videos
 
 
 @pytest.fixture(scope="module")
-def videos(tmp_path_factory, edited, motion, static) -> Path:
-    folder = tmp_path_factory.mktemp("run_videos")
-    for sample in (edited, motion, static):
-        shutil.copy(sample.path, folder / sample.path.name)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory, videos) -> tuple[Path, str]:
-    out = tmp_path_factory.mktemp("run") / "out"
-    stdout = curate("run", videos, "--out", out, *RUN, "--quiet")
-    return out, stdout
+def finished(finished_run) -> tuple[Path, str]:
+    return finished_run
 
 
 def state(out: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:

@@ -147,3 +147,22 @@ def test_checkpoints_load_with_weights_only(shards, tmp_path):
     train(shards, run, "--steps", "10", "--set", "sample_prompts=[]")
     state = torch.load(checkpoint.complete(run)[-1] / "state.pt", weights_only=True)
     assert state["step"] == 10 and state["config"]["steps"] == 10
+
+
+def test_gradient_checkpointing_changes_memory_not_results(tmp_path):
+    """The same step with activations recomputed in backward: the same loss and weights."""
+    from train.config import TrainConfig
+    from train.trainer import Trainer
+
+    frames = torch.randint(0, 256, (2, 9, 32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    batch = {"frames": frames, "captions": ["a red car on a road", "waves at sunset"]}
+    results = []
+    for enabled in (False, True):
+        trainer = Trainer(TrainConfig(gradient_checkpointing=enabled, ema_decay=0), tmp_path / str(enabled))
+        assert trainer.family.transformer.gradient_checkpointing is enabled
+        losses_seen = [trainer.train_step(batch)[0] for _ in range(3)]
+        results.append((losses_seen, trainer.family.state_dict()))
+    (plain, plain_state), (checkpointed, checkpointed_state) = results
+    assert checkpointed == pytest.approx(plain, rel=1e-5)
+    for name, tensor in plain_state.items():
+        assert torch.allclose(checkpointed_state[name], tensor, rtol=1e-4, atol=1e-6), name

@@ -21,12 +21,26 @@ class Unit:
     payload: Any
 
 
+@dataclass(frozen=True)
+class Resources:
+    """What one worker of a stage asks a cluster scheduler for (the Ray executor)."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0  # asked for only where the cluster has GPUs
+
+
 class Stage:
     """Base class; subclasses set `name` and implement `process` and `failed`."""
 
     name = "stage"
     default_workers: int | None = None  # None: one worker process per core
     extra_tables: tuple[str, ...] = ()  # per-unit tables published as manifests/<name>/ (embeddings)
+    loads_model = False  # True: setup() is costly, so a cluster keeps long-lived workers (Ray actors)
+
+    def resources(self) -> Resources:
+        """The request of one worker: the stage config's `ray_num_cpus` / `ray_num_gpus`, when it has them."""
+        config = getattr(self, "config", None)
+        return Resources(cpus=getattr(config, "ray_num_cpus", 1.0), gpus=getattr(config, "ray_num_gpus", 0.0))
 
     def prepare(self) -> None:
         """Run once in the main process before any worker starts: find or download model

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from curate.manifest import to_table
-from curate.stages.base import Stage, Unit
+from curate.stages.base import Resources, Stage, Unit
 
 
 # Clips per unit of each clip stage: None = every clip of one video (the file opened once), a
@@ -97,3 +97,9 @@ def model_workers(device: str) -> int:
     if device in ("auto", "cuda") and torch.cuda.is_available():
         return max(1, torch.cuda.device_count())
     return 1
+
+
+def model_resources(config) -> Resources:
+    """What one actor of a model stage asks a Ray cluster for: `ray_num_cpus`, and `ray_num_gpus`
+    unless the stage's device is the CPU."""
+    return Resources(cpus=config.ray_num_cpus, gpus=0.0 if config.device == "cpu" else config.ray_num_gpus)
