@@ -165,7 +165,30 @@ def test_an_epoch_resumes_at_the_saved_positions(packed, workers, resampled):
     consumed = 3
     start = {}
     for batch in full[:consumed]:
-        start[batch["worker"]] = batch["position"]
+        start[batch["worker"]] = (batch["epoch"], batch["position"])
     next_worker = (full[consumed - 1]["worker"] + 1) % cfg.workers
     rest = list(make_loader(cfg, epoch=1, start=start, first_worker=next_worker))
     assert keys_of(rest) == keys_of(full[consumed:])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_workers_go_on_from_epoch_to_epoch(packed, workers):
+    """An endless stream is epoch 0, then epoch 1, ... in every worker: each worker's batches are
+    its batches of the single-epoch loaders, in order, and say which epoch they come from."""
+    cfg = config(packed, num_workers=workers, seed=2, batch_size=1)
+    expected: dict[int, list] = {}
+    for epoch in (0, 1):
+        for batch in make_loader(cfg, epoch=epoch):
+            expected.setdefault(batch["worker"], []).append((epoch, batch["keys"]))
+    stream = iter(make_loader(cfg, epochs=None))
+    got: dict[int, list] = {}
+    for _ in range(sum(map(len, expected.values()))):
+        batch = next(stream)
+        got.setdefault(batch["worker"], []).append((batch["epoch"], batch["keys"]))
+    assert got.keys() == expected.keys()
+    for worker, batches in got.items():
+        first_two = [batch for batch in batches if batch[0] < 2]  # a worker with a short share runs ahead
+        assert first_two == expected[worker][: len(first_two)]
+        if len(first_two) < len(batches):
+            assert first_two == expected[worker]  # it began epoch 2 only after all of epochs 0 and 1
+    assert {0, 1} <= {epoch for batches in got.values() for epoch, _ in batches}

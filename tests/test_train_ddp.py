@@ -38,7 +38,8 @@ def test_two_ranks_split_the_data_and_stay_in_sync(train_shards, tmp_path):
     # After `total` samples each, a rank that read its own share has finished its first epoch and
     # is `total - share` into the next; the two shares add up to the whole data set exactly once.
     assert [r["epoch"] for r in ranks] == [1, 1]
-    assert sum(r["start"][0] for r in ranks) == total
+    assert [r["start"][0][0] for r in ranks] == [1, 1]  # worker 0 (the only one): (epoch, samples handed out)
+    assert sum(r["start"][0][1] for r in ranks) == total
     entries = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [e["step"] for e in entries] == [s for s in range(4, total + 1, 4)] + ([total] if total % 4 else [])
     assert len(list((run / "samples").glob("*.mp4"))) == 2  # rank 0 sampled while rank 1 waited

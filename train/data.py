@@ -4,8 +4,10 @@ The pipeline keeps shuffling honest across nodes and workers (open_clip's order)
 is shuffled with seed + epoch, split by node (rank), then by DataLoader worker; each worker reads
 its tars, shuffles samples in a buffer, decodes each mp4 in memory with PyAV (only up to the last
 frame it needs), resizes and centre-crops to the model's size, and batches, so the main process
-receives whole batches. A sample that cannot be used (corrupt mp4, too few frames, missing
-member) is skipped and counted; warnings are rate-limited and nothing ever sleeps. Latent shards
+receives whole batches. Each worker goes on from one epoch to the next by itself, so the trainer
+keeps one DataLoader for the whole run (worker processes never restart at epoch boundaries). A
+sample that cannot be used (corrupt mp4, too few frames, missing member) is skipped and counted;
+warnings are rate-limited and nothing ever sleeps. Latent shards
 (`python -m train precompute`) give batches of latents and text embeddings instead of frames.
 
 In resampled mode each worker draws its shards with replacement from the whole list (so every
@@ -19,7 +21,6 @@ Shards can be a brace pattern (`shards/clips-{000000..000009}.tar`), a folder, a
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import logging
@@ -155,29 +156,19 @@ class SkipCounter:
 
 
 def make_dataset(
-    config: DataConfig, rank: int = 0, world_size: int = 1, epoch: int = 0, start: dict[int, int] | None = None,
-    first_worker: int = 0,
-) -> wds.DataPipeline:
-    """The per-worker pipeline: shards → samples → decoded, batched tensors. Every stage is a
-    plain picklable object, so the pipeline can be copied into spawned workers.
+    config: DataConfig, rank: int = 0, world_size: int = 1, epoch: int = 0, start: dict[int, tuple[int, int]] | None = None,
+    first_worker: int = 0, epochs: int | None = 1,
+) -> _Stream:
+    """The per-worker stream of batches: shards → samples → decoded, batched tensors, epoch after
+    epoch (`epochs` of them from `epoch`; None: without end, as the trainer reads it, so worker
+    processes never restart between epochs). Plain picklable state, copied into spawned workers.
 
-    `start` resumes an epoch: worker id → samples that worker had already handed out (the
-    `position` of the last batch the trainer consumed from it); they are passed over before
-    decoding, so resuming costs tar reading, not video decoding. `first_worker` is the worker
-    whose batch comes next: the DataLoader always asks its first process first, so that process
-    plays that worker's part (worker ids here are these logical ids)."""
-    urls = shard_urls(config.shards)
-    skips = SkipCounter()
-    source = _ShardOrder(urls, config.seed, epoch, rank, world_size, first_worker, config.resampled)
-    shuffle = [_Shuffle(config.shuffle_buffer, _mix(config.seed, rank, epoch), first_worker)] if config.shuffle_buffer else []
-    return wds.DataPipeline(
-        source,
-        wds.tarfile_to_samples(handler=skips),
-        *shuffle,
-        _Position(start or {}, first_worker),
-        wds.map(functools.partial(_to_training_sample, config=config), handler=skips),
-        _Batcher(config.batch_size, skips),
-    )
+    `start` resumes: worker id → (epoch, samples that worker had already handed out in that
+    epoch), i.e. the `epoch` and `position` of the last batch the trainer consumed from it. The
+    samples are passed over before decoding, so resuming costs tar reading, not video decoding.
+    `first_worker` is the worker whose batch comes next: the DataLoader always asks its first
+    process first, so that process plays that worker's part (worker ids here are these logical ids)."""
+    return _Stream(config, shard_urls(config.shards), rank, world_size, epoch, dict(start or {}), first_worker, epochs)
 
 
 def _worker(first_worker: int) -> tuple[int, int]:
@@ -188,95 +179,95 @@ def _worker(first_worker: int) -> tuple[int, int]:
     return (info.id + first_worker) % info.num_workers, info.num_workers
 
 
-class _ShardOrder(torch.utils.data.IterableDataset):
-    """This worker's shards. One epoch: the whole list permuted by seed + epoch (the same
-    permutation everywhere), every world_size-th shard from `rank`, then every num_workers-th of
-    those from the worker's id. Resampled: a seeded draw with replacement per worker and epoch,
-    of as many shards as that share would hold (at least one)."""
+class _Stream(torch.utils.data.IterableDataset):
+    """One worker's batches (see `make_dataset`). Each batch carries the worker id and the epoch
+    and number of its last sample: the data position a checkpoint saves."""
 
-    def __init__(self, urls: list[str], seed: int, epoch: int, rank: int, world_size: int, first_worker: int, resampled: bool):
-        self.urls, self.seed, self.epoch, self.rank, self.world_size = urls, seed, epoch, rank, world_size
-        self.first_worker, self.resampled = first_worker, resampled
+    def __init__(self, config: DataConfig, urls: list[str], rank: int, world_size: int, first_epoch: int,
+                 start: dict[int, tuple[int, int]], first_worker: int, epochs: int | None):  # fmt: skip
+        self.config, self.urls, self.rank, self.world_size = config, urls, rank, world_size
+        self.first_epoch, self.start, self.first_worker, self.epochs = first_epoch, start, first_worker, epochs
 
     def __iter__(self):
         worker, workers = _worker(self.first_worker)
-        if self.resampled:
-            rng = random.Random(_mix(self.seed, self.rank * 1000 + worker, self.epoch))
+        skips = SkipCounter()
+        batch: list[dict] = []
+        for sample in self._samples(worker, workers, skips):
+            batch.append(sample)
+            if len(batch) == self.config.batch_size:
+                yield _collate(batch, skips.take())
+                batch = []
+        if batch:
+            yield _collate(batch, skips.take())
+
+    def _samples(self, worker: int, workers: int, skips: SkipCounter):
+        """Decoded samples, epoch after epoch, numbered within each epoch from 1."""
+        epoch, done = self.start.get(worker, (self.first_epoch, 0))
+        while self.epochs is None or epoch < self.first_epoch + self.epochs:
+            urls = self._shards(epoch, worker, workers)
+            if not urls:
+                return  # fewer shards than workers: this one has none, in any epoch
+            decoded = 0
+            for number, sample in enumerate(self._read(urls, epoch, worker, skips), start=1):
+                if number <= done:  # handed out before the checkpoint this run resumes from
+                    continue
+                try:
+                    training_sample = _to_training_sample(sample, self.config)
+                except Exception as exc:  # a bad sample is skipped and counted, never fatal
+                    skips(exc)
+                    continue
+                decoded += 1
+                yield {**training_sample, "position": (worker, epoch, number)}
+            if not decoded and not done:
+                return  # a whole epoch without one usable sample: stop rather than spin
+            epoch, done = epoch + 1, 0
+
+    def _shards(self, epoch: int, worker: int, workers: int) -> list[str]:
+        """This worker's shards in `epoch`: the whole list permuted by seed + epoch (the same
+        permutation everywhere), every world_size-th from `rank`, then every num_workers-th of
+        those from the worker's id. Resampled: a seeded draw with replacement per worker and
+        epoch, of as many shards as that share would hold (at least one)."""
+        seed = self.config.seed
+        if self.config.resampled:
+            rng = random.Random(_mix(seed, self.rank * 1000 + worker, epoch))
             draws = max(1, math.ceil(len(self.urls) / (self.world_size * workers)))
-            for _ in range(draws):
-                yield {"url": rng.choice(self.urls)}
-            return
+            return [rng.choice(self.urls) for _ in range(draws)]
         order = list(self.urls)
-        random.Random(_mix(self.seed, 0, self.epoch)).shuffle(order)
-        for url in order[self.rank :: self.world_size][worker::workers]:
-            yield {"url": url}
+        random.Random(_mix(seed, 0, epoch)).shuffle(order)
+        return order[self.rank :: self.world_size][worker::workers]
+
+    def _read(self, urls: list[str], epoch: int, worker: int, skips: SkipCounter):
+        """The raw samples of `urls`, through a shuffle buffer seeded by seed, rank, epoch and
+        worker (workers that read the same shard in resampled mode still differ; runs repeat)."""
+        samples = wds.tarfile_to_samples(handler=skips)(iter([{"url": url} for url in urls]))
+        if not self.config.shuffle_buffer:
+            return samples
+        return _shuffled(samples, self.config.shuffle_buffer, random.Random(_mix(self.config.seed, self.rank, epoch) * 101 + worker))
 
 
 def _mix(seed: int, rank: int, epoch: int) -> int:
     return (seed * 1_000_003 + rank * 10_007 + epoch) % 2**63
 
 
-class _Shuffle:
-    """A buffer shuffle seeded per worker when it starts (seed, rank, epoch and worker id), so
-    workers that read the same shard (resampled mode) still give different orders, and a run
-    repeats exactly."""
-
-    def __init__(self, bufsize: int, seed: int, first_worker: int):
-        self.bufsize, self.seed, self.first_worker = bufsize, seed, first_worker
-
-    def __call__(self, samples):
-        rng = random.Random(self.seed * 101 + _worker(self.first_worker)[0])
-        buffer: list = []
-        for sample in samples:
-            if len(buffer) < self.bufsize:
-                buffer.append(sample)
-                continue
-            index = rng.randrange(len(buffer))
-            yield buffer[index]
-            buffer[index] = sample
-        rng.shuffle(buffer)
-        yield from buffer
-
-
-class _Position:
-    """Numbers the samples a worker hands to decoding (1, 2, ...), passing over the first ones
-    when an epoch is resumed. A batch carries its worker id and its last sample's number: the
-    data position a checkpoint saves."""
-
-    def __init__(self, start: dict[int, int], first_worker: int):
-        self.start, self.first_worker = start, first_worker
-
-    def __call__(self, samples):
-        worker = _worker(self.first_worker)[0]
-        done = self.start.get(worker, 0)
-        for number, sample in enumerate(samples, start=1):
-            if number > done:
-                yield {**sample, "__position__": (worker, number)}
-
-
-class _Batcher:
-    """Groups samples into batches inside the worker: frames (B, T, H, W, 3) uint8, captions,
-    keys, and how many samples this worker skipped since its previous batch."""
-
-    def __init__(self, batch_size: int, skips: SkipCounter):
-        self.batch_size, self.skips = batch_size, skips
-
-    def __call__(self, samples):
-        batch: list[dict] = []
-        for sample in samples:
-            batch.append(sample)
-            if len(batch) == self.batch_size:
-                yield _collate(batch, self.skips.take())
-                batch = []
-        if batch:
-            yield _collate(batch, self.skips.take())
+def _shuffled(samples, bufsize: int, rng: random.Random):
+    """A buffer shuffle: each sample swaps into a random slot of a `bufsize` buffer."""
+    buffer: list = []
+    for sample in samples:
+        if len(buffer) < bufsize:
+            buffer.append(sample)
+            continue
+        index = rng.randrange(len(buffer))
+        yield buffer[index]
+        buffer[index] = sample
+    rng.shuffle(buffer)
+    yield from buffer
 
 
 def _to_training_sample(sample: dict, config: DataConfig) -> dict:
     """A video sample's decoded frames, or a latent sample's latents and text embedding."""
     key = sample["__key__"]
     caption = sample.get("txt", b"").decode("utf-8", errors="replace").strip()
-    common = {"key": key, "caption": caption, "position": sample["__position__"]}
+    common = {"key": key, "caption": caption}
     if "latent.npy" in sample:  # written by `python -m train precompute`
         from train.precompute import load_npy
 
@@ -289,7 +280,7 @@ def _to_training_sample(sample: dict, config: DataConfig) -> dict:
 
 
 def _collate(batch: list[dict], skipped: int) -> dict:
-    worker, position = batch[-1]["position"]
+    worker, epoch, position = batch[-1]["position"]
     kinds = {"latents" in s for s in batch}
     if len(kinds) > 1:
         raise ValueError("the shards mix video samples and latent samples; train from one kind")
@@ -302,7 +293,8 @@ def _collate(batch: list[dict], skipped: int) -> dict:
         "captions": [s["caption"] for s in batch],
         "keys": [s["key"] for s in batch],
         "skipped": skipped,
-        "worker": worker,  # with position: where this worker's stream is after this batch
+        "worker": worker,  # with epoch and position: where this worker's stream is after this batch
+        "epoch": epoch,
         "position": position,
     }
 
@@ -317,11 +309,11 @@ def _pad_texts(batch: list[dict]) -> torch.Tensor:
 
 
 def make_loader(
-    config: DataConfig, rank: int = 0, world_size: int = 1, epoch: int = 0, start: dict[int, int] | None = None,
-    first_worker: int = 0,
+    config: DataConfig, rank: int = 0, world_size: int = 1, epoch: int = 0, start: dict[int, tuple[int, int]] | None = None,
+    first_worker: int = 0, epochs: int | None = 1,
 ) -> torch.utils.data.DataLoader:
     """A DataLoader over `make_dataset`: batches are built in the workers (batch_size=None here)."""
-    dataset = make_dataset(config, rank, world_size, epoch, start, first_worker)
+    dataset = make_dataset(config, rank, world_size, epoch, start, first_worker, epochs)
     workers = config.num_workers
     return torch.utils.data.DataLoader(
         dataset,

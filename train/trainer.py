@@ -61,7 +61,9 @@ class Trainer:
         self.ema = [p.detach().clone() for p in self.params] if config.ema_decay else None
         _, frames, height, width = self.family.latent_shape(config.num_frames, config.height, config.width)
         self.shift = config.shift or resolution_shift(frames * (height // 2) * (width // 2))  # 2x2 patches
-        self.step, self.epoch, self.start, self.next_worker = 0, 0, {}, 0
+        self.step, self.epoch, self.next_worker = 0, 0, 0  # epoch: of the latest batch (metrics)
+        self.first_epoch = 0  # where loader workers with no position yet begin
+        self.start: dict[int, tuple[int, int]] = {}  # loader worker -> (epoch, samples handed out)
         self.stop_requested = False
         self.null_text: torch.Tensor | None = None  # the "" embedding, for latent batches
         self.tensorboard = None
@@ -87,15 +89,22 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         ranks = state["data"]["ranks"]
-        if len(ranks) == self.world.world_size:
-            mine = ranks[self.world.rank]
-            self.epoch, self.next_worker = int(mine["epoch"]), int(mine["next_worker"])
-            self.start = {int(k): int(v) for k, v in mine["start"].items()}
-        else:  # another number of ranks splits the shards differently: start the next epoch afresh
-            self.epoch, self.start, self.next_worker = max(int(r["epoch"]) for r in ranks) + 1, {}, 0
+        mine = ranks[self.world.rank] if len(ranks) == self.world.world_size else None
+        if mine is not None and int(mine["workers"]) == self._data_config().workers:
+            self.epoch, self.first_epoch, self.next_worker = int(mine["epoch"]), int(mine["first_epoch"]), int(mine["next_worker"])
+            self.start = {int(w): (int(e), int(n)) for w, (e, n) in mine["start"].items()}
+        else:  # other ranks or loader workers split the shards otherwise: start the next epoch afresh
+            self.epoch = self.first_epoch = max(int(r["epoch"]) for r in ranks) + 1
+            self.start, self.next_worker = {}, 0
 
     def _data_position(self) -> dict:
-        return {"epoch": self.epoch, "start": dict(self.start), "next_worker": self.next_worker}
+        return {
+            "epoch": self.epoch,
+            "first_epoch": self.first_epoch,
+            "workers": self._data_config().workers,
+            "start": {worker: [epoch, number] for worker, (epoch, number) in self.start.items()},
+            "next_worker": self.next_worker,
+        }
 
     # -- one step -------------------------------------------------------------------------------
 
@@ -175,38 +184,36 @@ class Trainer:
         return logged
 
     def _loop(self, bar: tqdm, logged: list[dict]) -> None:
-        config, data = self.config, self._data_config()
+        config, data, world = self.config, self._data_config(), self.world
         window, window_start = _new_window(), time.perf_counter()
+        # One loader for the whole run: its workers go on from epoch to epoch by themselves.
+        loader = make_loader(data, world.rank, world.world_size, self.first_epoch, self.start, self.next_worker, epochs=None)
+        batches = iter(loader)
         while self.step < config.steps and not self.stop_requested:
-            world = self.world
-            batches = iter(make_loader(data, world.rank, world.world_size, self.epoch, self.start, self.next_worker))
-            fresh_epoch, steps_before = not self.start, self.step
-            while self.step < config.steps and not self.stop_requested:
-                waited = time.perf_counter()
-                batch = next(batches, None)
-                window["wait"] += time.perf_counter() - waited
-                if batch is None:  # the epoch is over: the next one starts from the beginning
-                    if fresh_epoch and self.step == steps_before:
-                        raise ValueError(_no_samples_message(config.shards, world))
-                    self.epoch, self.start, self.next_worker = self.epoch + 1, {}, 0
-                    break
-                loss, _ = self.train_step(batch)
-                self.start[batch["worker"]] = batch["position"]
-                self.next_worker = (batch["worker"] + 1) % data.workers
-                window["loss"] += loss
-                window["steps"] += 1
-                window["samples"] += len(batch["keys"])
-                window["skipped"] += batch["skipped"]
-                bar.update(1)
-                self.stop_requested = distributed.any_rank(self.world, self.stop_requested, self.device)
-                if self.step % config.log_every == 0 or self.step == config.steps:
-                    logged.append(self._log(window, time.perf_counter() - window_start))
-                    bar.set_postfix(loss=f"{logged[-1]['loss']:.4f}", samples_per_s=f"{logged[-1]['samples_per_s']:.1f}")
-                    window, window_start = _new_window(), time.perf_counter()
-                if self.step % config.checkpoint_every == 0:
-                    self.save()
-                if config.sample_every and self.step % config.sample_every == 0 and self.step < config.steps:
-                    self.samples()
+            waited = time.perf_counter()
+            batch = next(batches, None)
+            window["wait"] += time.perf_counter() - waited
+            if batch is None:  # every worker stopped: none has a usable sample
+                raise ValueError(_no_samples_message(config.shards, world))
+            loss, _ = self.train_step(batch)
+            self.start[batch["worker"]] = (batch["epoch"], batch["position"])
+            self.epoch = batch["epoch"]
+            self.next_worker = (batch["worker"] + 1) % data.workers
+            window["loss"] += loss
+            window["steps"] += 1
+            window["samples"] += len(batch["keys"])
+            window["skipped"] += batch["skipped"]
+            bar.update(1)
+            self.stop_requested = distributed.any_rank(self.world, self.stop_requested, self.device)
+            if self.step % config.log_every == 0 or self.step == config.steps:
+                logged.append(self._log(window, time.perf_counter() - window_start))
+                bar.set_postfix(loss=f"{logged[-1]['loss']:.4f}", samples_per_s=f"{logged[-1]['samples_per_s']:.1f}")
+                window, window_start = _new_window(), time.perf_counter()
+            if self.step % config.checkpoint_every == 0:
+                self.save()
+            if config.sample_every and self.step % config.sample_every == 0 and self.step < config.steps:
+                self.samples()
+        del batches, loader  # stop the worker processes before sampling
         if self.stop_requested or self.step == config.steps:
             self.save()
         if self.step == config.steps and not self.stop_requested:
@@ -333,7 +340,7 @@ def _tensorboard_writer(run_dir: Path, step: int):
 def _no_samples_message(shards: str, world: distributed.World) -> str:
     where = f"rank {world.rank} of {world.world_size}" if world.distributed else "this run"
     return (
-        f"{where} got no usable training sample from {shards!r} in a whole epoch: every sample was skipped, "
+        f"{where} got no usable training sample from {shards!r}: every sample was skipped, "
         f"or there are fewer shards than ranks ({world.world_size}); write more, smaller shards "
         "(pack.max_shard_samples) or set resampled=true"
     )
