@@ -118,9 +118,11 @@ def _encode_batch(batch: list[tuple[dict, np.ndarray]], family: VideoFamily, con
 
 def _recipe(config: TrainConfig, family: VideoFamily, dtype: str) -> dict:
     """What the latents depend on (the input shards too): a folder holds latents of one recipe only."""
-    return {"shards": config.shards, "preset": config.preset, "source": family.source, "num_frames": config.num_frames, "height": config.height,
-            "width": config.width, "frame_stride": config.frame_stride, "fps": config.fps, "seed": config.seed,
-            "dtype": dtype}  # fmt: skip
+    return {
+        "shards": config.shards, "preset": config.preset, "source": family.source, "num_frames": config.num_frames,
+        "height": config.height, "width": config.width, "frame_stride": config.frame_stride, "fps": config.fps,
+        "seed": config.seed, "dtype": dtype,
+    }  # fmt: skip
 
 
 def _claim(out: Path, recipe: dict) -> None:
@@ -141,7 +143,8 @@ def _claim(out: Path, recipe: dict) -> None:
 def trim_padding(embedding: np.ndarray) -> np.ndarray:
     """(L, D) without its trailing rows that are exactly zero (at least one row is kept)."""
     nonzero = np.flatnonzero(np.any(embedding != 0, axis=1))
-    return embedding[: max(1, nonzero[-1] + 1 if nonzero.size else 1)]
+    end = int(nonzero[-1]) + 1 if nonzero.size else 1
+    return embedding[:end]
 
 
 def load_npy(data: bytes) -> np.ndarray:

@@ -136,24 +136,30 @@ class Trainer:
     def _encode(self, batch: dict, dropped: list[bool]) -> tuple[torch.Tensor, torch.Tensor]:
         """(latents, text embeddings) of a batch, with the dropped captions replaced by "":
         encoded here from frames and captions, or read from a latent shard's batch."""
-        if "latents" not in batch:
-            captions = ["" if drop else caption for caption, drop in zip(batch["captions"], dropped, strict=True)]
-            return self.family.encode_video(batch["frames"].to(self.device)), self.family.encode_text(captions)
-        x0 = batch["latents"].to(self.device, torch.float32)
+        if "latents" in batch:
+            return self._stored_latents(batch["latents"]), self._stored_text(batch["text"], dropped)
+        captions = ["" if drop else caption for caption, drop in zip(batch["captions"], dropped, strict=True)]
+        return self.family.encode_video(batch["frames"].to(self.device)), self.family.encode_text(captions)
+
+    def _stored_latents(self, latents: torch.Tensor) -> torch.Tensor:
         expected = self.family.latent_shape(self.config.num_frames, self.config.height, self.config.width)
-        if tuple(x0.shape[1:]) != expected:
-            raise ValueError(f"latent shards hold latents of shape {tuple(x0.shape[1:])}, but this run's model and "
+        if tuple(latents.shape[1:]) != expected:
+            raise ValueError(f"latent shards hold latents of shape {tuple(latents.shape[1:])}, but this run's model and "
                              f"video size need {expected}: precompute them with the same preset, num_frames, height and width")  # fmt: skip
-        text = batch["text"].to(self.device, torch.float32)
+        return latents.to(self.device, torch.float32)
+
+    def _stored_text(self, text: torch.Tensor, dropped: list[bool]) -> torch.Tensor:
+        """Stored embeddings padded back to the model's length (they are kept without their
+        trailing zeros); dropped captions get the embedding of ""."""
         length = self.family.text_max_length
         if text.shape[1] > length:
             raise ValueError(f"latent shards hold text embeddings of {text.shape[1]} tokens; this model takes {length}")
-        text = torch.nn.functional.pad(text, (0, 0, 0, length - text.shape[1]))  # stored without trailing zeros
+        text = torch.nn.functional.pad(text.to(self.device, torch.float32), (0, 0, 0, length - text.shape[1]))
         if any(dropped):
             if self.null_text is None:
                 self.null_text = self.family.encode_text([""])[0]
             text[torch.tensor(dropped, device=self.device)] = self.null_text
-        return x0, text
+        return text
 
     # -- the loop -------------------------------------------------------------------------------
 
