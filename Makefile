@@ -20,6 +20,8 @@ demo: $(VENV)
 	@# aesthetic.min=0 keeps every clip) and captions are random words, but both go through the real path.
 	$(PY) -m curate run $(DEMO_DIR)/videos --out $(DEMO_DIR) --models tiny --set aesthetic.min=0 pack.short_side=256
 	$(PY) -m curate report --out $(DEMO_DIR)
+	@# Train the tiny video diffusion model on the shards for a minute (CPU); it resumes if run again.
+	$(PY) -m train --shards $(DEMO_DIR)/shards --out $(DEMO_DIR)/train --preset tiny --steps 60 --set num_workers=0 sample_steps=8 --quiet
 	@echo
 	@$(PY) -c "import pandas as pd; pd.set_option('display.width', 160); \
 	v = pd.read_parquet('$(DEMO_DIR)/manifests/videos.parquet'); \
@@ -32,6 +34,7 @@ demo: $(VENV)
 	@echo "Manifests: $(DEMO_DIR)/manifests/videos.parquet, $(DEMO_DIR)/manifests/clips.parquet, CLIP embeddings in $(DEMO_DIR)/manifests/embeddings/"
 	@echo "Shards:    $(DEMO_DIR)/shards/*.tar (WebDataset: <key>.mp4, <key>.txt, <key>.json), index $(DEMO_DIR)/shards/index.json"
 	@echo "Report:    $(DEMO_DIR)/report/index.html (open it in a browser)"
+	@echo "Training:  $(DEMO_DIR)/train (metrics.jsonl, checkpoints/step-60/, samples/step-60-*.mp4 from the tiny model)"
 	@echo "Read them with: import pandas as pd; pd.read_parquet('$(DEMO_DIR)/manifests/clips.parquet')"
 	@echo "Re-tune without recomputing: $(PY) -m curate filter --out $(DEMO_DIR) --set motion.min=0.01"
 
