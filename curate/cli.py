@@ -15,11 +15,14 @@ from curate.config import Config, ConfigError, describe, load_config
 from curate.inputs import InputError, collect_inputs
 from curate.models.errors import ModelUnavailable
 from curate.ray_executor import ClusterUnavailable
+from curate.storage import StorageError, check_reachable
 
 _INPUT_HELP = (
     "video files, directories (searched recursively), globs, or .txt/.csv/.parquet lists with a "
-    "'path' column (an optional 'caption' column is kept as source_caption)"
+    "'path' column (an optional 'caption' column is kept as source_caption); local paths or "
+    "object-store URLs such as s3://bucket/videos/ (a prefix counts as a directory)"
 )
+_OUT_HELP = "output folder, local or an object-store URL such as s3://bucket/work; manifests go to OUT/manifests (default: .)"
 
 
 _THRESHOLDS_NOTE = (
@@ -29,7 +32,7 @@ _THRESHOLDS_NOTE = (
 
 
 def _add_settings(parser: argparse.ArgumentParser, example: str) -> None:
-    parser.add_argument("--out", default=".", help="output folder; manifests go to OUT/manifests (default: .)")
+    parser.add_argument("--out", default=".", help=_OUT_HELP)
     parser.add_argument("--config", metavar="FILE", help="YAML config file (see `python -m curate config`)")
     parser.add_argument(
         "--set",
@@ -57,7 +60,8 @@ def _add_common(parser: argparse.ArgumentParser, example: str = "split.max_clip_
         "--ray-address",
         metavar="HOST:PORT",
         help="with --executor ray: the head node of a running cluster (`ray start --head --port=6379`); every node "
-        "must see the inputs and OUT. Default: RAY_ADDRESS, else a local Ray instance for the command's length",
+        "must reach the inputs and OUT (an object store, or a shared file system). Default: RAY_ADDRESS, else a "
+        "local Ray instance for the command's length",
     )
 
 
@@ -194,12 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
             "captions and scores that can be filtered by drop reason and sorted by score."
         ),
     )
-    report.add_argument("--out", default=".", help="output folder (default: .)")
+    report.add_argument("--out", default=".", help=_OUT_HELP)
     report.add_argument("--max-clips", type=int, default=300, help="clips in the grid; more are sampled evenly (default 300)")
     report.set_defaults(func=_report)
 
     status = commands.add_parser("status", help="summarise the manifests in an output folder")
-    status.add_argument("--out", default=".", help="output folder (default: .)")
+    status.add_argument("--out", default=".", help=_OUT_HELP)
     status.set_defaults(func=_status)
 
     config = commands.add_parser("config", help="print the default config as YAML, one comment per key")
@@ -212,9 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _load(args: argparse.Namespace):
     """The output layout and this command's config (the folder's remembered thresholds, then
     --config, then --set; `--models tiny` swaps in the tiny models)."""
-    from curate.manifest import OutputLayout
-
-    layout = OutputLayout(args.out)
+    layout = _layout(args.out)
     overrides = list(args.overrides)
     if getattr(args, "models", "default") == "tiny":
         overrides = ["aesthetic.model=tiny", "caption.model=tiny", *overrides]
@@ -223,6 +225,15 @@ def _load(args: argparse.Namespace):
     if getattr(args, "ray_address", None) and args.executor != "ray":
         raise ConfigError("--ray-address needs --executor ray")
     return layout, load_config(args.config, overrides, remembered=layout.config)
+
+
+def _layout(out: str):
+    """The output layout for --out, after checking that an object store's bucket is there (a
+    wrong name or missing credentials: one `error:` line before any work starts)."""
+    from curate.manifest import OutputLayout
+
+    check_reachable(out)
+    return OutputLayout(out)
 
 
 def _executor_session(args: argparse.Namespace):
@@ -337,10 +348,9 @@ def _report_failures(failed: dict[str, str], inputs, what: str = "inputs") -> in
 
 
 def _status(args: argparse.Namespace) -> int:
-    from curate.manifest import OutputLayout
     from curate.runner import summarize
 
-    layout = OutputLayout(args.out)
+    layout = _layout(args.out)
     if not layout.videos.exists():
         raise InputError(f"no manifests in {layout.manifests}/ (run `python -m curate split INPUT... --out {args.out}` first)")
     print(summarize(layout))
@@ -348,11 +358,10 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from curate.manifest import OutputLayout
     from curate.report import build_report
     from curate.runner import require_clips
 
-    layout = OutputLayout(args.out)
+    layout = _layout(args.out)
     require_clips(layout)
     if args.max_clips < 1:
         raise ConfigError("--max-clips must be at least 1")
@@ -370,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (InputError, ConfigError, ModelUnavailable, ClusterUnavailable) as exc:
+    except (InputError, ConfigError, ModelUnavailable, ClusterUnavailable, StorageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from curate.storage import as_path  # the folder's saved config may be in an object store
+
 
 class ConfigError(ValueError):
     """A user mistake in a config file or a `--set` override (reported as one line)."""
@@ -350,9 +352,9 @@ def load_config(
     Only thresholds are remembered: they are what `curate filter` tunes, and a later stage command
     must not silently put back the defaults. Every other setting is what this command says.
     """
-    values: dict[str, dict[str, Any]] = _remembered_thresholds(Path(remembered)) if remembered else {}
+    values: dict[str, dict[str, Any]] = _remembered_thresholds(as_path(remembered)) if remembered else {}
     if path is not None:
-        for section, items in _read_yaml(Path(path)).items():
+        for section, items in _read_yaml(as_path(path)).items():
             values.setdefault(section, {}).update(items)
     for item in overrides:
         section, key, value = _parse_override(item)

@@ -1,7 +1,8 @@
 """Run a stage's units on a local process pool, with resumable, atomic per-unit outputs.
 
-A unit is done once its marker `<unit_id>.done` exists in the stage's work folder. Workers write
-each output table of a unit to a temporary file and rename it into place, then write the marker:
+A unit is done once its marker `<unit_id>.done` exists in the stage's work folder (a local
+folder, or a prefix in an object store that every worker writes to directly). Workers write each
+output table of a unit atomically (`curate.storage.write_atomic`), then write the marker:
 a SIGKILL at any instant loses at most the units in flight, and a re-run skips every unit with a
 marker. A worker that dies (a crash inside FFmpeg, the OOM killer) breaks the pool; the executor
 starts a new one, retries the units that were in flight one at a time, and a unit that kills a
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from curate.manifest import write_parquet_atomic, write_text_atomic
 from curate.stages.base import Stage, Unit
+from curate.storage import makedirs
 
 _worker_stage: Stage | None = None  # the stage instance inside a worker process
 _setup_error: Exception | None = None  # why the worker's setup failed, if it did
@@ -40,6 +42,12 @@ def part_path(work_dir: Path, unit_id: str, table: str) -> Path:
 
 def is_done(work_dir: Path, unit_id: str) -> bool:
     return done_marker(work_dir, unit_id).exists()
+
+
+def done_units(work_dir: Path) -> set[str]:
+    """The ids of every finished unit in `work_dir`, from one listing: on an object store a
+    check per unit would cost a request per unit."""
+    return {marker.name.removesuffix(".done") for marker in work_dir.glob("*.done")}
 
 
 def save_unit(work_dir: Path, unit_id: str, outputs: dict) -> None:
@@ -91,8 +99,9 @@ class LocalExecutor:
         run one at a time, so a unit is blamed (recorded as failed) only for a crash it caused
         alone, never for a neighbour's.
         """
-        work_dir.mkdir(parents=True, exist_ok=True)
-        todo = {u.unit_id: u for u in units if not is_done(work_dir, u.unit_id)}
+        makedirs(work_dir)
+        done = done_units(work_dir)
+        todo = {u.unit_id: u for u in units if u.unit_id not in done}
         errors: dict[str, str] = {}
         suspects: set[str] = set()
         while todo:

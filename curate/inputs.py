@@ -1,16 +1,21 @@
 """Turn the command line's INPUT arguments into a deterministic list of videos to process.
 
 An INPUT is a video file, a directory (searched recursively), a glob, or a list file (`.txt` with
-one path per line, `.csv`/`.parquet` with a `path` column and an optional `caption` column).
+one path per line, `.csv`/`.parquet` with a `path` column and an optional `caption` column). Each
+may be local or an object-store URL (`s3://bucket/videos/`: a prefix counts as a directory); the
+file operations go through `curate.storage`.
 """
 
 from __future__ import annotations
 
 import glob
 import hashlib
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from curate import storage
 
 VIDEO_EXTENSIONS = frozenset(
     ".mp4 .m4v .mov .mkv .webm .avi .mpg .mpeg .m2ts .mts .ts .wmv .flv .3gp .ogv .mxf .y4m".split()
@@ -36,13 +41,16 @@ class VideoInput:
 def collect_inputs(args: list[str] | tuple[str, ...]) -> list[VideoInput]:
     """Expand INPUT arguments in order; the same file named twice counts once."""
     seen_paths: set[str] = set()
+    items = []
+    for path, caption in _expand_all(args):
+        if path not in seen_paths:
+            seen_paths.add(path)
+            items.append((path, caption))
+    # Objects in a store are hashed concurrently: each id costs a few round trips.
+    ids = storage.map_concurrently(content_id, [path for path, _ in items], remote=any(storage.is_url(p) for p, _ in items))
     first_path_by_id: dict[str, str] = {}
     videos = []
-    for path, caption in _expand_all(args):
-        if path in seen_paths:
-            continue
-        seen_paths.add(path)
-        video_id = content_id(path)
+    for (path, caption), video_id in zip(items, ids, strict=True):
         duplicate_of = first_path_by_id.setdefault(video_id, path)
         if duplicate_of != path:
             # Same bytes under the same name elsewhere: still one row per input, with an id of its own.
@@ -54,19 +62,19 @@ def collect_inputs(args: list[str] | tuple[str, ...]) -> list[VideoInput]:
 
 
 def content_id(path: str) -> str:
-    """A 16-hex-digit id from the file's name, size and sampled bytes: the same on any machine.
+    """A 16-hex-digit id from the file's name, size and sampled bytes: the same on any machine,
+    and the same for a local file and an object-store copy of it (ranged reads, no download).
 
     Sampling the start, middle and end keeps this cheap on large files while still changing
     whenever a file is replaced by another one, so stale results are never reused.
     """
     digest = hashlib.sha1(os.path.basename(path).encode())
     try:
-        size = os.path.getsize(path)
+        size = storage.size(path)
         digest.update(str(size).encode())
-        with open(path, "rb") as f:
-            for offset in sorted({0, max(0, size // 2 - _SAMPLE_BYTES // 2), max(0, size - _SAMPLE_BYTES)}):
-                f.seek(offset)
-                digest.update(f.read(_SAMPLE_BYTES))
+        offsets = sorted({0, max(0, size // 2 - _SAMPLE_BYTES // 2), max(0, size - _SAMPLE_BYTES)})
+        for chunk in storage.read_ranges(path, [(o, o + _SAMPLE_BYTES) for o in offsets] if size else []):
+            digest.update(chunk)
     except OSError as exc:
         digest.update(f"unreadable:{type(exc).__name__}".encode())
     return digest.hexdigest()[:16]
@@ -80,43 +88,44 @@ def _expand_all(args) -> list[tuple[str, str | None]]:
 
 
 def _expand(arg: str) -> list[tuple[str, str | None]]:
-    path = Path(arg)
-    if path.is_dir():
-        return [(str(p), None) for p in _videos_under(path)]
-    if path.is_file():
-        if path.suffix.lower() in LIST_EXTENSIONS:
-            return _read_list(path)
-        return [(str(path), None)]
+    """One INPUT: a local path or an object-store URL (a prefix counts as a folder)."""
+    kind = storage.kind(arg)
+    if kind == "dir":
+        return [(p, None) for p in storage.files_under(arg, VIDEO_EXTENSIONS)]
+    if kind == "file":
+        if _suffix(arg) in LIST_EXTENSIONS:
+            return _read_list(arg)
+        return [(str(storage.as_path(arg)), None)]
     if glob.has_magic(arg):
-        matches = sorted(glob.glob(arg, recursive=True))
-        if not matches:
+        files, folders = storage.glob(arg)
+        if not files and not folders:
             raise InputError(f"no files match {arg!r}")
-        return [(m, None) for m in matches if Path(m).is_file()] + [
-            (str(p), None) for m in matches if Path(m).is_dir() for p in _videos_under(Path(m))
-        ]
+        return [(m, None) for m in files] + [(p, None) for m in folders for p in storage.files_under(m, VIDEO_EXTENSIONS)]
     raise InputError(f"no such file or directory: {arg}")
 
 
-def _videos_under(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+def _suffix(path: str) -> str:
+    return os.path.splitext(path)[1].lower()
 
 
-def _read_list(path: Path) -> list[tuple[str, str | None]]:
-    """Read a list file; relative entries are relative to the list file's folder."""
-    suffix = path.suffix.lower()
-    if suffix == ".txt":
-        lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+def _read_list(path: str) -> list[tuple[str, str | None]]:
+    """Read a list file (local or in an object store); relative entries are relative to the list
+    file's folder, URLs and absolute paths are kept as they are."""
+    location = storage.as_path(path)
+    if _suffix(path) == ".txt":
+        lines = [line.strip() for line in location.read_text(encoding="utf-8-sig").splitlines()]
         rows = [(line, None) for line in lines if line and not line.startswith("#")]
     else:
-        rows = _read_table(path)
-    return [(str(Path(p) if Path(p).is_absolute() else path.parent / p), c) for p, c in rows]
+        rows = _read_table(location)
+    return [(p if storage.is_url(p) else str(Path(p) if Path(p).is_absolute() else location.parent / p), c) for p, c in rows]
 
 
-def _read_table(path: Path) -> list[tuple[str, str | None]]:
+def _read_table(path) -> list[tuple[str, str | None]]:
     import pandas as pd  # only list inputs need pandas at this point
 
+    source = io.BytesIO(path.read_bytes()) if storage.is_url(path) else path  # pandas reads bytes from any store
     try:
-        table = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+        table = pd.read_csv(source) if path.suffix.lower() == ".csv" else pd.read_parquet(source)
     except Exception as exc:  # any parse failure of a user's file is a user mistake
         raise InputError(f"cannot read list file {path}: {exc}".splitlines()[0]) from None
     if "path" not in table.columns:

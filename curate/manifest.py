@@ -7,12 +7,11 @@ part file per unit under `DIR/manifests/.work/`, and the parts are merged into t
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
-
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+# write_text_atomic lived here before curate.storage: callers (the trainer too) import it from here.
+from curate.storage import as_path, read_parquets, write_atomic, write_text_atomic  # noqa: F401
 
 VIDEO_SCHEMA = pa.schema(
     [
@@ -52,10 +51,11 @@ CLIP_SCHEMA = pa.schema(
 
 
 class OutputLayout:
-    """Where everything lives under one `--out` folder."""
+    """Where everything lives under one `--out` folder: a local folder (`pathlib.Path`s) or an
+    object-store prefix (`UPath`s with the same API; see `curate.storage`)."""
 
-    def __init__(self, out: str | Path):
-        self.out = Path(out)
+    def __init__(self, out):
+        self.out = as_path(out)
         self.manifests = self.out / "manifests"
         self.videos = self.manifests / "videos.parquet"
         self.clips = self.manifests / "clips.parquet"
@@ -63,7 +63,7 @@ class OutputLayout:
         self.work = self.manifests / ".work"
         self.shards = self.out / "shards"
 
-    def stage_work(self, stage: str, config_hash: str) -> Path:
+    def stage_work(self, stage: str, config_hash: str):
         """Per-unit parts of one stage under one config: other settings never reuse them."""
         return self.work / f"{stage}-{config_hash}"
 
@@ -74,35 +74,13 @@ def to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
     return pa.table(columns, schema=schema)
 
 
-def write_parquet_atomic(table: pa.Table, path: str | Path) -> None:
-    """Write a parquet file atomically: a reader, or a run killed at any instant, sees the old
-    file or the new one, never half a file."""
-    _write_atomic(path, "wb", lambda f: pq.write_table(table, f))
+def write_parquet_atomic(table: pa.Table, path) -> None:
+    """Write a parquet file atomically (local or object store, see `curate.storage`): a reader,
+    or a run killed at any instant, sees the old file or the new one, never half a file."""
+    write_atomic(path, lambda f: pq.write_table(table, f))
 
 
-def write_text_atomic(text: str, path: str | Path) -> None:
-    """The same discipline for small text files (markers, configs)."""
-    _write_atomic(path, "w", lambda f: f.write(text))
-
-
-def _write_atomic(path: str | Path, mode: str, write) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide manifests from other users
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def concat_parts(paths: list[Path], schema: pa.Schema) -> pa.Table:
+def concat_parts(paths: list, schema: pa.Schema) -> pa.Table:
     """Concatenate part files (in the given order) into one table with the schema."""
-    tables = [pq.read_table(p).select(schema.names).cast(schema) for p in paths]
+    tables = [t.select(schema.names).cast(schema) for t in read_parquets(paths)]
     return pa.concat_tables(tables) if tables else schema.empty_table()

@@ -22,13 +22,13 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from curate.config import PackConfig
-from curate.executor import is_done
+from curate.executor import done_units
 from curate.manifest import OutputLayout, write_text_atomic
 from curate.shards import Sample, member_bytes, plan_shards, shard_files, shard_name, wids_index, write_shard
+from curate.storage import makedirs, read_parquet, read_parquets
 
 INDEX_NAME = "index.json"
 
@@ -52,11 +52,11 @@ def write_shards(layout: OutputLayout, pack: PackConfig, work_dir: Path, progres
     metas = [_json(row) for row in rows]
     sizes = [member_bytes([row["pack_mp4_bytes"], len(t), len(m)]) for row, t, m in zip(rows, texts, metas, strict=True)]
     plan = plan_shards(sizes, pack.max_shard_bytes, pack.max_shard_samples)
-    layout.shards.mkdir(parents=True, exist_ok=True)
-    for leftover in layout.shards.glob(f".{pack.prefix}-*.tar.tmp"):  # from a run killed mid-write
+    makedirs(layout.shards)
+    for leftover in layout.shards.glob(f".{pack.prefix}-*.tar*.tmp"):  # from a run killed mid-write (local only)
         leftover.unlink()
     markers = work_dir / "shards"
-    markers.mkdir(exist_ok=True)
+    makedirs(markers)
     locations = _sample_locations(work_dir)
     stats = ShardStats(samples=len(rows), uncaptioned=sum(not t for t in texts))
     index, shard_of = [], {}
@@ -86,7 +86,7 @@ def write_shards(layout: OutputLayout, pack: PackConfig, work_dir: Path, progres
 
 def _packable_rows(layout: OutputLayout) -> list[dict]:
     """The kept, encoded clips' rows (without `shard`), by video and time."""
-    clips = pq.read_table(layout.clips)
+    clips = read_parquet(layout.clips)
     if "shard" in clips.column_names:
         clips = clips.drop_columns(["shard"])
     if "key" not in clips.column_names:
@@ -124,11 +124,12 @@ def _up_to_date(folder: Path, markers: Path, name: str, digest: str) -> bool:
 
 def _sample_locations(work_dir: Path) -> dict[str, Path]:
     """Which finished unit's samples file holds each key (reads only the key column)."""
+    done = done_units(work_dir)
+    paths = [p for p in sorted(work_dir.glob("*.samples.parquet")) if p.name.removesuffix(".samples.parquet") in done]
     locations = {}
-    for path in sorted(work_dir.glob("*.samples.parquet")):
-        if is_done(work_dir, path.name.removesuffix(".samples.parquet")):
-            for key in pq.read_table(path, columns=["key"]).column("key").to_pylist():
-                locations.setdefault(key, path)
+    for path, table in zip(paths, read_parquets(paths, columns=["key"]), strict=True):
+        for key in table.column("key").to_pylist():
+            locations.setdefault(key, path)
     return locations
 
 
@@ -137,7 +138,7 @@ def _samples(locations: dict[str, Path], rows: list[dict], texts: list[bytes], m
     wanted = pd.Series([row["key"] for row in rows])
     mp4s: dict[str, bytes] = {}
     for path, keys in wanted.groupby(wanted.map(locations)):
-        table = pq.read_table(path).to_pandas()
+        table = read_parquet(path).to_pandas()
         found = table[table.key.isin(set(keys))]
         mp4s.update(zip(found.key, found.mp4, strict=True))
     return [Sample(row["key"], {"mp4": mp4s[row["key"]], "txt": t, "json": m}) for row, t, m in zip(rows, texts, metas, strict=True)]

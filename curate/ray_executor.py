@@ -4,7 +4,8 @@ Units of ordinary stages run as Ray tasks; stages that load a model (`Stage.load
 long-lived actors, each setting the stage up once and taking one unit at a time. Every unit is
 written by the same `save_unit` as on the local executor, into the same work folder, so the
 manifests are identical and a run begun under one executor resumes under the other. The work
-folder must therefore be on a file system every node sees.
+folder must therefore be one every node reaches: an object-store URL (workers get it unchanged
+and write their parts straight to the store), or a folder on a shared file system.
 
 Failures, as on the local executor: an exception out of `process` fails only its unit (no marker,
 retried next run). A worker killed while processing (a crash inside FFmpeg, the OOM killer) is
@@ -115,13 +116,15 @@ class RayExecutor:
     ) -> dict[str, str]:
         """Process every unit without a done marker; call `on_done` as each finishes. Returns the
         units whose `process` raised, with the error (they stay not done)."""
-        from curate.executor import is_done
+        from curate.executor import done_units
+        from curate.storage import makedirs
 
         ray = _import_ray()
         if not ray.is_initialized():
             connect()
-        work_dir.mkdir(parents=True, exist_ok=True)
-        todo = [u for u in units if not is_done(work_dir, u.unit_id)]
+        makedirs(work_dir)
+        done = done_units(work_dir)
+        todo = [u for u in units if u.unit_id not in done]
         if not todo:
             return {}
         request = _request_for(ray, stage)
@@ -212,12 +215,13 @@ def _run_task(stage: Stage, key: str, unit: Unit, work_dir: str) -> tuple[str, d
     """A unit as a Ray task. Ray reuses worker processes across tasks (and across stages), so the
     stage is set up once per process and stage run, as in a local pool worker."""
     from curate.executor import run_unit, setup_worker
+    from curate.storage import as_path
 
     global _task_stage_key
     if _task_stage_key != key:
         setup_worker(stage)
         _task_stage_key = key
-    return run_unit(unit, Path(work_dir))
+    return run_unit(unit, as_path(work_dir))
 
 
 class _StageActor:
@@ -229,13 +233,14 @@ class _StageActor:
 
     def run(self, unit: Unit, work_dir: str) -> tuple[str, dict]:
         from curate.executor import run_unit, setup_worker
+        from curate.storage import as_path
 
         # Set up on the first unit rather than in __init__: a crash while loading the model then
         # uses up that unit's retries, where a crashing __init__ would restart the actor forever.
         if not self.ready:
             setup_worker(self.stage)
             self.ready = True
-        return run_unit(unit, Path(work_dir))
+        return run_unit(unit, as_path(work_dir))
 
 
 # -- the driver's side of the two kinds of workers ----------------------------------------------

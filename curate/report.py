@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 from av.video.reformatter import VideoReformatter
 
 from curate.filters import REASONS
@@ -28,6 +27,7 @@ from curate.framepool import decode_frames, frame_indices, uniform_positions
 from curate.manifest import OutputLayout, write_text_atomic
 from curate.packing import INDEX_NAME
 from curate.runner import clip_units
+from curate.storage import makedirs, read_parquet
 
 # Score columns shown as histograms and sort keys, with how to read them.
 SCORES = {
@@ -42,9 +42,10 @@ KEPT_COLOUR, DROPPED_COLOUR = "#2f7ed8", "#e4572e"
 _BINS = 24
 
 
-def build_report(layout: OutputLayout, folder: Path, max_clips: int = 300, preview_frames: int = 8,
+def build_report(layout: OutputLayout, folder, max_clips: int = 300, preview_frames: int = 8,
                  preview_width: int = 192, threads: int = 2) -> Path:  # fmt: skip
-    """Write `folder`/index.html for the manifests under `layout`; return its path."""
+    """Write `folder`/index.html (a local folder or an object-store prefix) for the manifests
+    under `layout`; return its path."""
     clips = _clips(layout)
     shown = _pick(clips, max_clips)
     previews = _previews(shown, preview_frames, preview_width, threads)
@@ -59,14 +60,14 @@ def build_report(layout: OutputLayout, folder: Path, max_clips: int = 300, previ
         total=len(clips),
         script=_SCRIPT,
     )
-    folder.mkdir(parents=True, exist_ok=True)
+    makedirs(folder)
     path = folder / "index.html"
     write_text_atomic(page, path)
     return path
 
 
 def _clips(layout: OutputLayout) -> pd.DataFrame:
-    clips = pq.read_table(layout.clips).to_pandas()
+    clips = read_parquet(layout.clips).to_pandas()
     clips["duration_s"] = clips.num_frames / clips.fps
     caption = clips["caption"] if "caption" in clips else pd.Series(None, index=clips.index, dtype=object)
     clips["caption_words"] = caption.map(lambda c: len(c.split()) if isinstance(c, str) else np.nan)
@@ -122,7 +123,7 @@ def _previews(clips: pd.DataFrame, num_frames: int, width: int, threads: int) ->
 
 
 def _summary(layout: OutputLayout, clips: pd.DataFrame) -> str:
-    videos = pq.read_table(layout.videos, columns=["status"]).to_pandas() if layout.videos.exists() else pd.DataFrame({"status": []})
+    videos = read_parquet(layout.videos, columns=["status"]).to_pandas() if layout.videos.exists() else pd.DataFrame({"status": []})
     kept = clips[clips.drop_reason.isna()]
     rows = [
         ("videos", f"{len(videos)} ({int((videos.status == 'ok').sum())} ok, {int((videos.status != 'ok').sum())} errors)"),

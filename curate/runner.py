@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -19,18 +17,18 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
 from tqdm import tqdm
 
 from curate.config import Config, ConfigError, load_config
+from curate.executor import LocalExecutor, done_units, part_path
 from curate.filters import CLIP_STAGES, REASONS, SCORE_COLUMNS, drop_reasons
-from curate.executor import LocalExecutor, is_done, part_path
-from curate.packing import INDEX_NAME
 from curate.inputs import InputError, VideoInput
 from curate.manifest import CLIP_SCHEMA, VIDEO_SCHEMA, OutputLayout, concat_parts, write_parquet_atomic, write_text_atomic
+from curate.packing import INDEX_NAME
 from curate.stages.base import Stage, Unit
 from curate.stages.clipstage import UNIT_SIZES, ClipRef
+from curate.storage import copy_atomic, makedirs, read_parquet
 
 _CLIPREF_FIELDS = [f for f in ClipRef.__dataclass_fields__]
 
@@ -54,14 +52,17 @@ def run_split(
 ) -> RunStats:
     """Split every input video (resuming earlier work), then write videos.parquet and clips.parquet.
     `executor` is "local" (a process pool) or "ray" (see `make_executor`)."""
-    from curate.stages.split import SplitStage  # numpy/PyAV load only when a split really runs
+    from curate.stages.split import (
+        SplitStage,  # numpy/PyAV load only when a split really runs
+    )
 
     started = time.perf_counter()
     units = [Unit(v.video_id, v) for v in inputs]
     work_dir = layout.stage_work("split", config.section_hash("split"))
     stage = SplitStage(config.split)
     stats = _execute(make_executor(executor, workers, stage), stage, units, work_dir, progress, size=lambda unit: 1, unit_name="video")
-    _merge_split([u for u in units if is_done(work_dir, u.unit_id)], work_dir, layout, config)
+    done = done_units(work_dir)
+    _merge_split([u for u in units if u.unit_id in done], work_dir, layout, config)
     _save_config(layout, config, "split")
     stats.seconds = time.perf_counter() - started
     return stats
@@ -83,8 +84,9 @@ def make_executor(name: str, workers: int | None, stage: Stage):
 def _execute(executor, stage: Stage, units: list[Unit], work_dir: Path, progress: bool, size, unit_name: str) -> RunStats:
     """Run the units not done yet on `executor`, with a progress bar counting `size(unit)` items
     (videos, clips) per unit."""
-    stats = RunStats(units=len(units), skipped=sum(is_done(work_dir, u.unit_id) for u in units))
-    sizes = {u.unit_id: size(u) for u in units if not is_done(work_dir, u.unit_id)}
+    done = done_units(work_dir)
+    stats = RunStats(units=len(units), skipped=sum(u.unit_id in done for u in units))
+    sizes = {u.unit_id: size(u) for u in units if u.unit_id not in done}
     started = time.perf_counter()
     show = progress and bool(sizes)
     with tqdm(total=sum(sizes.values()), desc=stage.name, unit=unit_name, disable=not show, file=sys.stderr) as bar:
@@ -154,7 +156,7 @@ def run_clip_stage(
     started = time.perf_counter()
     stage = make_clip_stage(name, config)
     work_dir = layout.stage_work(name, config.section_hash(name))
-    clips = pq.read_table(layout.clips).to_pandas()
+    clips = read_parquet(layout.clips).to_pandas()
     scored = set(read_scores(work_dir, stage.schema).column("clip_id").to_pylist())
     todo = clips[drop_reasons(clips, config, before=name).isna() & ~clips.clip_id.isin(scored)]
     units = clip_units(todo, stage.clips_per_unit)
@@ -228,7 +230,8 @@ def _unit_id(batch: list) -> str:
 
 def read_scores(work_dir: Path, schema: pa.Schema) -> pa.Table:
     """Every score a stage stored under `work_dir` (finished units only), one row per clip."""
-    paths = [p for p in sorted(work_dir.glob("*.scores.parquet")) if is_done(work_dir, p.name.removesuffix(".scores.parquet"))]
+    done = done_units(work_dir)
+    paths = [p for p in sorted(work_dir.glob("*.scores.parquet")) if p.name.removesuffix(".scores.parquet") in done]
     table = concat_parts(paths, schema)
     first = ~pd.Series(table.column("clip_id").to_pylist(), dtype=object).duplicated()
     return table.filter(pa.array(first.to_numpy()))  # a clip scored by two overlapping runs: keep one
@@ -237,7 +240,7 @@ def read_scores(work_dir: Path, schema: pa.Schema) -> pa.Table:
 def update_clips(layout: OutputLayout, config: Config, split_clips: pa.Table | None = None, stage_scores: pa.Table | None = None) -> None:
     """Rewrite clips.parquet with new split columns (keeping stored scores of the clips that
     remain) or with one stage's new columns, then recompute every drop_reason."""
-    current = pq.read_table(layout.clips) if layout.clips.exists() else None
+    current = read_parquet(layout.clips) if layout.clips.exists() else None
     if split_clips is not None:
         clips = split_clips
         if current is not None:
@@ -272,7 +275,7 @@ def refilter(layout: OutputLayout, config: Config) -> tuple[int, int]:
     """Re-apply `config`'s thresholds to the stored scores (`curate filter`): no model, no video.
     Returns the number of kept clips before and after."""
     require_clips(layout)
-    clips = pq.read_table(layout.clips)
+    clips = read_parquet(layout.clips)
     kept_before = clips.column("drop_reason").null_count  # null drop_reason = kept
     clips = _with_drop_reasons(clips, config)
     write_parquet_atomic(clips, layout.clips)
@@ -282,26 +285,24 @@ def refilter(layout: OutputLayout, config: Config) -> tuple[int, int]:
 
 def _publish(work_dir: Path, table: str, folder: Path) -> None:
     """Mirror a stage's extra per-unit tables (embeddings) into `folder`, one parquet file per
-    finished unit, so `pd.read_parquet(folder)` reads them all. Hard links cost no space."""
-    folder.mkdir(parents=True, exist_ok=True)
+    finished unit, so `pd.read_parquet(folder)` reads them all. Hard links cost no space (on an
+    object store: server-side copies)."""
+    makedirs(folder)
+    done = done_units(work_dir)
     wanted = {}
     for part in work_dir.glob(f"*.{table}.parquet"):
         unit_id = part.name.removesuffix(f".{table}.parquet")
-        if is_done(work_dir, unit_id):
+        if unit_id in done:
             wanted[f"{unit_id}.parquet"] = part
-    for stale in folder.glob("*.parquet"):
-        if stale.name not in wanted:
-            stale.unlink()
+    present = set()
+    for existing in folder.glob("*.parquet"):
+        if existing.name in wanted:
+            present.add(existing.name)
+        else:
+            existing.unlink()
     for name, part in wanted.items():
-        target = folder / name
-        if not target.exists():
-            tmp = folder / f".{name}.tmp"
-            tmp.unlink(missing_ok=True)
-            try:
-                os.link(part, tmp)
-            except OSError:  # another file system: copy instead
-                shutil.copyfile(part, tmp)
-            os.replace(tmp, target)
+        if name not in present:
+            copy_atomic(part, folder / name)
 
 
 def _stage_line(clips: pd.DataFrame, stage: str, config: Config, units_done: int) -> list[str]:
@@ -344,7 +345,7 @@ def summarize(layout: OutputLayout) -> str:
     """A one-screen summary of the manifests under `layout` (used by `split` and `status`)."""
     lines = [f"manifests: {layout.manifests}/"]
     if layout.videos.exists():
-        videos = pq.read_table(layout.videos, columns=["status", "error", "path", "duration_s"]).to_pandas()
+        videos = read_parquet(layout.videos, columns=["status", "error", "path", "duration_s"]).to_pandas()
         ok = videos[videos.status == "ok"]
         partial = int(ok.error.notna().sum())
         hours = ok.duration_s.sum() / 3600
@@ -358,7 +359,7 @@ def summarize(layout: OutputLayout) -> str:
         if len(problems) > 5:
             lines.append(f"  ... and {len(problems) - 5} more (see the error column of videos.parquet)")
     if layout.clips.exists():
-        clips = pq.read_table(layout.clips).to_pandas()
+        clips = read_parquet(layout.clips).to_pandas()
         kept = clips[clips.drop_reason.isna()]
         seconds = (kept.num_frames / kept.fps).sum()
         lines.append(f"clips:     {len(clips)} ({len(kept)} kept, {seconds / 3600:.2f} h kept)")

@@ -4,20 +4,21 @@ A sample is a few files sharing a key (`<key>.mp4`, `<key>.txt`, `<key>.json`); 
 plain tar of samples, read by `webdataset` with no project code. Shards are planned from the
 samples' sizes alone (`plan_shards`), in a fixed order, so the same samples always give the same
 shards. `write_shard` gives every tar member the same metadata (owner 0, mtime 0, mode 0644) and
-writes under a hidden temporary name before renaming, so a shard under its final name is always
-complete. `wids_index` is the index the wids library (and our trainer) reads.
+writes atomically (`curate.storage.write_atomic`: a hidden temporary name then a rename, or one
+upload to an object store), so a shard under its final name is always complete. `wids_index` is the index the wids library (and our trainer) reads.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from curate.storage import write_atomic
 
 _BLOCK = tarfile.BLOCKSIZE  # 512: every member is a header block plus its data padded to blocks
 _END = 2 * _BLOCK  # two empty blocks close a tar
@@ -72,19 +73,17 @@ def plan_shards(sizes: list[int], max_bytes: int, max_samples: int) -> list[rang
     return shards
 
 
-def write_shard(path: Path, samples: Iterable[Sample]) -> int:
-    """Write a tar of `samples` at `path` atomically (temporary name, then rename); return its
-    size. The same samples give the same bytes."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as raw:
+def write_shard(path, samples: Iterable[Sample]) -> int:
+    """Write a tar of `samples` at `path` (local or object store) atomically; return its size.
+    The same samples give the same bytes."""
+
+    def write(raw) -> None:
         with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             for sample in samples:
                 for ext, data in sample.files.items():
                     tar.addfile(_member(f"{sample.key}.{ext}", len(data)), io.BytesIO(data))
-        raw.flush()
-        os.fsync(raw.fileno())
-    os.replace(tmp, path)
-    return path.stat().st_size
+
+    return write_atomic(path, write)
 
 
 def _member(name: str, size: int) -> tarfile.TarInfo:

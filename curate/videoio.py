@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import av
 import numpy as np
 
+from curate.storage import is_url, local_copy
+
 # Consecutive undecodable packets after which the rest of a stream is treated as lost.
 _MAX_CONSECUTIVE_ERRORS = 100
 
@@ -50,7 +52,19 @@ class DecodeLog:
 
 
 def open_video(path: str) -> tuple[av.container.InputContainer, av.video.stream.VideoStream, VideoInfo]:
-    """Open `path` and return its first video stream, or raise VideoError saying why not."""
+    """Open `path` (a local file or an object-store URL) and return its first video stream, or
+    raise VideoError saying why not.
+
+    FFmpeg needs a seekable file, so an object is first downloaded to a temporary file. The open
+    container holds that file, so its name is removed at once: nothing is left behind, whenever
+    and however the process ends after that.
+    """
+    if is_url(path):
+        try:
+            with local_copy(path) as local:
+                return open_video(local)
+        except FileNotFoundError:  # as for a missing local file; other failures fail the unit
+            raise VideoError("cannot read file: No such file or directory") from None
     try:
         size = os.path.getsize(path)
     except OSError as exc:
