@@ -239,3 +239,17 @@ def test_ray_workers_write_their_units_straight_to_the_store(s3, s3_run, finishe
     pd.testing.assert_frame_equal(videos.drop(columns="path"), expected_videos.drop(columns="path"))
     split_columns = list(clips.columns)  # a split alone: the reference's split columns, no scores
     pd.testing.assert_frame_equal(clips.drop(columns=["path", "drop_reason"]), expected_clips[split_columns].drop(columns=["path", "drop_reason"]))
+
+
+def test_the_trainer_streams_shards_from_the_store(s3, train_shards, tmp_path):
+    """`python -m train --shards s3://...` (an index.json or a prefix) reads the same samples in
+    the same order as from local disk: the same losses."""
+    from train.__main__ import main as train
+
+    s3.put(f"{train_shards}/", "s3://vc-in/shards/", recursive=True)
+    settings = ["--steps", "10", "--quiet", "--set", "num_workers=0", "sample_prompts=[]", "log_every=5"]
+    losses = {}
+    for name, shards in (("local", train_shards), ("index", "s3://vc-in/shards/index.json"), ("prefix", "s3://vc-in/shards")):
+        assert train(["--shards", str(shards), "--out", str(tmp_path / name), *settings]) == 0
+        losses[name] = [json.loads(line)["loss"] for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+    assert losses["index"] == losses["local"] == losses["prefix"]

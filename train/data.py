@@ -16,7 +16,8 @@ get without replacement; epochs keep the data position small, so a resumed run o
 the samples of the current epoch.
 
 Shards can be a brace pattern (`shards/clips-{000000..000009}.tar`), a folder, a wids
-`index.json`, a comma-separated list, or `pipe:` URLs for object stores (`pipe:aws s3 cp s3://... -`).
+`index.json`, a comma-separated list, object-store URLs of any of these (`s3://bucket/work/shards`,
+read through fsspec like `curate`'s outputs), or `pipe:` commands (`pipe:aws s3 cp s3://... -`).
 """
 
 from __future__ import annotations
@@ -28,14 +29,17 @@ import math
 import random
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import av
 import numpy as np
 import torch
-import webdataset as wds
 from braceexpand import braceexpand
+from webdataset.gopen import gopen
+from webdataset.tariterators import group_by_keys, tar_file_expander
+
+from curate import storage
 
 log = logging.getLogger(__name__)
 _WARN_EVERY_S = 10.0
@@ -65,18 +69,19 @@ class DataConfig:
 
 def shard_urls(spec: str) -> list[str]:
     """Expand a shard spec into URLs: brace patterns, comma lists, a folder of .tar files, or a
-    wids index.json (its urls are relative to the index's folder). `pipe:` URLs pass through."""
+    wids index.json (its urls are relative to the index's folder), local or in an object store.
+    `pipe:` commands pass through."""
     urls: list[str] = []
     for part in spec.split(","):
         part = part.strip()
         if not part:
             continue
-        if part.endswith(".json") and Path(part).is_file():
-            index = json.loads(Path(part).read_text())
-            base = Path(part).parent
-            urls.extend(str(base / s["url"]) if "://" not in s["url"] else s["url"] for s in index["shardlist"])
-        elif not part.startswith("pipe:") and Path(part).is_dir():
-            urls.extend(str(p) for p in sorted(Path(part).glob("*.tar")))
+        location = None if part.startswith("pipe:") or "{" in part else storage.as_path(part)
+        if part.endswith(".json") and location is not None and location.is_file():
+            index = json.loads(location.read_text())
+            urls.extend(s["url"] if "://" in s["url"] else str(location.parent / s["url"]) for s in index["shardlist"])
+        elif location is not None and location.is_dir():
+            urls.extend(sorted(str(p) for p in location.glob("*.tar")))
         else:
             urls.extend(braceexpand(part))
     if not urls:
@@ -239,10 +244,29 @@ class _Stream(torch.utils.data.IterableDataset):
     def _read(self, urls: list[str], epoch: int, worker: int, skips: SkipCounter):
         """The raw samples of `urls`, through a shuffle buffer seeded by seed, rank, epoch and
         worker (workers that read the same shard in resampled mode still differ; runs repeat)."""
-        samples = wds.tarfile_to_samples(handler=skips)(iter([{"url": url} for url in urls]))
+        samples = read_shards(urls, skips)
         if not self.config.shuffle_buffer:
             return samples
         return _shuffled(samples, self.config.shuffle_buffer, random.Random(_mix(self.config.seed, self.rank, epoch) * 101 + worker))
+
+
+def read_shards(urls: list[str], handler) -> Iterator[dict]:
+    """The samples of the tars at `urls`, in order, as webdataset dicts (`__key__`, one bytes
+    value per member extension). Object-store URLs open through fsspec; local paths, `pipe:`
+    and http(s) through webdataset. Errors go to `handler` (True: go on)."""
+    return group_by_keys(tar_file_expander(_open_shards(urls, handler), handler=handler), handler=handler)
+
+
+def _open_shards(urls: list[str], handler) -> Iterator[dict]:
+    for url in urls:
+        try:
+            through_fsspec = storage.is_url(url) and storage.url_protocol(url) not in ("http", "https")
+            stream = storage.as_path(url).open("rb") if through_fsspec else gopen(url)
+        except Exception as exc:
+            if handler(exc):
+                continue
+            raise
+        yield {"url": url, "stream": stream}
 
 
 def _mix(seed: int, rank: int, epoch: int) -> int:

@@ -28,13 +28,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import webdataset as wds
 from tqdm import tqdm
 
 from curate.models.hub import resolve_device
 from curate.shards import Sample, wids_index, write_shard
 from train.config import TrainConfig
-from train.data import DataConfig, decode_clip, shard_urls
+from train.data import DataConfig, decode_clip, read_shards, shard_urls
 from train.models import VideoFamily, load_family
 
 log = logging.getLogger(__name__)
@@ -81,7 +80,7 @@ def precompute(config: TrainConfig, out: Path, dtype: str = "float16", progress:
 def _latent_samples(url: str, family: VideoFamily, data: DataConfig, config: TrainConfig, dtype, stats: PrecomputeStats) -> Iterator[Sample]:
     """The latent samples of one video shard, encoded `config.batch_size` clips at a time."""
     batch: list[tuple[dict, np.ndarray]] = []
-    for sample in wds.WebDataset(url, shardshuffle=False, handler=wds.warn_and_continue, empty_check=False):
+    for sample in read_shards([url], _warn_and_continue):
         try:
             if "mp4" not in sample:
                 raise ValueError("no .mp4 member")
@@ -114,6 +113,11 @@ def _encode_batch(batch: list[tuple[dict, np.ndarray]], family: VideoFamily, con
             "txt": caption.encode(),
             "json": json.dumps(meta, sort_keys=True).encode(),
         })  # fmt: skip
+
+
+def _warn_and_continue(exc: Exception) -> bool:
+    log.warning("skipped part of a shard: %s", exc)
+    return True
 
 
 def _recipe(config: TrainConfig, family: VideoFamily, dtype: str) -> dict:
