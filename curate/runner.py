@@ -52,9 +52,7 @@ def run_split(
 ) -> RunStats:
     """Split every input video (resuming earlier work), then write videos.parquet and clips.parquet.
     `executor` is "local" (a process pool) or "ray" (see `make_executor`)."""
-    from curate.stages.split import (
-        SplitStage,  # numpy/PyAV load only when a split really runs
-    )
+    from curate.stages.split import SplitStage  # numpy/PyAV load only when a split really runs
 
     started = time.perf_counter()
     units = [Unit(v.video_id, v) for v in inputs]

@@ -5,7 +5,8 @@ plain tar of samples, read by `webdataset` with no project code. Shards are plan
 samples' sizes alone (`plan_shards`), in a fixed order, so the same samples always give the same
 shards. `write_shard` gives every tar member the same metadata (owner 0, mtime 0, mode 0644) and
 writes atomically (`curate.storage.write_atomic`: a hidden temporary name then a rename, or one
-upload to an object store), so a shard under its final name is always complete. `wids_index` is the index the wids library (and our trainer) reads.
+upload to an object store), so a shard under its final name is always complete. `wids_index` is
+the index the wids library (and our trainer) reads.
 """
 
 from __future__ import annotations
