@@ -176,3 +176,30 @@ def test_a_failing_setup_fails_the_units_without_blaming_them(cluster, tmp_path)
     assert set(errors) == {"good0", "good1"}
     assert all("echo setup failed: OSError: weights file vanished" in message for message in errors.values())
     assert not any(is_done(tmp_path, u.unit_id) for u in units)
+
+
+class _DiesOnceStage(_EchoStage):
+    """SIGKILLs its worker the first time it meets a unit named 'flaky' (a marker file remembers
+    it across processes), then processes it normally: a worker lost once, not a poisonous input."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def process(self, unit: Unit):
+        if unit.unit_id == "flaky" and not self.marker.exists():
+            self.marker.write_text("killed once")
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().process(unit)
+
+
+class _ModelDiesOnceStage(_DiesOnceStage):
+    loads_model = True
+
+
+@pytest.mark.parametrize("kind", [_DiesOnceStage, _ModelDiesOnceStage], ids=["tasks", "actors"])
+def test_a_worker_killed_mid_unit_is_replaced_and_the_unit_retried(cluster, tmp_path, kind):
+    work_dir, marker = tmp_path / "work", tmp_path / "killed"
+    units = [Unit("good0", None), Unit("flaky", None), Unit("good1", None)]
+    errors = RayExecutor(workers=2).run(kind(marker), units, work_dir)
+    assert errors == {} and marker.exists()  # the worker really died once
+    assert _results(work_dir, units) == {"good0": "ok", "flaky": "ok", "good1": "ok"}  # retried, not blamed
