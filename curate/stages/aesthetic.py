@@ -28,32 +28,24 @@ from curate.framepool import decode_frames, frame_indices
 from curate.manifest import to_table
 from curate.models.clip import AestheticModel, Preprocess, embedding_dim, fetch_weights, load_aesthetic_model
 from curate.models.errors import ModelUnavailable
-from curate.stages.base import Resources, Unit
-from curate.stages.clipstage import UNIT_SIZES, ClipRef, ClipStage, model_resources, model_workers
+from curate.stages.base import Unit
+from curate.stages.clipstage import UNIT_SIZES, ClipRef, ModelClipStage
 
 # open_clip's names for resampling filters → swscale's.
 _INTERPOLATION = {"bicubic": "BICUBIC", "bilinear": "BILINEAR", "nearest": "POINT", "lanczos": "LANCZOS", "area": "AREA"}
 
 
-class AestheticStage(ClipStage):
+class AestheticStage(ModelClipStage):
     """CLIP aesthetic scores and embeddings for batches of clips."""
 
     name = "aesthetic"
     clips_per_unit = UNIT_SIZES["aesthetic"]
     columns = pa.schema([("aesthetic_score", pa.float32())])
     extra_tables = ("embeddings",)
-    loads_model = True  # on Ray: actors that load the model once
 
     def __init__(self, config: AestheticConfig):
         self.config = config
         self.model: AestheticModel | None = None
-
-    @property
-    def default_workers(self) -> int:
-        return model_workers(self.config.device)
-
-    def resources(self) -> Resources:
-        return model_resources(self.config)
 
     def prepare(self) -> None:
         fetch_weights(self.config)

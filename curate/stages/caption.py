@@ -29,16 +29,15 @@ from curate.config import CaptionConfig
 from curate.framepool import background, decode_frames, frame_indices, uniform_positions
 from curate.manifest import to_table
 from curate.models.vlm import Captioner, ClipFrames, Generated, fetch_model, load_captioner
-from curate.stages.base import Resources, Unit
-from curate.stages.clipstage import UNIT_SIZES, ClipRef, ClipStage, model_resources, model_workers
+from curate.stages.base import Unit
+from curate.stages.clipstage import UNIT_SIZES, ClipRef, ModelClipStage
 
 
-class CaptionStage(ClipStage):
+class CaptionStage(ModelClipStage):
     """Captions for batches of clips."""
 
     name = "caption"
     clips_per_unit = UNIT_SIZES["caption"]
-    loads_model = True  # on Ray: actors that load the model once
     columns = pa.schema(
         [
             ("caption", pa.string()),
@@ -52,13 +51,6 @@ class CaptionStage(ClipStage):
     def __init__(self, config: CaptionConfig):
         self.config = config
         self.captioner: Captioner | None = None
-
-    @property
-    def default_workers(self) -> int:
-        return model_workers(self.config.device)
-
-    def resources(self) -> Resources:
-        return model_resources(self.config)
 
     def prepare(self) -> None:
         fetch_model(self.config.model)

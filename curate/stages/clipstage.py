@@ -89,17 +89,22 @@ class ClipStage(Stage):
         return {"scores": to_table(rows, self.schema)}, {"clips": len(rows), "frames": 0}
 
 
-def model_workers(device: str) -> int:
-    """Workers for a model stage on `device`: one per GPU, or a single one on the CPU, where torch
-    already uses every core."""
-    import torch
+class ModelClipStage(ClipStage):
+    """A clip stage that runs a model (its config has `device`, `ray_num_cpus`, `ray_num_gpus`):
+    one local worker per GPU, or a single one on the CPU, where torch already uses every core;
+    on Ray, long-lived actors that load the model once."""
 
-    if device in ("auto", "cuda") and torch.cuda.is_available():
-        return max(1, torch.cuda.device_count())
-    return 1
+    loads_model = True
 
+    @property
+    def default_workers(self) -> int:
+        import torch
 
-def model_resources(config) -> Resources:
-    """What one actor of a model stage asks a Ray cluster for: `ray_num_cpus`, and `ray_num_gpus`
-    unless the stage's device is the CPU."""
-    return Resources(cpus=config.ray_num_cpus, gpus=0.0 if config.device == "cpu" else config.ray_num_gpus)
+        if self.config.device in ("auto", "cuda") and torch.cuda.is_available():
+            return max(1, torch.cuda.device_count())
+        return 1
+
+    def resources(self) -> Resources:
+        """`ray_num_cpus`, and `ray_num_gpus` unless the stage's device is the CPU."""
+        gpus = 0.0 if self.config.device == "cpu" else self.config.ray_num_gpus
+        return Resources(cpus=self.config.ray_num_cpus, gpus=gpus)
