@@ -21,9 +21,9 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from curate.manifest import write_parquet_atomic, write_text_atomic
+from curate.manifest import write_parquet_atomic
 from curate.stages.base import Stage, Unit
-from curate.storage import makedirs
+from curate.storage import makedirs, write_text_atomic
 
 _worker_stage: Stage | None = None  # the stage instance inside a worker process
 _setup_error: Exception | None = None  # why the worker's setup failed, if it did

@@ -10,8 +10,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-# write_text_atomic lived here before curate.storage: callers (the trainer too) import it from here.
-from curate.storage import as_path, read_parquets, write_atomic, write_text_atomic  # noqa: F401
+from curate.storage import as_path, read_parquets, write_atomic
 
 VIDEO_SCHEMA = pa.schema(
     [

@@ -26,9 +26,9 @@ from tqdm import tqdm
 
 from curate.config import PackConfig
 from curate.executor import done_units
-from curate.manifest import OutputLayout, write_text_atomic
+from curate.manifest import OutputLayout
 from curate.shards import Sample, member_bytes, plan_shards, shard_files, shard_name, wids_index, write_shard
-from curate.storage import makedirs, read_parquet, read_parquets
+from curate.storage import makedirs, read_parquet, read_parquets, write_text_atomic
 
 INDEX_NAME = "index.json"
 

@@ -24,10 +24,10 @@ from av.video.reformatter import VideoReformatter
 
 from curate.filters import REASONS
 from curate.framepool import decode_frames, frame_indices, uniform_positions
-from curate.manifest import OutputLayout, write_text_atomic
+from curate.manifest import OutputLayout
 from curate.packing import INDEX_NAME
 from curate.runner import clip_units
-from curate.storage import makedirs, read_parquet
+from curate.storage import makedirs, read_parquet, write_text_atomic
 
 # Score columns shown as histograms and sort keys, with how to read them.
 SCORES = {

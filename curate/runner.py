@@ -24,11 +24,11 @@ from curate.config import Config, ConfigError, load_config
 from curate.executor import LocalExecutor, done_units, part_path
 from curate.filters import CLIP_STAGES, REASONS, SCORE_COLUMNS, drop_reasons
 from curate.inputs import InputError, VideoInput
-from curate.manifest import CLIP_SCHEMA, VIDEO_SCHEMA, OutputLayout, concat_parts, write_parquet_atomic, write_text_atomic
+from curate.manifest import CLIP_SCHEMA, VIDEO_SCHEMA, OutputLayout, concat_parts, write_parquet_atomic
 from curate.packing import INDEX_NAME
 from curate.stages.base import Stage, Unit
 from curate.stages.clipstage import UNIT_SIZES, ClipRef
-from curate.storage import copy_atomic, makedirs, read_parquet
+from curate.storage import copy_atomic, makedirs, read_parquet, write_text_atomic
 
 _CLIPREF_FIELDS = [f for f in ClipRef.__dataclass_fields__]
 

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from curate.models.hub import resolve_device
 from curate.shards import Sample, wids_index, write_shard
+from curate.storage import write_text_atomic
 from train.config import TrainConfig
 from train.data import DataConfig, decode_clip, read_shards, shard_urls
 from train.models import VideoFamily, load_family
@@ -132,8 +133,6 @@ def _recipe(config: TrainConfig, family: VideoFamily, dtype: str) -> dict:
 def _claim(out: Path, recipe: dict) -> None:
     """Record the recipe in OUT/precompute.json, or refuse a folder made with another one (its
     finished shards would be skipped and mixed with new ones)."""
-    from curate.manifest import write_text_atomic
-
     path = out / "precompute.json"
     if path.exists():
         earlier = json.loads(path.read_text())
@@ -183,6 +182,4 @@ def _count_samples(path: Path) -> int:
 
 
 def _write_index(out: Path, counts: list[tuple[str, int, int]]) -> None:
-    from curate.manifest import write_text_atomic
-
     write_text_atomic(wids_index(counts, "latents"), out / "index.json")

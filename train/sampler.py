@@ -23,7 +23,7 @@ import av
 import numpy as np
 import torch
 
-from curate.manifest import write_text_atomic
+from curate.storage import write_text_atomic
 from train.flow import shift_timesteps
 from train.models import VideoFamily
 

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from curate.manifest import write_text_atomic
 from curate.models.hub import resolve_device
+from curate.storage import write_text_atomic
 from train import checkpoint, distributed
 from train.config import TrainConfig, to_json
 from train.data import DataConfig, make_loader
