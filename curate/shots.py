@@ -31,6 +31,7 @@ import numpy as np
 from curate.config import SplitConfig
 
 _CHUNK = 256  # frames scored in one vectorised step
+_BATCH = 64  # frames described in one vectorised step
 _NEIGHBOURS = 4  # frames on each side that define the typical difference around a cut
 _DIFF_FLOOR = 0.03  # keeps the cut ratio finite in perfectly static shots
 _FADE_STEP = 1.02  # per-frame contrast change that still counts as part of a fade
@@ -83,7 +84,8 @@ class ShotDetector:
         self.flash_frames = max(2, round(config.flash_window_s * self.fps))
         self.lookback = max(max(self.widths), self.flash_frames) + 2
         self.lookahead = max(max(self.widths), self.flash_frames)
-        self.num_frames = 0
+        self.num_frames = 0  # frames described so far (pushed frames may still wait in _pending)
+        self._pending: list[np.ndarray] = []  # grids not described yet
         self._coarse: list[np.ndarray] = []  # coarse-grid vectors of frames [_first, num_frames)
         self._hists: list[np.ndarray] = []  # their luma histograms: blind to motion, not to blends
         self._first = 0
@@ -93,19 +95,32 @@ class ShotDetector:
 
     def push(self, grid: np.ndarray) -> None:
         """Add the next frame's luma grid (float32, 0-255 scale)."""
-        std = float(grid.std())
-        self._std.append(std)
+        self._pending.append(grid)
+        # Describing frames in batches costs a handful of numpy calls per batch instead of per
+        # frame: on small videos those calls would cost as much as decoding.
+        if len(self._pending) == _BATCH:
+            self._describe()
+
+    def _describe(self) -> None:
+        """Turn the pending grids into contrast, coarse unit vectors and histograms."""
+        if not self._pending:
+            return
+        grids = np.stack(self._pending)
+        self._pending.clear()
+        std = grids.reshape(len(grids), -1).std(axis=1)
+        self._std.extend(std.tolist())
         # Low-contrast pictures fade smoothly to the zero vector instead of snapping to it, so a
         # dim scene hovering around the threshold does not flicker between "blank" and "picture".
-        weight = min(1.0, max(0.0, std / self.config.flat_max_std - 1.0))
-        self._coarse.append(_unit(_coarse(grid)) * weight)
-        self._hists.append(_histogram(grid))
-        self.num_frames += 1
-        if self.num_frames - self._next_centre >= _CHUNK + self.lookahead:
+        weight = np.clip(std / self.config.flat_max_std - 1.0, 0.0, 1.0)
+        self._coarse.extend(_units(_coarse(grids)) * weight[:, None])
+        self._hists.extend(_histograms(grids))
+        self.num_frames += len(grids)
+        while self.num_frames - self._next_centre >= _CHUNK + self.lookahead:
             self._score(self._next_centre + _CHUNK)
 
     def finish(self) -> list[Transition]:
         """Score the remaining frames and return all transitions, sorted by position."""
+        self._describe()
         if not self.num_frames:
             return []
         if self._next_centre < self.num_frames:
@@ -299,26 +314,30 @@ def _blend_scores(pairs: _Pairs, a: np.ndarray, m: np.ndarray, b: np.ndarray, h:
     }
 
 
-def _unit(grid: np.ndarray) -> np.ndarray:
-    """Zero-mean, unit-norm copy of the grid as a vector."""
-    values = grid.ravel().astype(np.float32)
-    values -= values.mean()
-    norm = float(np.sqrt(np.dot(values, values)))
-    return values / norm if norm > 0 else values
+def _units(grids: np.ndarray) -> np.ndarray:
+    """Zero-mean, unit-norm copies of a stack of grids, one vector per row."""
+    values = grids.reshape(len(grids), -1).astype(np.float32)
+    values -= values.mean(axis=1, keepdims=True)
+    norms = np.sqrt(np.einsum("ij,ij->i", values, values))
+    return values / np.where(norms > 0, norms, 1.0)[:, None]
 
 
-def _histogram(grid: np.ndarray) -> np.ndarray:
-    """Normalised luma histogram of the grid."""
-    bins = np.clip(grid, 0, 255).astype(np.int32).ravel() * _HIST_BINS // 256
-    return np.bincount(bins, minlength=_HIST_BINS).astype(np.float32) / bins.size
+def _histograms(grids: np.ndarray) -> np.ndarray:
+    """Normalised luma histograms of a stack of grids, one row per grid."""
+    count, size = len(grids), grids[0].size
+    bins = np.clip(grids, 0, 255).astype(np.int32).reshape(count, size) * _HIST_BINS // 256
+    bins += np.arange(count, dtype=np.int32)[:, None] * _HIST_BINS  # one bin range per grid
+    counts = np.bincount(bins.ravel(), minlength=count * _HIST_BINS).reshape(count, _HIST_BINS)
+    return counts.astype(np.float32) / size
 
 
-def _coarse(grid: np.ndarray, factor: int = 4) -> np.ndarray:
-    """Block means of factor x factor cells: camera motion barely moves content at this scale."""
-    h, w = grid.shape[0] // factor * factor, grid.shape[1] // factor * factor
+def _coarse(grids: np.ndarray, factor: int = 4) -> np.ndarray:
+    """Block means of factor x factor cells of a stack of grids: camera motion barely moves
+    content at this scale."""
+    h, w = grids.shape[1] // factor * factor, grids.shape[2] // factor * factor
     if h == 0 or w == 0:
-        return grid
-    return grid[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
+        return grids
+    return grids[:, :h, :w].reshape(len(grids), h // factor, factor, w // factor, factor).mean(axis=(2, 4))
 
 
 def _isolated(step: np.ndarray) -> np.ndarray:
