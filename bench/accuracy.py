@@ -1,6 +1,6 @@
 """Shot-boundary accuracy of `curate split` against PySceneDetect's adaptive detector.
 
-    python bench/accuracy.py [--videos N] [--real DIR]
+    python bench/accuracy.py [--videos N] [--seeds FIRST] [--size WxH] [--real DIR]
 
 Scores both detectors on the same videos:
 - synthetic edits from `curate.samples.edited_video` (hard cuts, 16-frame dissolves, fades through
@@ -95,14 +95,17 @@ def straddling(clips: list[tuple[int, int]], hard: list[int], gradual: list[tupl
     return bad
 
 
-def synthetic_set(count: int, folder: Path) -> list[tuple[Path, list[int], list[tuple[int, int]]]]:
+def synthetic_set(
+    count: int, folder: Path, first_seed: int = 0, size: tuple[int, int] = (320, 180)
+) -> list[tuple[Path, list[int], list[tuple[int, int]]]]:
     videos = []
-    for seed in range(count):
+    suffix = "" if size == (320, 180) else f"-{size[0]}x{size[1]}"
+    for seed in range(first_seed, first_seed + count):
         shots, joins = samples.edited_video(seed, num_shots=8)
-        path = folder / f"edit-{seed:03d}.mp4"
+        path = folder / f"edit-{seed:03d}{suffix}.mp4"
         truth = samples.truth(shots, joins)
         if not path.exists():
-            samples.make_video(path, shots, joins, width=320, height=180, fps=24)
+            samples.make_video(path, shots, joins, width=size[0], height=size[1], fps=24)
         videos.append((path, truth.hard_cuts, truth.gradual, []))
     return videos
 
@@ -174,6 +177,10 @@ def evaluate(name: str, videos, config: SplitConfig, verbose: bool, skip_baselin
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=int, default=20, help="synthetic edits to score (default 20)")
+    parser.add_argument(
+        "--seeds", type=int, default=0, help="first synthetic seed (default 0); e.g. 100 for a held-out set"
+    )
+    parser.add_argument("--size", default="320x180", help="synthetic edits' WIDTHxHEIGHT (default 320x180)")
     parser.add_argument("--real", type=Path, default=ROOT / ".realdata", help="folder of real videos with .truth.json")
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], help="split.* overrides to try")
     parser.add_argument("-v", "--verbose", action="store_true", help="per-video detail")
@@ -186,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     folder = ROOT / "bench" / "out" / "accuracy"
     folder.mkdir(parents=True, exist_ok=True)
     if args.videos:
-        evaluate("synthetic edits", synthetic_set(args.videos, folder), config, args.verbose, args.no_baseline)
+        size = tuple(int(v) for v in args.size.split("x"))
+        evaluate("synthetic edits", synthetic_set(args.videos, folder, args.seeds, size), config, args.verbose, args.no_baseline)
     real = real_set(args.real) if args.real.exists() else []
     if real:
         evaluate(f"real footage ({args.real})", real, config, args.verbose, args.no_baseline)

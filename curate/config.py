@@ -96,6 +96,12 @@ class SplitConfig:
     )
     analysis_width: int = _field(64, "Width of the luma grid the detector works on.")
     analysis_height: int = _field(36, "Height of the luma grid the detector works on.")
+    decoder_threads: int = _field(
+        1,
+        "Threads per video decoder. 1: the same frames on any machine, and the most frames per CPU second "
+        "while one worker per core keeps every core busy. 0: FFmpeg's choice (faster for one long video alone, "
+        "but frame threads drop a frame or two around damaged data, differently with the core count).",
+    )
     ray_num_cpus: float = _ray_cpus("split task (one video)")
 
     def __post_init__(self) -> None:
@@ -107,6 +113,7 @@ class SplitConfig:
         _require(self.max_transition_s > 0, "split.max_transition_s must be > 0")
         _require(8 <= self.analysis_width <= 512, "split.analysis_width must be in [8, 512]")
         _require(8 <= self.analysis_height <= 512, "split.analysis_height must be in [8, 512]")
+        _require(self.decoder_threads >= 0, "split.decoder_threads must be >= 0 (0: FFmpeg's choice)")
         _require_ray_resources("split", self.ray_num_cpus)
 
 

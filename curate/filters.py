@@ -9,9 +9,12 @@ the clip stays kept until the stage has looked at it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas loads when the first DataFrame is made (see curate.runner)
+    import pandas as pd
 
 from curate.config import AestheticConfig, CaptionConfig, Config, MotionConfig, PackConfig
 
@@ -20,13 +23,15 @@ CLIP_STAGES = ("motion", "aesthetic", "caption", "pack")
 # The column that says a stage has scored a clip.
 SCORE_COLUMNS = {"motion": "motion_score", "aesthetic": "aesthetic_score", "caption": "caption", "pack": "key"}
 
-Rule = Callable[[pd.DataFrame, object], list[tuple[str, pd.Series]]]
+Rule = Callable[["pd.DataFrame", object], list[tuple[str, "pd.Series"]]]
 
 
 def _column(clips: pd.DataFrame, name: str, dtype=float) -> pd.Series:
     """A column, or an all-missing one when the stage has not run."""
     if name in clips:
         return clips[name]
+    import pandas as pd  # loaded already: `clips` is a DataFrame
+
     return pd.Series(np.nan if dtype is float else None, index=clips.index, dtype=dtype if dtype is float else object)
 
 
@@ -84,4 +89,6 @@ def drop_reasons(clips: pd.DataFrame, config: Config, before: str | None = None)
             break
         for reason, fires in _RULES[stage](clips, getattr(config, stage)):
             reasons[(reasons == None) & fires.fillna(False).to_numpy(bool)] = reason  # noqa: E711 (elementwise)
+    import pandas as pd  # loaded already: `clips` is a DataFrame
+
     return pd.Series(reasons, index=clips.index, dtype=object)

@@ -20,7 +20,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 import pyarrow as pa
 from tqdm import tqdm
 
@@ -135,10 +134,13 @@ def _sample_locations(work_dir: Path) -> dict[str, Path]:
 
 def _samples(locations: dict[str, Path], rows: list[dict], texts: list[bytes], metas: list[bytes]) -> list[Sample]:
     """The shard's samples, their mp4 bytes read from the units that encoded them."""
-    wanted = pd.Series([row["key"] for row in rows])
+    keys_by_path: dict[Path, set[str]] = {}
+    for row in rows:
+        keys_by_path.setdefault(locations[row["key"]], set()).add(row["key"])
     mp4s: dict[str, bytes] = {}
-    for path, keys in wanted.groupby(wanted.map(locations)):
-        table = read_parquet(path).to_pandas()
-        found = table[table.key.isin(set(keys))]
-        mp4s.update(zip(found.key, found.mp4, strict=True))
+    for path, keys in sorted(keys_by_path.items()):
+        table = read_parquet(path, columns=["key", "mp4"])
+        for key, mp4 in zip(table.column("key").to_pylist(), table.column("mp4").to_pylist(), strict=True):
+            if key in keys:
+                mp4s[key] = mp4
     return [Sample(row["key"], {"mp4": mp4s[row["key"]], "txt": t, "json": m}) for row, t, m in zip(rows, texts, metas, strict=True)]

@@ -9,13 +9,16 @@ is recomputed from all the stored scores with the folder's thresholds after ever
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
+import os
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import pyarrow as pa
 import yaml
 from tqdm import tqdm
@@ -28,7 +31,10 @@ from curate.manifest import CLIP_SCHEMA, VIDEO_SCHEMA, OutputLayout, concat_part
 from curate.packing import INDEX_NAME
 from curate.stages.base import Stage, Unit
 from curate.stages.clipstage import UNIT_SIZES, ClipRef
-from curate.storage import copy_atomic, makedirs, read_parquet, write_text_atomic
+from curate.storage import copy_atomic, is_url, makedirs, read_parquet, write_text_atomic
+
+if TYPE_CHECKING:  # pandas loads on first use, in the background while workers run (_execute)
+    import pandas as pd
 
 _CLIPREF_FIELDS = [f for f in ClipRef.__dataclass_fields__]
 
@@ -58,12 +64,27 @@ def run_split(
     units = [Unit(v.video_id, v) for v in inputs]
     work_dir = layout.stage_work("split", config.section_hash("split"))
     stage = SplitStage(config.split)
-    stats = _execute(make_executor(executor, workers, stage), stage, units, work_dir, progress, size=lambda unit: 1, unit_name="video")
+    runner = make_executor(executor, workers, stage)
+    stats = _execute(runner, stage, _largest_first(units), work_dir, progress, size=lambda unit: 1, unit_name="video")
     done = done_units(work_dir)
     _merge_split([u for u in units if u.unit_id in done], work_dir, layout, config)
     _save_config(layout, config, "split")
     stats.seconds = time.perf_counter() - started
     return stats
+
+
+def _largest_first(units: list[Unit]) -> list[Unit]:
+    """Videos in decreasing file size (local files; others keep their place at the end), so a
+    batch does not end with one worker still decoding a long video while the others idle."""
+
+    def size(unit: Unit) -> int:
+        path = unit.payload.path
+        try:
+            return 0 if is_url(path) else os.path.getsize(path)
+        except OSError:
+            return 0
+
+    return sorted(units, key=size, reverse=True)
 
 
 def make_executor(name: str, workers: int | None, stage: Stage):
@@ -87,6 +108,8 @@ def _execute(executor, stage: Stage, units: list[Unit], work_dir: Path, progress
     sizes = {u.unit_id: size(u) for u in units if u.unit_id not in done}
     started = time.perf_counter()
     show = progress and bool(sizes)
+    if sizes:
+        _import_in_background("pandas")  # the merge after the units needs it
     with tqdm(total=sum(sizes.values()), desc=stage.name, unit=unit_name, disable=not show, file=sys.stderr) as bar:
 
         def on_done(unit_id: str, unit_stats: dict) -> None:
@@ -98,6 +121,13 @@ def _execute(executor, stage: Stage, units: list[Unit], work_dir: Path, progress
 
         stats.failed = executor.run(stage, units, work_dir, on_done)
     return stats
+
+
+def _import_in_background(module: str) -> None:
+    """Start importing `module` on a side thread. Importing pandas takes about 0.4 s; done while
+    the workers start and run, it no longer delays the first worker (the main process only
+    waits for them then). A later `import` of the module simply waits for this one to finish."""
+    threading.Thread(target=importlib.import_module, args=(module,), name=f"import {module}", daemon=True).start()
 
 
 def _save_config(layout: OutputLayout, config: Config, section: str | None = None) -> None:
@@ -231,8 +261,13 @@ def read_scores(work_dir: Path, schema: pa.Schema) -> pa.Table:
     done = done_units(work_dir)
     paths = [p for p in sorted(work_dir.glob("*.scores.parquet")) if p.name.removesuffix(".scores.parquet") in done]
     table = concat_parts(paths, schema)
-    first = ~pd.Series(table.column("clip_id").to_pylist(), dtype=object).duplicated()
-    return table.filter(pa.array(first.to_numpy()))  # a clip scored by two overlapping runs: keep one
+    # A clip scored by two overlapping runs: keep its first row.
+    seen: set[str] = set()
+    first = []
+    for clip_id in table.column("clip_id").to_pylist():
+        first.append(clip_id not in seen)
+        seen.add(clip_id)
+    return table.filter(pa.array(first, pa.bool_()))
 
 
 def update_clips(layout: OutputLayout, config: Config, split_clips: pa.Table | None = None, stage_scores: pa.Table | None = None) -> None:
@@ -309,7 +344,9 @@ def _stage_line(clips: pd.DataFrame, stage: str, config: Config, units_done: int
     column, error = SCORE_COLUMNS[stage], f"{stage}_error"
     if column not in clips:
         return []
-    scored = clips[column].notna() | clips.get(error, pd.Series(None, index=clips.index)).notna()
+    scored = clips[column].notna()
+    if error in clips:
+        scored |= clips[error].notna()
     waiting = drop_reasons(clips, config, before=stage).isna() & ~scored
     total = units_done + len(clip_units(clips[waiting], UNIT_SIZES[stage]))
     line = f"  {stage}: {units_done}/{total} units done, {int(scored.sum())} clips {_DONE_WORD.get(stage, 'scored')}"

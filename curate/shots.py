@@ -48,6 +48,7 @@ _SATURATED = 0.97  # share of the widest span that marks the ends of a dissolve
 _CONTRAST = 2.0  # a dissolve window changes this many times more than its neighbours
 _MIN_HIST_CHANGE = 0.2  # histogram change (total variation) that a dissolve must make
 _HIST_BINS = 16
+_WHOLE_PICTURE = 0.2  # a cut's median cell change is at least this share of its RMS cell change
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,8 @@ class ShotDetector:
         self._first = 0
         self._next_centre = 0
         self._std = array("f")  # compact: one float per frame for the whole video
+        self._spread = array("f")  # how evenly each frame's change is spread over the picture
+        self._last_block: np.ndarray | None = None  # block means of the last described frame
         self._chunks: list[dict[str, np.ndarray]] = []
 
     def push(self, grid: np.ndarray) -> None:
@@ -112,11 +115,26 @@ class ShotDetector:
         # Low-contrast pictures fade smoothly to the zero vector instead of snapping to it, so a
         # dim scene hovering around the threshold does not flicker between "blank" and "picture".
         weight = np.clip(std / self.config.flat_max_std - 1.0, 0.0, 1.0)
-        self._coarse.extend(_units(_coarse(grids)) * weight[:, None])
+        blocks = _coarse(grids)
+        self._spread.extend(self._spread_of(blocks).tolist())
+        self._coarse.extend(_units(blocks) * weight[:, None])
         self._hists.extend(_histograms(grids))
         self.num_frames += len(grids)
         while self.num_frames - self._next_centre >= _CHUNK + self.lookahead:
             self._score(self._next_centre + _CHUNK)
+
+    def _spread_of(self, blocks: np.ndarray) -> np.ndarray:
+        """Per frame, the median over the coarse cells of the luma change since the previous
+        frame, over its root mean square (after removing the median change, so a global brightness
+        shift counts for nothing): about 0.7 when the whole picture changes, as at a cut, and near
+        0 when only a part does, as when something enters the frame close to the lens."""
+        flat = blocks.reshape(len(blocks), -1)
+        previous = flat[:1] if self._last_block is None else self._last_block[None]
+        self._last_block = flat[-1].copy()
+        change = np.diff(np.concatenate([previous, flat]), axis=0)
+        change -= np.median(change, axis=1, keepdims=True)
+        rms = np.sqrt(np.einsum("ij,ij->i", change, change) / change.shape[1])
+        return np.median(np.abs(change), axis=1) / np.maximum(rms, 1e-6)
 
     def finish(self) -> list[Transition]:
         """Score the remaining frames and return all transitions, sorted by position."""
@@ -128,9 +146,9 @@ class ShotDetector:
         scores = {k: np.concatenate([c[k] for c in self._chunks]).astype(np.float32) for k in self._chunks[0]}
         self._chunks.clear()
         std = np.asarray(self._std, np.float32)
-        fades = self._fades(std, scores["returns"])
+        fades = self._fades(std, scores["returns"], scores["step"])
         in_fade = _near(self.num_frames, fades, margin=0)
-        cuts = self._cuts(scores, in_fade)
+        cuts = self._cuts(scores, in_fade, np.asarray(self._spread, np.float32))
         taken = _near(self.num_frames, fades + cuts, margin=self._min_gap())
         dissolves = self._dissolves(scores, in_fade, taken)
         return sorted(fades + cuts + dissolves, key=lambda t: (t.start, t.end))
@@ -170,7 +188,7 @@ class ShotDetector:
     def _min_gap(self) -> int:
         return max(2, round(self.config.min_shot_s * self.fps))
 
-    def _cuts(self, scores: dict[str, np.ndarray], in_fade: np.ndarray) -> list[Transition]:
+    def _cuts(self, scores: dict[str, np.ndarray], in_fade: np.ndarray, spread: np.ndarray) -> list[Transition]:
         step = scores["step"]
         ratio = step / (_typical_step(step) + _DIFF_FLOOR)
         candidate = (step >= self.config.cut_min_diff) & (ratio >= self.config.cut_threshold)
@@ -184,6 +202,10 @@ class ShotDetector:
         # windows clear of the event itself) came back.
         span = scores[f"span{self.widths[0]}"]
         candidate &= came_back > np.minimum(_at(span, -_MOTION_OFFSET), _at(span, _MOTION_OFFSET))
+        # A cut replaces the whole picture. Something entering the frame close to the lens and
+        # staying (a hand, a tree trunk the camera passes) changes a large but partial area: most
+        # cells keep their luma, so the median cell change is far below the mean one.
+        candidate &= spread >= _WHOLE_PICTURE
         candidate[0] = False
         candidate[1:] &= ~(in_fade[1:] | in_fade[:-1])
         positions = np.flatnonzero(candidate)
@@ -228,7 +250,7 @@ class ShotDetector:
         reached = np.flatnonzero(spans >= _SATURATED * spans.max())
         return self.widths[int(reached[0])]
 
-    def _fades(self, std: np.ndarray, returns: np.ndarray) -> list[Transition]:
+    def _fades(self, std: np.ndarray, returns: np.ndarray, step: np.ndarray) -> list[Transition]:
         """Contrast dips: runs of blank frames, or of frames far dimmer (flatter) than the
         pictures on both sides, widened over the contrast ramps around them. A dip after which
         the same picture comes back is a flash, not a fade."""
@@ -242,17 +264,39 @@ class ShotDetector:
             if _abrupt_blip(std, start, end):
                 continue  # a flash or a glitch: the cut detector judges the frames around it
             # Walk out while contrast still rises, or is still well below the level it rises to.
+            # A frame whose contrast wobbles against the trend (grain, a flicker, a moving bright
+            # spot) does not end a ramp: the frame beyond it may carry the fade on.
             lo, level = start, left_max[start]
-            while lo > 0 and start - lo < limit and _still_fading(std[lo - 1], std[lo], level):
-                lo -= 1
+            while lo > 0 and start - lo < limit:
+                move = _ramp_step(std[max(0, lo - 2) : lo][::-1], std[lo], level)
+                if not move:
+                    break
+                lo -= move
             hi, level = end, right_max[end - 1]
-            while hi < n and hi - end < limit and _still_fading(std[hi], std[hi - 1], level):
-                hi += 1
-            ramps = std[lo] > _RAMP * std[start] or std[hi - 1] > _RAMP * std[end - 1]
+            while hi < n and hi - end < limit:
+                move = _ramp_step(std[hi : hi + 2], std[hi - 1], level)
+                if not move:
+                    break
+                hi += move
+            # A ramp takes contrast through at least two steps; a one-frame jump is a cut (into a
+            # dim shot, or into black), which the cut detector judges.
+            ramps = (start - lo >= 2 and std[lo] > _RAMP * std[start]) or (
+                hi - end >= 2 and std[hi - 1] > _RAMP * std[end - 1]
+            )
+            # A fade dims one picture and brightens the next: across it consecutive frames stay
+            # alike, apart from the odd frame at the bottom. A dark, fast camera move between two
+            # cuts dips in contrast too, but changes the picture on nearly every frame.
+            if hi - lo > 2 and np.median(step[lo + 1 : hi]) >= _RETURNED:
+                continue
             if not ramps:
                 # An abrupt dip: black frames between two cuts make a transition, unless the same
-                # picture comes back after them (a glitch or a flash). A dim shot is no fade at all.
-                if not blank[start:end].any() or (start > 0 and returns[start] < _RETURNED):
+                # picture comes back after them (a glitch or a flash). A dim shot is no fade at all,
+                # nor are near-blank frames that brighten slowly into one: both edges must jump.
+                jumps_in = start == 0 or std[start - 1] > _BLIP_JUMP * std[start]
+                jumps_out = end == n or std[end] > _BLIP_JUMP * std[end - 1]
+                if not (blank[start:end].any() and jumps_in and jumps_out):
+                    continue
+                if start > 0 and returns[start] < _RETURNED:
                     continue
             between_shots = lo > 0 and hi < n
             fades.append(Transition(lo, hi, (lo + hi) // 2 if between_shots else None, "fade"))
@@ -264,6 +308,16 @@ def _abrupt_blip(std: np.ndarray, start: int, end: int) -> bool:
     if end - start > _BLIP_FRAMES or start == 0 or end == len(std):
         return False
     return std[start - 1] > _BLIP_JUMP * std[start] and std[end] > _BLIP_JUMP * std[end - 1]
+
+
+def _ramp_step(outer: np.ndarray, inner: float, level: float) -> int:
+    """How many frames a ramp walk moves outwards from a frame with contrast `inner`, given the
+    next one or two frames outwards (`outer`, nearest first): 1 if the next frame continues the
+    fade, 2 if only the one after it does (one frame wobbling against the trend), else 0."""
+    for k, value in enumerate(outer[:2]):
+        if _still_fading(float(value), inner, level):
+            return k + 1
+    return 0
 
 
 def _still_fading(outer: float, inner: float, level: float) -> bool:

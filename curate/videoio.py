@@ -51,9 +51,9 @@ class DecodeLog:
             self.first_problem = problem
 
 
-def open_video(path: str) -> tuple[av.container.InputContainer, av.video.stream.VideoStream, VideoInfo]:
+def open_video(path: str, threads: int = 0) -> tuple[av.container.InputContainer, av.video.stream.VideoStream, VideoInfo]:
     """Open `path` (a local file or an object-store URL) and return its first video stream, or
-    raise VideoError saying why not.
+    raise VideoError saying why not. `threads` caps the decoder's threads (0: FFmpeg's choice).
 
     FFmpeg needs a seekable file, so an object is first downloaded to a temporary file. The open
     container holds that file, so its name is removed at once: nothing is left behind, whenever
@@ -62,7 +62,7 @@ def open_video(path: str) -> tuple[av.container.InputContainer, av.video.stream.
     if is_url(path):
         try:
             with local_copy(path) as local:
-                return open_video(local)
+                return open_video(local, threads)
         except FileNotFoundError:  # as for a missing local file; other failures fail the unit
             raise VideoError("cannot read file: No such file or directory") from None
     try:
@@ -83,6 +83,8 @@ def open_video(path: str) -> tuple[av.container.InputContainer, av.video.stream.
         raise VideoError(f"no video stream ({'/'.join(kinds)} streams only)")
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"  # frame + slice threads: the biggest single decode speed-up
+    if threads:
+        stream.codec_context.thread_count = threads
     ctx = stream.codec_context
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     info = VideoInfo(

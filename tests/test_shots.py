@@ -283,3 +283,73 @@ def test_clip_spans_respects_min_when_max_is_below_twice_min():
     spans = clip_spans(130, [], 24, cfg)  # one 5.4 s shot: room for a clip of 4 to 5 s
     assert spans, "a shot longer than min_clip_s gives at least one clip"
     assert all(4 * 24 <= end - start <= 5 * 24 for start, end in spans), spans
+
+
+# -- detector behaviours on hand-built luma grids ------------------------------------------------
+
+GRID_H, GRID_W = 36, 64
+
+
+def _picture(seed: int, contrast: float = 40.0) -> np.ndarray:
+    """A smooth random luma picture (blocks of a 9x16 random field), mean 128."""
+    rng = np.random.default_rng(seed)
+    field = np.kron(rng.standard_normal((9, 16)), np.ones((4, 4)))
+    return (128 + contrast * field / field.std()).astype(np.float32)
+
+
+def _noisy(picture: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return (picture + rng.normal(0, 0.5, picture.shape)).astype(np.float32)
+
+
+def _detect(frames: list[np.ndarray], fps: float = 24.0):
+    from curate.shots import ShotDetector
+
+    detector = ShotDetector(fps, DEFAULT)
+    for frame in frames:
+        detector.push(np.clip(frame, 0, 255).astype(np.float32))
+    return detector.finish()
+
+
+def test_fade_ramp_with_a_wobbling_frame_is_one_fade():
+    """A slow fade through a dim (not blank) picture whose contrast wobbles against the trend for a
+    frame on the way up is still one fade, spanning both ramps, centred on the dip."""
+    rng = np.random.default_rng(0)
+    a, b = _picture(1), _picture(2)
+    frames = [_noisy(a, rng) for _ in range(60)]
+    out = np.linspace(1.0, 0.18, 30)
+    into = np.linspace(0.18, 1.0, 36)
+    into[[10, 20]] *= 0.9  # two single frames dimmer than the one before them
+    frames += [_noisy(128 + (a - 128) * k, rng) for k in out]
+    frames += [_noisy(128 + (b - 128) * k, rng) for k in into]
+    frames += [_noisy(b, rng) for _ in range(60)]
+    transitions = _detect(frames)
+    assert [t.kind for t in transitions] == ["fade"], transitions
+    (fade,) = transitions
+    assert fade.start <= 62 and fade.end >= 60 + 30 + 34, fade
+    assert abs(fade.cut_frame - 93) <= 8, fade
+
+
+def test_dark_fast_move_between_two_cuts_is_no_fade():
+    """Dark frames of a fast camera move (the picture changes completely on every frame) between
+    two cuts dip in contrast like a fade, but a fade keeps its picture: no fade is reported there."""
+    rng = np.random.default_rng(1)
+    frames = [_noisy(_picture(3), rng) for _ in range(60)]
+    frames += [_noisy(_picture(4), rng), _noisy(_picture(4), rng)]
+    frames += [_noisy(_picture(10 + i, contrast=8.0), rng) for i in range(4)]
+    frames += [_noisy(_picture(5), rng) for _ in range(60)]
+    transitions = _detect(frames)
+    assert all(t.kind == "cut" for t in transitions), transitions
+
+
+def test_object_entering_close_to_the_lens_and_staying_is_no_cut():
+    """A dark object that covers a third of the picture within two frames and stays there to the
+    end (a hand over the lens) changes only part of the picture: no cut."""
+    rng = np.random.default_rng(2)
+    picture = _picture(6)
+    frames = [_noisy(picture, rng) for _ in range(54)]
+    for i in range(30):
+        covered = picture.copy()
+        covered[:, 44 - min(i, 1) * 10 :] = 20.0  # enters over two frames, then stays
+        frames.append(_noisy(covered, rng))
+    assert _detect(frames) == []
+

@@ -120,6 +120,35 @@ def test_truncated_file_is_partly_decoded(batch, bad_inputs):
     assert all(end <= row.num_frames for _, end in spans)
 
 
+def test_one_decoder_thread_keeps_every_frame_before_the_truncation(batch, bad_inputs, tmp_path):
+    """The default single-threaded decoder keeps the frames that frame threads drop where the file
+    is cut (how many depends on the thread count, so on the machine), and its result does not
+    depend on the number of workers either (test_fresh_runs_are_identical)."""
+    row = batch.row(bad_inputs["truncated"])
+    code, _ = split_cli(bad_inputs["truncated"], "--out", tmp_path, "--set", "split.decoder_threads=4")
+    assert code == 0
+    threaded, _ = read_manifests(tmp_path)
+    assert row.num_frames >= threaded.num_frames.iloc[0]
+    # The source's packets up to the cut: every whole one decodes on one thread.
+    assert row.num_frames == _whole_frames_before_the_cut(bad_inputs["truncated"])
+
+
+def _whole_frames_before_the_cut(path) -> int:
+    """Frames a plain single-threaded PyAV decode gets from `path`, skipping packets it rejects."""
+    import av
+
+    frames = 0
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1
+        for packet in container.demux(stream):
+            try:
+                frames += len(packet.decode())
+            except av.FFmpegError:
+                continue
+    return frames
+
+
 def test_damaged_file_keeps_its_good_frames(batch, bad_inputs):
     row = batch.row(bad_inputs["damaged"])
     assert row.status == "ok"
@@ -425,3 +454,14 @@ def test_cli_import_stays_light():
     code = "import sys, curate.cli; print(sorted(m for m in ('numpy', 'av', 'pandas', 'pyarrow', 'torch') if m in sys.modules))"
     result = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_split_command_loads_pandas_only_in_the_background():
+    """The split path must not import pandas before its workers start: the runner imports it on
+    a side thread while they run (0.4 s that would otherwise delay every command)."""
+    code = (
+        "import sys; import curate.cli, curate.runner, curate.stages.split, curate.executor; "
+        "print(sorted(m for m in ('pandas', 'torch') if m in sys.modules))"
+    )
+    loaded = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"

@@ -32,7 +32,7 @@ class SplitStage(Stage):
         if video.duplicate_of is not None:
             return self._error(video, f"same file as {video.duplicate_of}")
         try:
-            container, stream, info = open_video(video.path)
+            container, stream, info = open_video(video.path, threads=self.config.decoder_threads)
         except VideoError as exc:
             return self._error(video, str(exc))
         log = DecodeLog()
