@@ -26,9 +26,12 @@ What it measures
                       that it decodes every frame of every file (and warms the page cache).
      (c) bare decode: one tiny `python -c` process per file, two at a time, that opens the file
                       with PyAV, sets stream.thread_type = "AUTO" and iterates
-                      container.decode(stream) reading only frame.pts (no conversion): the floor
-                      of any tool that must decode every frame with PyAV.
-   Each measurement is repeated (3 times, 2 with --quick), the three tools interleaved within a
+                      container.decode(stream) reading only frame.pts (no conversion): what
+                      any tool that decodes every frame with PyAV's usual threading must spend.
+     (d) bare decode, 1 thread: (c) with stream.codec_context.thread_count = 1, the decoder setting
+                      curate split uses by default (split.decoder_threads): no target; curate over
+                      (d) is curate's own cost on top of decoding exactly as it decodes.
+   Each measurement is repeated (3 times, 2 with --quick), the tools interleaved within a
    repetition so that background load hits them alike; the table reports the BEST repetition
    (highest frames/s) and the median next to it. Ratios use the best values. Targets:
    curate/scenedetect >= 1.5 and curate/bare-decode >= 0.75.
@@ -99,6 +102,8 @@ n = 0
 with av.open(sys.argv[1]) as container:
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
+    if len(sys.argv) > 2:
+        stream.codec_context.thread_count = int(sys.argv[2])
     for frame in container.decode(stream):
         frame.pts  # touch the frame, convert nothing
         n += 1
@@ -310,8 +315,8 @@ def scenedetect_command(path: Path, verbose: bool = False) -> list[str]:
     return [SCENEDETECT, "-i", str(path), *(["-v", "info"] if verbose else ["-q"]), "detect-adaptive"]
 
 
-def bare_decode_command(path: Path) -> list[str]:
-    return [PYTHON, "-c", BARE_DECODE, str(path)]
+def bare_decode_command(path: Path, threads: int = 0) -> list[str]:
+    return [PYTHON, "-c", BARE_DECODE, str(path), *([str(threads)] if threads else [])]
 
 
 def check_scenedetect(files: list[Path], frames: list[int], cwd: Path) -> None:
@@ -331,8 +336,8 @@ def time_scenedetect(files: list[Path], cwd: Path) -> Timer:
     return seconds
 
 
-def time_bare_decode(files: list[Path], frames: list[int]) -> Timer:
-    seconds, results = _run_pool([bare_decode_command(f) for f in files], REPO)
+def time_bare_decode(files: list[Path], frames: list[int], threads: int = 0) -> Timer:
+    seconds, results = _run_pool([bare_decode_command(f, threads) for f in files], REPO)
     for path, expected, result in zip(files, frames, results):
         _check(result, f"bare decode of {path.name}")
         if int(result.stdout.split()[-1]) != expected:
@@ -547,7 +552,7 @@ def main() -> int:
     try:
         print("\nchecking that scenedetect decodes every frame (untimed, -v info) ...", flush=True)
         check_scenedetect(files, frames, scratch)
-        timers: dict[str, list[Timer]] = {"curate": [], "scenedetect": [], "bare decode": []}
+        timers: dict[str, list[Timer]] = {"curate": [], "scenedetect": [], "bare decode": [], "bare 1-thread": []}
         for rep in range(reps):
             wait_for_idle(args.wait_idle)
             timers["curate"].append(time_curate(files, total))
@@ -555,6 +560,8 @@ def main() -> int:
             timers["scenedetect"].append(time_scenedetect(files, scratch))
             wait_for_idle(args.wait_idle)
             timers["bare decode"].append(time_bare_decode(files, frames))
+            wait_for_idle(args.wait_idle)
+            timers["bare 1-thread"].append(time_bare_decode(files, frames, threads=1))
             print(f"rep {rep + 1}/{reps}: " + "; ".join(
                 f"{k} {v[-1].wall:.2f} s wall, {v[-1].cpu:.2f} CPU-s (others {v[-1].others:.1f} CPU-s)"
                 for k, v in timers.items()), flush=True)
@@ -579,6 +586,9 @@ def main() -> int:
           f"median wall {median['scenedetect'] / median['curate']:.2f}; CPU {cpu['scenedetect'] / cpu['curate']:.2f}")
     print(f"curate / bare decode = {vs_decode:.2f} by best wall (target >= 0.75: {'met' if vs_decode >= 0.75 else 'NOT met'}); "
           f"median wall {median['bare decode'] / median['curate']:.2f}; CPU {cpu['bare decode'] / cpu['curate']:.2f}")
+    vs_decode_1t = best["bare 1-thread"] / best["curate"]
+    print(f"curate / bare 1-thread decode = {vs_decode_1t:.2f} by best wall (no target: the decoder setting curate split "
+          f"uses, so this is curate's own cost over decoding); CPU {cpu['bare 1-thread'] / cpu['curate']:.2f}")
 
     memory = {}
     if not args.skip_memory:
@@ -617,6 +627,8 @@ def main() -> int:
           f"{total / best['scenedetect']:.0f} | {cpu['scenedetect']:.1f} | {vs_sd:.2f}x faster |")
     print(f"| bare PyAV decode | `container.decode(stream)`, thread_type AUTO, x2 parallel | {best['bare decode']:.2f} | "
           f"{total / best['bare decode']:.0f} | {cpu['bare decode']:.1f} | {vs_decode:.2f}x its speed |")
+    print(f"| bare PyAV decode, 1 thread | the same with `thread_count = 1` (as curate split decodes), x2 parallel | "
+          f"{best['bare 1-thread']:.2f} | {total / best['bare 1-thread']:.0f} | {cpu['bare 1-thread']:.1f} | {vs_decode_1t:.2f}x its speed |")
     if memory:
         print("\n| input (--workers 1) | frames | worker peak RSS | main process peak RSS |")
         print("|---|---:|---:|---:|")

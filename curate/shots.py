@@ -14,7 +14,9 @@ towards the zero vector, which is at distance 1 from any picture.
   a least-squares blend of the two with comparable weights, and the window changes much more
   than the same-length windows beside it, in picture or in luma histogram.
 - Fade: a dip in contrast (blank frames, or frames far flatter than both sides), widened over
-  the ramps around it; an abrupt dip of a few frames is a flash and left to the cut test.
+  the ramps around it; an abrupt dip of a few frames is a flash and left to the cut test. A dip
+  that stays well clear of blank counts only if its ramps head for black or white (mean luma
+  against contrast extrapolates there): a dim, mid-grey stretch of one shot is no fade.
 
 Memory stays flat with video length: the detector keeps a sliding window of vectors plus a few
 float16 scores per frame, and decides once the stream ends.
@@ -49,6 +51,7 @@ _CONTRAST = 2.0  # a dissolve window changes this many times more than its neigh
 _MIN_HIST_CHANGE = 0.2  # histogram change (total variation) that a dissolve must make
 _HIST_BINS = 16
 _WHOLE_PICTURE = 0.2  # a cut's median cell change is at least this share of its RMS cell change
+_FADE_LEVEL_MARGIN = 64.0  # a fade heads for a luma level this close to black (0) or white (255)
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,7 @@ class ShotDetector:
         self._first = 0
         self._next_centre = 0
         self._std = array("f")  # compact: one float per frame for the whole video
+        self._mean = array("f")  # and its mean luma: a fade moves brightness along with contrast
         self._spread = array("f")  # how evenly each frame's change is spread over the picture
         self._last_block: np.ndarray | None = None  # block means of the last described frame
         self._chunks: list[dict[str, np.ndarray]] = []
@@ -110,8 +114,10 @@ class ShotDetector:
             return
         grids = np.stack(self._pending)
         self._pending.clear()
-        std = grids.reshape(len(grids), -1).std(axis=1)
+        flat = grids.reshape(len(grids), -1)
+        std = flat.std(axis=1)
         self._std.extend(std.tolist())
+        self._mean.extend(flat.mean(axis=1).tolist())
         # Low-contrast pictures fade smoothly to the zero vector instead of snapping to it, so a
         # dim scene hovering around the threshold does not flicker between "blank" and "picture".
         weight = np.clip(std / self.config.flat_max_std - 1.0, 0.0, 1.0)
@@ -146,7 +152,7 @@ class ShotDetector:
         scores = {k: np.concatenate([c[k] for c in self._chunks]).astype(np.float32) for k in self._chunks[0]}
         self._chunks.clear()
         std = np.asarray(self._std, np.float32)
-        fades = self._fades(std, scores["returns"], scores["step"])
+        fades = self._fades(std, np.asarray(self._mean, np.float32), scores["returns"], scores["step"])
         in_fade = _near(self.num_frames, fades, margin=0)
         cuts = self._cuts(scores, in_fade, np.asarray(self._spread, np.float32))
         taken = _near(self.num_frames, fades + cuts, margin=self._min_gap())
@@ -250,7 +256,7 @@ class ShotDetector:
         reached = np.flatnonzero(spans >= _SATURATED * spans.max())
         return self.widths[int(reached[0])]
 
-    def _fades(self, std: np.ndarray, returns: np.ndarray, step: np.ndarray) -> list[Transition]:
+    def _fades(self, std: np.ndarray, mean: np.ndarray, returns: np.ndarray, step: np.ndarray) -> list[Transition]:
         """Contrast dips: runs of blank frames, or of frames far dimmer (flatter) than the
         pictures on both sides, widened over the contrast ramps around them. A dip after which
         the same picture comes back is a flash, not a fade."""
@@ -280,9 +286,18 @@ class ShotDetector:
                 hi += move
             # A ramp takes contrast through at least two steps; a one-frame jump is a cut (into a
             # dim shot, or into black), which the cut detector judges.
-            ramps = (start - lo >= 2 and std[lo] > _RAMP * std[start]) or (
-                hi - end >= 2 and std[hi - 1] > _RAMP * std[end - 1]
-            )
+            left_ramp = start - lo >= 2 and std[lo] > _RAMP * std[start]
+            right_ramp = hi - end >= 2 and std[hi - 1] > _RAMP * std[end - 1]
+            if std[start:end].min() >= 2 * self.config.flat_max_std:
+                # A dip that does not even come near blank (where frame vectors start to shrink)
+                # is a fade only if its ramps head for black or white. A fade maps every pixel p
+                # to c + a * (p - c) (c the fade colour, a its progress), so across a ramp mean
+                # luma is a straight line in contrast that meets c at zero contrast. A dim stretch
+                # of one shot (a low-contrast fast pan between brighter pictures) dips in contrast
+                # alone and keeps its mid-grey mean: its line meets zero contrast mid-range.
+                left_ramp = left_ramp and _heads_for_blank(std[lo : start + 1], mean[lo : start + 1])
+                right_ramp = right_ramp and _heads_for_blank(std[end - 1 : hi], mean[end - 1 : hi])
+            ramps = left_ramp or right_ramp
             # A fade dims one picture and brightens the next: across it consecutive frames stay
             # alike, apart from the odd frame at the bottom. A dark, fast camera move between two
             # cuts dips in contrast too, but changes the picture on nearly every frame.
@@ -308,6 +323,13 @@ def _abrupt_blip(std: np.ndarray, start: int, end: int) -> bool:
     if end - start > _BLIP_FRAMES or start == 0 or end == len(std):
         return False
     return std[start - 1] > _BLIP_JUMP * std[start] and std[end] > _BLIP_JUMP * std[end - 1]
+
+
+def _heads_for_blank(std: np.ndarray, mean: np.ndarray) -> bool:
+    """Do frames along a contrast ramp fade towards black or white? The least-squares line of
+    mean luma against contrast, extrapolated to zero contrast, gives the fade colour."""
+    _, level = np.polyfit(std.astype(np.float64), mean.astype(np.float64), 1)
+    return bool(level <= _FADE_LEVEL_MARGIN or level >= 255.0 - _FADE_LEVEL_MARGIN)
 
 
 def _ramp_step(outer: np.ndarray, inner: float, level: float) -> int:

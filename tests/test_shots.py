@@ -310,17 +310,20 @@ def _detect(frames: list[np.ndarray], fps: float = 24.0):
     return detector.finish()
 
 
+BLACK = 16.0  # video black on the luma scale
+
+
 def test_fade_ramp_with_a_wobbling_frame_is_one_fade():
-    """A slow fade through a dim (not blank) picture whose contrast wobbles against the trend for a
-    frame on the way up is still one fade, spanning both ramps, centred on the dip."""
+    """A slow fade through a dark, dim (not blank) picture whose contrast wobbles against the trend
+    for a frame on the way up is still one fade, spanning both ramps, centred on the dip."""
     rng = np.random.default_rng(0)
     a, b = _picture(1), _picture(2)
     frames = [_noisy(a, rng) for _ in range(60)]
     out = np.linspace(1.0, 0.18, 30)
     into = np.linspace(0.18, 1.0, 36)
     into[[10, 20]] *= 0.9  # two single frames dimmer than the one before them
-    frames += [_noisy(128 + (a - 128) * k, rng) for k in out]
-    frames += [_noisy(128 + (b - 128) * k, rng) for k in into]
+    frames += [_noisy(BLACK + (a - BLACK) * k, rng) for k in out]
+    frames += [_noisy(BLACK + (b - BLACK) * k, rng) for k in into]
     frames += [_noisy(b, rng) for _ in range(60)]
     transitions = _detect(frames)
     assert [t.kind for t in transitions] == ["fade"], transitions
@@ -339,6 +342,23 @@ def test_dark_fast_move_between_two_cuts_is_no_fade():
     frames += [_noisy(_picture(5), rng) for _ in range(60)]
     transitions = _detect(frames)
     assert all(t.kind == "cut" for t in transitions), transitions
+
+
+def test_dim_pan_between_two_cuts_is_no_fade():
+    """A low-contrast, mid-grey shot panning across its scene (contrast drifting from 10 down to
+    6.5 and up to 28 as brighter parts come into view) between two contrasty shots dips in
+    contrast like a fade, but its brightness stays mid-grey instead of heading for black or white:
+    no fade is reported there, and the cuts into and out of it are found."""
+    rng = np.random.default_rng(3)
+    frames = [_noisy(_picture(7, contrast=30.0), rng) for _ in range(60)]
+    scene = np.kron(np.random.default_rng(8).standard_normal((9, 20)), np.ones((4, 8)))
+    contrast = np.interp(np.arange(48), [0, 9, 17, 25, 33, 38, 47], [10, 10, 6.5, 6.5, 10, 28, 28])
+    for i, c in enumerate(contrast):
+        view = scene[:, i : i + GRID_W]  # the camera moves one grid pixel a frame
+        frames.append(_noisy(128 + c * (view - view.mean()) / view.std(), rng))
+    frames += [_noisy(_picture(9), rng) for _ in range(60)]
+    transitions = _detect(frames)
+    assert [(t.kind, t.cut_frame) for t in transitions] == [("cut", 60), ("cut", 108)], transitions
 
 
 def test_object_entering_close_to_the_lens_and_staying_is_no_cut():
