@@ -64,8 +64,8 @@ def run_split(
     units = [Unit(v.video_id, v) for v in inputs]
     work_dir = layout.stage_work("split", config.section_hash("split"))
     stage = SplitStage(config.split)
-    runner = make_executor(executor, workers, stage)
-    stats = _execute(runner, stage, _largest_first(units), work_dir, progress, size=lambda unit: 1, unit_name="video")
+    pool = make_executor(executor, workers, stage)
+    stats = _execute(pool, stage, _largest_first(units), work_dir, progress, size=lambda unit: 1, unit_name="video")
     done = done_units(work_dir)
     _merge_split([u for u in units if u.unit_id in done], work_dir, layout, config)
     _save_config(layout, config, "split")
