@@ -109,7 +109,8 @@ class ShotDetector:
             self._describe()
 
     def _describe(self) -> None:
-        """Turn the pending grids into contrast, coarse unit vectors and histograms."""
+        """Turn the pending grids into what the decisions use: contrast and mean luma, how evenly
+        each frame's change spreads over the picture, coarse unit vectors and histograms."""
         if not self._pending:
             return
         grids = np.stack(self._pending)
