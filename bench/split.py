@@ -18,7 +18,7 @@ What it measures
    time.perf_counter() around subprocess.run, so interpreter start-up, imports, process spawning
    and manifest writing all count. All three use the machine's two cores:
      (a) curate:      python -m curate split FILES... --out FRESH_DIR --workers 2 --quiet
-                      (one command; its spawn pool runs one worker per core)
+                      (one command; its pool runs one worker per core)
      (b) scenedetect: scenedetect -i FILE -q detect-adaptive, one process per file, two at a time
                       (PySceneDetect 0.7.2 CLI with its defaults: OpenCV backend, automatic
                       downscale; no output command, so it writes no files). An untimed pass with
@@ -36,7 +36,8 @@ What it measures
    (highest frames/s) and the median next to it. Ratios use the best values. Targets:
    curate/scenedetect >= 1.5 and curate/bare-decode >= 0.75.
    Next to wall time it reports CPU seconds (user + sys of the whole process tree, from
-   getrusage(RUSAGE_CHILDREN) deltas; pool workers are waited for, so they count). On an idle
+   getrusage(RUSAGE_CHILDREN) deltas; the benchmark adopts and waits for curate's fork server
+   and its pool workers, so they count). On an idle
    machine wall time is what matters; on a shared one CPU seconds say more about the tool itself.
    Each measurement also records how many CPU-seconds processes outside the benchmark used
    meanwhile (machine-wide busy time from /proc/stat minus the benchmark's own), printed as
@@ -57,7 +58,7 @@ What it measures
    Python/PyAV/FFmpeg/OpenCV versions, then a markdown table for the README.
 
 With --profile it also measures where the time goes: the fixed cost of one invocation of each
-command (on a 10-frame video: interpreter start-up, imports, pool spawn, manifests), then
+command (on a 10-frame video: interpreter start-up, imports, pool start, manifests), then
 SplitStage.process on one input in this process (one worker's view): decode alone, decode +
 iter_frames bookkeeping, + luma grid sampling, and the full stage, and the top functions of a
 cProfile run.
@@ -111,9 +112,11 @@ print(n)
 """
 
 RSS_WRAPPER = """
-import json, os, resource, subprocess, sys, time
+import ctypes, json, os, resource, subprocess, sys, time
 
-def descendants(root):
+ctypes.CDLL(None).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: orphaned descendants (a fork server) come back to us
+
+def parent_map():
     parents = {}
     for name in os.listdir("/proc"):
         if name.isdigit():
@@ -122,6 +125,9 @@ def descendants(root):
                     parents[int(name)] = int(f.read().rsplit(")", 1)[1].split()[1])
             except (OSError, IndexError, ValueError):
                 pass
+    return parents
+
+def descendants(root, parents):
     found, frontier = [], [root]
     while frontier:
         pid = frontier.pop()
@@ -132,8 +138,20 @@ def descendants(root):
 peaks = {}
 started = time.perf_counter()
 proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
+def role(pid, cmd, parents):
+    if pid == proc.pid:
+        return "main"
+    if "resource_tracker" in cmd:
+        return "tracker"
+    if "spawn_main" in cmd:  # a spawned pool worker
+        return "worker"
+    if "forkserver" in cmd:  # the fork server is the main's child; pool workers are its forks
+        return "fork server" if parents.get(pid) == proc.pid else "worker"
+    return "other"
+
 while proc.poll() is None:
-    for pid in descendants(proc.pid):
+    parents = parent_map()
+    for pid in descendants(proc.pid, parents):
         try:
             with open(f"/proc/{pid}/status") as f:
                 hwm = next((int(line.split()[1]) for line in f if line.startswith("VmHWM:")), None)
@@ -142,10 +160,14 @@ while proc.poll() is None:
         except OSError:
             continue
         if hwm is not None:
-            role = "main" if pid == proc.pid else "worker" if "spawn_main" in cmd else "tracker" if "resource_tracker" in cmd else "other"
-            peaks[pid] = {"role": role, "hwm_kb": max(hwm, peaks.get(pid, {}).get("hwm_kb", 0))}
+            peaks[pid] = {"role": role(pid, cmd, parents), "hwm_kb": max(hwm, peaks.get(pid, {}).get("hwm_kb", 0))}
     time.sleep(0.02)
 seconds = time.perf_counter() - started
+while True:  # reap what outlived the command (the fork server exits just after it) for ru_maxrss
+    try:
+        os.wait()
+    except ChildProcessError:
+        break
 print(json.dumps({"rc": proc.returncode, "seconds": seconds,
                   "tree_maxrss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
                   "processes": list(peaks.values())}))
@@ -240,6 +262,29 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def become_subreaper() -> None:
+    """Adopt orphaned descendants (Linux). curate's pool workers are forks of a fork server that
+    its main process starts and does not wait for: once the main process exits, the server and
+    its CPU time come back to us, and `reap_orphans` adds that time to RUSAGE_CHILDREN."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
+
+
+def reap_orphans(timeout_s: float = 10.0) -> None:
+    """Wait for adopted descendants that outlived the command just run (call only when no
+    command of ours is still running: it waits for any child)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return  # no children left
+        if pid == 0:  # one is still exiting
+            time.sleep(0.002)
+
+
 def machine_busy_cpu() -> float:
     """CPU seconds the whole machine has spent busy (all processes, all cores) since boot, plus
     the time a hypervisor gave our virtual cores to someone else (steal)."""
@@ -271,6 +316,7 @@ class Timer:
 
     def __exit__(self, *exc):
         self.wall = time.perf_counter() - self.started
+        reap_orphans()
         self.cpu = children_cpu() - self.cpu0
         self.others = max(0.0, machine_busy_cpu() - self.busy0 - self.cpu)
 
@@ -458,8 +504,10 @@ def startup_costs() -> None:
         "python -c pass": [PYTHON, "-c", "pass"],
         "bare decode script (import av + decode)": bare_decode_command(tiny),
         "scenedetect -q detect-adaptive": scenedetect_command(tiny),
-        "import curate.stages.split (each pool worker)": [PYTHON, "-c", "import curate.stages.split"],
-        "  of which: import pandas (via curate.manifest)": [PYTHON, "-c", "import pandas"],
+        "fork server's imports (once per command; workers are its forks)": [
+            PYTHON, "-c", "import curate.executor, curate.stages.split, pandas",
+        ],
+        "  of which: import pandas (pyarrow needs it to build arrays)": [PYTHON, "-c", "import pandas"],
         "  of which: import av, numpy, pyarrow.parquet": [PYTHON, "-c", "import av, numpy, pyarrow.parquet"],
         "curate split --workers 1 (whole command)": None,
         "curate split --workers 2 (whole command, 2 inputs)": None,
@@ -527,6 +575,7 @@ def main() -> int:
         help="on a shared machine: before each measurement wait up to S seconds for other load to stop",
     )
     args = parser.parse_args()
+    become_subreaper()
     width, height = (640, 360) if args.quick else (1280, 720)
     reps = args.reps or (2 if args.quick else 3)
 

@@ -1,5 +1,5 @@
 """Entry point for `python -m curate`."""
 
-from curate.cli import main
+from curate.cli import run
 
-raise SystemExit(main())
+run()

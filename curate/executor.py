@@ -13,7 +13,6 @@ only its unit: the others go on, and the unit, having no marker, is retried on t
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -21,6 +20,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+from curate import forkserver
 from curate.manifest import write_parquet_atomic
 from curate.stages.base import Stage, Unit
 from curate.storage import makedirs, write_text_atomic
@@ -57,10 +57,13 @@ def save_unit(work_dir: Path, unit_id: str, outputs: dict) -> None:
     write_text_atomic("", done_marker(work_dir, unit_id))
 
 
-def setup_worker(stage: Stage) -> None:
+def setup_worker(stage: Stage, environ: dict[str, str] | None = None) -> None:
     """Make `stage` this worker process's stage and set it up (a pool initializer; the Ray
-    executor's workers call it too)."""
+    executor's workers call it too). `environ`, when given, replaces the worker's environment."""
     global _worker_stage, _setup_error
+    if environ is not None:
+        os.environ.clear()
+        os.environ.update(environ)
     _worker_stage = stage
     _setup_error = None
     try:
@@ -80,7 +83,8 @@ def run_unit(unit: Unit, work_dir: Path) -> tuple[str, dict]:
 
 
 class LocalExecutor:
-    """Runs units on `workers` spawned processes (default: one per core)."""
+    """Runs units on `workers` processes (default: one per core), forks of a clean fork server
+    (`curate.forkserver`), never of this process."""
 
     def __init__(self, workers: int | None = None):
         self.workers = max(1, workers or os.cpu_count() or 1)
@@ -123,9 +127,11 @@ class LocalExecutor:
     def _run_pool(self, stage, units, workers: int, work_dir: Path, todo: dict, on_done, errors: dict) -> set[str]:
         """Run `units` on a fresh pool, taking each finished or failed unit out of `todo`;
         return the ids in flight if a worker died (else an empty set)."""
-        context = multiprocessing.get_context("spawn")  # fork is unsafe with FFmpeg/torch threads
         workers = min(workers, len(units))
-        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=setup_worker, initargs=(stage,))
+        # The fork server was started with the environment of its first pool: pass the current one.
+        initargs = (stage, dict(os.environ))
+        context = forkserver.context(type(stage).__module__)
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=setup_worker, initargs=initargs)
         pending: dict = {}
         queue = deque(units)
         try:

@@ -402,7 +402,9 @@ def _units(grids: np.ndarray) -> np.ndarray:
 def _histograms(grids: np.ndarray) -> np.ndarray:
     """Normalised luma histograms of a stack of grids, one row per grid."""
     count, size = len(grids), grids[0].size
-    bins = np.clip(grids, 0, 255).astype(np.int32).reshape(count, size) * _HIST_BINS // 256
+    # Scaling by a power of two and truncating gives exact bins; integer division over every
+    # sample cost as much as the rest of the detector.
+    bins = (np.clip(grids.reshape(count, size), 0, 255) * (_HIST_BINS / 256)).astype(np.int32)
     bins += np.arange(count, dtype=np.int32)[:, None] * _HIST_BINS  # one bin range per grid
     counts = np.bincount(bins.ravel(), minlength=count * _HIST_BINS).reshape(count, _HIST_BINS)
     return counts.astype(np.float32) / size

@@ -86,3 +86,28 @@ def test_a_failing_setup_fails_the_units_without_blaming_them(tmp_path):
     assert set(errors) == {"good0", "good1"}
     assert all("setup failed: OSError: weights file vanished" in message for message in errors.values())
     assert not any(is_done(tmp_path, u.unit_id) for u in units)
+
+
+class _EnvStage(_PoisonStage):
+    """Records, for each unit, the worker's value of VIDCURATE_TEST_VALUE."""
+
+    def process(self, unit: Unit):
+        value = os.environ.get("VIDCURATE_TEST_VALUE", "<unset>")
+        return {"rows": pa.table({"unit": [unit.unit_id], "result": [value]}, schema=SCHEMA)}, {}
+
+
+def test_workers_see_the_environment_of_their_pool_not_of_an_earlier_one(tmp_path, monkeypatch):
+    """Workers are forks of a server started by this process's first pool; a variable set or
+    removed since (credentials for an object store, an offline flag) must still reach them."""
+
+    def result(work_dir, unit_id):
+        return pq.read_table(part_path(work_dir, unit_id, "rows")).column("result")[0].as_py()
+
+    monkeypatch.setenv("VIDCURATE_TEST_VALUE", "first")
+    LocalExecutor(workers=1).run(_EnvStage(), [Unit("a", None)], tmp_path / "one")
+    monkeypatch.setenv("VIDCURATE_TEST_VALUE", "second")
+    LocalExecutor(workers=1).run(_EnvStage(), [Unit("b", None)], tmp_path / "two")
+    monkeypatch.delenv("VIDCURATE_TEST_VALUE")
+    LocalExecutor(workers=1).run(_EnvStage(), [Unit("c", None)], tmp_path / "three")
+
+    assert [result(tmp_path / "one", "a"), result(tmp_path / "two", "b"), result(tmp_path / "three", "c")] == ["first", "second", "<unset>"]

@@ -465,3 +465,25 @@ def test_split_command_loads_pandas_only_in_the_background():
     )
     loaded = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]"
+
+
+def test_the_quick_exit_still_runs_exit_hooks_flushes_and_keeps_the_exit_code():
+    """`python -m curate` ends with os._exit (no interpreter teardown): exit hooks (Ray's
+    shutdown, temporary folders) must still run, buffered output must still appear, and the
+    command's exit code must survive."""
+    code = (
+        "import atexit, sys, curate.cli; atexit.register(print, 'hook ran'); "
+        "print('buffered', end=' '); sys.stderr.write('to stderr'); curate.cli._exit_now(3)"
+    )
+    result = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True)
+    assert (result.returncode, result.stdout, result.stderr) == (3, "buffered hook ran\n", "to stderr")
+
+
+def test_only_the_fork_server_loads_its_quick_exit_hook():
+    """curate._forkserver_boot makes its process exit with code 0 at the end: the command's own
+    process must never import it, or every exit code would become 0."""
+    code = (
+        "import sys; import curate.cli, curate.runner, curate.executor, curate.forkserver, curate.stages.split; "
+        "print('curate._forkserver_boot' in sys.modules)"
+    )
+    assert subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
