@@ -14,7 +14,8 @@ Scores both detectors on the same videos:
 Hard cuts count within +-2 frames, gradual transitions within +-8 frames of their middle frame.
 A detection near a gradual transition is credited to it, not counted against hard cuts, and vice
 versa, so neither detector is punished for calling a dissolve a cut. The script also counts the
-clips `curate split` makes that straddle a true boundary (the target is zero).
+clips `curate split` makes that straddle a true boundary (the target is zero), and the share of
+frames its clips keep (what avoiding boundaries costs).
 """
 
 from __future__ import annotations
@@ -72,11 +73,12 @@ def f1(tp: int, fp: int, fn: int) -> float:
     return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
 
 
-def ours(path: Path, config: SplitConfig) -> tuple[list[int], list[tuple[int, int]]]:
+def ours(path: Path, config: SplitConfig) -> tuple[list[int], list[tuple[int, int]], int]:
+    """curate's cut frames, its clips' [start, end) frames, and the video's frame count."""
     outputs, _ = SplitStage(config).process(Unit("bench", VideoInput("bench", str(path))))
     video = outputs["videos"].to_pylist()[0]
     clips = outputs["clips"].to_pylist()
-    return list(video["cut_frames"] or []), [(c["start_frame"], c["end_frame"]) for c in clips]
+    return list(video["cut_frames"] or []), [(c["start_frame"], c["end_frame"]) for c in clips], video["num_frames"]
 
 
 def pyscenedetect(path: Path) -> list[int]:
@@ -131,18 +133,20 @@ def real_set(folder: Path) -> list[tuple[Path, list[int], list[tuple[int, int]]]
 def evaluate(name: str, videos, config: SplitConfig, verbose: bool, skip_baseline: bool = False) -> None:
     totals = {"ours": {}, "pyscenedetect": {}}
     per_video = []  # (name, cuts, ours hard F1, baseline hard F1)
-    clips_bad = clips_all = 0
+    clips_bad = clips_all = frames_kept = frames_all = 0
     timings = {"ours": 0.0, "pyscenedetect": 0.0}
     for path, hard, gradual, ignored in videos:
         middles = [(a + b + 1) // 2 for a, b in gradual]
         start = time.perf_counter()
-        predicted, clips = ours(path, config)
+        predicted, clips, num_frames = ours(path, config)
         timings["ours"] += time.perf_counter() - start
         start = time.perf_counter()
         baseline = [] if skip_baseline else pyscenedetect(path)
         timings["pyscenedetect"] += time.perf_counter() - start
         clips_bad += straddling(clips, hard, gradual)
         clips_all += len(clips)
+        frames_kept += sum(end - start for start, end in clips)
+        frames_all += num_frames
         hard_f1 = {}
         for method, found in (("ours", predicted), ("pyscenedetect", baseline)):
             found = [f for f in found if not any(a <= f <= b for a, b in ignored)]
@@ -167,6 +171,7 @@ def evaluate(name: str, videos, config: SplitConfig, verbose: bool, skip_baselin
             f"{gp:7.3f} {gr:7.3f} {f1(t['grad_tp'], t['grad_fp'], t['grad_fn']):8.3f} {timings[method]:8.1f}"
         )
     print(f"curate clips straddling a true boundary: {clips_bad} of {clips_all}")
+    print(f"frames inside curate's clips: {frames_kept / max(1, frames_all):.3f} of {frames_all}")
     if not skip_baseline:
         behind = [v for v in per_video if v[3] < v[4]]
         print(f"hard-cut F1 per video, curate vs PySceneDetect: behind on {len(behind)} of {len(per_video)}")

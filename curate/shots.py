@@ -18,6 +18,12 @@ towards the zero vector, which is at distance 1 from any picture.
   that stays well clear of blank counts only if its ramps head for black or white (mean luma
   against contrast extrapolates there): a dim, mid-grey stretch of one shot is no fade.
 
+- Uncertain changes: a jump of the whole picture well above the motion around it that failed
+  the cut tests, or a burst of a few frames changing far more than the frames beside them (a
+  wipe). They are no boundaries, but clips leave them out, as they do transitions.
+- A dissolve or fade whose brightness or contrast goes on moving beyond its window (a long or
+  eased one) is widened over those frames, so clips keep clear of all of it.
+
 Memory stays flat with video length: the detector keeps a sliding window of vectors plus a few
 float16 scores per frame, and decides once the stream ends.
 """
@@ -52,6 +58,11 @@ _MIN_HIST_CHANGE = 0.2  # histogram change (total variation) that a dissolve mus
 _HIST_BINS = 16
 _WHOLE_PICTURE = 0.2  # a cut's median cell change is at least this share of its RMS cell change
 _FADE_LEVEL_MARGIN = 64.0  # a fade heads for a luma level this close to black (0) or white (255)
+_SETTLING = 0.25  # luma levels per frame by which brightness or contrast still moves in a transition's tail
+_UNCERTAIN_RATIO = 1.5  # a whole-picture jump this far above the motion around it is kept out of clips
+_UNCERTAIN_SPREAD = 0.3  # the looser "whole picture" (see _WHOLE_PICTURE) of such a jump
+_BURST_SPAN = 1.0  # a few frames that change the picture this much...
+_BURST_CONTRAST = 4.0  # ...and this many times more than the frames beside them are kept out of clips
 
 
 @dataclass(frozen=True)
@@ -65,7 +76,17 @@ class Transition:
     start: int
     end: int
     cut_frame: int | None
-    kind: str  # "cut" | "dissolve" | "fade"
+    kind: str  # "cut" | "dissolve" | "fade" | "uncertain" (see Detection)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """What `ShotDetector.finish` found in a video: its transitions, sorted by position, and the
+    uncertain changes, where the picture changed abruptly but not clearly enough for any
+    boundary test. No clip holds either; only transitions are boundaries (`cut_frames`)."""
+
+    transitions: list[Transition]
+    uncertain: list[Transition]  # kind "uncertain", without a cut_frame
 
 
 def half_widths(max_half_width: int) -> list[int]:
@@ -143,22 +164,24 @@ class ShotDetector:
         rms = np.sqrt(np.einsum("ij,ij->i", change, change) / change.shape[1])
         return np.median(np.abs(change), axis=1) / np.maximum(rms, 1e-6)
 
-    def finish(self) -> list[Transition]:
-        """Score the remaining frames and return all transitions, sorted by position."""
+    def finish(self) -> Detection:
+        """Score the remaining frames and return the transitions and uncertain changes."""
         self._describe()
         if not self.num_frames:
-            return []
+            return Detection([], [])
         if self._next_centre < self.num_frames:
             self._score(self.num_frames)
         scores = {k: np.concatenate([c[k] for c in self._chunks]).astype(np.float32) for k in self._chunks[0]}
         self._chunks.clear()
-        std = np.asarray(self._std, np.float32)
-        fades = self._fades(std, np.asarray(self._mean, np.float32), scores["returns"], scores["step"])
+        std, mean = np.asarray(self._std, np.float32), np.asarray(self._mean, np.float32)
+        spread = np.asarray(self._spread, np.float32)
+        fades = self._fades(std, mean, scores["returns"], scores["step"])
         in_fade = _near(self.num_frames, fades, margin=0)
-        cuts = self._cuts(scores, in_fade, np.asarray(self._spread, np.float32))
+        cuts = self._cuts(scores, in_fade, spread)
         taken = _near(self.num_frames, fades + cuts, margin=self._min_gap())
-        dissolves = self._dissolves(scores, in_fade, taken)
-        return sorted(fades + cuts + dissolves, key=lambda t: (t.start, t.end))
+        dissolves = self._dissolves(scores, in_fade, taken, std, mean)
+        transitions = sorted(fades + cuts + dissolves, key=lambda t: (t.start, t.end))
+        return Detection(transitions, self._uncertain(scores, spread, transitions))
 
     # -- scoring ---------------------------------------------------------------------------
 
@@ -195,10 +218,12 @@ class ShotDetector:
     def _min_gap(self) -> int:
         return max(2, round(self.config.min_shot_s * self.fps))
 
+    def _max_transition(self) -> int:
+        return max(2, round(self.config.max_transition_s * self.fps))
+
     def _cuts(self, scores: dict[str, np.ndarray], in_fade: np.ndarray, spread: np.ndarray) -> list[Transition]:
         step = scores["step"]
-        ratio = step / (_typical_step(step) + _DIFF_FLOOR)
-        candidate = (step >= self.config.cut_min_diff) & (ratio >= self.config.cut_threshold)
+        candidate = (step >= self.config.cut_min_diff) & (_step_ratio(step) >= self.config.cut_threshold)
         candidate &= _isolated(step)
         # Neither may the old picture come back soon, nor the new one have been there just before:
         # a flash or something passing close to the lens changes the picture and changes it back.
@@ -219,7 +244,26 @@ class ShotDetector:
         strongest_first = positions[np.argsort(-step[positions], kind="stable")]
         return [Transition(t, t, t, "cut") for t in _spread(strongest_first, self._min_gap())]
 
-    def _dissolves(self, scores, in_fade: np.ndarray, taken: np.ndarray) -> list[Transition]:
+    def _uncertain(self, scores: dict[str, np.ndarray], spread: np.ndarray, transitions: list[Transition]) -> list[Transition]:
+        """Abrupt changes that no boundary test accepted: a jump of the whole picture well above
+        the motion around it (a cut inside heavy motion or beside a glitch, or a flash), and a
+        burst of a few frames that change the picture far more than the frames beside them (a
+        wipe, a very fast transition) unless a transition found there explains it. Clips leave
+        them out: a boundary missed inside a clip costs more than the frames around a flash."""
+        step = scores["step"]
+        jump = (step >= self.config.cut_min_diff) & (_step_ratio(step) >= _UNCERTAIN_RATIO) & (spread >= _UNCERTAIN_SPREAD)
+        jump[0] = False
+        found = [Transition(t, t, None, "uncertain") for t in np.flatnonzero(jump).tolist()]
+        h = self.widths[0]
+        span = scores[f"span{h}"]
+        burst = (span >= _BURST_SPAN) & (span >= _BURST_CONTRAST * np.maximum(_at(span, -2 * h), _at(span, 2 * h)))
+        explained = _near(len(span), transitions, margin=self._min_gap())
+        for t in np.flatnonzero(burst).tolist():
+            if h <= t < len(span) - h and not explained[t - h + 1 : t + h].any():
+                found.append(Transition(t - h + 1, t + h, None, "uncertain"))
+        return sorted(found, key=lambda t: (t.start, t.end))
+
+    def _dissolves(self, scores, in_fade: np.ndarray, taken: np.ndarray, std: np.ndarray, mean: np.ndarray) -> list[Transition]:
         cfg = self.config
         n = self.num_frames
         best_score = np.zeros(n, np.float32)
@@ -247,6 +291,11 @@ class ShotDetector:
             if start <= 0 or end >= n or taken[start:end].any() or in_fade[start:end].any():
                 continue
             taken[max(0, start - self._min_gap()) : end + self._min_gap()] = True
+            # A dissolve longer than the widest window, or easing out, goes on moving brightness
+            # or contrast beyond the window: those frames are blends too.
+            limit = self._max_transition()
+            start = min(_settling(std, start, int(t), -1, limit), _settling(mean, start, int(t), -1, limit))
+            end = max(_settling(std, end - 1, int(t), 1, limit), _settling(mean, end - 1, int(t), 1, limit)) + 1
             found.append(Transition(start, end, int(t), "dissolve"))
         return found
 
@@ -262,7 +311,7 @@ class ShotDetector:
         pictures on both sides, widened over the contrast ramps around them. A dip after which
         the same picture comes back is a flash, not a fade."""
         n = len(std)
-        limit = max(2, round(self.config.max_transition_s * self.fps))
+        limit = self._max_transition()
         left_max, right_max = _side_maxima(std, limit)
         blank = std < self.config.flat_max_std
         low = blank | ((std < _DIP * left_max) & (std < _DIP * right_max))
@@ -315,8 +364,27 @@ class ShotDetector:
                 if start > 0 and returns[start] < _RETURNED:
                     continue
             between_shots = lo > 0 and hi < n
-            fades.append(Transition(lo, hi, (lo + hi) // 2 if between_shots else None, "fade"))
+            cut_frame = (lo + hi) // 2 if between_shots else None
+            # Brightness may go on changing once contrast has settled (an eased fade): those
+            # frames still belong to the fade, though its middle is where contrast puts it.
+            lo = _settling(mean, lo, start, -1, limit)
+            hi = _settling(mean, hi - 1, end - 1, 1, limit) + 1
+            fades.append(Transition(lo, hi, cut_frame, "fade"))
         return fades
+
+
+def _settling(values: np.ndarray, edge: int, reference: int, direction: int, limit: int) -> int:
+    """The last frame reached walking from a transition's outermost frame `edge` further out
+    (`direction` -1 or +1), at most `limit` frames, while `values` (mean luma or contrast) keep
+    moving away from their value at frame `reference` inside the transition by at least
+    _SETTLING per frame (averaged over two frames, so one wobbling frame does not stop it)."""
+    away = np.sign(values[edge] - values[reference])
+    position = edge
+    while 0 <= position + 2 * direction < len(values) and abs(position - edge) < limit:
+        if (values[position + 2 * direction] - values[position]) * away < 2 * _SETTLING:
+            break
+        position += direction
+    return position
 
 
 def _abrupt_blip(std: np.ndarray, start: int, end: int) -> bool:
@@ -437,6 +505,11 @@ def _isolated(step: np.ndarray) -> np.ndarray:
         ]
     )
     return (step >= window.max(axis=1)) & (step >= _ISOLATED * motion)
+
+
+def _step_ratio(step: np.ndarray) -> np.ndarray:
+    """Each frame's step over the typical step around it."""
+    return step / (_typical_step(step) + _DIFF_FLOOR)
 
 
 def _typical_step(step: np.ndarray) -> np.ndarray:

@@ -301,13 +301,17 @@ def _noisy(picture: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (picture + rng.normal(0, 0.5, picture.shape)).astype(np.float32)
 
 
-def _detect(frames: list[np.ndarray], fps: float = 24.0):
+def _detection(frames: list[np.ndarray], fps: float = 24.0):
     from curate.shots import ShotDetector
 
     detector = ShotDetector(fps, DEFAULT)
     for frame in frames:
         detector.push(np.clip(frame, 0, 255).astype(np.float32))
     return detector.finish()
+
+
+def _detect(frames: list[np.ndarray], fps: float = 24.0) -> list[Transition]:
+    return _detection(frames, fps).transitions
 
 
 BLACK = 16.0  # video black on the luma scale
@@ -373,3 +377,71 @@ def test_object_entering_close_to_the_lens_and_staying_is_no_cut():
         frames.append(_noisy(covered, rng))
     assert _detect(frames) == []
 
+
+
+def _restless(seed: int, num_frames: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """A shot in heavy motion: every frame replaces a random quarter of the previous picture's
+    coarse cells (as a crowd or foliage moving close to the lens does)."""
+    field = np.random.default_rng(seed).standard_normal((9, 16))
+    frames = []
+    for _ in range(num_frames):
+        cells = rng.random((9, 16)) < 0.25
+        field = np.where(cells, rng.standard_normal((9, 16)), field)
+        frames.append(_noisy(128 + 40 * np.kron(field, np.ones((4, 4))), rng))
+    return frames
+
+
+def test_cut_inside_heavy_motion_is_kept_out_of_clips_though_no_boundary():
+    """A cut between two shots in heavy motion jumps less than 2.5 times above their own steps,
+    so it is no boundary; but the whole picture changed at once, well above the motion around it:
+    it is an uncertain change, and no clip holds it."""
+    rng = np.random.default_rng(4)
+    frames = _restless(11, 72, rng) + _restless(12, 72, rng)
+    detection = _detection(frames)
+    assert not any(t.start <= 72 <= t.end for t in detection.transitions), detection.transitions
+    assert [(t.start, t.end) for t in detection.uncertain] == [(72, 72)], detection.uncertain
+    spans = clip_spans(len(frames), detection.transitions + detection.uncertain, 24.0, DEFAULT)
+    assert spans and not any(start < 72 < end for start, end in spans), spans
+
+
+def test_wipe_is_kept_out_of_clips():
+    """A wipe (the new picture replaces the old one column by column within three frames) changes
+    only part of the picture on each frame, so it is no cut; clips still leave out its frames."""
+    rng = np.random.default_rng(5)
+    old, new = _picture(13), _picture(14)
+    frames = [_noisy(old, rng) for _ in range(60)]
+    for edge in (22, 44):
+        frames.append(_noisy(np.concatenate([new[:, :edge], old[:, edge:]], axis=1), rng))
+    frames += [_noisy(new, rng) for _ in range(60)]  # the wipe: frames 60 and 61
+    detection = _detection(frames)
+    spans = clip_spans(len(frames), detection.transitions + detection.uncertain, 24.0, DEFAULT)
+    assert spans and all(end <= 60 or start >= 62 for start, end in spans), (spans, detection)
+
+
+def test_long_dissolve_is_kept_out_of_clips_to_its_last_blended_frame():
+    """A 64-frame dissolve, longer than the widest window the detector looks at (2 s: 48 frames),
+    between a low- and a high-contrast picture: its contrast goes on rising to the last blended
+    frame, and the transition reaches that far."""
+    rng = np.random.default_rng(6)
+    a, b = _picture(15, contrast=20.0), _picture(16, contrast=50.0)
+    frames = [_noisy(a, rng) for _ in range(60)]
+    frames += [_noisy((1 - w) * a + w * b, rng) for w in np.linspace(0, 1, 66)[1:-1]]  # frames 60..123
+    frames += [_noisy(b, rng) for _ in range(60)]
+    transitions = _detect(frames)
+    assert [t.kind for t in transitions] == ["dissolve"], transitions
+    assert transitions[0].start <= 62 and transitions[0].end >= 122, transitions
+
+
+def test_fade_whose_brightness_eases_in_after_its_contrast_covers_its_tail():
+    """A fade from black whose contrast is back after 12 frames but whose brightness goes on
+    rising for 16 more: the fade reaches the end of the brightening, its middle stays on the dip."""
+    rng = np.random.default_rng(7)
+    a, b = _picture(17), _picture(18)
+    frames = [_noisy(a, rng) for _ in range(60)]
+    frames += [_noisy(BLACK + (a - BLACK) * k, rng) for k in np.linspace(1, 0, 12)]  # 60..71
+    frames += [_noisy(BLACK + (b - 40 - BLACK) * k, rng) for k in np.linspace(0, 1, 12)[1:]]  # 72..82
+    frames += [_noisy(b - 40 + 2.5 * i, rng) for i in range(1, 17)]  # 83..98: brighter by 2.5 a frame
+    frames += [_noisy(b, rng) for _ in range(60)]
+    transitions = _detect(frames)
+    assert [t.kind for t in transitions] == ["fade"], transitions
+    assert transitions[0].end >= 98 and abs(transitions[0].cut_frame - 72) <= 8, transitions

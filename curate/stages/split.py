@@ -1,8 +1,9 @@
 """Split stage: decode each video once, find its shot boundaries, and cut its shots into clips.
 
 Unit: one input video. Outputs: one `videos` row (probe results, `cut_frames`, or the error that
-stopped it) and its `clips` rows. Clips keep a margin away from every boundary, skip shots that
-are too short, and split long shots into equal windows, so no clip ever holds a boundary.
+stopped it) and its `clips` rows. Clips keep a margin away from every boundary (and from every
+abrupt change the detector was unsure of), skip shots that are too short, and split long shots
+into equal windows, so no clip ever holds a boundary.
 """
 
 from __future__ import annotations
@@ -45,9 +46,10 @@ class SplitStage(Stage):
         if log.num_frames == 0:
             return self._error(video, f"no decodable video frames ({log.first_problem or 'empty stream'})", info)
         fps = info.fps or _measured_fps(log.frame_times_s)
-        transitions = detector.finish()
-        spans = clip_spans(log.num_frames, transitions, fps, self.config)
-        row = _video_row(video, info, log, fps, transitions)
+        detection = detector.finish()
+        # Clips leave out the uncertain changes too, though they are not boundaries (cut_frames).
+        spans = clip_spans(log.num_frames, detection.transitions + detection.uncertain, fps, self.config)
+        row = _video_row(video, info, log, fps, detection.transitions)
         clips = [_clip_row(video, row, start, end, log.frame_times_s) for start, end in spans]
         stats = {"frames": log.num_frames, "clips": len(clips), "status": row["status"]}
         return {"videos": to_table([row], VIDEO_SCHEMA), "clips": to_table(clips, CLIP_SCHEMA)}, stats
