@@ -541,9 +541,18 @@ def startup_costs() -> None:
 
 def machine() -> dict[str, str]:
     import av
-    import cv2
     import numpy
+
+    # Importing OpenCV prepends its library folder and an empty entry (the current folder) to
+    # LD_LIBRARY_PATH in os.environ, which every command started afterwards would inherit:
+    # each shared library it loads would first be looked for there. Measured commands run in
+    # the environment the benchmark started with.
+    saved = dict(os.environ)
+    import cv2
     import scenedetect
+
+    os.environ.clear()
+    os.environ.update(saved)
 
     cpu = cpu_model()
     libs = ", ".join(f"{k} {'.'.join(map(str, v))}" for k, v in av.library_versions.items() if k in ("libavcodec", "libavformat"))
