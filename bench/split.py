@@ -37,8 +37,8 @@ What it measures
    curate/scenedetect >= 1.5 and curate/bare-decode >= 0.75.
    Next to wall time it reports CPU seconds (user + sys of the whole process tree, from
    getrusage(RUSAGE_CHILDREN) deltas; the benchmark adopts and waits for curate's fork server
-   and its pool workers, so they count). On an idle
-   machine wall time is what matters; on a shared one CPU seconds say more about the tool itself.
+   and its pool workers, so they count). On an idle machine wall time is what matters; on a
+   shared one CPU seconds say more about the tool itself.
    Each measurement also records how many CPU-seconds processes outside the benchmark used
    meanwhile (machine-wide busy time from /proc/stat minus the benchmark's own), printed as
    'others'; --wait-idle S waits up to S seconds before each measurement for such load to stop.
