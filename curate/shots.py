@@ -175,13 +175,14 @@ class ShotDetector:
         self._chunks.clear()
         std, mean = np.asarray(self._std, np.float32), np.asarray(self._mean, np.float32)
         spread = np.asarray(self._spread, np.float32)
+        ratio = scores["step"] / (_typical_step(scores["step"]) + _DIFF_FLOOR)  # each step over the typical one
         fades = self._fades(std, mean, scores["returns"], scores["step"])
         in_fade = _near(self.num_frames, fades, margin=0)
-        cuts = self._cuts(scores, in_fade, spread)
+        cuts = self._cuts(scores, ratio, in_fade, spread)
         taken = _near(self.num_frames, fades + cuts, margin=self._min_gap())
         dissolves = self._dissolves(scores, in_fade, taken, std, mean)
         transitions = sorted(fades + cuts + dissolves, key=lambda t: (t.start, t.end))
-        return Detection(transitions, self._uncertain(scores, spread, transitions))
+        return Detection(transitions, self._uncertain(scores, ratio, spread, transitions))
 
     # -- scoring ---------------------------------------------------------------------------
 
@@ -221,9 +222,9 @@ class ShotDetector:
     def _max_transition(self) -> int:
         return max(2, round(self.config.max_transition_s * self.fps))
 
-    def _cuts(self, scores: dict[str, np.ndarray], in_fade: np.ndarray, spread: np.ndarray) -> list[Transition]:
+    def _cuts(self, scores: dict[str, np.ndarray], ratio: np.ndarray, in_fade: np.ndarray, spread: np.ndarray) -> list[Transition]:
         step = scores["step"]
-        candidate = (step >= self.config.cut_min_diff) & (_step_ratio(step) >= self.config.cut_threshold)
+        candidate = (step >= self.config.cut_min_diff) & (ratio >= self.config.cut_threshold)
         candidate &= _isolated(step)
         # Neither may the old picture come back soon, nor the new one have been there just before:
         # a flash or something passing close to the lens changes the picture and changes it back.
@@ -244,14 +245,16 @@ class ShotDetector:
         strongest_first = positions[np.argsort(-step[positions], kind="stable")]
         return [Transition(t, t, t, "cut") for t in _spread(strongest_first, self._min_gap())]
 
-    def _uncertain(self, scores: dict[str, np.ndarray], spread: np.ndarray, transitions: list[Transition]) -> list[Transition]:
+    def _uncertain(
+        self, scores: dict[str, np.ndarray], ratio: np.ndarray, spread: np.ndarray, transitions: list[Transition]
+    ) -> list[Transition]:
         """Abrupt changes that no boundary test accepted: a jump of the whole picture well above
         the motion around it (a cut inside heavy motion or beside a glitch, or a flash), and a
         burst of a few frames that change the picture far more than the frames beside them (a
         wipe, a very fast transition) unless a transition found there explains it. Clips leave
         them out: a boundary missed inside a clip costs more than the frames around a flash."""
         step = scores["step"]
-        jump = (step >= self.config.cut_min_diff) & (_step_ratio(step) >= _UNCERTAIN_RATIO) & (spread >= _UNCERTAIN_SPREAD)
+        jump = (step >= self.config.cut_min_diff) & (ratio >= _UNCERTAIN_RATIO) & (spread >= _UNCERTAIN_SPREAD)
         jump[0] = False
         found = [Transition(t, t, None, "uncertain") for t in np.flatnonzero(jump).tolist()]
         h = self.widths[0]
@@ -505,11 +508,6 @@ def _isolated(step: np.ndarray) -> np.ndarray:
         ]
     )
     return (step >= window.max(axis=1)) & (step >= _ISOLATED * motion)
-
-
-def _step_ratio(step: np.ndarray) -> np.ndarray:
-    """Each frame's step over the typical step around it."""
-    return step / (_typical_step(step) + _DIFF_FLOOR)
 
 
 def _typical_step(step: np.ndarray) -> np.ndarray:
