@@ -52,7 +52,8 @@ def write_shards(layout: OutputLayout, pack: PackConfig, work_dir: Path, progres
     sizes = [member_bytes([row["pack_mp4_bytes"], len(t), len(m)]) for row, t, m in zip(rows, texts, metas, strict=True)]
     plan = plan_shards(sizes, pack.max_shard_bytes, pack.max_shard_samples)
     makedirs(layout.shards)
-    for leftover in layout.shards.glob(f".{pack.prefix}-*.tar*.tmp"):  # from a run killed mid-write (local only)
+    # A run killed mid-write leaves its temporary files (shards, index.json; local folders only).
+    for leftover in layout.shards.glob(".*.tmp"):
         leftover.unlink()
     markers = work_dir / "shards"
     makedirs(markers)

@@ -244,3 +244,14 @@ def test_pack_resumes_after_sigkill_to_the_same_shards(packed, split_out, tmp_pa
     keys = [s["__key__"] for s in read_samples(out)]
     assert len(keys) == len(set(keys))
     pd.testing.assert_frame_equal(read_manifests(out)[1], read_manifests(packed)[1])
+
+
+def test_pack_removes_what_a_killed_run_was_writing(packed, tmp_path):
+    """A SIGKILL while a shard or index.json is being written leaves its temporary file beside
+    it; the next run removes every one (the shards folder is pack's alone)."""
+    out = copy_out(packed, tmp_path)
+    for name in (".clips-000000.tar.k3j2.tmp", ".index.json.x81q.tmp"):
+        (out / "shards" / name).write_bytes(b"half written")
+    curate("pack", "--out", out, *PACK)
+    assert not [p.name for p in (out / "shards").iterdir() if p.name.startswith(".")]
+    assert shard_bytes(out) == shard_bytes(packed)
