@@ -24,8 +24,9 @@ towards the zero vector, which is at distance 1 from any picture.
 - A dissolve or fade whose brightness or contrast goes on moving beyond its window (a long or
   eased one) is widened over those frames, so clips keep clear of all of it.
 
-Memory stays flat with video length: the detector keeps a sliding window of vectors plus a few
-float16 scores per frame, and decides once the stream ends.
+Memory grows little with video length: the detector keeps a sliding window of vectors, and per
+frame only a few floats (about 90 bytes), and decides once the stream ends (using about 400 more
+bytes per frame while it does: some 9 MB for 18,000 frames).
 """
 
 from __future__ import annotations
@@ -255,6 +256,7 @@ class ShotDetector:
         them out: a boundary missed inside a clip costs more than the frames around a flash."""
         step = scores["step"]
         jump = (step >= self.config.cut_min_diff) & (ratio >= _UNCERTAIN_RATIO) & (spread >= _UNCERTAIN_SPREAD)
+        jump &= ~_near(len(step), transitions, margin=0)  # a cut or a frame inside a transition is no doubt
         jump[0] = False
         found = [Transition(t, t, None, "uncertain") for t in np.flatnonzero(jump).tolist()]
         h = self.widths[0]
@@ -286,6 +288,7 @@ class ShotDetector:
             score = np.where(ok, (span - outside) * (1 - residual) * balance, 0.0)
             best_score = np.maximum(best_score, score)
         found = []
+        limit = self._max_transition()
         for t in np.argsort(-best_score, kind="stable"):
             if best_score[t] <= 0:
                 break
@@ -296,7 +299,6 @@ class ShotDetector:
             taken[max(0, start - self._min_gap()) : end + self._min_gap()] = True
             # A dissolve longer than the widest window, or easing out, goes on moving brightness
             # or contrast beyond the window: those frames are blends too.
-            limit = self._max_transition()
             start = min(_settling(std, start, int(t), -1, limit), _settling(mean, start, int(t), -1, limit))
             end = max(_settling(std, end - 1, int(t), 1, limit), _settling(mean, end - 1, int(t), 1, limit)) + 1
             found.append(Transition(start, end, int(t), "dissolve"))
