@@ -27,8 +27,8 @@ demo: $(VENV)
 	v = pd.read_parquet('$(DEMO_DIR)/manifests/videos.parquet'); \
 	c = pd.read_parquet('$(DEMO_DIR)/manifests/clips.parquet'); \
 	v['file'] = v.path.str.rsplit('/', n=1).str[-1]; c['file'] = c.path.str.rsplit('/', n=1).str[-1]; \
-	print(v[['file', 'status', 'num_frames', 'cut_frames', 'cut_kinds']].to_string(index=False)); print(); \
-	print(c[['file', 'start_frame', 'end_frame', 'motion_score', 'motion_max_jump', 'aesthetic_score', 'drop_reason', 'shard']].round(4).to_string(index=False)); print(); \
+	print(v[['file', 'status', 'num_frames', 'width', 'height', 'rotation', 'cut_frames', 'cut_kinds']].to_string(index=False)); print(); \
+	print(c[['file', 'start_frame', 'end_frame', 'motion_score', 'motion_max_jump', 'aesthetic_score', 'drop_reason', 'pack_width', 'pack_height', 'shard']].round(4).to_string(index=False)); print(); \
 	print(c[c.caption.notna()][['file', 'start_frame', 'caption_attempts', 'caption']].head(8).to_string(index=False, max_colwidth=90))"
 	@echo
 	@echo "Manifests: $(DEMO_DIR)/manifests/videos.parquet, $(DEMO_DIR)/manifests/clips.parquet, CLIP embeddings in $(DEMO_DIR)/manifests/embeddings/"

@@ -85,7 +85,7 @@ def time_decode(stage: AestheticStage, units: list[Unit]) -> float:
         clips = unit.payload
         wanted = [frame_indices(c, stage.config.frame_positions) for c in clips]
         prep, config = stage.model.preprocess, stage.config
-        convert = lambda frame, ref: frame_to_input(frame, prep, ref)  # noqa: E731
+        convert = lambda frame, upright: frame_to_input(frame, prep, upright)  # noqa: E731
         for _ in decode_frames(clips, wanted, convert, config.decode_threads, 2 * config.batch_size):
             pass
     return time.perf_counter() - started
@@ -134,7 +134,7 @@ def main() -> int:
     cpu = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
     print(f"load before: {load_averages()}   {cpu}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
     clips = make_clips(OUT, count, args.width, args.height)
-    per_unit = AestheticStage.clips_per_unit
+    per_unit = AestheticStage.unit_size.max_clips
     units = [Unit(f"u{i}", clips[i : i + per_unit]) for i in range(0, len(clips), per_unit)]
     stage = AestheticStage(config)
     stage.setup()

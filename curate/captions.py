@@ -37,6 +37,19 @@ _FRAMING = re.compile(
 _QUOTES = "\"'“”‘’`"
 
 
+def shorten(text: str, max_chars: int) -> str:
+    """`text` on one line with single spaces, at most `max_chars` characters long: when it is
+    longer, cut after the last whole word that fits and ended with "…" (a word longer than half
+    the room is cut inside, rather than leaving almost nothing)."""
+    text = " ".join(text.split())
+    if len(text) <= max_chars:
+        return text
+    cut = text[: max_chars - 1]  # room for the ellipsis
+    if text[max_chars - 1] != " " and cut.rfind(" ") > max_chars // 2:
+        cut = cut[: cut.rfind(" ")]
+    return cut.rstrip() + "…"
+
+
 def clean_caption(raw: str) -> str:
     """The caption in `raw` without chat boilerplate, on one line with single spaces, its first
     letter capitalised. Only the opening is rewritten: the rest is the model's own text."""

@@ -102,10 +102,14 @@ class SplitConfig:
         "while one worker per core keeps every core busy. 0: FFmpeg's choice (faster for one long video alone, "
         "but frame threads drop a frame or two around damaged data, differently with the core count).",
     )
+    min_side: int = _threshold(
+        32, "Drop as 'too_small' a clip whose picture, as shown, is narrower or lower than this (pixels)."
+    )
     ray_num_cpus: float = _ray_cpus("split task (one video)")
 
     def __post_init__(self) -> None:
         _require(self.min_clip_s > 0, "split.min_clip_s must be > 0")
+        _require(self.min_side >= 2, "split.min_side must be >= 2 (yuv420p needs 2x2 pixels)")
         _require(self.max_clip_s >= self.min_clip_s, "split.max_clip_s must be >= split.min_clip_s")
         _require(self.margin_s >= 0, "split.margin_s must be >= 0")
         _require(self.cut_threshold > 1, "split.cut_threshold must be > 1")
@@ -226,6 +230,10 @@ class CaptionConfig:
         "The uploader described the video as: \"{source_caption}\". Use that only where the frames agree.",
         "Appended to the prompt when use_source_caption is on; {source_caption} is replaced by the text.",
     )
+    max_source_caption_chars: int = _field(
+        300, "Longest source caption put into the prompt, in characters; a longer one is cut at a word and ends in '…' "
+        "(a pasted transcript would cost thousands of tokens and gigabytes of memory per clip).",
+    )
     max_new_tokens: int = _field(160, "Longest caption, in tokens; a caption cut there counts as truncated.")
     do_sample: bool = _field(False, "Sample instead of greedy decoding (greedy is deterministic).")
     temperature: float = _field(0.7, "Sampling temperature (with do_sample).")
@@ -250,6 +258,7 @@ class CaptionConfig:
         _require(self.frame_max_edge == 0 or 16 <= self.frame_max_edge <= 4096, "caption.frame_max_edge must be 0 or in [16, 4096]")
         _require(bool(self.prompt.strip()), "caption.prompt must not be empty")
         _require("{source_caption}" in self.source_caption_prompt, "caption.source_caption_prompt must contain {source_caption}")
+        _require(self.max_source_caption_chars >= 16, "caption.max_source_caption_chars must be >= 16")
         _require(self.max_new_tokens >= 1, "caption.max_new_tokens must be >= 1")
         _require(self.temperature > 0, "caption.temperature must be > 0")
         _require(0 < self.top_p <= 1, "caption.top_p must be in (0, 1]")
@@ -268,8 +277,11 @@ class CaptionConfig:
 class PackConfig:
     """Re-encoding kept clips into WebDataset shards (`curate pack`)."""
 
-    short_side: int = _field(480, "Short side of the packed videos in pixels, aspect kept (0 = the source's).")
-    crop_width: int = _field(0, "With crop_height: scale to cover this shape, then centre-crop to it (0 = no crop).")
+    short_side: int = _field(480, "Short side of the packed videos in pixels, aspect kept (0 = the source's); never scaled up.")
+    crop_width: int = _field(
+        0, "With crop_height: scale to cover this shape, then centre-crop to it (0 = no crop); a smaller picture gives "
+        "the largest crop of this shape it holds."
+    )
     crop_height: int = _field(0, "With crop_width: the fixed output height (0 = no crop).")
     fps: float = _field(0.0, "Frame rate of the packed videos: frames are dropped or repeated to reach it (0 = the source's).")
     crf: int = _field(20, "x264 constant rate factor: lower is better quality and bigger files (18-23 is usual).")
@@ -302,6 +314,14 @@ class PackConfig:
         return (self.crop_width, self.crop_height) if self.crop_width else None
 
 
+# Raised when a stage's stored results change meaning, so output folders made by an older
+# version redo that stage instead of mixing old results in. Split 2: display sizes, rotation and
+# colour columns, clip lengths in time, the dominant frame rate. Aesthetic and caption 2: the
+# model sees frames upright, with square pixels and true colours. Pack 2: upright, square-pixel,
+# BT.709 clips at a constant rate by timestamps, never scaled up.
+RESULTS_VERSION = {"split": 2, "aesthetic": 2, "caption": 2, "pack": 2}
+
+
 @dataclass
 class Config:
     """The whole pipeline's settings, one section per stage."""
@@ -316,8 +336,9 @@ class Config:
         return dataclasses.asdict(self)
 
     def section_hash(self, name: str) -> str:
-        """A short stable hash of the settings of one section that decide its results: work done
-        under other settings is not reused, while a new threshold, batch size or thread count
+        """A short stable hash of the settings of one section that decide its results (and of the
+        version of its results' format): work done under other settings, or by a version that
+        computed them otherwise, is not reused, while a new threshold, batch size or thread count
         reuses every stored result."""
         section = getattr(self, name)
         values = {
@@ -325,6 +346,8 @@ class Config:
             for f in dataclasses.fields(section)
             if not is_threshold(f) and not f.metadata.get("runtime")
         }
+        if name in RESULTS_VERSION:
+            values["__version__"] = RESULTS_VERSION[name]
         payload = json.dumps(values, sort_keys=True)
         return hashlib.sha1(payload.encode()).hexdigest()[:10]
 

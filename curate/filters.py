@@ -16,7 +16,7 @@ import numpy as np
 if TYPE_CHECKING:  # pandas loads when the first DataFrame is made (see curate.runner)
     import pandas as pd
 
-from curate.config import AestheticConfig, CaptionConfig, Config, MotionConfig, PackConfig
+from curate.config import AestheticConfig, CaptionConfig, Config, MotionConfig, PackConfig, SplitConfig
 
 # The clip stages in pipeline order: a stage scores only clips no earlier stage dropped.
 CLIP_STAGES = ("motion", "aesthetic", "caption", "pack")
@@ -33,6 +33,11 @@ def _column(clips: pd.DataFrame, name: str, dtype=float) -> pd.Series:
     import pandas as pd  # loaded already: `clips` is a DataFrame
 
     return pd.Series(np.nan if dtype is float else None, index=clips.index, dtype=dtype if dtype is float else object)
+
+
+def _split_rules(clips: pd.DataFrame, config: SplitConfig) -> list[tuple[str, pd.Series]]:
+    smaller_side = np.minimum(_column(clips, "width"), _column(clips, "height"))
+    return [("too_small", smaller_side < config.min_side)]
 
 
 def _motion_rules(clips: pd.DataFrame, config: MotionConfig) -> list[tuple[str, pd.Series]]:
@@ -62,6 +67,7 @@ def _pack_rules(clips: pd.DataFrame, config: PackConfig) -> list[tuple[str, pd.S
 
 
 _RULES: dict[str, Rule] = {
+    "split": _split_rules,
     "motion": _motion_rules,
     "aesthetic": _aesthetic_rules,
     "caption": _caption_rules,
@@ -70,6 +76,7 @@ _RULES: dict[str, Rule] = {
 
 # Every reason a rule can give, for docs and status output.
 REASONS = {
+    "too_small": "the picture, as shown, is narrower or lower than split.min_side pixels",
     "motion_failed": "the motion stage could not read the clip's frames",
     "static": "motion_score < motion.min or motion_static_frac > motion.max_static_frac",
     "extreme_motion": "motion_score > motion.max or motion_max_jump > motion.max_jump",
@@ -84,7 +91,7 @@ def drop_reasons(clips: pd.DataFrame, config: Config, before: str | None = None)
     """The drop_reason of every clip (None = kept), from the rules of every clip stage, or only
     of the stages before `before` (what decides which clips that stage scores)."""
     reasons = np.full(len(clips), None, dtype=object)
-    for stage in CLIP_STAGES:
+    for stage in ("split", *CLIP_STAGES):
         if stage == before:
             break
         for reason, fires in _RULES[stage](clips, getattr(config, stage)):

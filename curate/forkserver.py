@@ -7,6 +7,18 @@ decoding, no model, no progress bar). Each worker is a fork of it and starts wit
 done, instead of paying about 0.6 CPU-s to import them anew as a spawned worker would. Where no
 fork server exists (Windows), workers are spawned.
 
+The server and its workers die with the command: on Linux each asks the kernel for SIGKILL when
+its parent dies (`die_with_parent`), the server when the command's process does, a worker when
+the server does. Without that, a SIGKILLed command left them behind for good: a worker waits on
+its task pipe, whose write end it holds itself, the server waits for its workers, and both keep
+the command's stdout open, so whatever reads it never sees the end.
+
+The kernel sends that signal when the *thread* that started the process ends, not the process.
+The server is therefore started here on the command's main thread (`start`, or `context` as a
+pool is made), which lives as long as the command; started from another thread, it is left
+without the signal rather than killed when that thread ends. The server forks workers on its
+only thread.
+
 This module imports nothing heavy, so a command can start the server first thing (`start`) and
 let it import while the command's own process does.
 """
@@ -15,7 +27,15 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.context
+import os
+import signal
+import sys
+import threading
 from multiprocessing import forkserver
+
+# How the server learns which process must be its parent (read by curate._forkserver_boot).
+PARENT_ENV = "VIDCURATE_FORKSERVER_PARENT"
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 def available() -> bool:
@@ -23,7 +43,8 @@ def available() -> bool:
 
 
 def context(stage_module: str) -> multiprocessing.context.BaseContext:
-    """The multiprocessing context for a pool running a stage defined in `stage_module`."""
+    """The multiprocessing context for a pool running a stage defined in `stage_module`, with
+    its fork server running."""
     if not available():
         return multiprocessing.get_context("spawn")
     server = multiprocessing.get_context("forkserver")
@@ -31,6 +52,7 @@ def context(stage_module: str) -> multiprocessing.context.BaseContext:
     # values are a pandas object). The list takes effect when the server starts (the first pool
     # of this process); workers of later stages import what it lacks themselves.
     server.set_forkserver_preload(["curate._forkserver_boot", "curate.executor", stage_module, "pandas"])
+    _ensure_running()
     return server
 
 
@@ -39,4 +61,34 @@ def start(stage_module: str) -> None:
     goes on with its own imports."""
     if available():
         context(stage_module)
+
+
+def _ensure_running() -> None:
+    """Start the server if it is not running, telling it whether to die with this process: only
+    when this is the main thread (see the module docstring). An empty value means no."""
+    parent = str(os.getpid()) if threading.current_thread() is threading.main_thread() else ""
+    os.environ[PARENT_ENV] = parent
+    try:
         forkserver.ensure_running()
+    finally:
+        del os.environ[PARENT_ENV]  # for the server only: workers and their children never see it
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Have the kernel SIGKILL this process as soon as its parent `parent_pid` ends (Linux
+    prctl PR_SET_PDEATHSIG); if that parent is gone already, exit now, since no signal would
+    come. Does nothing where prctl does not exist."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # libc, already loaded into this process
+    except (OSError, AttributeError):
+        return
+    if prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
+        return
+    # The parent may have died between the fork and the request: we were then handed to another
+    # process (init, a subreaper) already, and the signal will never come.
+    if os.getppid() != parent_pid:
+        os._exit(1)

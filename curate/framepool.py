@@ -18,13 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import av
 import numpy as np
-from av.video.reformatter import VideoReformatter
 
+from curate.picture import Upright
 from curate.stages.clipstage import ClipRef
 from curate.videoio import DecodeLog, VideoError, iter_spans, open_video
 
-# frame, a reformatter kept for the stream (FFmpeg reuses its scaler) → model input pixels
-Convert = Callable[[av.VideoFrame, VideoReformatter], np.ndarray]
+# frame, the stream's converter to upright RGB (it keeps FFmpeg's scaler) → model input pixels
+Convert = Callable[[av.VideoFrame, Upright], np.ndarray]
 
 _DONE = object()
 
@@ -146,40 +146,55 @@ def _read_frames(jobs: list[tuple[int, ClipRef, list[int]]], convert: Convert) -
     for clip_no, why in bad:
         yield ("error", clip_no, why)
     log = DecodeLog()
-    found = set()
-    reformatter = VideoReformatter()
+    found = set()  # (span_no, offset) of every frame handed out
+    seen = [0] * len(spans)  # frames read per span: the next one's offset in it
+    upright = Upright(stream)
     try:
         for span_no, frame in iter_spans(container, stream, spans, jobs[0][1].fps, log):
-            clip_no, index = owners[span_no]
+            clip_no, picks = owners[span_no]
+            offset = seen[span_no]
+            seen[span_no] += 1
+            index = picks.get(offset)
+            if index is None:  # a frame of a clip read whole that is not wanted
+                continue
             try:
-                pixels = convert(frame, reformatter)
+                pixels = convert(frame, upright)
             except (av.FFmpegError, ValueError) as exc:
                 yield ("error", clip_no, f"cannot convert frame {index} ({exc})")
                 continue
             yield ("frame", clip_no, index, pixels)
-            found.add(span_no)
+            found.add((span_no, offset))
     finally:
         container.close()
     missing: dict[int, list[int]] = {}
-    for span_no, (clip_no, index) in enumerate(owners):
-        if span_no not in found:
-            missing.setdefault(clip_no, []).append(index)
+    for span_no, (clip_no, picks) in enumerate(owners):
+        for offset, index in picks.items():
+            if (span_no, offset) not in found:
+                missing.setdefault(clip_no, []).append(index)
     why = f" ({log.first_problem})" if log.first_problem else ""
     for clip_no, indices in missing.items():
         yield ("error", clip_no, f"frames {indices} could not be decoded{why}")
 
 
 def _frame_spans(jobs: list[tuple[int, ClipRef, list[int]]]) -> tuple[list, list, list]:
-    """One single-frame span per wanted frame, timed as the split stage timed its frames (`start_s`
-    is the time of `start_frame`); the (clip_no, frame_index) each span belongs to; and the clips
-    that cannot be timed at all."""
+    """The spans to read; for each, the clip it serves and the wanted frames in it, as
+    (clip_no, {offset in the span: frame index}); and the clips that cannot be timed at all.
+
+    A clip whose frames are evenly spaced at its fps (it lasts `num_frames / fps`) gets a
+    single-frame span per wanted frame, timed as the split stage timed its frames (`start_s` is the
+    time of `start_frame`), so the reader can seek past the frames in between. Any other clip (a
+    variable frame rate) is one span, read whole, and its wanted frames are picked by counting."""
     spans, owners, bad = [], [], []
     for clip_no, clip, indices in jobs:
         if not clip.fps > 0:  # no frame rate, no frame times: a bad manifest row, not a crash
             bad.append((clip_no, f"unknown frame rate ({clip.fps})"))
             continue
+        if abs((clip.end_s - clip.start_s) * clip.fps - clip.num_frames) > 0.5:
+            spans.append(clip.span)
+            owners.append((clip_no, {index - clip.start_frame: index for index in indices}))
+            continue
         for index in indices:
             start_s = clip.start_s + (index - clip.start_frame) / clip.fps
             spans.append((start_s, start_s + 1 / clip.fps, 1))
-            owners.append((clip_no, index))
+            owners.append((clip_no, {0: index}))
     return spans, owners, bad

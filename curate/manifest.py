@@ -27,6 +27,11 @@ VIDEO_SCHEMA = pa.schema(
         ("cut_frames", pa.list_(pa.int64())),
         ("cut_kinds", pa.list_(pa.string())),
         ("source_caption", pa.string()),
+        ("rotation", pa.int64()),
+        ("pixel_aspect", pa.float64()),
+        ("interlaced", pa.bool_()),
+        ("color_matrix", pa.string()),
+        ("full_range", pa.bool_()),
     ]
 )
 

@@ -20,13 +20,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from av.video.reformatter import VideoReformatter
 
 from curate.filters import REASONS
 from curate.framepool import decode_frames, frame_indices, uniform_positions
 from curate.manifest import OutputLayout
 from curate.packing import INDEX_NAME
+from curate.picture import Upright
 from curate.runner import clip_units
+from curate.stages.clipstage import UnitSize
 from curate.storage import makedirs, read_parquet, write_text_atomic
 
 # Score columns shown as histograms and sort keys, with how to read them.
@@ -95,13 +96,13 @@ def _previews(clips: pd.DataFrame, num_frames: int, width: int, threads: int) ->
     """clip_id → data URI of an animated WebP of `num_frames` frames spread over the clip."""
     from PIL import Image
 
-    refs = [ref for unit in clip_units(clips, None) for ref in unit.payload]
+    refs = [ref for unit in clip_units(clips, UnitSize(None, one_video=True)) for ref in unit.payload]
     wanted = [frame_indices(ref, uniform_positions(num_frames)) for ref in refs]
     frames: dict[int, dict[int, np.ndarray]] = {}
 
-    def to_rgb(frame, reformatter: VideoReformatter) -> np.ndarray:
-        height = max(2, round(frame.height * width / frame.width / 2) * 2)
-        return reformatter.reformat(frame, width=width, height=height, format="rgb24", threads=1).to_ndarray()
+    def to_rgb(frame, upright: Upright) -> np.ndarray:
+        shown_width, shown_height = upright.display_size(frame)
+        return upright.rgb(frame, width, max(2, round(shown_height * width / shown_width / 2) * 2), "BILINEAR")
 
     for event in decode_frames(refs, wanted, to_rgb, threads, 4 * num_frames):
         if event[0] == "frame":

@@ -30,7 +30,7 @@ from curate.inputs import InputError, VideoInput
 from curate.manifest import CLIP_SCHEMA, VIDEO_SCHEMA, OutputLayout, concat_parts, write_parquet_atomic
 from curate.packing import INDEX_NAME
 from curate.stages.base import Stage, Unit
-from curate.stages.clipstage import UNIT_SIZES, ClipRef
+from curate.stages.clipstage import UNIT_SIZES, ClipRef, UnitSize
 from curate.storage import copy_atomic, is_url, makedirs, read_parquet, write_text_atomic
 
 if TYPE_CHECKING:  # pandas loads on first use, in the background while workers run (_execute)
@@ -190,7 +190,7 @@ def run_clip_stage(
     clips = read_parquet(layout.clips).to_pandas()
     scored = set(read_scores(work_dir, stage.schema).column("clip_id").to_pylist())
     todo = clips[drop_reasons(clips, config, before=name).isna() & ~clips.clip_id.isin(scored)]
-    units = clip_units(todo, stage.clips_per_unit)
+    units = clip_units(todo, stage.unit_size)
     if units:
         stage.prepare()  # fetch or find model weights once, here, so a missing model fails in one line
     stats = _execute(make_executor(executor, workers, stage), stage, units, work_dir, progress, size=lambda unit: len(unit.payload), unit_name="clip")
@@ -232,9 +232,9 @@ def make_clip_stage(name: str, config: Config):
     raise ValueError(f"unknown clip stage {name!r}")
 
 
-def clip_units(clips: pd.DataFrame, clips_per_unit: int | None) -> list[Unit]:
-    """Group clips into units: each video's clips in time order, either one video per unit or
-    consecutive runs of `clips_per_unit` clips.
+def clip_units(clips: pd.DataFrame, size: UnitSize) -> list[Unit]:
+    """Group clips into units: the clips in video and time order, cut into consecutive runs of
+    `size.max_clips` clips (all of them: None) that never mix videos when `size.one_video`.
 
     Fixed-size runs keep resumes exact: the units finished before an interruption were whole
     runs, so cutting what remains into runs again gives the same units as an uninterrupted run.
@@ -244,13 +244,13 @@ def clip_units(clips: pd.DataFrame, clips_per_unit: int | None) -> list[Unit]:
     if "source_caption" in clips:  # pandas reads a missing string as NaN; a ClipRef holds None
         clips = clips.assign(source_caption=clips.source_caption.astype(object).where(clips.source_caption.notna(), None))
     refs = [ClipRef(**{f: getattr(row, f) for f in fields}) for row in clips.itertuples(index=False)]
-    if clips_per_unit is None:
-        groups: dict[str, list[ClipRef]] = {}
-        for ref in refs:
-            groups.setdefault(ref.video_id, []).append(ref)
-        batches = list(groups.values())
-    else:
-        batches = [refs[i : i + clips_per_unit] for i in range(0, len(refs), clips_per_unit)]
+    groups: dict[str, list[ClipRef]] = {}
+    for ref in refs:
+        groups.setdefault(ref.video_id if size.one_video else "", []).append(ref)
+    batches = []
+    for group in groups.values():
+        step = size.max_clips or len(group)
+        batches.extend(group[i : i + step] for i in range(0, len(group), step))
     return [Unit(_unit_id(batch), batch) for batch in batches]
 
 
@@ -370,17 +370,36 @@ def _units_done(layout: OutputLayout, stage: str) -> int:
     return len(list(layout.stage_work(stage, saved.section_hash(stage)).glob("*.done")))
 
 
-def _shards_line(layout: OutputLayout) -> list[str]:
+def _shards_line(layout: OutputLayout, clips: pd.DataFrame | None) -> list[str]:
+    """The shards' totals, and whether they still hold exactly the kept clips."""
     index = layout.shards / INDEX_NAME
     if not index.exists():
         return []
     shards = json.loads(index.read_text())["shardlist"]
     size = sum(s.get("filesize", 0) for s in shards)
-    return [f"shards:    {len(shards)} in {layout.shards}/, {sum(s['nsamples'] for s in shards)} samples, {size / 1e9:.2f} GB"]
+    lines = [f"shards:    {len(shards)} in {layout.shards}/, {sum(s['nsamples'] for s in shards)} samples, {size / 1e9:.2f} GB"]
+    return lines + (_stale_shards(clips, layout) if clips is not None else [])
+
+
+def _stale_shards(clips: pd.DataFrame, layout: OutputLayout) -> list[str]:
+    """A line when the shards no longer match the manifests: `filter` (or a stage) moved clips
+    in or out since `pack` last ran. A dropped clip still has the shard it was packed into; a kept
+    clip encoded by an earlier pack (it has a key) is in no shard."""
+    if "shard" not in clips:
+        return []
+    kept = clips.drop_reason.isna()
+    dropped = int((~kept & clips.shard.notna()).sum())
+    missing = int((kept & clips.shard.isna() & clips.key.notna()).sum()) if "key" in clips else 0
+    if not dropped and not missing:
+        return []
+    what = [f"{dropped} packed clip{'s' * (dropped != 1)} now dropped"] if dropped else []
+    what += [f"{missing} kept clip{'s' * (missing != 1)} not packed"] if missing else []
+    return [f"  shards are out of date: {', '.join(what)}; `python -m curate pack --out {layout.out}` updates them"]
 
 
 def summarize(layout: OutputLayout) -> str:
-    """A one-screen summary of the manifests under `layout` (used by `split` and `status`)."""
+    """A one-screen summary of the manifests under `layout` (after every command, and `status`):
+    totals, each stage's progress, drops, the shards and whether they are out of date."""
     lines = [f"manifests: {layout.manifests}/"]
     if layout.videos.exists():
         videos = read_parquet(layout.videos, columns=["status", "error", "path", "duration_s"]).to_pandas()
@@ -396,15 +415,16 @@ def summarize(layout: OutputLayout) -> str:
             lines.append(f"  {row.status:5} {row.path}: {row.error}")
         if len(problems) > 5:
             lines.append(f"  ... and {len(problems) - 5} more (see the error column of videos.parquet)")
+    clips = None
     if layout.clips.exists():
         clips = read_parquet(layout.clips).to_pandas()
         kept = clips[clips.drop_reason.isna()]
-        seconds = (kept.num_frames / kept.fps).sum()
+        seconds = (kept.end_s - kept.start_s).sum()  # not num_frames / fps: variable frame rates
         lines.append(f"clips:     {len(clips)} ({len(kept)} kept, {seconds / 3600:.2f} h kept)")
         config = load_config(remembered=layout.config)  # the folder's thresholds
         for stage in CLIP_STAGES:
             lines.extend(_stage_line(clips, stage, config, _units_done(layout, stage)))
         for reason, count in clips.drop_reason.value_counts().items():
             lines.append(f"  dropped ({reason}): {count}" + (f"  [{REASONS[reason]}]" if reason in REASONS else ""))
-    lines.extend(_shards_line(layout))
+    lines.extend(_shards_line(layout, clips))
     return "\n".join(lines)

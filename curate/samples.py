@@ -218,11 +218,14 @@ def truth(shots: list[Shot], joins: list[Join]) -> Truth:
 
 
 def write_video(
-    path: str | Path, frames, fps: int = 24, codec: str = "libx264", options: dict | None = None, faststart: bool = False
+    path: str | Path, frames, fps: int = 24, codec: str = "libx264", options: dict | None = None, faststart: bool = False,
+    rotation: int = 0,
 ) -> int:
     """Encode uint8 RGB frames to `path` (written under a temporary name, then renamed).
 
-    `faststart` puts the mp4 index first, so a truncated copy still decodes up to the cut."""
+    `faststart` puts the mp4 index first, so a truncated copy still decodes up to the cut.
+    `rotation` (degrees counter-clockwise) goes into the display matrix, as phones record: the
+    frames are stored as given, and players turn them."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
@@ -234,6 +237,8 @@ def write_video(
                 stream = container.add_stream(codec, rate=fps, options=options or {"preset": "veryfast", "crf": "20"})
                 stream.height, stream.width = frame.shape[:2]
                 stream.pix_fmt = "yuv420p"
+                if rotation:
+                    stream.set_display_rotation(rotation)
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
             count += 1
@@ -282,7 +287,7 @@ def slideshow(num_stills: int, hold_frames: int, seed: int = 0) -> tuple[list[Sh
 
 def demo_set(folder: str | Path, width: int = 320, height: int = 180, fps: int = 24) -> dict[str, Truth]:
     """The demo's sample videos: edits with cuts, dissolves and fades, camera motion, a static
-    shot, a long take, and one damaged file."""
+    shot, a long take, a phone video recorded sideways, and one damaged file."""
     folder = Path(folder)
     s = fps
     videos = {
@@ -305,6 +310,11 @@ def demo_set(folder: str | Path, width: int = 320, height: int = 180, fps: int =
         if not (folder / name).exists():
             make_video(folder / name, shots, joins, width, height, fps)
         truths[name] = truth(shots, joins)
+    phone = folder / "phone_sideways.mp4"  # stored landscape, shown portrait: packed upright
+    shots, joins = [Shot(3 * s, 12, pan=(0.6, 0.3))], []
+    if not phone.exists():
+        make_video(phone, shots, joins, width, height, fps, rotation=90)
+    truths[phone.name] = truth(shots, joins)
     broken = folder / "damaged.mp4"
     if not broken.exists():  # a download cut short: the first part still decodes
         whole = folder / ".whole.mp4"

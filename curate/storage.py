@@ -250,7 +250,8 @@ def kind(path) -> str | None:
 def files_under(path, suffixes: frozenset[str]) -> list[str]:
     """Every file under a folder (recursively) whose suffix (lower case) is in `suffixes`, in
     path order: sorted by path components, as pathlib sorts, so a folder and a prefix holding
-    the same files list them in the same order."""
+    the same files list them in the same order. Locally, symlinks to folders below `path` are not
+    entered (rglob's rule; `glob` keeps it for `**`), so a link back up the tree cannot loop."""
     if not is_url(path):
         found = Path(path).rglob("*")
         return [str(p) for p in sorted(p for p in found if p.suffix.lower() in suffixes and p.is_file())]
@@ -262,12 +263,20 @@ def files_under(path, suffixes: frozenset[str]) -> list[str]:
 
 
 def glob(pattern: str) -> tuple[list[str], list[str]]:
-    """The files and the folders matching a glob pattern (`**` crosses folders), each sorted."""
-    if not is_url(pattern):
-        import glob as globbing
+    """The files and the folders matching a glob pattern (`**` crosses folders), each sorted.
 
-        matches = sorted(globbing.glob(pattern, recursive=True))
-        return [m for m in matches if Path(m).is_file()], [m for m in matches if Path(m).is_dir()]
+    Locally `**` never goes through a symlink to a folder, as `files_under` (pathlib's rglob)
+    does not for a folder INPUT: a link back up the tree would make the search endless (the
+    standard library's `glob` follows it). wcmatch's globstar does not follow links; names that
+    start with a dot match only a pattern part that does, as with `glob.glob`."""
+    if not is_url(pattern):
+        from wcmatch import glob as wcglob
+
+        matches = sorted(set(wcglob.glob(pattern, flags=wcglob.GLOBSTAR)))
+        # A linked folder that `**` lists is not searched either (it may lead back up the tree).
+        crossing = "**" in pattern
+        folders = [m for m in matches if Path(m).is_dir() and not (crossing and Path(m).is_symlink())]
+        return [m for m in matches if Path(m).is_file()], folders
     url = as_path(pattern)
     with _reported(pattern):
         found = url.fs.glob(url.path, detail=True)

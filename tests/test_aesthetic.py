@@ -20,6 +20,7 @@ from curate.framepool import decode_frames, frame_indices
 from curate.models import hub
 from curate.models.clip import AestheticHead, ModelUnavailable, read_head
 from curate.samples import Join, Shot, make_video
+from curate.picture import Upright
 from curate.stages.aesthetic import AestheticStage, frame_to_input
 from curate.stages.base import Unit
 from curate.stages.clipstage import ClipRef
@@ -119,12 +120,13 @@ def test_frame_positions_choose_the_frames(clips, stage, videos):
     assert frame_indices(clip, [0.0, 0.5, 1.0]) == [clip.start_frame, middle, clip.end_frame - 1]
     wanted = frame_indices(clip, [0.0, 0.37, 1.0])
     prep = stage.model.preprocess
-    events = decode_frames([clip], [wanted], lambda frame, ref: frame_to_input(frame, prep, ref), 1, 8)
+    events = decode_frames([clip], [wanted], lambda frame, upright: frame_to_input(frame, prep, upright), 1, 8)
     got = {index: pixels for kind, _, index, pixels in events if kind == "frame"}
     assert sorted(got) == wanted
     with av.open(clip.path) as container:  # the same frames, decoded front to back
         near = set(wanted) | {wanted[1] + 1}
-        decoded = {i: frame_to_input(f, prep) for i, f in enumerate(container.decode(video=0)) if i in near}
+        upright = Upright(container.streams.video[0])
+        decoded = {i: frame_to_input(f, prep, upright) for i, f in enumerate(container.decode(video=0)) if i in near}
     for index in wanted:
         np.testing.assert_array_equal(got[index], decoded[index])
     assert not np.array_equal(got[wanted[1]], decoded[wanted[1] + 1])  # a panning shot: neighbours differ

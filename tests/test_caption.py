@@ -174,3 +174,21 @@ def test_missing_model_is_one_clear_line(empty_hub, monkeypatch):
     with pytest.raises(ModelUnavailable, match="folder not found"):
         fetch_model(str(Path("/nonexistent/model")))
     assert time.monotonic() - started < 30  # no retries against a missing network
+
+
+def test_a_long_source_caption_is_cut_short_at_a_word(clips):
+    """A 10,000-character source caption (a pasted transcript) reaches the model cut to
+    caption.max_source_caption_chars (300 by default), at a word boundary, with an ellipsis."""
+    text = " ".join(f"word{i}" for i in range(2000))[:10_000]
+    stage = tiny(use_source_caption=True)
+    prompt = stage.prompt(dataclasses.replace(clips[0], source_caption=text))
+    quoted = prompt.split('"')[1]
+    assert len(quoted) <= 300 and quoted.endswith("…")
+    kept = quoted[:-1]
+    assert text.startswith(kept) and text[len(kept)] == " " and len(kept) > 250  # whole words, nearly all the room
+    # What the model is given: a few hundred tokens more than the plain prompt, not thousands.
+    stage.setup()
+    frames = next(item[2] for item in stage._clip_frames(clips[:1]) if item[0] == "clip")
+    tokens = [stage.captioner.inputs([frames], [p])["input_ids"].shape[1] for p in (stage.config.prompt, prompt)]
+    assert 0 < tokens[1] - tokens[0] < 400
+    assert tiny(use_source_caption=True, max_source_caption_chars=100).prompt_id != stage.prompt_id

@@ -2,7 +2,7 @@
 
 import pytest
 
-from curate.captions import caption_problem, clean_caption, repetition
+from curate.captions import caption_problem, clean_caption, repetition, shorten
 
 
 @pytest.mark.parametrize(
@@ -79,3 +79,11 @@ def test_empty_short_and_truncated_captions():
     assert caption_problem("A man walks along a road and then", finished=False).startswith("truncated")
     # A loop is the more useful diagnosis when both apply.
     assert caption_problem("a man a man a man a man a man", finished=False).startswith("repetition loop")
+
+
+def test_shorten_cuts_at_a_word_with_an_ellipsis():
+    assert shorten("a dog\n  running", 50) == "a dog running"
+    assert shorten("a dog running on the beach", 14) == "a dog running…"
+    assert shorten("a dog running on the beach", 20) == "a dog running on…"  # "the" would not fit with the ellipsis
+    assert shorten("x" * 40, 16) == "x" * 15 + "…"  # one long word is cut inside it
+    assert len(shorten("word " * 3000, 300)) <= 300

@@ -9,6 +9,7 @@ import pytest
 from curate.config import Config, ConfigError, load_config
 from curate.filters import REASONS, drop_reasons
 from curate.runner import clip_units
+from curate.stages.clipstage import UnitSize
 
 
 def clips(**columns) -> pd.DataFrame:
@@ -98,18 +99,25 @@ def frame(video_ids: list[str]) -> pd.DataFrame:
 
 def test_units_group_clips_by_video_in_time_order():
     table = frame(["b", "a", "b", "a", "c"]).sample(frac=1, random_state=0)
-    units = clip_units(table, None)
+    units = clip_units(table, UnitSize(None, one_video=True))
     assert [[c.video_id for c in u.payload] for u in units] == [["a", "a"], ["b", "b"], ["c"]]
     assert all([c.start_frame for c in u.payload] == sorted(c.start_frame for c in u.payload) for u in units)
     assert len({u.unit_id for u in units}) == 3
 
 
+def test_one_video_units_are_cut_into_runs():
+    """Pack's units: one video's clips, at most so many per unit (a long film spreads over workers)."""
+    table = frame(["a"] * 5 + ["b"] * 2)
+    units = clip_units(table, UnitSize(2, one_video=True))
+    assert [[c.video_id for c in u.payload] for u in units] == [["a", "a"], ["a", "a"], ["a"], ["b", "b"]]
+
+
 def test_fixed_size_units_are_the_same_after_a_resume():
     """Finished units are whole runs, so cutting the rest again gives the uninterrupted units."""
     table = frame([f"v{i % 7}" for i in range(50)])
-    units = clip_units(table, 8)
+    units = clip_units(table, UnitSize(8, one_video=False))
     assert [len(u.payload) for u in units] == [8] * 6 + [2]
     done = {units[1].unit_id, units[4].unit_id}
     done_clips = {c.clip_id for u in units if u.unit_id in done for c in u.payload}
-    resumed = clip_units(table[~table.clip_id.isin(done_clips)], 8)
+    resumed = clip_units(table[~table.clip_id.isin(done_clips)], UnitSize(8, one_video=False))
     assert [u.unit_id for u in resumed] == [u.unit_id for u in units if u.unit_id not in done]

@@ -6,8 +6,11 @@ import os
 import re
 from pathlib import Path
 
+import av
+import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_module
 
 from curate.inputs import InputError, collect_inputs, content_id
 
@@ -180,3 +183,74 @@ def test_video_id_is_deterministic_and_tracks_content(tmp_path):
     data[150_000] = ord("y")
     path.write_bytes(bytes(data))
     assert content_id(str(path)) != first
+
+
+@pytest.fixture
+def looped(tmp_path) -> Path:
+    """Videos in a folder with a symlink `self` back to the folder itself."""
+    root = tmp_path / "looped"
+    touch(root / "a.mp4")
+    touch(root / "sub" / "b.mp4")
+    touch(root / "sub" / "deeper" / "c.mkv")
+    (root / "self").symlink_to("../looped")
+    (root / "sub" / "link.mp4").symlink_to("deeper/c.mkv")  # a link to a file is a file
+    return root
+
+
+def test_recursive_glob_does_not_follow_folder_symlinks(looped):
+    expected = [str(looped / p) for p in ["a.mp4", "sub/b.mp4", "sub/link.mp4"]]
+    assert paths(collect_inputs([str(looped / "**" / "*.mp4")])) == expected
+    # The same files, in the same order, as the folder given as an INPUT.
+    assert paths(collect_inputs([str(looped / "**")])) == paths(collect_inputs([str(looped)]))
+    # A link to a folder that the pattern names is followed, once.
+    assert paths(collect_inputs([str(looped / "self" / "*.mp4")])) == [str(looped / "self" / "a.mp4")]
+
+
+def test_recursive_glob_over_symlink_loops_ends(looped, tmp_path):
+    """The reported case, through the command line: with a second loop (`sub/up` to its parent)
+    the glob used to explore an endless tree. The timeout only guards the test run."""
+    (looped / "sub" / "up").symlink_to("..")
+    result = run_module("split", str(looped / "**" / "*.mp4"), "--out", tmp_path / "out", "--quiet", timeout=60)
+    assert result.returncode == 0, result.stderr
+    videos = pd.read_parquet(tmp_path / "out" / "manifests" / "videos.parquet")
+    assert sorted(videos.path) == [str(looped / p) for p in ["a.mp4", "sub/b.mp4", "sub/link.mp4"]]
+
+
+def test_glob_keeps_hidden_names_out_unless_asked(looped):
+    touch(looped / ".cache" / "d.mp4")
+    touch(looped / ".e.mp4")
+    assert str(looped / ".e.mp4") not in paths(collect_inputs([str(looped / "*.mp4")]))
+    assert str(looped / ".cache" / "d.mp4") not in paths(collect_inputs([str(looped / "**" / "*.mp4")]))
+    assert paths(collect_inputs([str(looped / ".*.mp4")])) == [str(looped / ".e.mp4")]
+
+
+def test_gif_in_a_folder_is_an_input(tree):
+    gif = touch(tree / "sub" / "loop.gif")
+    touch(tree / "sub" / "still.GIF")
+    found = paths(collect_inputs([str(tree)]))
+    assert str(gif) in found and str(tree / "sub" / "still.GIF") in found
+    assert str(gif) in paths(collect_inputs([str(tree / "**")]))
+
+
+def write_gif(path: Path, num_frames: int = 48) -> None:
+    """An animated GIF: a bright square moving over a dark background, 10 frames a second."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("gif", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "rgb8"
+        for i in range(num_frames):
+            pixels = np.full((48, 64, 3), 30, np.uint8)
+            pixels[10:30, i % 44 : i % 44 + 20] = 220
+            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24").reformat(format="rgb8")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def test_gif_in_a_folder_is_split(tmp_path):
+    write_gif(tmp_path / "videos" / "anim.gif")
+    result = run_module("split", tmp_path / "videos", "--out", tmp_path / "out", "--quiet")
+    assert result.returncode == 0, result.stderr
+    videos = pd.read_parquet(tmp_path / "out" / "manifests" / "videos.parquet")
+    assert videos.path.tolist() == [str(tmp_path / "videos" / "anim.gif")]
+    assert videos.status.tolist() == ["ok"] and videos.num_frames.tolist() == [48]

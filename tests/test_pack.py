@@ -19,7 +19,8 @@ import pytest
 import webdataset as wds
 from conftest import curate, kill_when, read_manifests
 
-from curate.encoding import output_frames, output_size
+from curate.encoding import FramePicker, output_size
+from curate.picture import Upright
 from curate.shards import Sample, member_bytes, plan_shards, sample_key, tar_size, write_shard
 
 SHORT_SIDE = 72
@@ -34,15 +35,38 @@ def test_output_sizes_keep_aspect_or_crop_and_stay_even():
     assert output_size(640, 360, 0, None) == (640, 360, 640, 360)
     assert output_size(1280, 720, 480, (256, 256)) == (456, 256, 256, 256)  # cover, then centre crop
     assert output_size(322, 182, 0, None) == (322, 182, 322, 182)
-    width, height = output_size(321, 183, 0, None)[:2]  # odd sizes become the nearest even ones
-    assert width % 2 == height % 2 == 0 and abs(width - 321) == abs(height - 183) == 1
+    assert output_size(321, 183, 0, None)[:2] == (320, 182)  # odd sizes: even, never larger
 
 
-def test_output_frames_follow_the_target_rate():
-    assert output_frames(5, 24.0, 0) == [0, 1, 2, 3, 4]
-    assert output_frames(10, 30.0, 15.0) == [0, 2, 4, 6, 8]
-    assert output_frames(3, 12.0, 24.0) == [0, 0, 1, 1, 2, 2]
-    assert output_frames(48, 24.0, 16.0) == [int(j * 1.5) for j in range(32)]
+def test_small_pictures_are_never_scaled_up():
+    assert output_size(17, 13, 480, None) == (16, 12, 16, 12)  # was packed at 628x480
+    assert output_size(320, 180, 480, None) == (320, 180, 320, 180)
+    assert output_size(200, 100, 0, (128, 128)) == (200, 100, 100, 100)  # the crop's shape, as large as it fits
+    assert output_size(64, 36, 0, (128, 64)) == (64, 36, 64, 32)
+
+
+def output_frames(times_s: list[float], duration_s: float, fps: float, source_fps: float) -> list[int]:
+    """The source frame each output frame shows, as FramePicker picks them from timestamps."""
+    picker, copies = FramePicker(duration_s, fps, source_fps), []
+    copies = [picker.copies_before(t) for t in times_s[1:]] + [picker.copies_left()]
+    return [i for i, n in enumerate(copies) for _ in range(n)]
+
+
+def test_frames_are_picked_by_time_for_a_constant_rate():
+    assert output_frames([i / 24 for i in range(5)], 5 / 24, 24.0, 24.0) == [0, 1, 2, 3, 4]
+    assert output_frames([i / 30 for i in range(10)], 10 / 30, 15.0, 30.0) == [0, 2, 4, 6, 8]
+    assert output_frames([i / 12 for i in range(3)], 3 / 12, 24.0, 12.0) == [0, 0, 1, 1, 2, 2]
+    assert output_frames([i / 24 for i in range(48)], 2.0, 16.0, 24.0) == [int(j * 1.5) for j in range(32)]
+    # Millisecond timestamps (Matroska) at the source's own rate: every frame once.
+    assert output_frames([round(i / 24, 3) for i in range(48)], 2.0, 24.0, 24.0) == list(range(48))
+
+
+def test_variable_frame_rate_keeps_real_time():
+    """1 s at 30 fps, then 1 s at 10 fps, packed at 30 fps: 2 s of output, the slow frames repeated."""
+    times = [i / 30 for i in range(30)] + [1 + i / 10 for i in range(10)]
+    shown = output_frames(times, 2.0, 30.0, 30.0)
+    assert len(shown) == 60
+    assert shown[:30] == list(range(30)) and shown[30:] == [30 + i // 3 for i in range(30)]
 
 
 def test_shards_close_at_size_or_count_with_at_least_one_sample():
@@ -156,12 +180,15 @@ def test_each_mp4_has_the_clips_frames_at_the_packed_size(packed):
         assert float(stream.average_rate) == pytest.approx(clip.fps)
 
 
-def _source_frames(path: str, indices: set[int], size: tuple[int, int]) -> dict[int, np.ndarray]:
-    with av.open(path) as container:
+def shown_frames(source, size: tuple[int, int] | None = None, indices: set[int] | None = None) -> dict[int, np.ndarray]:
+    """Frames of a video file or mp4 bytes as a player shows them (upright, their colour tags read),
+    as float RGB at `size` (default: as shown), by decode-order index."""
+    with av.open(io.BytesIO(source) if isinstance(source, bytes) else source) as container:
+        upright = Upright(container.streams.video[0])
         return {
-            i: f.reformat(width=size[0], height=size[1], format="gray").to_ndarray().astype(float)
+            i: upright.rgb(f, *(size or upright.display_size(f))).astype(float)
             for i, f in enumerate(container.decode(video=0))
-            if i in indices
+            if indices is None or i in indices
         }
 
 
@@ -173,11 +200,10 @@ def test_packed_frames_are_exactly_the_clips_frames(packed):
     assert moving
     for sample in moving:
         clip = clips.loc[sample["__key__"]]
-        with av.open(io.BytesIO(sample["mp4"])) as container:
-            packed_frames = [f.to_ndarray(format="gray").astype(float) for f in container.decode(video=0)]
+        packed_frames = list(shown_frames(sample["mp4"]).values())
         size = (packed_frames[0].shape[1], packed_frames[0].shape[0])
         first, last = int(clip.start_frame), int(clip.end_frame) - 1
-        source = _source_frames(clip.path, {first - 1, first, first + 1, last - 1, last, last + 1}, size)
+        source = shown_frames(clip.path, size, {first - 1, first, first + 1, last - 1, last, last + 1})
         for got, index in ((packed_frames[0], first), (packed_frames[-1], last)):
             errors = {i: np.abs(got - source[i]).mean() for i in (index - 1, index, index + 1) if i in source}
             assert min(errors, key=errors.get) == index, errors
@@ -227,7 +253,7 @@ def test_fps_and_crop_settings(split_out, tmp_path):
         with av.open(io.BytesIO(sample["mp4"])) as container:
             frames = list(container.decode(video=0))
             assert float(container.streams.video[0].average_rate) == 12
-        assert len(frames) == len(output_frames(clip.num_frames, clip.fps, 12)) == clip.num_frames // 2
+        assert len(frames) == clip.num_frames // 2  # 24 fps sources
         assert (frames[0].width, frames[0].height) == (64, 48)
 
 

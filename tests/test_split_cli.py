@@ -25,7 +25,7 @@ from curate.stages.split import clip_id
 CONTRACT_VIDEO_COLUMNS = [
     "video_id", "path", "status", "error", "duration_s", "fps", "num_frames", "width", "height", "codec", "cut_frames",
 ]  # fmt: skip
-EXTRA_VIDEO_COLUMNS = ["cut_kinds", "source_caption"]
+EXTRA_VIDEO_COLUMNS = ["cut_kinds", "source_caption", "rotation", "pixel_aspect", "interlaced", "color_matrix", "full_range"]
 CONTRACT_CLIP_COLUMNS = [
     "clip_id", "video_id", "path", "start_frame", "end_frame", "start_s", "end_s", "num_frames", "fps", "width",
     "height", "drop_reason",

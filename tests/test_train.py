@@ -166,3 +166,62 @@ def test_gradient_checkpointing_changes_memory_not_results(tmp_path):
     assert checkpointed == pytest.approx(plain, rel=1e-5)
     for name, tensor in plain_state.items():
         assert torch.allclose(checkpointed_state[name], tensor, rtol=1e-4, atol=1e-6), name
+
+
+class NotATensor:
+    """An object a weights-only load refuses (unpickling it could run code)."""
+
+
+def _spoil_truncated(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _spoil_with_an_object(path: Path) -> None:
+    state = torch.load(path, weights_only=True)
+    state["extra"] = NotATensor()
+    torch.save(state, path)
+
+
+@pytest.mark.parametrize("spoil", [_spoil_truncated, _spoil_with_an_object], ids=["truncated", "refused-pickle"])
+def test_an_unreadable_newest_checkpoint_falls_back_to_the_previous_one(shards, tmp_path, spoil):
+    args = ["--set", "checkpoint_every=5", "sample_prompts=[]", "log_every=5"]
+    run = tmp_path / "run"
+    assert subprocess.run(_command(shards, run, "--steps", "10", *args), cwd=REPO, capture_output=True).returncode == 0
+    spoil(run / "checkpoints" / "step-10" / "state.pt")
+    result = subprocess.run(_command(shards, run, "--steps", "15", *args), cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output and "weights_only=False" not in output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "step-10" in warnings[0] and "step-5" in warnings[0], result.stderr
+    # Resumed from step 5: steps 6-10 were trained again (logged again at step 10), then 11-15.
+    assert sorted(losses(run)) == [5, 10, 15]
+    assert checkpoint.latest(run)["step"] == 15
+
+
+def test_no_readable_checkpoint_is_one_clear_error(shards, tmp_path):
+    args = ["--set", "checkpoint_every=5", "sample_prompts=[]"]
+    run = tmp_path / "run"
+    assert subprocess.run(_command(shards, run, "--steps", "10", *args), cwd=REPO, capture_output=True).returncode == 0
+    _spoil_truncated(run / "checkpoints" / "step-5" / "state.pt")
+    _spoil_with_an_object(run / "checkpoints" / "step-10" / "state.pt")
+    result = subprocess.run(_command(shards, run, "--steps", "15", *args), cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "weights_only=False" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert str(run / "checkpoints") in lines[0] and "afresh" in lines[0]
+
+
+def test_a_closed_stdout_ends_training_quietly(shards, tmp_path):
+    """`python -m train ... | head -0`: the run is trained and saved; its last line goes nowhere."""
+    run = tmp_path / "run"
+    process = subprocess.Popen(
+        _command(shards, run, "--steps", "5", "--set", "sample_prompts=[]"), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    process.stdout.close()  # the reader is gone before anything is written
+    stderr = process.stderr.read()
+    assert process.wait(timeout=120) == 141, stderr
+    assert stderr == ""
+    assert checkpoint.latest(run)["step"] == 5

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from conftest import read_manifests, split_and_pack
 
+from curate.picture import Upright
 from curate.shards import Sample, write_shard
 from train.data import DataConfig, _resize_crop, frame_positions, make_dataset, make_loader, shard_urls
 
@@ -80,7 +81,8 @@ def test_decoded_frames_are_the_clips_frames(packed):
     shard = packed / "shards" / read_manifests(packed)[1].set_index("key").shard[key]
     mp4 = next(s["mp4"] for s in wds.WebDataset(str(shard), shardshuffle=False) if s["__key__"] == key)
     with av.open(io.BytesIO(mp4)) as container:
-        source = [_resize_crop(f, SIZE, SIZE) for f in container.decode(video=0)]
+        upright = Upright(container.streams.video[0])
+        source = [_resize_crop(f, upright, SIZE, SIZE) for f in container.decode(video=0)]
     positions = frame_positions(len(source), 5, 2.0, zlib.crc32(key.encode()) ^ cfg.seed)
     assert np.diff(positions).tolist() == [2, 2, 2, 2]
     assert np.array_equal(batch["frames"][0].numpy(), np.stack([source[i] for i in positions]))

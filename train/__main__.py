@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["precompute"]:
         return precompute_main(argv[1:])
     args = build_parser().parse_args(argv)
+    from train.checkpoint import UnreadableCheckpoints
     from train.config import resolve
     from train.trainer import Trainer
 
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         config = resolve(args.preset, args.config, args.overrides, args.steps, args.shards)
         trainer = Trainer(config, args.out)
         logged = trainer.run(progress=not args.quiet)
-    except (ConfigError, ModelUnavailable, ValueError) as exc:
+    except (ConfigError, ModelUnavailable, ValueError, UnreadableCheckpoints) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     last = f", loss {logged[-1]['loss']:.4f}" if logged else ""
@@ -99,5 +100,20 @@ def precompute_main(argv: list[str]) -> int:
     return 0
 
 
+def _command() -> int:
+    """`main` for the command line: a closed stdout (`| head -1`) ends it quietly, like `curate`.
+    Its output is flushed here, where the error can still be caught, not at interpreter exit."""
+    from curate.cli import quiet_stdout, stdout_closed
+
+    try:
+        code = main()
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        if not stdout_closed():
+            raise
+        return quiet_stdout()
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(_command())

@@ -40,6 +40,7 @@ from webdataset.gopen import gopen
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from curate import storage
+from curate.picture import Upright
 
 log = logging.getLogger(__name__)
 _WARN_EVERY_S = 10.0
@@ -117,10 +118,10 @@ def decode_clip(mp4: bytes, config: DataConfig, key: str) -> np.ndarray:
         positions = frame_positions(total, config.num_frames, step, zlib.crc32(key.encode()) ^ config.seed)
         if positions is None:
             raise ValueError(f"{key}: {total} frames, {config.num_frames} needed at a step of {step:g}")
-        wanted, frames = set(positions), {}
+        wanted, frames, upright = set(positions), {}, Upright(stream)
         for index, frame in enumerate(container.decode(stream)):
             if index in wanted:
-                frames[index] = _resize_crop(frame, config.width, config.height)
+                frames[index] = _resize_crop(frame, upright, config.width, config.height)
             if index >= positions[-1]:
                 break
     if len(frames) < len(wanted):
@@ -128,11 +129,13 @@ def decode_clip(mp4: bytes, config: DataConfig, key: str) -> np.ndarray:
     return np.stack([frames[i] for i in positions])
 
 
-def _resize_crop(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
-    """Scale to cover width x height (aspect kept), then centre-crop, as RGB uint8."""
-    scale = max(width / frame.width, height / frame.height)
-    scaled_w, scaled_h = max(width, math.ceil(frame.width * scale)), max(height, math.ceil(frame.height * scale))
-    rgb = frame.reformat(width=scaled_w, height=scaled_h, format="rgb24", interpolation="BILINEAR").to_ndarray()
+def _resize_crop(frame: av.VideoFrame, upright: Upright, width: int, height: int) -> np.ndarray:
+    """Scale to cover width x height (aspect kept), then centre-crop, as RGB uint8. The colours are
+    read as the mp4 tags them (pack writes BT.709, limited range), as a player reads them."""
+    shown_w, shown_h = upright.display_size(frame)
+    scale = max(width / shown_w, height / shown_h)
+    scaled_w, scaled_h = max(width, math.ceil(shown_w * scale)), max(height, math.ceil(shown_h * scale))
+    rgb = upright.rgb(frame, scaled_w, scaled_h, "BILINEAR")
     top, left = (scaled_h - height) // 2, (scaled_w - width) // 2
     return np.ascontiguousarray(rgb[top : top + height, left : left + width])
 

@@ -169,7 +169,7 @@ class Trainer:
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_text_atomic(to_json(self.config), self.run_dir / "config.json")
-        state = checkpoint.latest(self.run_dir)
+        state = checkpoint.latest(self.run_dir, self._skipped_checkpoints if main else lambda problems, used: None)
         if state is not None:
             self.load_state_dict(state)
         if main:
@@ -291,6 +291,10 @@ class Trainer:
             yield
         finally:
             self.family.denoiser = wrapped
+
+    def _skipped_checkpoints(self, problems: list[str], used: Path) -> None:
+        """One warning line for the unreadable checkpoints the run passed over."""
+        print(f"warning: skipped unreadable checkpoints in {used.parent}: {'; '.join(problems)}; resuming from {used.name}", file=sys.stderr)
 
     def _forget_metrics_after(self, step: int) -> None:
         path = self.run_dir / "metrics.jsonl"

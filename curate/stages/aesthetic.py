@@ -21,13 +21,13 @@ from __future__ import annotations
 import av
 import numpy as np
 import pyarrow as pa
-from av.video.reformatter import VideoReformatter
 
 from curate.config import AestheticConfig
 from curate.framepool import decode_frames, frame_indices
 from curate.manifest import to_table
 from curate.models.clip import AestheticModel, Preprocess, embedding_dim, fetch_weights, load_aesthetic_model
 from curate.models.errors import ModelUnavailable
+from curate.picture import Upright
 from curate.stages.base import Unit
 from curate.stages.clipstage import UNIT_SIZES, ClipRef, ModelClipStage
 
@@ -39,7 +39,7 @@ class AestheticStage(ModelClipStage):
     """CLIP aesthetic scores and embeddings for batches of clips."""
 
     name = "aesthetic"
-    clips_per_unit = UNIT_SIZES["aesthetic"]
+    unit_size = UNIT_SIZES["aesthetic"]
     columns = pa.schema([("aesthetic_score", pa.float32())])
     extra_tables = ("embeddings",)
 
@@ -99,7 +99,7 @@ class AestheticStage(ModelClipStage):
         batcher = _Batcher(self.model, self.config.batch_size, frames)
         prep = self.model.preprocess
         events = decode_frames(
-            clips, wanted, lambda frame, ref: frame_to_input(frame, prep, ref), self.config.decode_threads, 2 * self.config.batch_size
+            clips, wanted, lambda frame, upright: frame_to_input(frame, prep, upright), self.config.decode_threads, 2 * self.config.batch_size
         )
         for event in events:
             if event[0] == "frame":
@@ -115,19 +115,12 @@ class AestheticStage(ModelClipStage):
         return values, embeddings, batcher.count
 
 
-def frame_to_input(frame: av.VideoFrame, prep: Preprocess, reformatter: VideoReformatter | None = None) -> np.ndarray:
-    """A decoded frame as model input pixels, (height, width, 3) uint8: FFmpeg converts to RGB and
-    resizes in one call, then numpy crops (or pads) to the model's size like open_clip does.
-
-    Pass one `reformatter` for all the frames of a stream: it keeps FFmpeg's scaler (and its
-    filter tables) between calls, which halves the cost of each conversion."""
-    width, height = _resized_size(frame.width, frame.height, prep)
-    interpolation = _INTERPOLATION.get(prep.interpolation, "BICUBIC")
-    reformatter = reformatter or VideoReformatter()
-    # threads=1: frames are small, and the decode threads already keep the cores busy.
-    rgb = reformatter.reformat(
-        frame, width=width, height=height, format="rgb24", interpolation=interpolation, threads=1
-    ).to_ndarray()
+def frame_to_input(frame: av.VideoFrame, prep: Preprocess, upright: Upright) -> np.ndarray:
+    """A decoded frame as model input pixels, (height, width, 3) uint8: FFmpeg converts the picture
+    as shown (upright, square pixels, its colours; `upright` is the stream's converter) to RGB and
+    resizes it in one call, then numpy crops (or pads) to the model's size like open_clip does."""
+    width, height = _resized_size(*upright.display_size(frame), prep)
+    rgb = upright.rgb(frame, width, height, _INTERPOLATION.get(prep.interpolation, "BICUBIC"))
     if prep.resize_mode == "longest":  # letterbox: pad the short side with the fill colour
         out = np.full((prep.height, prep.width, 3), prep.fill_color, np.uint8)
         top, left = (prep.height - height) // 2, (prep.width - width) // 2

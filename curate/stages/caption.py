@@ -22,13 +22,13 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 import torch
-from av.video.reformatter import VideoReformatter
 
-from curate.captions import caption_problem, clean_caption
+from curate.captions import caption_problem, clean_caption, shorten
 from curate.config import CaptionConfig
 from curate.framepool import background, decode_frames, frame_indices, uniform_positions
 from curate.manifest import to_table
 from curate.models.vlm import Captioner, ClipFrames, Generated, fetch_model, load_captioner
+from curate.picture import Upright
 from curate.stages.base import Unit
 from curate.stages.clipstage import UNIT_SIZES, ClipRef, ModelClipStage
 
@@ -37,7 +37,7 @@ class CaptionStage(ModelClipStage):
     """Captions for batches of clips."""
 
     name = "caption"
-    clips_per_unit = UNIT_SIZES["caption"]
+    unit_size = UNIT_SIZES["caption"]
     columns = pa.schema(
         [
             ("caption", pa.string()),
@@ -124,9 +124,11 @@ class CaptionStage(ModelClipStage):
         return settings
 
     def prompt(self, clip: ClipRef) -> str:
-        """The instruction for `clip`: the configured prompt, plus its source caption when asked."""
-        if self.config.use_source_caption and clip.source_caption:
-            context = self.config.source_caption_prompt.replace("{source_caption}", clip.source_caption.strip())
+        """The instruction for `clip`: the configured prompt, plus its source caption when asked,
+        cut to `max_source_caption_chars` (an input list may hold whole transcripts)."""
+        if self.config.use_source_caption and clip.source_caption and clip.source_caption.strip():
+            text = shorten(clip.source_caption, self.config.max_source_caption_chars)
+            context = self.config.source_caption_prompt.replace("{source_caption}", text)
             return f"{self.config.prompt} {context}"
         return self.config.prompt
 
@@ -135,6 +137,8 @@ class CaptionStage(ModelClipStage):
         """A short hash of everything that makes up the prompts (stored with every caption)."""
         config = self.config
         parts = [config.prompt, config.source_caption_prompt if config.use_source_caption else ""]
+        if config.use_source_caption:
+            parts.append(config.max_source_caption_chars)
         return hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:10]
 
     def _row(self, answer: Generated, attempts: int) -> dict:
@@ -193,12 +197,9 @@ class CaptionStage(ModelClipStage):
                 offsets = [i - clip.start_frame for i in wanted[clip_no]]
                 yield ("clip", clip_no, ClipFrames(frames, offsets, clip.fps, clip.num_frames))
 
-    def _to_pixels(self, frame, reformatter: VideoReformatter) -> np.ndarray:
-        """A decoded frame as RGB pixels at the size the model wants (FFmpeg converts and resizes
-        in one call; `reformatter` keeps its scaler between the frames of a stream)."""
+    def _to_pixels(self, frame, upright: Upright) -> np.ndarray:
+        """A decoded frame as RGB pixels at the size the model wants, as a player shows it
+        (FFmpeg converts and resizes in one call; `upright` is the stream's converter)."""
         assert self.captioner is not None
-        width, height = self.captioner.frame_size(frame.width, frame.height, self.config.frame_max_edge)
-        # threads=1: the decode threads already keep the cores busy.
-        return reformatter.reformat(
-            frame, width=width, height=height, format="rgb24", interpolation="BICUBIC", threads=1
-        ).to_ndarray()
+        width, height = self.captioner.frame_size(*upright.display_size(frame), self.config.frame_max_edge)
+        return upright.rgb(frame, width, height)

@@ -9,6 +9,7 @@ threshold never needs a model or a video.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import pyarrow as pa
 
@@ -16,10 +17,23 @@ from curate.manifest import to_table
 from curate.stages.base import Resources, Stage, Unit
 
 
-# Clips per unit of each clip stage: None = every clip of one video (the file opened once), a
-# number = fixed runs of that many clips (model stages want big batches). Here, not only on the
-# stage classes, so `curate status` can count units without importing torch.
-UNIT_SIZES: dict[str, int | None] = {"motion": None, "aesthetic": 64, "caption": 32, "pack": None}
+class UnitSize(NamedTuple):
+    """How a clip stage groups clips into units."""
+
+    max_clips: int | None  # clips per unit at most (None: no limit)
+    one_video: bool  # True: a unit holds clips of one video only (the file opened once per unit)
+
+
+# Each clip stage's units. Model stages want big batches, across videos; motion reads all of a
+# video's clips in one pass; pack too, in runs of 32 clips, so the encoded bytes a unit holds
+# stay small and a long film spreads over the workers. Here, not only on the stage classes, so
+# `curate status` can count units without importing torch.
+UNIT_SIZES: dict[str, UnitSize] = {
+    "motion": UnitSize(None, one_video=True),
+    "aesthetic": UnitSize(64, one_video=False),
+    "caption": UnitSize(32, one_video=False),
+    "pack": UnitSize(32, one_video=True),
+}
 
 
 @dataclass(frozen=True)
@@ -46,16 +60,15 @@ class ClipRef:
 
 
 class ClipStage(Stage):
-    """Base of clip stages. Subclasses set `name`, `columns` and `clips_per_unit`, and implement
+    """Base of clip stages. Subclasses set `name`, `columns` and `unit_size`, and implement
     `score` (and `setup` when they load a model).
 
-    A unit's payload is a list of ClipRef sorted by video and time: with `clips_per_unit = None`
-    a unit is every clip of one video; otherwise units hold up to that many clips, possibly of
-    several videos (model stages want big batches).
+    A unit's payload is a list of ClipRef sorted by video and time, grouped as `unit_size` says:
+    the clips of one video, or up to so many clips, possibly of several videos.
     """
 
     columns: pa.Schema = pa.schema([])  # the score columns this stage adds to clips.parquet
-    clips_per_unit: int | None = None
+    unit_size: UnitSize = UnitSize(None, one_video=True)
 
     @property
     def error_column(self) -> str:

@@ -28,7 +28,7 @@ class MotionStage(ClipStage):
     """Scores every clip's motion; `curate.filters` drops static and extreme clips from them."""
 
     name = "motion"
-    clips_per_unit = UNIT_SIZES["motion"]
+    unit_size = UNIT_SIZES["motion"]
     columns = pa.schema(
         [
             ("motion_score", pa.float32()),

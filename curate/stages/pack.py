@@ -1,9 +1,10 @@
 """Pack stage, first half: re-encode every kept clip of one video into a small mp4.
 
-Unit: every kept clip of one video. The video is opened once and only the clips' frames are
-decoded (`iter_spans` seeks to the keyframe before each distant clip); each clip's frames
-(exactly `start_frame` to `end_frame`, or the ones `pack.fps` picks from them) stream into its own
-`ClipEncoder`. The unit stores the mp4 bytes ("samples") and what they hold ("scores"). Grouping
+Unit: kept clips of one video, at most `UNIT_SIZES["pack"]` of them (a long film becomes several
+units, so a unit's encoded bytes stay small and its clips spread over the workers). The video is
+opened once per unit and only the clips' frames are decoded (`iter_spans` seeks to the keyframe
+before each distant clip); each clip's frames (exactly `start_frame` to `end_frame`), with their
+timestamps, stream into its own `ClipEncoder`, which picks the frames of `pack.fps` by time. The unit stores the mp4 bytes ("samples") and what they hold ("scores"). Grouping
 samples into tar shards, with their captions and manifest rows, is `finish` (`curate.packing`):
 it needs every unit, and must follow caption or threshold changes without re-encoding anything.
 """
@@ -16,8 +17,9 @@ import av
 import pyarrow as pa
 
 from curate.config import PackConfig
-from curate.encoding import ClipEncoder, output_frames
+from curate.encoding import ClipEncoder, Encoded
 from curate.manifest import to_table
+from curate.picture import picture_of
 from curate.shards import sample_key
 from curate.stages.base import Unit
 from curate.stages.clipstage import UNIT_SIZES, ClipRef, ClipStage
@@ -30,7 +32,7 @@ class PackStage(ClipStage):
     """Encodes clips; the runner writes them into shards."""
 
     name = "pack"
-    clips_per_unit = UNIT_SIZES["pack"]
+    unit_size = UNIT_SIZES["pack"]
     columns = pa.schema(
         [
             ("key", pa.string()),
@@ -65,65 +67,66 @@ class PackStage(ClipStage):
         return {**tables, "samples": SAMPLES_SCHEMA.empty_table()}, stats
 
     def _encode(self, clips: list[ClipRef]) -> tuple[list[dict], list[dict]]:
-        """One row per clip (what was encoded, or `pack_error`), and the encoded samples."""
+        """One row per clip (what was encoded, or `pack_error`), and the encoded samples.
+
+        Each clip's encoder is finished as soon as its last frame is in (clips do not overlap, so
+        at most one is open at a time): memory does not grow with the number of clips."""
         try:
             container, stream, info = open_video(clips[0].path)
         except VideoError as exc:
             return [{self.error_column: str(exc)} for _ in clips], []
         log = DecodeLog()
         encoders: dict[int, ClipEncoder] = {}
-        unencodable: dict[int, str] = {}  # clip index -> why its frames could not be encoded
-        wanted = [Counter(output_frames(c.num_frames, c.fps, self.config.fps)) for c in clips]
-        fed = Counter()  # frames read per clip, to know each frame's offset in its clip
+        results: dict[int, Encoded | str] = {}  # clip index -> the encoded clip, or why it failed
+        fed = Counter()  # frames read per clip
         try:
             for index, frame in iter_spans(container, stream, [c.span for c in clips], clips[0].fps or info.fps, log):
-                offset = fed[index]
                 fed[index] += 1
-                if index not in unencodable:
-                    self._feed(encoders, unencodable, index, clips[index], frame, wanted[index][offset])
+                if index not in results:
+                    self._feed(encoders, results, clips[index], index, stream, frame, log.frame_times_s[-1], fed[index])
         except av.FFmpegError as exc:  # a file that cannot even be seeked: keep what was read
             log.note(f"reading stopped ({exc})")
         finally:
             container.close()
-        return self._finish(clips, encoders, unencodable, fed, log)
+            for encoder in encoders.values():  # clips whose frames did not all come
+                encoder.abort()
+        return self._rows(clips, results, fed, log)
 
-    def _feed(self, encoders, unencodable, index: int, clip: ClipRef, frame: av.VideoFrame, copies: int) -> None:
-        """Encode `frame` `copies` times (0: dropped, 2+: repeated, to reach pack.fps) into the
-        clip's encoder; a clip whose frame the encoder refuses is marked, not the whole video."""
+    def _feed(self, encoders, results, clip: ClipRef, index: int, stream, frame: av.VideoFrame, time_s: float, fed: int) -> None:
+        """Encode the clip's next frame (shown from `time_s`, seconds in the source); finish the
+        clip after its last one. A frame the encoder refuses fails its clip, not the video."""
         try:
             if index not in encoders:
-                encoders[index] = self._encoder(clip, frame)
-            for _ in range(copies):
-                encoders[index].add(frame)
+                encoders[index] = self._encoder(clip, stream, frame)
+            encoders[index].add(frame, time_s - clip.start_s)
+            if fed == clip.num_frames:
+                results[index] = encoders.pop(index).finish()
         except (av.FFmpegError, ValueError) as exc:
-            unencodable[index] = f"cannot encode the clip ({exc})"
+            results[index] = f"cannot encode the clip ({exc})"
             if index in encoders:
                 encoders.pop(index).abort()
 
-    def _encoder(self, clip: ClipRef, frame: av.VideoFrame) -> ClipEncoder:
-        fps = self.config.fps or clip.fps
+    def _encoder(self, clip: ClipRef, stream, frame: av.VideoFrame) -> ClipEncoder:
         config = self.config
-        return ClipEncoder((frame.width, frame.height), fps, config.short_side, config.crop, config.crf, config.preset, config.encode_threads)
+        return ClipEncoder(
+            picture_of(stream, frame), (frame.width, frame.height), clip.end_s - clip.start_s, config.fps or clip.fps, clip.fps,
+            config.short_side, config.crop, config.crf, config.preset, config.encode_threads,
+        )  # fmt: skip
 
-    def _finish(self, clips: list[ClipRef], encoders: dict[int, ClipEncoder], unencodable: dict[int, str], fed: Counter, log: DecodeLog):
+    def _rows(self, clips: list[ClipRef], results: dict, fed: Counter, log: DecodeLog) -> tuple[list[dict], list[dict]]:
         rows, samples = [], []
         why = f" ({log.first_problem})" if log.first_problem else ""
         for index, clip in enumerate(clips):
-            encoder = encoders.get(index)
-            if index in unencodable:
-                rows.append({self.error_column: unencodable[index]})
-                continue
-            if fed[index] != clip.num_frames:  # a clip is packed whole or not at all
-                if encoder is not None:
-                    encoder.abort()
+            result = results.get(index)
+            if isinstance(result, str):
+                rows.append({self.error_column: result})
+            elif result is None:  # a clip is packed whole or not at all
                 rows.append({self.error_column: f"{fed[index]} of {clip.num_frames} frames decoded{why}"})
-                continue
-            mp4 = encoder.finish()
-            key = sample_key(clip.clip_id)
-            samples.append({"key": key, "mp4": mp4})
-            rows.append({
-                "key": key, "pack_width": encoder.width, "pack_height": encoder.height,
-                "pack_fps": self.config.fps or clip.fps, "pack_num_frames": encoder.num_frames, "pack_mp4_bytes": len(mp4),
-            })  # fmt: skip
+            else:
+                key = sample_key(clip.clip_id)
+                samples.append({"key": key, "mp4": result.mp4})
+                rows.append({
+                    "key": key, "pack_width": result.width, "pack_height": result.height,
+                    "pack_fps": self.config.fps or clip.fps, "pack_num_frames": result.num_frames, "pack_mp4_bytes": len(result.mp4),
+                })  # fmt: skip
         return rows, samples
-

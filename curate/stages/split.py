@@ -9,15 +9,28 @@ into equal windows, so no clip ever holds a boundary.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
 from curate.config import SplitConfig
 from curate.inputs import VideoInput
 from curate.manifest import CLIP_SCHEMA, VIDEO_SCHEMA, to_table
+from curate.picture import Picture, picture_of
 from curate.shots import ShotDetector, Transition, shots_between
 from curate.stages.base import Stage, Unit
-from curate.videoio import DecodeLog, LumaGrid, VideoError, check_complete, iter_frames, luma, open_video
+from curate.videoio import (
+    DecodeLog,
+    LumaGrid,
+    VideoError,
+    check_complete,
+    dominant_fps,
+    iter_frames,
+    luma,
+    nominal_rates,
+    open_video,
+    still_image,
+)
 
 
 class SplitStage(Stage):
@@ -39,17 +52,20 @@ class SplitStage(Stage):
         log = DecodeLog()
         try:
             detector = ShotDetector(info.fps, self.config)
-            _feed(detector, iter_frames(container, stream, log), self.config)
+            picture = _feed(detector, stream, iter_frames(container, stream, log), self.config)
+            rates = nominal_rates(stream)
         finally:
             container.close()
         check_complete(info, log)
         if log.num_frames == 0:
             return self._error(video, f"no decodable video frames ({log.first_problem or 'empty stream'})", info)
-        fps = info.fps or _measured_fps(log.frame_times_s)
+        if still := still_image(info, log):
+            return self._error(video, still, info)
+        fps = dominant_fps(log.frame_times_s, rates)
         detection = detector.finish()
         # Clips leave out the uncertain changes too, though they are not boundaries (cut_frames).
-        spans = clip_spans(log.num_frames, detection.transitions + detection.uncertain, fps, self.config)
-        row = _video_row(video, info, log, fps, detection.transitions)
+        spans = clip_spans(log.num_frames, detection.transitions + detection.uncertain, fps, self.config, log.frame_times_s)
+        row = _video_row(video, info, log, fps, detection.transitions, picture)
         clips = [_clip_row(video, row, start, end, log.frame_times_s) for start, end in spans]
         stats = {"frames": log.num_frames, "clips": len(clips), "status": row["status"]}
         return {"videos": to_table([row], VIDEO_SCHEMA), "clips": to_table(clips, CLIP_SCHEMA)}, stats
@@ -73,31 +89,46 @@ class SplitStage(Stage):
         return tables, {"frames": 0, "clips": 0, "status": "error"}
 
 
-def _feed(detector: ShotDetector, frames, config: SplitConfig) -> None:
-    """Push each frame's luma grid into the detector. A stream whose frame size changes midway
-    gets a new sampler, and its grids are fitted to the first shape so vectors stay comparable."""
-    grid, plane_shape, first_shape = None, None, None
+def _feed(detector: ShotDetector, stream, frames, config: SplitConfig) -> Picture | None:
+    """Push each frame's luma grid into the detector; return how the first frame is shown. A stream
+    whose frame size changes midway gets a new sampler, and its grids are fitted to the first shape
+    so vectors stay comparable. (The detector works on the coded picture: turning it upright or
+    squaring its pixels changes no boundary.)"""
+    grid, plane_shape, first_shape, picture = None, None, None, None
     for frame in frames:
         plane = luma(frame)
         if plane.shape != plane_shape:
             plane_shape = plane.shape
             grid = LumaGrid(plane.shape[1], plane.shape[0], config.analysis_width, config.analysis_height)
+            picture = picture or picture_of(stream, frame)
         small = grid(plane)
         first_shape = first_shape or small.shape
         detector.push(small if small.shape == first_shape else np.resize(small, first_shape))
+    return picture
 
 
-def clip_spans(num_frames: int, transitions: list[Transition], fps: float, config: SplitConfig) -> list[tuple[int, int]]:
+def clip_spans(
+    num_frames: int, transitions: list[Transition], fps: float, config: SplitConfig, times_s: Sequence[float] | None = None
+) -> list[tuple[int, int]]:
     """[start, end) frame spans of the clips: shots trimmed by the margin at each boundary, shots
     shorter than the minimum skipped, longer ones split into equal windows under the maximum
-    (or, when equal windows would be shorter than the minimum, into maximum-length ones)."""
+    (or, when equal windows would be shorter than the minimum, into maximum-length ones).
+
+    Lengths are measured in time: each frame stands at its timestamp's place on a grid of `fps`
+    (the video's dominant rate), the rules count grid steps, and each edge goes to the first frame
+    at or after its grid place. A constant-rate video (or `times_s` None) gives exactly the spans
+    of counting frames; a variable-rate one gets clips as long in seconds as the settings say
+    (give or take a source frame).
+    """
     margin = round(config.margin_s * fps)
     min_frames = max(1, math.ceil(config.min_clip_s * fps - 1e-6))
     max_frames = max(min_frames, math.floor(config.max_clip_s * fps + 1e-6))
+    grid = _grid_places(times_s, fps) if times_s is not None else np.arange(num_frames)
     spans = []
-    for start, end in shots_between(num_frames, transitions):
-        start += margin if start > 0 else 0  # the video's own first and last frames are no boundary
-        end -= margin if end < num_frames else 0
+    for first, stop in shots_between(num_frames, transitions):
+        # Grid places of the shot's ends; the video's own first and last frames are no boundary.
+        start = int(grid[first]) + (margin if first > 0 else 0)
+        end = (int(grid[stop]) - margin) if stop < num_frames else int(grid[-1]) + 1
         length = end - start
         if length < min_frames:
             continue
@@ -106,8 +137,17 @@ def clip_spans(num_frames: int, transitions: list[Transition], fps: float, confi
             edges = [start + round(i * length / windows) for i in range(windows + 1)]
         else:  # equal windows would fall under the minimum: take whole maximum-length ones
             edges = [start + i * max_frames for i in range(length // max_frames + 1)]
-        spans.extend(zip(edges[:-1], edges[1:]))
+        frames = np.clip(np.searchsorted(grid, edges), first, stop).tolist()
+        spans.extend((a, b) for a, b in zip(frames[:-1], frames[1:]) if b > a)
     return spans
+
+
+def _grid_places(times_s: Sequence[float], fps: float) -> np.ndarray:
+    """Each frame's place, in whole frames at `fps` from the first frame, from the timestamps: the
+    k-th frame gets the k-th earliest time (files whose timestamps are not monotonic in output order
+    still show their frames one after the other), rounded to the grid (half a frame absorbs jitter)."""
+    times = np.sort(np.asarray(times_s, dtype=np.float64))
+    return np.rint((times - times[0]) * fps).astype(np.int64)
 
 
 def clip_id(video_id: str, start_frame: int, end_frame: int) -> str:
@@ -115,14 +155,10 @@ def clip_id(video_id: str, start_frame: int, end_frame: int) -> str:
     return f"{video_id}-{start_frame:06d}-{end_frame:06d}"
 
 
-def _measured_fps(times: list[float]) -> float:
-    if len(times) > 1 and times[-1] > times[0]:
-        return (len(times) - 1) / (times[-1] - times[0])
-    return 25.0
-
-
-def _video_row(video: VideoInput, info, log: DecodeLog, fps: float, transitions: list[Transition]) -> dict:
+def _video_row(video: VideoInput, info, log: DecodeLog, fps: float, transitions: list[Transition],
+               picture: Picture) -> dict:  # fmt: skip
     boundaries = [t for t in transitions if t.cut_frame is not None]
+    width, height = picture.display_size(info.width, info.height)  # as players show it
     problem = None
     if log.first_problem:
         skipped = f", {log.bad_packets} damaged packets skipped" if log.bad_packets else ""
@@ -135,9 +171,14 @@ def _video_row(video: VideoInput, info, log: DecodeLog, fps: float, transitions:
         "duration_s": _end_time(log.frame_times_s, log.num_frames, fps) - log.frame_times_s[0],
         "fps": fps,
         "num_frames": log.num_frames,
-        "width": info.width,
-        "height": info.height,
+        "width": width,
+        "height": height,
         "codec": info.codec,
+        "rotation": picture.rotation,
+        "pixel_aspect": float(picture.pixel_aspect),
+        "interlaced": picture.interlaced,
+        "color_matrix": picture.matrix,
+        "full_range": picture.full_range,
         "cut_frames": [t.cut_frame for t in boundaries],
         "cut_kinds": [t.kind for t in boundaries],
         "source_caption": video.source_caption,
