@@ -5,11 +5,11 @@ Run with the project's virtual environment:
     .venv/bin/python bench/pack_memory.py                    # 1, 10 and 30 minutes of 160x90
     .venv/bin/python bench/pack_memory.py --minutes 1 60 --width 320 --height 180
 
-For each length, a one-shot video (a moving object, `curate.samples`, H.264, 25 fps) is rendered once under
-bench/out/pack_memory/ and split by the real split stage into clips of at most 10 s. A fresh
-process then does what a pack worker does with every unit of that video (`PackStage` on the
-units `curate pack` makes, the clips encoded at the source's size) and reports its peak resident
-memory (VmHWM) and the clips it encoded. Peak memory must not grow with the number of clips.
+For each length, a one-shot video (a moving object, `curate.samples`, H.264, 25 fps) is rendered
+once under bench/out/pack_memory/ and split by the real split stage into clips of at most 10 s. A
+fresh process then does what a pack worker does with every unit of that video
+(`PackStage.process` on the units `curate pack` makes, the clips encoded at the source's size) and
+reports its peak resident memory (VmHWM) and the clips it encoded. Peak memory must not grow with the number of clips.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from curate.stages.pack import PackStage
 clips = pd.read_parquet(sys.argv[1])
 stage, encoded, started = PackStage(PackConfig(short_side=0)), 0, time.perf_counter()
 for unit in clip_units(clips, UNIT_SIZES["pack"]):
-    rows, samples = stage._encode(unit.payload)
-    encoded += len(samples)
+    tables, _ = stage.process(unit)
+    encoded += tables["samples"].num_rows
 peak_mb = next(int(line.split()[1]) / 1024 for line in open("/proc/self/status") if line.startswith("VmHWM"))
 print(encoded, len(clips), f"{peak_mb:.0f}", f"{time.perf_counter() - started:.1f}")
 """

@@ -303,9 +303,7 @@ def _say(text: str) -> None:
     try:
         print(text)
     except BrokenPipeError:
-        if not stdout_closed():
-            raise
-        quiet_stdout()
+        drop_closed_stdout()
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -427,9 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        if not stdout_closed():
-            raise  # a connection, not our output: a real failure
-        return quiet_stdout()
+        return drop_closed_stdout()
     return CLOSED_STDOUT if code == 0 and _stdout_lost else code  # `run` went on after losing it (`_say`)
 
 
@@ -439,7 +435,7 @@ CLOSED_STDOUT = 128 + 13
 _stdout_lost = False  # set once stdout has been pointed at the null device
 
 
-def stdout_closed() -> bool:
+def _stdout_closed() -> bool:
     """Whether nothing reads stdout any more: a pipe whose reader left (`| head -1` once it has
     its line). Python raises BrokenPipeError on writing to it."""
     import select
@@ -452,11 +448,15 @@ def stdout_closed() -> bool:
         return False
 
 
-def quiet_stdout() -> int:
-    """Point stdout at the null device, so that what is still buffered, flushed at exit, goes
-    nowhere instead of raising again; return CLOSED_STDOUT. The work itself is done and saved
-    by then: a closed stdout stops a command only at its summary (`run` goes on, see `_say`)."""
+def drop_closed_stdout() -> int:
+    """Called while a BrokenPipeError is handled: when stdout is what closed, point it at the null
+    device, so that what is still buffered, flushed at exit, goes nowhere instead of raising again,
+    and return CLOSED_STDOUT; otherwise (a connection broke, not our output: a real failure)
+    raise the error again. The work itself is done and saved by then: a closed stdout stops a
+    command only at its summary (`run` goes on, see `_say`)."""
     global _stdout_lost
+    if not _stdout_closed():
+        raise  # noqa: PLE0704 (re-raises the BrokenPipeError being handled)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)

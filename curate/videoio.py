@@ -215,12 +215,12 @@ def iter_frames(container, stream, log: DecodeLog) -> Iterator[av.VideoFrame]:
     truncated file) ends the stream early, keeping every frame decoded so far. Returns (as the
     generator's value) True when the stream ended normally, False when damage ended it.
     """
+    rate = stream.average_rate or stream.guessed_rate
+    step_s = 1.0 / float(rate) if rate else 0.0  # how far apart frames without timestamps are put
     packets = container.demux(stream)
-    head, lead_s, error = _timed_head(packets, stream)
+    head, lead_s, error = _timed_head(packets, stream, step_s)
     packets = chain(head, _raise(error) if error else packets)
     origin = stream.start_time or 0
-    rate = stream.average_rate or stream.guessed_rate
-    step_s = 1.0 / float(rate) if rate else 0.0
     time_s = None
     consecutive_errors = 0
     while True:
@@ -256,13 +256,15 @@ def iter_frames(container, stream, log: DecodeLog) -> Iterator[av.VideoFrame]:
             yield frame
 
 
-def _timed_head(packets: Iterator[av.Packet], stream) -> tuple[list[av.Packet], deque[float], av.FFmpegError | None]:
+def _timed_head(
+    packets: Iterator[av.Packet], stream, step_s: float
+) -> tuple[list[av.Packet], deque[float], av.FFmpegError | None]:
     """The packets read ahead to time frames that lead the stream without a timestamp, the times
     of those frames, and the error that stopped the reading ahead, if any.
 
     A file cut without re-encoding (`ffmpeg -ss ... -c copy`) keeps the frames before the cut
     back to their keyframe, with negative timestamps, which some demuxers (Matroska) drop. Those
-    frames come first, so they are timed one frame interval apart, back from the earliest
+    frames come first, so they are timed `step_s` apart, back from the earliest
     timestamp of the packets that follow. A stream whose first packet is timed (nearly all) costs
     one packet read; one that has no timestamps at all (a raw .h264 file, start_time None) is not
     read ahead, and its frames are counted from 0.
@@ -290,8 +292,6 @@ def _timed_head(packets: Iterator[av.Packet], stream) -> tuple[list[av.Packet], 
         error = exc
     if not untimed or not timed:
         return head, deque(), error
-    rate = stream.average_rate or stream.guessed_rate
-    step_s = 1.0 / float(rate) if rate else 0.0
     first_s = float((min(timed) - (stream.start_time or 0)) * stream.time_base)
     return head, deque(first_s - (untimed - k) * step_s for k in range(untimed)), error
 

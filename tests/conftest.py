@@ -7,6 +7,7 @@ seconds each), so the whole suite decodes real H.264 through the same path users
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import random
 import shutil
@@ -25,6 +26,7 @@ import pytest
 
 from curate.config import SplitConfig
 from curate.inputs import collect_inputs
+from curate.picture import Upright
 from curate.samples import Join, Shot, Truth, edited_video, make_video
 from curate.stages.base import Unit
 from curate.stages.clipstage import ClipRef
@@ -209,6 +211,18 @@ UNREADABLE = {
 def read_manifests(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     manifests = Path(out) / "manifests"
     return pd.read_parquet(manifests / "videos.parquet"), pd.read_parquet(manifests / "clips.parquet")
+
+
+def shown_frames(source, size: tuple[int, int] | None = None, indices: set[int] | None = None) -> dict[int, np.ndarray]:
+    """Frames of a video file or mp4 bytes as a player shows them (upright, their colour tags read),
+    as float RGB at `size` (default: as shown), by decode-order index."""
+    with av.open(io.BytesIO(source) if isinstance(source, bytes) else source) as container:
+        upright = Upright(container.streams.video[0])
+        return {
+            i: upright.rgb(f, *(size or upright.display_size(f))).astype(float)
+            for i, f in enumerate(container.decode(video=0))
+            if indices is None or i in indices
+        }
 
 
 def run_module(*args: str, cwd: Path | None = None, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -17,10 +17,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
-from conftest import curate, kill_when, read_manifests
+from conftest import curate, kill_when, read_manifests, shown_frames
 
 from curate.encoding import FramePicker, output_size
-from curate.picture import Upright
 from curate.shards import Sample, member_bytes, plan_shards, sample_key, tar_size, write_shard
 
 SHORT_SIDE = 72
@@ -178,18 +177,6 @@ def test_each_mp4_has_the_clips_frames_at_the_packed_size(packed):
         assert min(width, height) == SHORT_SIDE and width % 2 == height % 2 == 0
         assert abs(width / height - clip.width / clip.height) < 0.05
         assert float(stream.average_rate) == pytest.approx(clip.fps)
-
-
-def shown_frames(source, size: tuple[int, int] | None = None, indices: set[int] | None = None) -> dict[int, np.ndarray]:
-    """Frames of a video file or mp4 bytes as a player shows them (upright, their colour tags read),
-    as float RGB at `size` (default: as shown), by decode-order index."""
-    with av.open(io.BytesIO(source) if isinstance(source, bytes) else source) as container:
-        upright = Upright(container.streams.video[0])
-        return {
-            i: upright.rgb(f, *(size or upright.display_size(f))).astype(float)
-            for i, f in enumerate(container.decode(video=0))
-            if indices is None or i in indices
-        }
 
 
 def test_packed_frames_are_exactly_the_clips_frames(packed):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
-import sys
 import textwrap
 from fractions import Fraction
 from pathlib import Path
@@ -16,9 +15,9 @@ import av
 import numpy as np
 import pytest
 import webdataset as wds
-from conftest import PYTHON, REPO, curate, read_manifests
+from conftest import PYTHON, REPO, curate, read_manifests, shown_frames
 
-from curate.picture import Upright, picture_of
+from curate.picture import picture_of
 from train.data import DataConfig, decode_clip
 
 FPS = 25
@@ -83,13 +82,6 @@ def pack(out: Path, *videos: Path, settings: tuple[str, ...] = ("pack.short_side
     return {f"{Path(clips.path[s['__key__']]).name}@{clips.start_frame[s['__key__']]}": s["mp4"] for s in samples}
 
 
-def shown(source) -> list[np.ndarray]:
-    """A file's (or mp4 bytes') frames as a player shows them, as float RGB."""
-    with av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source)) as container:
-        upright = Upright(container.streams.video[0])
-        return [upright.rgb(f, *upright.display_size(f)).astype(float) for f in container.decode(video=0)]
-
-
 def patch_colours(rgb: np.ndarray) -> np.ndarray:
     """The mean colour of each patch's middle (clear of the marker above and the moving bar below)."""
     height, width = rgb.shape[:2]
@@ -122,7 +114,7 @@ def test_model_inputs_are_upright_with_true_colours(tmp_path):
     """What aesthetic, caption and the report see (framepool converts through `Upright`)."""
     frames = scene(96, 64, 2)
     path = encode(tmp_path / "rot.mp4", frames, matrix="bt709", rotation=90)
-    got = shown(path)[0]
+    got = shown_frames(path)[0]
     want = np.rot90(frames[0], 1).astype(float)  # ffmpeg shows rotation=90 turned counter-clockwise
     assert got.shape == want.shape == (96, 64, 3)
     assert np.abs(got - want).mean() < 4
@@ -136,7 +128,7 @@ def test_rotated_video_is_packed_upright(tmp_path):
     frames = scene(160, 96, 60)
     path = encode(tmp_path / "phone.mp4", frames, rotation=90)
     mp4 = next(iter(pack(tmp_path / "out", path).values()))
-    packed = shown(mp4)
+    packed = shown_frames(mp4)
     assert packed[0].shape == (160, 96, 3)
     assert np.abs(packed[0] - np.rot90(frames[0], 1)).mean() < 5
     with av.open(io.BytesIO(mp4)) as container:  # upright in its pixels: no display matrix needed
@@ -157,8 +149,8 @@ def test_packed_colours_are_the_sources(tmp_path, matrix, full_range):
         frame = next(container.decode(video=0))
         assert (frame.colorspace, frame.color_range) == (1, 1)  # tagged BT.709, limited range
     want = patch_colours(frames[0].astype(float))
-    assert np.abs(patch_colours(shown(path)[0]) - want).max() < 5  # the source as a player shows it
-    assert np.abs(patch_colours(shown(mp4)[0]) - want).max() < 5
+    assert np.abs(patch_colours(shown_frames(path)[0]) - want).max() < 5  # the source as a player shows it
+    assert np.abs(patch_colours(shown_frames(mp4)[0]) - want).max() < 5
 
 
 def test_trainer_reads_the_colours_pack_wrote(tmp_path):
@@ -173,7 +165,7 @@ def test_non_square_pixels_are_packed_at_their_shown_shape(tmp_path):
     """720x576-style anamorphic video: 176x96 pixels of 16:11 are shown 256x96."""
     frames = scene(176, 96, 60)
     mp4 = next(iter(pack(tmp_path / "out", encode(tmp_path / "ana.mp4", frames, pixel_aspect=Fraction(16, 11))).values()))
-    packed = shown(mp4)[0]
+    packed = shown_frames(mp4)[0]
     assert packed.shape[:2] == (96, 256)
     videos = read_manifests(tmp_path / "out")[0]
     assert videos[["width", "height", "pixel_aspect"]].values.tolist() == [[256, 96, 16 / 11]]
@@ -199,8 +191,8 @@ def test_interlaced_video_is_deinterlaced(tmp_path):
             frame[row, x : x + 12] = 230
         frames.append(frame)
     path = encode(tmp_path / "interlaced.mp4", frames, interlaced=True)
-    source_comb = comb(shown(path)[10])
-    packed = shown(next(iter(pack(tmp_path / "out", path).values())))
+    source_comb = comb(shown_frames(path)[10])
+    packed = shown_frames(next(iter(pack(tmp_path / "out", path).values())))
     assert comb(packed[10]) < source_comb / 3
 
 
@@ -208,7 +200,7 @@ def test_small_videos_are_not_scaled_up_and_slivers_are_dropped(tmp_path):
     small = encode(tmp_path / "small.mp4", scene(48, 36, 60))
     sliver = encode(tmp_path / "sliver.mp4", scene(320, 2, 60))
     packed = pack(tmp_path / "out", small, sliver, settings=())  # default short side 480
-    assert shown(packed["small.mp4@0"])[0].shape[:2] == (36, 48)
+    assert shown_frames(packed["small.mp4@0"])[0].shape[:2] == (36, 48)
     clips = read_manifests(tmp_path / "out")[1]
     assert clips.set_index(clips.path.map(lambda p: Path(p).name)).drop_reason["sliver.mp4"] == "too_small"
 

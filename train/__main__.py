@@ -103,16 +103,14 @@ def precompute_main(argv: list[str]) -> int:
 def _command() -> int:
     """`main` for the command line: a closed stdout (`| head -1`) ends it quietly, like `curate`.
     Its output is flushed here, where the error can still be caught, not at interpreter exit."""
-    from curate.cli import quiet_stdout, stdout_closed
-
     try:
         code = main()
         sys.stdout.flush()
         return code
     except BrokenPipeError:
-        if not stdout_closed():
-            raise
-        return quiet_stdout()
+        from curate.cli import drop_closed_stdout  # only now: the CLI module is no small import
+
+        return drop_closed_stdout()
 
 
 if __name__ == "__main__":
