@@ -49,11 +49,12 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
+from common import load_averages, make_clips, sync, wait_for_idle  # noqa: E402  (bench/common.py)
 from curate.config import AestheticConfig  # noqa: E402
 from curate.framepool import decode_frames, frame_indices  # noqa: E402
 from curate.stages.aesthetic import AestheticStage, frame_to_input  # noqa: E402
 from curate.stages.base import Unit  # noqa: E402
-from common import load_averages, make_clips, sync, wait_for_idle  # noqa: E402  (bench/common.py)
+
 
 def time_bare(stage: AestheticStage, num_frames: int) -> float:
     """(a): the model forward alone on `num_frames` preprocessed random frames."""

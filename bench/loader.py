@@ -38,8 +38,8 @@ sys.path.insert(0, str(REPO))
 
 import av  # noqa: E402
 
-from train.data import DataConfig, _resize_crop, frame_positions, make_loader, shard_urls  # noqa: E402
 from common import cpu_model, load_averages, make_shards, wait_for_idle  # noqa: E402  (bench/common.py)
+from train.data import DataConfig, _resize_crop, frame_positions, make_loader, shard_urls  # noqa: E402
 
 
 def bare(config: DataConfig) -> int:

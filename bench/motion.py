@@ -44,6 +44,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from common import cpu_model, wait_for_idle  # noqa: E402  (bench/common.py)
 from curate.config import MotionConfig, SplitConfig  # noqa: E402
 from curate.inputs import collect_inputs  # noqa: E402
 from curate.samples import edited_video, make_video  # noqa: E402
@@ -52,7 +53,6 @@ from curate.stages.clipstage import ClipRef  # noqa: E402
 from curate.stages.motion import MotionStage  # noqa: E402
 from curate.stages.split import SplitStage  # noqa: E402
 from curate.videoio import iter_spans, open_video  # noqa: E402
-from common import cpu_model, wait_for_idle  # noqa: E402  (bench/common.py)
 
 OUT = REPO / "bench" / "out" / "motion"
 REAL = REPO / ".realdata"

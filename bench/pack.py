@@ -42,12 +42,12 @@ sys.path.insert(0, str(REPO))
 import av  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
+from common import cpu_model, load_averages, make_videos, wait_for_idle  # noqa: E402  (bench/common.py)
 from curate.config import load_config  # noqa: E402
 from curate.encoding import output_size  # noqa: E402
 from curate.inputs import collect_inputs  # noqa: E402
 from curate.manifest import OutputLayout  # noqa: E402
 from curate.runner import run_clip_stage, run_split  # noqa: E402
-from common import cpu_model, load_averages, make_videos, wait_for_idle  # noqa: E402  (bench/common.py)
 
 
 def bare(clips: list[dict], config) -> tuple[float, int]:

@@ -25,7 +25,6 @@ OUT = BENCH / "out" / "pack_memory"
 sys.path.insert(0, str(REPO))
 
 from common import cpu_model, load_averages  # noqa: E402  (bench/common.py)
-
 from curate.samples import Shot, write_video  # noqa: E402
 from curate.samples import render as samples_render  # noqa: E402
 

@@ -43,6 +43,7 @@ OUT = BENCH / "out" / "scale"
 sys.path.insert(0, str(REPO))  # curate, when run without installing; bench/common.py is beside this file
 
 import pandas as pd
+
 from common import cpu_model, load_averages, make_videos, wait_for_idle
 
 PYTHON = sys.executable

@@ -36,10 +36,10 @@ REPO = BENCH.parent
 OUT = BENCH / "out" / "train"
 sys.path.insert(0, str(REPO))
 
+from common import cpu_model, load_averages, make_shards  # noqa: E402  (bench/common.py)
 from train.config import resolve  # noqa: E402
 from train.precompute import precompute  # noqa: E402
 from train.trainer import Trainer  # noqa: E402
-from common import cpu_model, load_averages, make_shards  # noqa: E402  (bench/common.py)
 
 
 def train(config, run: Path) -> dict:

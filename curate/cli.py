@@ -15,11 +15,11 @@ import sys
 import threading
 from typing import NoReturn
 
-from curate.config import Config, ConfigError, describe, load_config
-from curate.inputs import InputError, collect_inputs
-from curate.models.errors import ModelUnavailable
-from curate.ray_executor import ClusterUnavailable
-from curate.storage import StorageError, check_reachable
+from curate.config import Config, describe, load_config
+from curate.console import CLOSED_STDOUT, drop_closed_stdout, say, stdout_lost
+from curate.errors import ConfigError, InputError, UserError
+from curate.inputs import collect_inputs
+from curate.storage import check_reachable
 
 _INPUT_HELP = (
     "video files, directories (searched recursively), globs, or .txt/.csv/.parquet lists with a "
@@ -288,22 +288,13 @@ def _print_stage(stage: str, stats, out: str) -> None:
     speed = f", {stats.clips / stats.seconds:.1f} clips/s" if stats.clips and stats.seconds else ""
     if stats.tokens and stats.seconds:
         speed += f", {stats.tokens / stats.seconds:.0f} tokens/s"
-    _say(f"{stage}: {stats.clips} clips {_DONE_WORD.get(stage, 'scored')} in {stats.units - stats.skipped} units, {stats.seconds:.1f} s{speed}")
+    say(f"{stage}: {stats.clips} clips {_DONE_WORD.get(stage, 'scored')} in {stats.units - stats.skipped} units, {stats.seconds:.1f} s{speed}")
     if stats.summary is not None:  # pack's shards
         shards = stats.summary
-        _say(
+        say(
             f"shards: {shards.shards} in {out}/shards ({shards.written} written now), {shards.samples} samples, "
             f"{shards.bytes / 1e9:.2f} GB" + (f"; {shards.uncaptioned} samples have no caption" if shards.uncaptioned else "")
         )
-
-
-def _say(text: str) -> None:
-    """Print a line that more work follows (`run` between stages): a closed stdout must not stop
-    that work, so it only sends the rest of the output to the null device."""
-    try:
-        print(text)
-    except BrokenPipeError:
-        drop_closed_stdout()
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -320,7 +311,7 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError("no video files found in the given inputs")
     with _executor_session(args):  # one Ray session for every stage: starting Ray takes seconds
         stats = run_split(inputs, layout, config, args.workers, progress=not args.quiet, executor=args.executor)
-        _say(f"split: {stats.units - stats.skipped} videos processed, {stats.skipped} already done, {stats.seconds:.1f} s")
+        say(f"split: {stats.units - stats.skipped} videos processed, {stats.skipped} already done, {stats.seconds:.1f} s")
         failed = dict(stats.failed)
         for stage in CLIP_STAGES:
             workers = args.workers if stage in ("motion", "pack") else None  # model stages: their own default
@@ -418,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = args.func(args)
         sys.stdout.flush()  # now, where a closed stdout can still be told from other failures
-    except (InputError, ConfigError, ModelUnavailable, ClusterUnavailable, StorageError) as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -426,39 +417,4 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return drop_closed_stdout()
-    return CLOSED_STDOUT if code == 0 and _stdout_lost else code  # `run` went on after losing it (`_say`)
-
-
-# The shell's exit status for a command ended by a closed pipe (128 + SIGPIPE), as `head` leaves
-# programs that do not catch it: the output was cut short. Failures (1, 2) still take precedence.
-CLOSED_STDOUT = 128 + 13
-_stdout_lost = False  # set once stdout has been pointed at the null device
-
-
-def _stdout_closed() -> bool:
-    """Whether nothing reads stdout any more: a pipe whose reader left (`| head -1` once it has
-    its line). Python raises BrokenPipeError on writing to it."""
-    import select
-
-    try:
-        poll = select.poll()
-        poll.register(sys.stdout.fileno(), select.POLLOUT)
-        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0))
-    except (AttributeError, OSError, ValueError):  # no poll (Windows), no stdout
-        return False
-
-
-def drop_closed_stdout() -> int:
-    """Called while a BrokenPipeError is handled: when stdout is what closed, point it at the null
-    device, so that what is still buffered, flushed at exit, goes nowhere instead of raising again,
-    and return CLOSED_STDOUT; otherwise (a connection broke, not our output: a real failure)
-    raise the error again. The work itself is done and saved by then: a closed stdout stops a
-    command only at its summary (`run` goes on, see `_say`)."""
-    global _stdout_lost
-    if not _stdout_closed():
-        raise  # noqa: PLE0704 (re-raises the BrokenPipeError being handled)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
-    _stdout_lost = True
-    return CLOSED_STDOUT
+    return CLOSED_STDOUT if code == 0 and stdout_lost() else code  # `run` went on after losing it (`say`)

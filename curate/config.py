@@ -17,11 +17,9 @@ from typing import Any
 
 import yaml
 
+from curate.errors import ConfigError
+from curate.settings import build, parse_assignment, read_yaml
 from curate.storage import as_path  # the folder's saved config may be in an object store
-
-
-class ConfigError(ValueError):
-    """A user mistake in a config file or a `--set` override (reported as one line)."""
 
 
 def _field(default: Any, help: str) -> Any:
@@ -384,7 +382,7 @@ def load_config(
     """
     values: dict[str, dict[str, Any]] = _remembered_thresholds(as_path(remembered)) if remembered else {}
     if path is not None:
-        for section, items in _read_yaml(as_path(path)).items():
+        for section, items in _read_sections(as_path(path)).items():
             values.setdefault(section, {}).update(items)
     for item in overrides:
         section, key, value = _parse_override(item)
@@ -395,7 +393,7 @@ def load_config(
 def _remembered_thresholds(path: Path) -> dict[str, dict[str, Any]]:
     if not path.exists():
         return {}
-    saved = _read_yaml(path)
+    saved = _read_sections(path)
     known = Config().thresholds()
     return {
         section: {key: value for key, value in items.items() if key in known.get(section, {})}
@@ -404,24 +402,21 @@ def _remembered_thresholds(path: Path) -> dict[str, dict[str, Any]]:
     }
 
 
-def _read_yaml(path: Path) -> dict[str, dict[str, Any]]:
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from None
-    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-        raise ConfigError(f"config file {path} must map section names to mappings of keys")
+def _read_sections(path: Path) -> dict[str, dict[str, Any]]:
+    shape = "map section names to mappings of keys"
+    data = read_yaml(path, shape)
+    if not all(isinstance(v, dict) for v in data.values()):
+        raise ConfigError(f"config file {path} must {shape}")
     return data
 
 
 def _parse_override(item: str) -> tuple[str, str, Any]:
-    name, sep, raw = item.partition("=")
-    section, dot, key = name.strip().partition(".")
-    if not sep or not dot or not key:
-        raise ConfigError(f"--set expects section.key=value, got {item!r}")
-    return section, key, yaml.safe_load(raw) if raw.strip() else raw
+    form = "section.key=value"
+    name, value = parse_assignment(item, form)
+    section, dot, key = name.partition(".")
+    if not dot or not key:
+        raise ConfigError(f"--set expects {form}, got {item!r}")
+    return section, key, value
 
 
 def _build(values: dict[str, dict[str, Any]]) -> Config:
@@ -430,40 +425,8 @@ def _build(values: dict[str, dict[str, Any]]) -> Config:
     for section, items in values.items():
         if section not in sections:
             raise ConfigError(f"unknown config section {section!r} (known: {', '.join(sections)})")
-        cls = sections[section].default_factory  # type: ignore[misc]
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        kwargs = {}
-        for key, value in items.items():
-            if key not in known:
-                raise ConfigError(f"unknown config key {section}.{key} (known: {', '.join(known)})")
-            kwargs[key] = _coerce(f"{section}.{key}", value, _default(known[key]))
-        built[section] = cls(**kwargs)
+        built[section] = build(sections[section].default_factory, items, prefix=f"{section}.")  # type: ignore[arg-type]
     return Config(**built)
-
-
-def _default(f: dataclasses.Field) -> Any:
-    return f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
-
-
-def _coerce(name: str, value: Any, default: Any) -> Any:
-    """Give `value` the type of the field's default, or explain why it cannot have it."""
-    kind = type(default)
-    if kind in (int, float) and isinstance(value, str):
-        try:  # YAML 1.1 reads "1e1" and "5e-2" as strings
-            value = float(value)
-        except ValueError:
-            pass
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-    elif kind in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
-        if kind is float or float(value).is_integer():
-            return kind(value)
-    elif kind is str:
-        return str(value)
-    elif isinstance(value, kind):
-        return value
-    raise ConfigError(f"{name} expects a {kind.__name__}, got {value!r}")
 
 
 def describe(config: Config) -> str:

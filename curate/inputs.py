@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from curate import storage
+from curate.errors import InputError
 
 VIDEO_EXTENSIONS = frozenset(
     ".mp4 .m4v .mov .mkv .webm .avi .mpg .mpeg .m2ts .mts .ts .wmv .flv .3gp .ogv .mxf .y4m .gif".split()
@@ -23,9 +24,6 @@ VIDEO_EXTENSIONS = frozenset(
 LIST_EXTENSIONS = frozenset({".txt", ".csv", ".parquet"})
 _SAMPLE_BYTES = 64 * 1024
 
-
-class InputError(ValueError):
-    """A user mistake on the command line, such as a path that does not exist."""
 
 
 @dataclass(frozen=True)

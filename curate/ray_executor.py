@@ -13,9 +13,7 @@ replaced and the unit retried by Ray itself; a unit that kills its worker on eve
 recorded by the stage as failed (an error row). Each task runs alone in its worker process, and
 an actor holds one unit at a time, so a death is only ever blamed on the unit that was running.
 
-`ray` is imported only here, and only when this executor is used. `curate.executor` (pyarrow) is
-imported inside functions too: the CLI imports this module for ClusterUnavailable and must start
-fast.
+`ray` is imported only here, and only when this executor is used.
 """
 
 from __future__ import annotations
@@ -29,15 +27,12 @@ from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
-from curate.config import ConfigError
+from curate.errors import ClusterUnavailable, ConfigError
 from curate.stages.base import Resources, Stage, Unit
 
 RETRIES = 2  # attempts after the first for a unit whose worker died (Ray's max_retries / max_task_retries)
 PROBE_TIMEOUT_S = 5.0  # ray.init retries an unreachable address for minutes: fail fast instead
 
-
-class ClusterUnavailable(Exception):
-    """Ray is missing or its cluster cannot be reached (reported as one `error:` line)."""
 
 
 def _import_ray():

@@ -33,13 +33,11 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
+from curate.errors import StorageError
+
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _THREADS = 16  # concurrent requests when many small objects are read (parts, input samples)
 
-
-class StorageError(Exception):
-    """A location that cannot be used: no backend for its protocol, no such bucket, no access.
-    Reported as one `error:` line."""
 
 
 def is_url(path) -> bool:

@@ -16,11 +16,12 @@ import torch
 from conftest import clip_refs
 
 from curate.config import AestheticConfig
+from curate.errors import ModelUnavailable
 from curate.framepool import decode_frames, frame_indices
 from curate.models import hub
-from curate.models.clip import AestheticHead, ModelUnavailable, read_head
-from curate.samples import Join, Shot, make_video
+from curate.models.clip import AestheticHead, read_head
 from curate.picture import Upright
+from curate.samples import Join, Shot, make_video
 from curate.stages.aesthetic import AestheticStage, frame_to_input
 from curate.stages.base import Unit
 from curate.stages.clipstage import ClipRef

@@ -14,8 +14,8 @@ from conftest import clip_refs
 
 from curate.captions import caption_problem
 from curate.config import CaptionConfig
+from curate.errors import ModelUnavailable
 from curate.models import hub
-from curate.models.errors import ModelUnavailable
 from curate.models.tiny_vlm import TINY_IMAGE_SEQ_LEN, TINY_IMAGE_SIZE, build_tiny_smolvlm
 from curate.models.vlm import fetch_model
 from curate.samples import Join, Shot, make_video

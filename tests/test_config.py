@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from curate.cli import main
-from curate.config import Config, ConfigError, SplitConfig, describe, load_config
+from curate.config import Config, SplitConfig, describe, load_config
+from curate.errors import ConfigError
 
 
 def write(tmp_path, text: str, name: str = "config.yaml"):

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from curate.config import Config, ConfigError, load_config
+from curate.config import Config, load_config
+from curate.errors import ConfigError
 from curate.filters import REASONS, drop_reasons
 from curate.runner import clip_units
 from curate.stages.clipstage import UnitSize

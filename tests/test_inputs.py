@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 from conftest import run_module
 
-from curate.inputs import InputError, collect_inputs, content_id
+from curate.errors import InputError
+from curate.inputs import collect_inputs, content_id
 
 
 def touch(path: Path, data: bytes | None = None) -> Path:

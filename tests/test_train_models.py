@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from curate.config import ConfigError
+from curate.errors import ConfigError, ModelUnavailable
 from curate.models import hub
-from curate.models.errors import ModelUnavailable
 from train.models import FAMILIES, load_family, pixels_to_frames, presets
 from train.models.wan import HUB_ID, TINY_LATENT_CHANNELS, TINY_TEXT_MAX_LENGTH
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from curate.config import ConfigError
-from curate.models.errors import ModelUnavailable
+from curate.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         config = resolve(args.preset, args.config, args.overrides, args.steps, args.shards)
         trainer = Trainer(config, args.out)
         logged = trainer.run(progress=not args.quiet)
-    except (ConfigError, ModelUnavailable, ValueError, UnreadableCheckpoints) as exc:
+    except (UserError, ValueError, UnreadableCheckpoints) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     last = f", loss {logged[-1]['loss']:.4f}" if logged else ""
@@ -90,7 +89,7 @@ def precompute_main(argv: list[str]) -> int:
     try:
         config = resolve(args.preset, args.config, args.overrides, None, args.shards)
         stats = precompute(config, Path(args.out), args.dtype, progress=not args.quiet)
-    except (ConfigError, ModelUnavailable, ValueError) as exc:
+    except (UserError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(
@@ -108,7 +107,7 @@ def _command() -> int:
         sys.stdout.flush()
         return code
     except BrokenPipeError:
-        from curate.cli import drop_closed_stdout  # only now: the CLI module is no small import
+        from curate.console import drop_closed_stdout
 
         return drop_closed_stdout()
 

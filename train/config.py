@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from curate.config import ConfigError
+from curate.errors import ConfigError
 
 DEFAULT_PROMPTS = [
     "A red car drives down a winding mountain road between tall green trees.",

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from curate.config import AestheticConfig
+from curate.errors import ModelUnavailable
 from curate.models import hub
-from curate.models.errors import ModelUnavailable
 from curate.models.hub import hub_offline, quiet_logs, reason, resolve_device, seeded
 
 TINY = "tiny"

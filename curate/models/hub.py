@@ -17,7 +17,7 @@ import urllib.request
 
 import torch
 
-from curate.models.errors import ModelUnavailable
+from curate.errors import ModelUnavailable
 
 PROBE_TIMEOUT_S = 5.0
 

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from curate.config import CaptionConfig
+from curate.errors import ModelUnavailable
 from curate.models import hub
-from curate.models.errors import ModelUnavailable
 from curate.models.hub import hub_offline, quiet_logs, reason, resolve_device
 
 TINY = "tiny"

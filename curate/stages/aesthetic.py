@@ -23,10 +23,10 @@ import numpy as np
 import pyarrow as pa
 
 from curate.config import AestheticConfig
+from curate.errors import ModelUnavailable
 from curate.framepool import decode_frames, frame_indices
 from curate.manifest import to_table
 from curate.models.clip import AestheticModel, Preprocess, embedding_dim, fetch_weights, load_aesthetic_model
-from curate.models.errors import ModelUnavailable
 from curate.picture import Upright
 from curate.stages.base import Unit
 from curate.stages.clipstage import UNIT_SIZES, ClipRef, ModelClipStage

@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import torch
 
-from curate.config import ConfigError
+from curate.errors import ConfigError
 from curate.models import hub
 
 FAMILIES: dict[str, Callable[..., VideoFamily]] = {}

@@ -19,12 +19,10 @@ other length, hence the explicit check.
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 
-from curate.config import ConfigError
-from curate.models.errors import ModelUnavailable
+from curate.errors import ConfigError, ModelUnavailable
 from curate.models.hub import hub_offline, quiet_logs, reason, seeded
 from train.models import VideoFamily, fetch_snapshot, frames_to_pixels, pixels_to_frames, register
 
