@@ -15,7 +15,7 @@ $(VENV): pyproject.toml
 install: $(VENV)
 
 demo: $(VENV)
-	$(PY) -m curate.samples $(DEMO_DIR)/videos
+	$(PY) -m curate.synthetic $(DEMO_DIR)/videos
 	@# Every stage in one command, offline. Tiny random models: aesthetic scores are placeholders (so
 	@# aesthetic.min=0 keeps every clip) and captions are random words, but both go through the real path.
 	$(PY) -m curate run $(DEMO_DIR)/videos --out $(DEMO_DIR) --models tiny --set aesthetic.min=0 pack.short_side=256

@@ -3,7 +3,7 @@
     python bench/accuracy.py [--videos N] [--seeds FIRST] [--size WxH] [--real DIR]
 
 Scores both detectors on the same videos:
-- synthetic edits from `curate.samples.edited_video` (hard cuts, 16-frame dissolves, fades through
+- synthetic edits from `curate.synthetic.edited_video` (hard cuts, 16-frame dissolves, fades through
   black, fast pans, flashes, occlusions), N seeds, ground truth known exactly;
 - real footage in DIR (default `.realdata/`; bench/realdata/README.md says where to fetch it):
   labels from `bench/realdata/<video>.truth.json` or a `<video>.truth.json` beside the video, with
@@ -29,11 +29,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from curate import samples  # noqa: E402
+from curate import synthetic  # noqa: E402
 from curate.config import SplitConfig  # noqa: E402
 from curate.inputs import VideoInput  # noqa: E402
 from curate.stages.base import Unit  # noqa: E402
-from curate.stages.split import SplitStage  # noqa: E402
+from curate.stages.split.stage import SplitStage  # noqa: E402
 
 LABELS = ROOT / "bench" / "realdata"  # hand-made labels of the real footage (bench/realdata/README.md)
 HARD_TOLERANCE = 2
@@ -103,11 +103,11 @@ def synthetic_set(
     videos = []
     suffix = "" if size == (320, 180) else f"-{size[0]}x{size[1]}"
     for seed in range(first_seed, first_seed + count):
-        shots, joins = samples.edited_video(seed, num_shots=8)
+        shots, joins = synthetic.edited_video(seed, num_shots=8)
         path = folder / f"edit-{seed:03d}{suffix}.mp4"
-        truth = samples.truth(shots, joins)
+        truth = synthetic.truth(shots, joins)
         if not path.exists():
-            samples.make_video(path, shots, joins, width=size[0], height=size[1], fps=24)
+            synthetic.make_video(path, shots, joins, width=size[0], height=size[1], fps=24)
         videos.append((path, truth.hard_cuts, truth.gradual, []))
     return videos
 

@@ -18,7 +18,7 @@ What it measures, in one process and one run:
 Models load with `pretrained=""` and `head=""` (random weights, nothing downloaded): speed does
 not depend on the weights' values. Everything runs on `--device` (default auto).
 
-Inputs: synthetic edits (`curate.samples.edited_video`, H.264) at --width x --height, written once
+Inputs: synthetic edits (`curate.synthetic.edited_video`, H.264) at --width x --height, written once
 under bench/out/aesthetic/ and reused, split in-process with SplitStage into clips; the first
 --clips clips (by video, then time) are scored.
 
@@ -52,6 +52,7 @@ import torch  # noqa: E402
 from common import load_averages, make_clips, sync, wait_for_idle  # noqa: E402  (bench/common.py)
 from curate.config import AestheticConfig  # noqa: E402
 from curate.framepool import decode_frames, frame_indices  # noqa: E402
+from curate.pipeline import stage_spec  # noqa: E402
 from curate.stages.aesthetic import AestheticStage, frame_to_input  # noqa: E402
 from curate.stages.base import Unit  # noqa: E402
 
@@ -135,7 +136,7 @@ def main() -> int:
     cpu = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
     print(f"load before: {load_averages()}   {cpu}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
     clips = make_clips(OUT, count, args.width, args.height)
-    per_unit = AestheticStage.unit_size.max_clips
+    per_unit = stage_spec("aesthetic").units.max_clips
     units = [Unit(f"u{i}", clips[i : i + per_unit]) for i in range(0, len(clips), per_unit)]
     stage = AestheticStage(config)
     stage.setup()

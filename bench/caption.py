@@ -47,11 +47,11 @@ import torch  # noqa: E402
 
 from common import cpu_model, load_averages, make_clips, sync, wait_for_idle  # noqa: E402  (bench/common.py)
 from curate.config import CaptionConfig  # noqa: E402
+from curate.manifest import ClipRef  # noqa: E402
 from curate.models.tiny_vlm import build_tiny_processor  # noqa: E402
 from curate.models.vlm import Captioner  # noqa: E402
 from curate.stages.base import Unit  # noqa: E402
-from curate.stages.caption import CaptionStage  # noqa: E402
-from curate.stages.clipstage import ClipRef  # noqa: E402
+from curate.stages.caption.stage import CaptionStage  # noqa: E402
 
 
 def smolvlm2_256m(device: torch.device) -> Captioner:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from curate.config import SplitConfig
 from curate.inputs import collect_inputs
-from curate.samples import edited_video, make_video
+from curate.manifest import ClipRef
 from curate.stages.base import Unit
-from curate.stages.clipstage import ClipRef
-from curate.stages.split import SplitStage
+from curate.stages.split.stage import SplitStage
+from curate.synthetic import edited_video, make_video
 
 FPS = 24
 

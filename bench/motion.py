@@ -8,7 +8,7 @@ Run from anywhere with the project's virtual environment:
 
 What it measures
 ----------------
-1. Inputs. Three synthetic edits (`curate.samples.edited_video(seed)`: pans, fast pans, moving
+1. Inputs. Three synthetic edits (`curate.synthetic.edited_video(seed)`: pans, fast pans, moving
    objects, stills, dissolves and fades) rendered at 1280x720, 24 fps, H.264 (libx264 veryfast,
    B-frames), written once under bench/out/motion/ (git-ignored) and reused. With --real, every
    video in .realdata/ as well. Each video is split by `SplitStage` (default config) once; its
@@ -47,11 +47,11 @@ sys.path.insert(0, str(REPO))
 from common import cpu_model, wait_for_idle  # noqa: E402  (bench/common.py)
 from curate.config import MotionConfig, SplitConfig  # noqa: E402
 from curate.inputs import collect_inputs  # noqa: E402
-from curate.samples import edited_video, make_video  # noqa: E402
+from curate.manifest import ClipRef  # noqa: E402
 from curate.stages.base import Unit  # noqa: E402
-from curate.stages.clipstage import ClipRef  # noqa: E402
-from curate.stages.motion import MotionStage  # noqa: E402
-from curate.stages.split import SplitStage  # noqa: E402
+from curate.stages.motion.stage import MotionStage  # noqa: E402
+from curate.stages.split.stage import SplitStage  # noqa: E402
+from curate.synthetic import edited_video, make_video  # noqa: E402
 from curate.videoio import iter_spans, open_video  # noqa: E402
 
 OUT = REPO / "bench" / "out" / "motion"

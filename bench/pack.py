@@ -18,7 +18,7 @@ What it measures, in one process and one run, on the same clips:
 Both (a) and (b) encode every kept clip once. The ratio (a)/(b) of medians is pack's clips/s over
 bare's (target >= 0.8); MB/s counts the mp4 bytes produced.
 
-Inputs: synthetic edits (`curate.samples.edited_video`, H.264 with B-frames) at --width x
+Inputs: synthetic edits (`curate.synthetic.edited_video`, H.264 with B-frames) at --width x
 --height, 24 fps, rendered once under bench/out/pack/ and split with the real split stage.
 """
 
@@ -44,10 +44,10 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from common import cpu_model, load_averages, make_videos, wait_for_idle  # noqa: E402  (bench/common.py)
 from curate.config import load_config  # noqa: E402
-from curate.encoding import output_size  # noqa: E402
 from curate.inputs import collect_inputs  # noqa: E402
 from curate.manifest import OutputLayout  # noqa: E402
 from curate.runner import run_clip_stage, run_split  # noqa: E402
+from curate.stages.pack.encoding import output_size  # noqa: E402
 
 
 def bare(clips: list[dict], config) -> tuple[float, int]:

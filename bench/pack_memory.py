@@ -5,7 +5,7 @@ Run with the project's virtual environment:
     .venv/bin/python bench/pack_memory.py                    # 1, 10 and 30 minutes of 160x90
     .venv/bin/python bench/pack_memory.py --minutes 1 60 --width 320 --height 180
 
-For each length, a one-shot video (a moving object, `curate.samples`, H.264, 25 fps) is rendered
+For each length, a one-shot video (a moving object, `curate.synthetic`, H.264, 25 fps) is rendered
 once under bench/out/pack_memory/ and split by the real split stage into clips of at most 10 s. A
 fresh process then does what a pack worker does with every unit of that video
 (`PackStage.process` on the units `curate pack` makes, the clips encoded at the source's size) and
@@ -25,8 +25,8 @@ OUT = BENCH / "out" / "pack_memory"
 sys.path.insert(0, str(REPO))
 
 from common import cpu_model, load_averages  # noqa: E402  (bench/common.py)
-from curate.samples import Shot, write_video  # noqa: E402
-from curate.samples import render as samples_render  # noqa: E402
+from curate.synthetic import Shot, write_video  # noqa: E402
+from curate.synthetic import render as samples_render  # noqa: E402
 
 FPS = 25
 
@@ -34,12 +34,12 @@ _WORKER = """
 import sys, time
 import pandas as pd
 from curate.config import PackConfig
-from curate.runner import clip_units
-from curate.stages.clipstage import UNIT_SIZES
-from curate.stages.pack import PackStage
+from curate.pipeline import stage_spec
+from curate.stages.clipstage import clip_units
+from curate.stages.pack.stage import PackStage
 clips = pd.read_parquet(sys.argv[1])
 stage, encoded, started = PackStage(PackConfig(short_side=0)), 0, time.perf_counter()
-for unit in clip_units(clips, UNIT_SIZES["pack"]):
+for unit in clip_units(clips, stage_spec("pack").units):
     tables, _ = stage.process(unit)
     encoded += tables["samples"].num_rows
 peak_mb = next(int(line.split()[1]) / 1024 for line in open("/proc/self/status") if line.startswith("VmHWM"))

@@ -19,7 +19,7 @@ use the stage time; each cell is the median of the repeats (interleaved, so back
 every variant alike), with the best in brackets. Ratios are Ray over local throughput (>1: Ray is
 faster). The manifests of every command are checked to be identical to the first local run's.
 
-Inputs: synthetic edits (`curate.samples.edited_video`, six shots, H.264 with B-frames, 24 fps)
+Inputs: synthetic edits (`curate.synthetic.edited_video`, six shots, H.264 with B-frames, 24 fps)
 rendered once under bench/out/scale/ by bench/common.py's make_videos.
 """
 

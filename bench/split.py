@@ -9,7 +9,7 @@ Run from anywhere with the project's virtual environment:
 
 What it measures
 ----------------
-1. Inputs. Ten or more synthetic edited videos (`curate.samples.edited_video(seed)` rendered with
+1. Inputs. Ten or more synthetic edited videos (`curate.synthetic.edited_video(seed)` rendered with
    `make_video` at 1280x720, 30 fps, H.264/libx264; only seeds giving 20-30 s are used), written
    once under bench/out/ (git-ignored) and reused on later runs. Their frame counts come from the
    sample generator's ground truth and are checked against what every tool reports decoding.
@@ -179,7 +179,7 @@ print(json.dumps({"rc": proc.returncode, "seconds": seconds,
 
 def pick_seeds(count: int) -> list[tuple[int, int]]:
     """The first `count` seeds whose edit lasts 20-30 s at 30 fps, with their frame counts."""
-    from curate.samples import edited_video, truth
+    from curate.synthetic import edited_video, truth
 
     picked, seed = [], 1
     while len(picked) < count:
@@ -191,14 +191,14 @@ def pick_seeds(count: int) -> list[tuple[int, int]]:
 
 
 def _make_edit(path: str, seed: int, width: int, height: int) -> int:
-    from curate.samples import edited_video, make_video
+    from curate.synthetic import edited_video, make_video
 
     return make_video(path, *edited_video(seed, fps=FPS), width, height, fps=FPS).num_frames
 
 
 def _make_memory_source(path: str, width: int, height: int) -> int:
     """An edit trimmed to exactly MEMORY_SOURCE_FRAMES frames, so loops give round durations."""
-    from curate.samples import edited_video, make_video, truth
+    from curate.synthetic import edited_video, make_video, truth
 
     shots, joins = edited_video(7, fps=FPS)
     shots[-1].num_frames += MEMORY_SOURCE_FRAMES - truth(shots, joins).num_frames
@@ -430,7 +430,7 @@ def profile_one(path: Path) -> None:
     from curate.config import SplitConfig
     from curate.inputs import VideoInput, content_id
     from curate.stages.base import Unit
-    from curate.stages.split import SplitStage
+    from curate.stages.split.stage import SplitStage
     from curate.videoio import DecodeLog, LumaGrid, iter_frames, luma, open_video
 
     config = SplitConfig()
@@ -494,7 +494,7 @@ def profile_one(path: Path) -> None:
 
 def startup_costs() -> None:
     """What one invocation of each command costs before any real work: run on a 10-frame video."""
-    from curate.samples import Shot, make_video
+    from curate.synthetic import Shot, make_video
 
     tiny = OUT / "tiny_10_frames_640x360.mp4"
     if not tiny.exists():
@@ -505,7 +505,7 @@ def startup_costs() -> None:
         "bare decode script (import av + decode)": bare_decode_command(tiny),
         "scenedetect -q detect-adaptive": scenedetect_command(tiny),
         "fork server's imports (once per command; workers are its forks)": [
-            PYTHON, "-c", "import curate.executor, curate.stages.split, pandas",
+            PYTHON, "-c", "import curate.executor, curate.stages.split.stage, pandas",
         ],
         "  of which: import pandas (pyarrow needs it to build arrays)": [PYTHON, "-c", "import pandas"],
         "  of which: import av, numpy, pyarrow.parquet": [PYTHON, "-c", "import av, numpy, pyarrow.parquet"],

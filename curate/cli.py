@@ -19,6 +19,7 @@ from curate.config import Config, describe, load_config
 from curate.console import CLOSED_STDOUT, drop_closed_stdout, say, stdout_lost
 from curate.errors import ConfigError, InputError, UserError
 from curate.inputs import collect_inputs
+from curate.pipeline import BY_NAME, CLIP_STAGES, STAGES, StageSpec, stage_spec
 from curate.storage import check_reachable
 
 _INPUT_HELP = (
@@ -28,6 +29,9 @@ _INPUT_HELP = (
 )
 _OUT_HELP = "output folder, local or an object-store URL such as s3://bucket/work; manifests go to OUT/manifests (default: .)"
 
+
+_NAMES = ", ".join(BY_NAME)
+_NAMES_WITHOUT_MODELS = ", ".join(spec.name for spec in STAGES if not spec.loads_model)
 
 _THRESHOLDS_NOTE = (
     "Thresholds (motion.min, aesthetic.min, ...) set with --set or --config are remembered in "
@@ -69,12 +73,15 @@ def _add_common(parser: argparse.ArgumentParser, example: str = "split.max_clip_
     )
 
 
-def _add_clip_stage(commands, name: str, help: str, description: str, example: str, models: bool = False) -> None:
-    parser = commands.add_parser(name, help=help, description=f"{description} {_THRESHOLDS_NOTE}")
-    _add_common(parser, example)
-    if models:
+def _add_stage(commands, spec: StageSpec) -> None:
+    """The command of one stage, from its row in `curate.pipeline`."""
+    parser = commands.add_parser(spec.name, help=spec.help, description=f"{spec.description} {_THRESHOLDS_NOTE}")
+    if spec.units is None:  # split: the stage that reads the inputs
+        parser.add_argument("inputs", nargs="+", metavar="INPUT", help=_INPUT_HELP)
+    _add_common(parser, spec.example)
+    if spec.loads_model:
         _add_models(parser)
-    parser.set_defaults(func=_clip_stage, stage=name)
+    parser.set_defaults(func=_split if spec.units is None else _clip_stage, stage=spec.name)
 
 
 def _add_models(parser: argparse.ArgumentParser) -> None:
@@ -90,90 +97,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m curate",
         description=(
-            "Curate raw video into clean single-shot clips: split, score motion and aesthetics, caption, filter, pack into shards. "
+            f"Curate raw video into clean single-shot clips, stage by stage ({', '.join(BY_NAME)}), and filter them on the scores. "
             "Every stage reads and writes parquet manifests under OUT/manifests and resumes when run again."
         ),
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    split = commands.add_parser(
-        "split",
-        help="find shot boundaries (cuts, dissolves, fades) and cut every video into clips",
-        description=(
-            "Decode each input once, detect hard cuts and gradual transitions, and write one row per "
-            "input to OUT/manifests/videos.parquet and one row per clip to OUT/manifests/clips.parquet. "
-            "Unreadable inputs become rows with status='error'. Interrupted runs resume where they "
-            "stopped when the same command is run again."
-        ),
-    )
-    split.add_argument("inputs", nargs="+", metavar="INPUT", help=_INPUT_HELP)
-    _add_common(split)
-    split.set_defaults(func=_split)
-
-    _add_clip_stage(
-        commands,
-        "motion",
-        help="score each kept clip's motion; drop static clips and broken extreme motion",
-        description=(
-            "Read only the frames of each kept clip, measure its motion from the codec's motion "
-            "vectors (optical flow for streams without them), and add motion_score and its "
-            "statistics to OUT/manifests/clips.parquet. Static clips get drop_reason='static', "
-            "flashes and garbage 'extreme_motion'. Interrupted runs resume."
-        ),
-        example="motion.min=0.01",
-    )
-    _add_clip_stage(
-        commands,
-        "aesthetic",
-        help="score each kept clip with CLIP and an aesthetic head; save the CLIP embeddings",
-        description=(
-            "Embed a few frames of each kept clip with open_clip, score them with the LAION "
-            "aesthetic head (0-10), add aesthetic_score to OUT/manifests/clips.parquet, drop clips "
-            "under aesthetic.min as 'low_aesthetic', and save the clip embeddings under "
-            "OUT/manifests/embeddings/. Interrupted runs resume."
-        ),
-        example="aesthetic.min=5 aesthetic.frame_positions=[0.2,0.8]",
-        models=True,
-    )
-
-    _add_clip_stage(
-        commands,
-        "caption",
-        help="caption each kept clip with a video vision-language model",
-        description=(
-            "Give a few frames of each kept clip, spread over it, to a vision-language model as one "
-            "video (default SmolVLM2-256M-Video-Instruct; see README for GPU presets) and add caption, "
-            "caption_model and caption_prompt_id to OUT/manifests/clips.parquet. Empty, truncated or "
-            "looping captions are retried once with other decoding settings; what still fails gets "
-            "drop_reason='caption_failed' with the raw answer in caption_raw. Interrupted runs resume."
-        ),
-        example="caption.num_frames=16 caption.max_new_tokens=200",
-        models=True,
-    )
-
-    _add_clip_stage(
-        commands,
-        "pack",
-        help="re-encode the kept clips into WebDataset tar shards (mp4 + caption + metadata)",
-        description=(
-            "Decode each video once, re-encode every kept clip frame-accurately to H.264 at pack.short_side "
-            "(or a pack.crop_width x pack.crop_height centre crop) and pack.fps, and write samples "
-            "<key>.mp4, <key>.txt (caption) and <key>.json (the clip's manifest row) into "
-            "OUT/shards/<prefix>-000000.tar, ... with a wids index OUT/shards/index.json; clips.parquet "
-            "gets shard and key. The same manifests give the same bytes; interrupted runs resume."
-        ),
-        example="pack.short_side=256 pack.fps=16 pack.max_shard_bytes=500000000",
-    )
+    for spec in STAGES:
+        _add_stage(commands, spec)
 
     run = commands.add_parser(
         "run",
-        help="split, motion, aesthetic, caption and pack in one command, resuming whatever is done",
+        help=f"{_NAMES} in one command, resuming whatever is done",
         description=(
-            "Run every stage in order on the inputs: split, motion, aesthetic, caption, pack. Each stage "
+            f"Run every stage in order on the inputs: {', '.join(BY_NAME)}. Each stage "
             "skips the work already done (under the same settings), so running the command again after "
             "an interruption, or after adding inputs, does only what is missing. One --config file holds "
-            "every stage's settings (`python -m curate config` prints them). --workers applies to split, "
-            "motion and pack; the model stages use one worker per GPU, or one on the CPU (with --executor ray: "
+            f"every stage's settings (`python -m curate config` prints them). --workers applies to {_NAMES_WITHOUT_MODELS}; "
+            "the model stages use one worker per GPU, or one on the CPU (with --executor ray: "
             f"as many actors as their ray_num_cpus/ray_num_gpus requests fit on the cluster). {_THRESHOLDS_NOTE}"
         ),
     )
@@ -223,7 +164,7 @@ def _load(args: argparse.Namespace):
     layout = _layout(args.out)
     overrides = list(args.overrides)
     if getattr(args, "models", "default") == "tiny":
-        overrides = ["aesthetic.model=tiny", "caption.model=tiny", *overrides]
+        overrides = [*(f"{spec.name}.model=tiny" for spec in STAGES if spec.loads_model), *overrides]
     if getattr(args, "workers", None) is not None and args.workers < 1:
         raise ConfigError("--workers must be at least 1")
     if getattr(args, "ray_address", None) and args.executor != "ray":
@@ -253,8 +194,9 @@ def _split(args: argparse.Namespace) -> int:
     if args.executor == "local":
         from curate import forkserver
 
-        forkserver.start("curate.stages.split")  # its imports overlap with this process's own
-    from curate.runner import run_split, summarize
+        forkserver.start(stage_spec("split").class_path.partition(":")[0])  # its imports overlap with this process's own
+    from curate.runner import run_split
+    from curate.status import summarize
 
     layout, config = _load(args)
     inputs = collect_inputs(args.inputs)
@@ -270,7 +212,8 @@ def _split(args: argparse.Namespace) -> int:
 
 
 def _clip_stage(args: argparse.Namespace) -> int:
-    from curate.runner import run_clip_stage, summarize
+    from curate.runner import run_clip_stage
+    from curate.status import summarize
 
     layout, config = _load(args)
     with _executor_session(args):
@@ -280,15 +223,12 @@ def _clip_stage(args: argparse.Namespace) -> int:
     return _report_failures(stats.failed, [], what="batches of clips")
 
 
-_DONE_WORD = {"caption": "captioned", "pack": "encoded"}
-
-
 def _print_stage(stage: str, stats, out: str) -> None:
     """One line on what a stage run did (and one on the shards after pack)."""
     speed = f", {stats.clips / stats.seconds:.1f} clips/s" if stats.clips and stats.seconds else ""
     if stats.tokens and stats.seconds:
         speed += f", {stats.tokens / stats.seconds:.0f} tokens/s"
-    say(f"{stage}: {stats.clips} clips {_DONE_WORD.get(stage, 'scored')} in {stats.units - stats.skipped} units, {stats.seconds:.1f} s{speed}")
+    say(f"{stage}: {stats.clips} clips {stage_spec(stage).done_word} in {stats.units - stats.skipped} units, {stats.seconds:.1f} s{speed}")
     if stats.summary is not None:  # pack's shards
         shards = stats.summary
         say(
@@ -301,8 +241,8 @@ def _run(args: argparse.Namespace) -> int:
     """Every stage in order; a stage's failed units are reported at the end, the others go on."""
     import time
 
-    from curate.filters import CLIP_STAGES
-    from curate.runner import run_clip_stage, run_split, summarize
+    from curate.runner import run_clip_stage, run_split
+    from curate.status import summarize
 
     started = time.perf_counter()
     layout, config = _load(args)
@@ -313,10 +253,10 @@ def _run(args: argparse.Namespace) -> int:
         stats = run_split(inputs, layout, config, args.workers, progress=not args.quiet, executor=args.executor)
         say(f"split: {stats.units - stats.skipped} videos processed, {stats.skipped} already done, {stats.seconds:.1f} s")
         failed = dict(stats.failed)
-        for stage in CLIP_STAGES:
-            workers = args.workers if stage in ("motion", "pack") else None  # model stages: their own default
-            stats = run_clip_stage(stage, layout, config, workers, progress=not args.quiet, executor=args.executor)
-            _print_stage(stage, stats, args.out)
+        for spec in CLIP_STAGES:
+            workers = None if spec.loads_model else args.workers  # model stages: their own default (a worker per GPU)
+            stats = run_clip_stage(spec.name, layout, config, workers, progress=not args.quiet, executor=args.executor)
+            _print_stage(spec.name, stats, args.out)
             failed.update(stats.failed)
     print(summarize(layout))
     print(f"run: {time.perf_counter() - started:.1f} s in all")
@@ -324,7 +264,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _filter(args: argparse.Namespace) -> int:
-    from curate.runner import refilter, summarize
+    from curate.manifest import refilter
+    from curate.status import summarize
 
     _require_thresholds(args.overrides)
     layout, config = _load(args)
@@ -356,7 +297,7 @@ def _report_failures(failed: dict[str, str], inputs, what: str = "inputs") -> in
 
 
 def _status(args: argparse.Namespace) -> int:
-    from curate.runner import summarize
+    from curate.status import summarize
 
     layout = _layout(args.out)
     if not layout.videos.exists():
@@ -366,8 +307,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from curate.manifest import require_clips
     from curate.report import build_report
-    from curate.runner import require_clips
 
     layout = _layout(args.out)
     require_clips(layout)

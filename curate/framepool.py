@@ -19,8 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 import av
 import numpy as np
 
+from curate.manifest import ClipRef
 from curate.picture import Upright
-from curate.stages.clipstage import ClipRef
 from curate.videoio import DecodeLog, VideoError, iter_spans, open_video
 
 # frame, the stream's converter to upright RGB (it keeps FFmpeg's scaler) → model input pixels

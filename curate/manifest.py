@@ -1,16 +1,35 @@
-"""Manifest tables: their columns, where they live under `--out`, and atomic parquet writes.
+"""Manifest tables: their columns, where they live under `--out`, and how unit parts merge into them.
 
 Users read `DIR/manifests/videos.parquet` and `DIR/manifests/clips.parquet` with pandas; the
 column lists here are the contract documented in manifests/README.md. Stages write one small
-part file per unit under `DIR/manifests/.work/`, and the parts are merged into the tables.
+part file per unit under `DIR/manifests/.work/`; the runner hands the finished parts here.
+
+clips.parquet is updated in place, one stage's columns at a time: split (re)writes the columns it
+owns and keeps every score already there for clips that still exist; a clip stage replaces only
+its own columns. Each command's settings therefore touch only its own stage, and `drop_reason`
+is recomputed from all the stored scores with the folder's thresholds after every change.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import pyarrow as pa
 import pyarrow.parquet as pq
+import yaml
 
-from curate.storage import as_path, read_parquets, write_atomic
+from curate.config import Config
+from curate.errors import InputError
+from curate.filters import drop_reasons
+from curate.inputs import VideoInput
+from curate.storage import as_path, copy_atomic, makedirs, read_parquet, read_parquets, write_atomic, write_text_atomic
+
+if TYPE_CHECKING:  # pandas loads with the first table turned into a DataFrame
+    import pandas as pd
 
 VIDEO_SCHEMA = pa.schema(
     [
@@ -88,3 +107,162 @@ def concat_parts(paths: list, schema: pa.Schema) -> pa.Table:
     """Concatenate part files (in the given order) into one table with the schema."""
     tables = [t.select(schema.names).cast(schema) for t in read_parquets(paths)]
     return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+@dataclass(frozen=True)
+class ClipRef:
+    """One clip as a stage sees it: where its frames are, from its clips.parquet row."""
+
+    clip_id: str
+    video_id: str
+    path: str
+    start_frame: int
+    end_frame: int  # exclusive
+    start_s: float
+    end_s: float
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+    source_caption: str | None = None  # from the input list, for prompts that use it
+
+    @property
+    def span(self) -> tuple[float, float, int]:
+        """The (start_s, end_s, num_frames) span `curate.videoio.iter_spans` reads."""
+        return (self.start_s, self.end_s, self.num_frames)
+
+
+_CLIPREF_FIELDS = [f.name for f in dataclasses.fields(ClipRef)]
+
+
+def clip_refs(clips: pd.DataFrame) -> list[ClipRef]:
+    """The clips of a clips.parquet frame as ClipRefs, in video and time order (video_id first:
+    a deterministic order)."""
+    clips = clips.sort_values(["video_id", "start_frame"], kind="stable")
+    fields = [f for f in _CLIPREF_FIELDS if f in clips.columns]  # optional ones (source_caption) may be absent
+    if "source_caption" in clips:  # pandas reads a missing string as NaN; a ClipRef holds None
+        clips = clips.assign(source_caption=clips.source_caption.astype(object).where(clips.source_caption.notna(), None))
+    return [ClipRef(**{f: getattr(row, f) for f in fields}) for row in clips.itertuples(index=False)]
+
+
+def require_clips(layout: OutputLayout) -> None:
+    """Clip stages and `filter` work on clips.parquet: say how to make it when it is missing."""
+    if not layout.clips.exists():
+        raise InputError(f"no clips manifest in {layout.manifests}/ (run `python -m curate split INPUT... --out {layout.out}` first)")
+
+
+def merge_split(layout: OutputLayout, config: Config, inputs: list[VideoInput], videos_parts: list, clips_parts: list, source: str) -> None:
+    """Concatenate split's unit parts (one per input, in input order) into the two manifests.
+
+    Paths and captions come from this run's inputs, not from the parts: a moved file or an
+    edited caption list is reflected without redoing the video. A marker records what the
+    manifests were last merged from (`source`: the work folder's settings; the inputs), so
+    re-running a finished command compares a hash instead of re-reading thousands of part files.
+    """
+    lines = [f"{v.video_id}\t{v.path}\t{v.source_caption}" for v in inputs]
+    fingerprint = hashlib.sha1("\n".join([source, *lines]).encode()).hexdigest()
+    marker = layout.work / "split.merged"
+    if marker.exists() and marker.read_text() == fingerprint and layout.videos.exists() and layout.clips.exists():
+        return
+    current = {v.video_id: v for v in inputs}
+    write_parquet_atomic(_with_inputs(concat_parts(videos_parts, VIDEO_SCHEMA), current), layout.videos)
+    update_clips(layout, config, split_clips=_with_inputs(concat_parts(clips_parts, CLIP_SCHEMA), current))
+    write_text_atomic(fingerprint, marker)
+
+
+def _with_inputs(table: pa.Table, current: dict[str, VideoInput]) -> pa.Table:
+    """Set `path` and `source_caption` from the current inputs, by video_id."""
+    video_ids = table.column("video_id").to_pylist()
+    for name, value in (("path", lambda v: v.path), ("source_caption", lambda v: v.source_caption)):
+        column = pa.array([value(current[i]) for i in video_ids], pa.string())
+        table = table.set_column(table.schema.get_field_index(name), name, column)
+    return table
+
+
+def read_scores(parts: list, schema: pa.Schema) -> pa.Table:
+    """A clip stage's finished score parts as one table, one row per clip (a clip scored by two
+    overlapping runs keeps its first row)."""
+    table = concat_parts(parts, schema)
+    seen: set[str] = set()
+    first = []
+    for clip_id in table.column("clip_id").to_pylist():
+        first.append(clip_id not in seen)
+        seen.add(clip_id)
+    return table.filter(pa.array(first, pa.bool_()))
+
+
+def update_clips(layout: OutputLayout, config: Config, split_clips: pa.Table | None = None, stage_scores: pa.Table | None = None) -> None:
+    """Rewrite clips.parquet with new split columns (keeping stored scores of the clips that
+    remain) or with one stage's new columns, then recompute every drop_reason."""
+    current = read_parquet(layout.clips) if layout.clips.exists() else None
+    if split_clips is not None:
+        clips = split_clips
+        if current is not None:
+            scores = current.select(["clip_id", *[c for c in current.column_names if c not in CLIP_SCHEMA.names]])
+            clips = _left_join(clips, scores)
+    else:
+        assert current is not None and stage_scores is not None
+        own = [c for c in stage_scores.column_names if c != "clip_id" and c in current.column_names]
+        clips = _left_join(current.drop_columns(own), stage_scores)
+    write_parquet_atomic(_with_drop_reasons(clips, config), layout.clips)
+
+
+def _left_join(left: pa.Table, right: pa.Table) -> pa.Table:
+    """`left` with `right`'s columns matched on clip_id, keeping left's rows and order."""
+    if right.num_columns <= 1:
+        return left
+    order = "__row__"
+    # A clips.parquet rewritten by pandas holds large_string ids; the join needs one type.
+    key_type = left.schema.field("clip_id").type
+    right = right.set_column(right.schema.get_field_index("clip_id"), "clip_id", right.column("clip_id").cast(key_type))
+    joined = left.append_column(order, pa.array(range(left.num_rows), pa.int64())).join(right, "clip_id", join_type="left outer")
+    return joined.sort_by(order).drop_columns([order])
+
+
+def _with_drop_reasons(clips: pa.Table, config: Config) -> pa.Table:
+    reasons = drop_reasons(clips.to_pandas(), config)
+    column = pa.array(reasons.tolist(), pa.string())
+    return clips.set_column(clips.schema.get_field_index("drop_reason"), "drop_reason", column)
+
+
+def refilter(layout: OutputLayout, config: Config) -> tuple[int, int]:
+    """Re-apply `config`'s thresholds to the stored scores (`curate filter`): no model, no video.
+    Returns the number of kept clips before and after."""
+    require_clips(layout)
+    clips = read_parquet(layout.clips)
+    kept_before = clips.column("drop_reason").null_count  # null drop_reason = kept
+    clips = _with_drop_reasons(clips, config)
+    write_parquet_atomic(clips, layout.clips)
+    save_config(layout, config)
+    return kept_before, clips.column("drop_reason").null_count
+
+
+def save_config(layout: OutputLayout, config: Config, section: str | None = None) -> None:
+    """Record the settings next to the manifests: `section` as the stage that just ran used it,
+    and every threshold (later commands on this folder remember them). Other sections keep what
+    their own stage last ran with."""
+    saved = yaml.safe_load(layout.config.read_text()) if layout.config.exists() else {}
+    current = config.to_dict()
+    for name, thresholds in config.thresholds().items():
+        saved.setdefault(name, {}).update(thresholds)
+    if section is not None:
+        saved[section] = current[section]
+    ordered = {name: saved[name] for name in current if name in saved}
+    write_text_atomic(yaml.safe_dump(ordered, sort_keys=False), layout.config)
+
+
+def publish(parts: dict[str, Path], folder) -> None:
+    """Mirror a stage's extra per-unit tables (embeddings) into `folder`: `parts` maps each
+    finished unit's file name there to its part, so `pd.read_parquet(folder)` reads them all,
+    and files of units no longer finished go. Hard links cost no space (on an object store:
+    server-side copies)."""
+    makedirs(folder)
+    present = set()
+    for existing in folder.glob("*.parquet"):
+        if existing.name in parts:
+            present.add(existing.name)
+        else:
+            existing.unlink()
+    for name, part in parts.items():
+        if name not in present:
+            copy_atomic(part, folder / name)

@@ -11,7 +11,7 @@ Containers and codecs describe the picture apart from its pixels, and players ho
 Every stage that looks at pixels goes through here, so a model, a preview and a packed clip see
 the picture a player shows. `Upright` converts frames to RGB for models and previews (FFmpeg
 scales and converts the colours in one call; numpy turns the small result); the pack stage's
-encoder builds its FFmpeg filter graph from the same `Picture` (`curate.encoding`).
+encoder builds its FFmpeg filter graph from the same `Picture` (`curate.stages.pack.encoding`).
 """
 
 from __future__ import annotations

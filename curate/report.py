@@ -21,21 +21,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from curate.filters import REASONS
 from curate.framepool import decode_frames, frame_indices, uniform_positions
-from curate.manifest import OutputLayout
-from curate.packing import INDEX_NAME
+from curate.manifest import OutputLayout, clip_refs
 from curate.picture import Upright
-from curate.runner import clip_units
-from curate.stages.clipstage import UnitSize
+from curate.pipeline import REASONS, STAGES
+from curate.shards import INDEX_NAME
 from curate.storage import makedirs, read_parquet, write_text_atomic
 
-# Score columns shown as histograms and sort keys, with how to read them.
+# Score columns shown as histograms and sort keys, with how to read them: every stage's, then
+# two the report derives itself.
 SCORES = {
-    "motion_score": "motion (frame widths / s)",
-    "motion_max_jump": "largest luma jump (0-1)",
-    "motion_static_frac": "share of static windows",
-    "aesthetic_score": "aesthetic score (0-10)",
+    **{column: label for spec in STAGES for column, label in spec.scores.items()},
     "duration_s": "duration (s)",
     "caption_words": "caption length (words)",
 }
@@ -96,7 +92,7 @@ def _previews(clips: pd.DataFrame, num_frames: int, width: int, threads: int) ->
     """clip_id → data URI of an animated WebP of `num_frames` frames spread over the clip."""
     from PIL import Image
 
-    refs = [ref for unit in clip_units(clips, UnitSize(None, one_video=True)) for ref in unit.payload]
+    refs = clip_refs(clips)
     wanted = [frame_indices(ref, uniform_positions(num_frames)) for ref in refs]
     frames: dict[int, dict[int, np.ndarray]] = {}
 

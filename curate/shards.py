@@ -25,6 +25,7 @@ _BLOCK = tarfile.BLOCKSIZE  # 512: every member is a header block plus its data 
 _END = 2 * _BLOCK  # two empty blocks close a tar
 _RECORD = tarfile.RECORDSIZE  # tarfile pads the whole archive to a multiple of this
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+INDEX_NAME = "index.json"  # the wids index beside the shards
 
 
 def sample_key(clip_id: str) -> str:

@@ -1,6 +1,6 @@
 """Shared fixtures: synthetic videos with known ground truth, bad inputs, and CLI helpers.
 
-Every video is rendered once per session with `curate.samples` (small frames, 24 fps, a few
+Every video is rendered once per session with `curate.synthetic` (small frames, 24 fps, a few
 seconds each), so the whole suite decodes real H.264 through the same path users do.
 """
 
@@ -26,11 +26,11 @@ import pytest
 
 from curate.config import SplitConfig
 from curate.inputs import collect_inputs
+from curate.manifest import ClipRef
 from curate.picture import Upright
-from curate.samples import Join, Shot, Truth, edited_video, make_video
 from curate.stages.base import Unit
-from curate.stages.clipstage import ClipRef
-from curate.stages.split import SplitStage
+from curate.stages.split.stage import SplitStage
+from curate.synthetic import Join, Shot, Truth, edited_video, make_video
 
 FPS = 24
 W, H = 320, 180
@@ -124,7 +124,7 @@ def good_videos(edited, motion, static, long_take) -> list[Sample]:
 
 @pytest.fixture(scope="session")
 def accuracy_videos(media) -> list[Sample]:
-    """Random edits from `curate.samples.edited_video` (cuts, dissolves, fades, motion, events)."""
+    """Random edits from `curate.synthetic.edited_video` (cuts, dissolves, fades, motion, events)."""
     samples = []
     for seed in ACCURACY_SEEDS:
         shots, joins = edited_video(seed, num_shots=ACCURACY_SHOTS, fps=FPS)

@@ -18,13 +18,13 @@ from conftest import clip_refs
 from curate.config import AestheticConfig
 from curate.errors import ModelUnavailable
 from curate.framepool import decode_frames, frame_indices
+from curate.manifest import ClipRef
 from curate.models import hub
 from curate.models.clip import AestheticHead, read_head
 from curate.picture import Upright
-from curate.samples import Join, Shot, make_video
 from curate.stages.aesthetic import AestheticStage, frame_to_input
 from curate.stages.base import Unit
-from curate.stages.clipstage import ClipRef
+from curate.synthetic import Join, Shot, make_video
 
 FPS = 24
 LAION_KEYS = [f"layers.{i}.{p}" for i in (0, 2, 4, 6, 7) for p in ("weight", "bias")]

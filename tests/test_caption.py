@@ -12,16 +12,16 @@ import pandas as pd
 import pytest
 from conftest import clip_refs
 
-from curate.captions import caption_problem
 from curate.config import CaptionConfig
 from curate.errors import ModelUnavailable
+from curate.manifest import ClipRef
 from curate.models import hub
 from curate.models.tiny_vlm import TINY_IMAGE_SEQ_LEN, TINY_IMAGE_SIZE, build_tiny_smolvlm
 from curate.models.vlm import fetch_model
-from curate.samples import Join, Shot, make_video
 from curate.stages.base import Unit
-from curate.stages.caption import CaptionStage
-from curate.stages.clipstage import ClipRef
+from curate.stages.caption.stage import CaptionStage
+from curate.stages.caption.text import caption_problem
+from curate.synthetic import Join, Shot, make_video
 
 FPS = 24
 

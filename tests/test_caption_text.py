@@ -2,7 +2,7 @@
 
 import pytest
 
-from curate.captions import caption_problem, clean_caption, repetition, shorten
+from curate.stages.caption.text import caption_problem, clean_caption, repetition, shorten
 
 
 @pytest.mark.parametrize(

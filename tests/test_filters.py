@@ -8,9 +8,9 @@ import pytest
 
 from curate.config import Config, load_config
 from curate.errors import ConfigError
-from curate.filters import REASONS, drop_reasons
-from curate.runner import clip_units
-from curate.stages.clipstage import UnitSize
+from curate.filters import drop_reasons
+from curate.pipeline import REASONS, UnitSize
+from curate.stages.clipstage import clip_units
 
 
 def clips(**columns) -> pd.DataFrame:

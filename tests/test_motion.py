@@ -21,10 +21,10 @@ from conftest import split_video
 import curate.videoio as videoio
 from curate.config import Config, MotionConfig
 from curate.filters import drop_reasons
-from curate.samples import Join, Shot, make_video, slideshow
+from curate.manifest import ClipRef
 from curate.stages.base import Unit
-from curate.stages.clipstage import ClipRef
-from curate.stages.motion import MotionStage
+from curate.stages.motion.stage import MotionStage
+from curate.synthetic import Join, Shot, make_video, slideshow
 from curate.videoio import DecodeLog, iter_frames, iter_spans, luma, open_video
 
 FPS = 24

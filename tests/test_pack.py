@@ -19,8 +19,8 @@ import pytest
 import webdataset as wds
 from conftest import curate, kill_when, read_manifests, shown_frames
 
-from curate.encoding import FramePicker, output_size
 from curate.shards import Sample, member_bytes, plan_shards, sample_key, tar_size, write_shard
+from curate.stages.pack.encoding import FramePicker, output_size
 
 SHORT_SIDE = 72
 PACK = ["--set", f"pack.short_side={SHORT_SIDE}", "pack.max_shard_samples=3"]

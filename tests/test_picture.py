@@ -211,7 +211,7 @@ def test_small_videos_are_not_scaled_up_and_slivers_are_dropped(tmp_path):
 @pytest.fixture(scope="module")
 def demo_split(tmp_path_factory) -> Path:
     """The demo's five videos (edits, a long take, a damaged file), split."""
-    from curate.samples import demo_set
+    from curate.synthetic import demo_set
 
     folder = tmp_path_factory.mktemp("demo")
     demo_set(folder / "videos")
@@ -236,9 +236,9 @@ _PEAK_MEMORY = textwrap.dedent("""
     import sys
     import pandas as pd
     from curate.config import PackConfig
-    from curate.runner import clip_units
-    from curate.stages.clipstage import UnitSize
-    from curate.stages.pack import PackStage
+    from curate.stages.clipstage import clip_units
+    from curate.pipeline import UnitSize
+    from curate.stages.pack.stage import PackStage
     clips = pd.read_parquet(sys.argv[1]).head(int(sys.argv[2]))
     stage = PackStage(PackConfig(short_side=0))
     for unit in clip_units(clips, UnitSize(None, one_video=True)):
@@ -252,7 +252,7 @@ _PEAK_MEMORY = textwrap.dedent("""
 def test_pack_memory_does_not_grow_with_the_clips_of_a_video(tmp_path):
     """One unit of 30 clips of a small video peaks at about the memory of a unit of 3 (each clip's
     encoder stayed open until the whole video was done: tens of MB per clip)."""
-    from curate.samples import Shot, make_video
+    from curate.synthetic import Shot, make_video
 
     path = tmp_path / "long.mp4"
     make_video(path, [Shot(1800, 4, pan=(0.5, 0.2))], [], 160, 90, 24, options={"preset": "ultrafast"})

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 from conftest import PYTHON, REPO, curate
 
-from curate.samples import Join, Shot, make_video
+from curate.synthetic import Join, Shot, make_video
 
 
 def group(pgid: int) -> dict[int, int]:

@@ -1,7 +1,7 @@
 """Shot-boundary detection and clip shaping, on synthetic videos with known ground truth.
 
 Detection runs through the real decode path (`SplitStage.process` on H.264 files written by
-`curate.samples`). Contract: every hard cut within +-2 frames, every dissolve or fade within
+`curate.synthetic`). Contract: every hard cut within +-2 frames, every dissolve or fade within
 +-8 frames of its middle (`Truth.cut_frames`), nothing reported at pans, flashes or occlusions;
 no clip holds a boundary or a frame of a gradual transition, and every clip lasts between
 split.min_clip_s and split.max_clip_s.
@@ -16,8 +16,8 @@ import pytest
 from conftest import FPS, GRADUAL_TOL, HARD_TOL, match_boundaries
 
 from curate.config import SplitConfig
-from curate.shots import Transition
-from curate.stages.split import clip_spans
+from curate.stages.split.shots import Transition
+from curate.stages.split.stage import clip_spans
 
 DEFAULT = SplitConfig()
 
@@ -302,7 +302,7 @@ def _noisy(picture: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _detection(frames: list[np.ndarray], fps: float = 24.0):
-    from curate.shots import ShotDetector
+    from curate.stages.split.shots import ShotDetector
 
     detector = ShotDetector(fps, DEFAULT)
     for frame in frames:

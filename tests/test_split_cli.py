@@ -19,7 +19,7 @@ from conftest import BROKEN_SOURCE_FRAMES, FPS, PYTHON, UNREADABLE, read_manifes
 
 from curate.cli import main
 from curate.manifest import CLIP_SCHEMA, VIDEO_SCHEMA
-from curate.stages.split import clip_id
+from curate.stages.split.stage import clip_id
 
 # DESIGN.md section 3, in order, then the extra columns documented in curate/manifest.py.
 CONTRACT_VIDEO_COLUMNS = [
@@ -460,7 +460,7 @@ def test_split_command_loads_pandas_only_in_the_background():
     """The split path must not import pandas before its workers start: the runner imports it on
     a side thread while they run (0.4 s that would otherwise delay every command)."""
     code = (
-        "import sys; import curate.cli, curate.runner, curate.stages.split, curate.executor; "
+        "import sys; import curate.cli, curate.runner, curate.stages.split.stage, curate.executor; "
         "print(sorted(m for m in ('pandas', 'torch') if m in sys.modules))"
     )
     loaded = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
@@ -483,7 +483,7 @@ def test_only_the_fork_server_loads_its_quick_exit_hook():
     """curate._forkserver_boot makes its process exit with code 0 at the end: the command's own
     process must never import it, or every exit code would become 0."""
     code = (
-        "import sys; import curate.cli, curate.runner, curate.executor, curate.forkserver, curate.stages.split; "
+        "import sys; import curate.cli, curate.runner, curate.executor, curate.forkserver, curate.stages.split.stage; "
         "print('curate._forkserver_boot' in sys.modules)"
     )
     assert subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

@@ -12,7 +12,7 @@ import pytest
 from conftest import curate, read_manifests
 
 from curate.manifest import OutputLayout
-from curate.runner import summarize
+from curate.status import summarize
 
 PACK = ("--set", "pack.short_side=48")
 STALE = "shards are out of date"

@@ -20,11 +20,11 @@ from PIL import Image
 
 from curate.config import MotionConfig, SplitConfig
 from curate.framepool import decode_frames, frame_indices, uniform_positions
-from curate.samples import Join, Shot, make_video, render
-from curate.shots import Transition
-from curate.stages.clipstage import ClipRef
-from curate.stages.motion import MotionStage
-from curate.stages.split import clip_spans
+from curate.manifest import ClipRef
+from curate.stages.motion.stage import MotionStage
+from curate.stages.split.shots import Transition
+from curate.stages.split.stage import clip_spans
+from curate.synthetic import Join, Shot, make_video, render
 from curate.videoio import DecodeLog, dominant_fps, iter_frames, iter_spans, luma, open_video
 
 W, H = 160, 90
@@ -175,7 +175,7 @@ def test_variable_frame_rate_is_packed_in_real_time(vfr_video):
     """The 10-fps shot (4.1-7.9 s after margins) packs at the dominant 30 fps for 3.8 s: each of
     its frames shown three times, not played three times too fast."""
     from curate.config import PackConfig
-    from curate.stages.pack import PackStage
+    from curate.stages.pack.stage import PackStage
 
     _, clips = split_video(vfr_video)
     means, times = full_decode(vfr_video)

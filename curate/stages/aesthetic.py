@@ -25,11 +25,11 @@ import pyarrow as pa
 from curate.config import AestheticConfig
 from curate.errors import ModelUnavailable
 from curate.framepool import decode_frames, frame_indices
-from curate.manifest import to_table
+from curate.manifest import ClipRef, to_table
 from curate.models.clip import AestheticModel, Preprocess, embedding_dim, fetch_weights, load_aesthetic_model
 from curate.picture import Upright
 from curate.stages.base import Unit
-from curate.stages.clipstage import UNIT_SIZES, ClipRef, ModelClipStage
+from curate.stages.clipstage import ModelClipStage
 
 # open_clip's names for resampling filters → swscale's.
 _INTERPOLATION = {"bicubic": "BICUBIC", "bilinear": "BILINEAR", "nearest": "POINT", "lanczos": "LANCZOS", "area": "AREA"}
@@ -39,7 +39,6 @@ class AestheticStage(ModelClipStage):
     """CLIP aesthetic scores and embeddings for batches of clips."""
 
     name = "aesthetic"
-    unit_size = UNIT_SIZES["aesthetic"]
     columns = pa.schema([("aesthetic_score", pa.float32())])
     extra_tables = ("embeddings",)
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from curate.pipeline import BY_NAME
+
 
 @dataclass(frozen=True)
 class Unit:
@@ -35,7 +37,13 @@ class Stage:
     name = "stage"
     default_workers: int | None = None  # None: one worker process per core
     extra_tables: tuple[str, ...] = ()  # per-unit tables published as manifests/<name>/ (embeddings)
-    loads_model = False  # True: setup() is costly, so a cluster keeps long-lived workers (Ray actors)
+
+    @property
+    def loads_model(self) -> bool:
+        """True: setup() is costly, so a cluster keeps long-lived workers (Ray actors). From the
+        stage's row in `curate.pipeline` (a stage outside the table may set it as an attribute)."""
+        spec = BY_NAME.get(self.name)
+        return spec is not None and spec.loads_model
 
     def resources(self) -> Resources:
         """The request of one worker: the stage config's `ray_num_cpus` / `ray_num_gpus`, when it has them."""

@@ -8,67 +8,50 @@ threshold never needs a model or a video.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import NamedTuple
+import hashlib
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from curate.manifest import to_table
+from curate.manifest import ClipRef, clip_refs, to_table
+from curate.pipeline import UnitSize
 from curate.stages.base import Resources, Stage, Unit
 
-
-class UnitSize(NamedTuple):
-    """How a clip stage groups clips into units."""
-
-    max_clips: int | None  # clips per unit at most (None: no limit)
-    one_video: bool  # True: a unit holds clips of one video only (the file opened once per unit)
+if TYPE_CHECKING:
+    import pandas as pd
 
 
-# Each clip stage's units. Model stages want big batches, across videos; motion reads all of a
-# video's clips in one pass; pack too, in runs of 32 clips, so the encoded bytes a unit holds
-# stay small and a long film spreads over the workers. Here, not only on the stage classes, so
-# `curate status` can count units without importing torch.
-UNIT_SIZES: dict[str, UnitSize] = {
-    "motion": UnitSize(None, one_video=True),
-    "aesthetic": UnitSize(64, one_video=False),
-    "caption": UnitSize(32, one_video=False),
-    "pack": UnitSize(32, one_video=True),
-}
+def clip_units(clips: pd.DataFrame, size: UnitSize) -> list[Unit]:
+    """Group clips into units: the clips in video and time order, cut into consecutive runs of
+    `size.max_clips` clips (all of them: None) that never mix videos when `size.one_video`.
+
+    Fixed-size runs keep resumes exact: the units finished before an interruption were whole
+    runs, so cutting what remains into runs again gives the same units as an uninterrupted run.
+    """
+    groups: dict[str, list[ClipRef]] = {}
+    for ref in clip_refs(clips):
+        groups.setdefault(ref.video_id if size.one_video else "", []).append(ref)
+    batches = []
+    for group in groups.values():
+        step = size.max_clips or len(group)
+        batches.extend(group[i : i + step] for i in range(0, len(group), step))
+    return [Unit(_unit_id(batch), batch) for batch in batches]
 
 
-@dataclass(frozen=True)
-class ClipRef:
-    """One clip as a stage sees it: where its frames are, from its clips.parquet row."""
-
-    clip_id: str
-    video_id: str
-    path: str
-    start_frame: int
-    end_frame: int  # exclusive
-    start_s: float
-    end_s: float
-    num_frames: int
-    fps: float
-    width: int
-    height: int
-    source_caption: str | None = None  # from the input list, for prompts that use it
-
-    @property
-    def span(self) -> tuple[float, float, int]:
-        """The (start_s, end_s, num_frames) span `curate.videoio.iter_spans` reads."""
-        return (self.start_s, self.end_s, self.num_frames)
+def _unit_id(batch: list[ClipRef]) -> str:
+    digest = hashlib.sha1("\n".join(ref.clip_id for ref in batch).encode()).hexdigest()[:12]
+    return f"{batch[0].video_id}-{digest}"
 
 
 class ClipStage(Stage):
-    """Base of clip stages. Subclasses set `name`, `columns` and `unit_size`, and implement
-    `score` (and `setup` when they load a model).
+    """Base of clip stages. Subclasses set `name` and `columns`, and implement `score` (and
+    `setup` when they load a model).
 
-    A unit's payload is a list of ClipRef sorted by video and time, grouped as `unit_size` says:
-    the clips of one video, or up to so many clips, possibly of several videos.
+    A unit's payload is a list of ClipRef sorted by video and time, grouped as the stage's row
+    in `curate.pipeline` says: the clips of one video, or up to so many clips of several videos.
     """
 
     columns: pa.Schema = pa.schema([])  # the score columns this stage adds to clips.parquet
-    unit_size: UnitSize = UnitSize(None, one_video=True)
 
     @property
     def error_column(self) -> str:
@@ -91,10 +74,11 @@ class ClipStage(Stage):
         stats = {"clips": len(clips), "frames": sum(c.num_frames for c in clips)}
         return {"scores": to_table(rows, self.schema)}, stats
 
-    def finish(self, layout, work_dir, progress: bool) -> tuple[object, pa.Table | None]:
-        """Work on all the finished units together, once clips.parquet holds the stage's columns
-        (pack writes its shards here). Returns a summary for the command's output (or None) and
-        more clip columns as a table keyed by clip_id (or None)."""
+    def finish(self, layout, work_dir, done: set[str], progress: bool) -> tuple[object, pa.Table | None]:
+        """Work on all the finished units (`done`, ids of units in `work_dir`) together, once
+        clips.parquet holds the stage's columns (pack writes its shards here). Returns a summary
+        for the command's output (or None) and more clip columns as a table keyed by clip_id (or
+        None)."""
         return None, None
 
     def failed(self, unit: Unit, message: str) -> tuple[dict, dict]:
@@ -103,11 +87,9 @@ class ClipStage(Stage):
 
 
 class ModelClipStage(ClipStage):
-    """A clip stage that runs a model (its config has `device`, `ray_num_cpus`, `ray_num_gpus`):
-    one local worker per GPU, or a single one on the CPU, where torch already uses every core;
-    on Ray, long-lived actors that load the model once."""
-
-    loads_model = True
+    """A clip stage that runs a model (its config has `device`, `ray_num_cpus`, `ray_num_gpus`;
+    its row in `curate.pipeline` says `loads_model`): one local worker per GPU, or a single one on
+    the CPU, where torch already uses every core; on Ray, long-lived actors that load the model once."""
 
     @property
     def default_workers(self) -> int:

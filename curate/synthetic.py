@@ -6,7 +6,7 @@ for cuts (a flash, something passing close to the lens, a fast pan). Every video
 ground truth: the first frame of each new shot after a hard cut, and the frame span of each
 gradual transition.
 
-Run `python -m curate.samples DIR` to write the demo set.
+Run `python -m curate.synthetic DIR` to write the demo set.
 """
 
 from __future__ import annotations
@@ -328,7 +328,7 @@ def demo_set(folder: str | Path, width: int = 320, height: int = 180, fps: int =
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m curate.samples", description="Write the demo's synthetic sample videos."
+        prog="python -m curate.synthetic", description="Write the demo's synthetic sample videos."
     )
     parser.add_argument("folder", help="where to write the videos (created if missing)")
     args = parser.parse_args(argv)

@@ -3,7 +3,7 @@
 Unit: every kept clip of one video. The video is opened once and only the clips' frames are
 decoded (`iter_spans` seeks between distant clips). The decoder exports its motion vectors
 (`flags2=+export_mvs`), which makes the motion signal nearly free; a clip whose frames carry no
-vectors falls back to optical flow on small luma images. The maths is in `curate.motion`; this
+vectors falls back to optical flow on small luma images. The maths is in `curate.stages.motion.field`; this
 file routes frames to it.
 """
 
@@ -16,8 +16,9 @@ import av
 import pyarrow as pa
 
 from curate.config import MotionConfig
-from curate.motion import P_FRAME, WINDOW_S, FlowMotion, LumaJumps, MotionResult, VectorMotion
-from curate.stages.clipstage import UNIT_SIZES, ClipRef, ClipStage
+from curate.manifest import ClipRef
+from curate.stages.clipstage import ClipStage
+from curate.stages.motion.field import P_FRAME, WINDOW_S, FlowMotion, LumaJumps, MotionResult, VectorMotion
 from curate.videoio import DecodeLog, VideoError, iter_spans, luma, open_video
 
 # P-frame measurements after which `auto` trusts the clip's motion vectors and stops the flow.
@@ -28,7 +29,6 @@ class MotionStage(ClipStage):
     """Scores every clip's motion; `curate.filters` drops static and extreme clips from them."""
 
     name = "motion"
-    unit_size = UNIT_SIZES["motion"]
     columns = pa.schema(
         [
             ("motion_score", pa.float32()),

@@ -1,11 +1,11 @@
 """Pack stage, first half: re-encode every kept clip of one video into a small mp4.
 
-Unit: kept clips of one video, at most `UNIT_SIZES["pack"]` of them (a long film becomes several
+Unit: kept clips of one video, at most `units.max_clips` of its row in `curate.pipeline` (a long film becomes several
 units, so a unit's encoded bytes stay small and its clips spread over the workers). The video is
 opened once per unit and only the clips' frames are decoded (`iter_spans` seeks to the keyframe
 before each distant clip); each clip's frames (exactly `start_frame` to `end_frame`), with their
 timestamps, stream into its own `ClipEncoder`, which picks the frames of `pack.fps` by time. The unit stores the mp4 bytes ("samples") and what they hold ("scores"). Grouping
-samples into tar shards, with their captions and manifest rows, is `finish` (`curate.packing`):
+samples into tar shards, with their captions and manifest rows, is `finish` (`curate.stages.pack.writer`):
 it needs every unit, and must follow caption or threshold changes without re-encoding anything.
 """
 
@@ -17,12 +17,13 @@ import av
 import pyarrow as pa
 
 from curate.config import PackConfig
-from curate.encoding import ClipEncoder, Encoded
-from curate.manifest import to_table
+from curate.manifest import ClipRef, to_table
 from curate.picture import picture_of
 from curate.shards import sample_key
 from curate.stages.base import Unit
-from curate.stages.clipstage import UNIT_SIZES, ClipRef, ClipStage
+from curate.stages.clipstage import ClipStage
+from curate.stages.pack.encoding import ClipEncoder, Encoded
+from curate.stages.pack.writer import write_shards
 from curate.videoio import DecodeLog, VideoError, iter_spans, open_video
 
 SAMPLES_SCHEMA = pa.schema([("key", pa.string()), ("mp4", pa.binary())])
@@ -32,7 +33,6 @@ class PackStage(ClipStage):
     """Encodes clips; the runner writes them into shards."""
 
     name = "pack"
-    unit_size = UNIT_SIZES["pack"]
     columns = pa.schema(
         [
             ("key", pa.string()),
@@ -56,11 +56,9 @@ class PackStage(ClipStage):
         }
         return tables, {"clips": len(clips), "frames": sum(c.num_frames for c in clips)}
 
-    def finish(self, layout, work_dir, progress: bool):
+    def finish(self, layout, work_dir, done: set[str], progress: bool):
         """The second half: the encoded samples into shards; each packed clip's `shard`."""
-        from curate.packing import write_shards
-
-        return write_shards(layout, self.config, work_dir, progress)
+        return write_shards(layout, self.config, work_dir, done, progress)
 
     def failed(self, unit: Unit, message: str) -> tuple[dict, dict]:
         tables, stats = super().failed(unit, message)

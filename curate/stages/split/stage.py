@@ -17,8 +17,8 @@ from curate.config import SplitConfig
 from curate.inputs import VideoInput
 from curate.manifest import CLIP_SCHEMA, VIDEO_SCHEMA, to_table
 from curate.picture import Picture, picture_of
-from curate.shots import ShotDetector, Transition, shots_between
 from curate.stages.base import Stage, Unit
+from curate.stages.split.shots import ShotDetector, Transition, shots_between
 from curate.videoio import (
     DecodeLog,
     LumaGrid,

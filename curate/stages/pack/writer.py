@@ -1,7 +1,7 @@
 """Pack stage, second half: group the encoded clips into tar shards, with their captions and rows.
 
-Runs in the main process after the pack units (`curate.stages.pack`) have encoded every kept
-clip. The samples are ordered by video and time, planned into shards from their sizes alone, and
+Runs in the main process after the pack units (`curate.stages.pack.stage`) have encoded every kept
+clip; the runner says which units finished. The samples are ordered by video and time, planned into shards from their sizes alone, and
 each shard is written only when it is missing or its planned content changed (a caption was
 edited, a threshold moved a clip in or out): a marker next to the units records what each shard
 was written from. Shards left over from a bigger plan are removed, the wids index is rewritten,
@@ -24,12 +24,9 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from curate.config import PackConfig
-from curate.executor import done_units
 from curate.manifest import OutputLayout
-from curate.shards import Sample, member_bytes, plan_shards, shard_files, shard_name, wids_index, write_shard
+from curate.shards import INDEX_NAME, Sample, member_bytes, plan_shards, shard_files, shard_name, wids_index, write_shard
 from curate.storage import makedirs, read_parquet, read_parquets, write_text_atomic
-
-INDEX_NAME = "index.json"
 
 
 @dataclass
@@ -43,9 +40,10 @@ class ShardStats:
     uncaptioned: int = 0  # samples with an empty .txt
 
 
-def write_shards(layout: OutputLayout, pack: PackConfig, work_dir: Path, progress: bool) -> tuple[ShardStats, pa.Table]:
-    """Bring OUT/shards in line with the packable clips of clips.parquet; return what is there and
-    a (clip_id, shard) table for clips.parquet."""
+def write_shards(layout: OutputLayout, pack: PackConfig, work_dir: Path, done: set[str], progress: bool) -> tuple[ShardStats, pa.Table]:
+    """Bring OUT/shards in line with the packable clips of clips.parquet, from the encoded samples
+    of the `done` units in `work_dir`; return what is there and a (clip_id, shard) table for
+    clips.parquet."""
     rows = _packable_rows(layout)
     texts = [_text(row) for row in rows]
     metas = [_json(row) for row in rows]
@@ -57,7 +55,7 @@ def write_shards(layout: OutputLayout, pack: PackConfig, work_dir: Path, progres
         leftover.unlink()
     markers = work_dir / "shards"
     makedirs(markers)
-    locations = _sample_locations(work_dir)
+    locations = _sample_locations(work_dir, done)
     stats = ShardStats(samples=len(rows), uncaptioned=sum(not t for t in texts))
     index, shard_of = [], {}
     digests = [_digest(work_dir, rows, texts, metas, members) for members in plan]
@@ -122,9 +120,8 @@ def _up_to_date(folder: Path, markers: Path, name: str, digest: str) -> bool:
     return (folder / name).exists() and marker.exists() and marker.read_text() == digest
 
 
-def _sample_locations(work_dir: Path) -> dict[str, Path]:
+def _sample_locations(work_dir: Path, done: set[str]) -> dict[str, Path]:
     """Which finished unit's samples file holds each key (reads only the key column)."""
-    done = done_units(work_dir)
     paths = [p for p in sorted(work_dir.glob("*.samples.parquet")) if p.name.removesuffix(".samples.parquet") in done]
     locations = {}
     for path, table in zip(paths, read_parquets(paths, columns=["key"]), strict=True):

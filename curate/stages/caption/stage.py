@@ -7,7 +7,7 @@ clips into batches of model inputs (chat template, processor), so decoding and p
 run while the main thread generates. Generation is batched with left padding and greedy by
 default, so a clip's caption does not depend on the clips batched with it.
 
-Every answer is cleaned (`curate.captions.clean_caption`) and checked: an empty, truncated or
+Every answer is cleaned (`curate.stages.caption.text.clean_caption`) and checked: an empty, truncated or
 looping caption is generated once more with the retry settings (a repetition penalty, no repeated
 n-grams, twice the token budget). One that still fails gets `caption_error` (the filter drops it
 as `caption_failed`) and its raw text in `caption_raw` for review.
@@ -23,21 +23,20 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from curate.captions import caption_problem, clean_caption, shorten
 from curate.config import CaptionConfig
 from curate.framepool import background, decode_frames, frame_indices, uniform_positions
-from curate.manifest import to_table
+from curate.manifest import ClipRef, to_table
 from curate.models.vlm import Captioner, ClipFrames, Generated, fetch_model, load_captioner
 from curate.picture import Upright
 from curate.stages.base import Unit
-from curate.stages.clipstage import UNIT_SIZES, ClipRef, ModelClipStage
+from curate.stages.caption.text import caption_problem, clean_caption, shorten
+from curate.stages.clipstage import ModelClipStage
 
 
 class CaptionStage(ModelClipStage):
     """Captions for batches of clips."""
 
     name = "caption"
-    unit_size = UNIT_SIZES["caption"]
     columns = pa.schema(
         [
             ("caption", pa.string()),

@@ -1,0 +1,212 @@
+"""The pipeline's stages, in order: one row each, read by everything that needs to know a stage.
+
+The runner, `curate filter`, `curate status`, the report and the command line take from here
+what a stage is called, how it groups clips into units, which column says it has looked at a
+clip, which rules drop clips on its scores (and how to explain them), and where its code is.
+Nothing here imports a stage's code, which may need torch: `class_path` names it and the runner
+imports it only to run the stage, so `curate filter` and `curate status` never load a model.
+
+Adding a stage takes three things: its module under `curate/stages/`, its config class (a section
+of `curate.config.Config`, named like the stage), and its row below, in pipeline order.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:  # the rules run on DataFrames, so pandas is loaded whenever they are
+    import pandas as pd
+
+
+class UnitSize(NamedTuple):
+    """How a clip stage groups clips into units."""
+
+    max_clips: int | None  # clips per unit at most (None: no limit)
+    one_video: bool  # True: a unit holds clips of one video only (the file opened once per unit)
+
+
+@dataclass(frozen=True)
+class DropRule:
+    """Drop a clip for `reason` where `fires(clips, section)` is true; `section` is the stage's
+    config section. A rule reads only stored columns, so new thresholds apply in seconds."""
+
+    reason: str
+    description: str  # what fired, in the thresholds' words (status, report, manifests/README.md)
+    fires: Callable[[pd.DataFrame, Any], pd.Series]
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage: its name is its command, its config section, its work folders' prefix, and the
+    prefix of its `<name>_error` column."""
+
+    name: str
+    class_path: str  # "module:Class", imported only when the stage runs
+    help: str  # one line, in `python -m curate --help`
+    description: str  # the command's own --help
+    example: str  # `--set` example for the command's --help
+    units: UnitSize | None = None  # clip stages: how clips group into units (None: split, a video per unit)
+    scored_by: str | None = None  # the column that says the stage has scored a clip
+    scores: dict[str, str] = field(default_factory=dict)  # numeric columns worth a histogram: how to read them
+    rules: tuple[DropRule, ...] = ()  # in order: the first that fires names the drop_reason
+    done_word: str = "scored"  # what the stage did to a clip: "12 clips scored"
+    loads_model: bool = False  # True: `--models tiny` applies; one local worker per GPU; Ray actors
+
+    @property
+    def error_column(self) -> str:
+        """Set on a clip the stage could not look at, with why (a clip stage's `failed` rule fires on it)."""
+        return f"{self.name}_error"
+
+    def load(self) -> type:
+        """The stage's class (imports its module: torch, for a model stage)."""
+        module, _, name = self.class_path.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+def column(clips: pd.DataFrame, name: str) -> pd.Series:
+    """A stored column, or an all-missing one where the stage has not run (no rule fires on it)."""
+    if name in clips:
+        return clips[name]
+    import pandas as pd  # loaded already: `clips` is a DataFrame
+
+    return pd.Series(None, index=clips.index, dtype=object if name.endswith("_error") else float)
+
+
+def _failed(stage: str, description: str) -> DropRule:
+    """The rule of a clip the stage could not look at: its error column is set."""
+    return DropRule(f"{stage}_failed", description, lambda clips, _: column(clips, f"{stage}_error").notna())
+
+
+STAGES: tuple[StageSpec, ...] = (
+    StageSpec(
+        "split",
+        "curate.stages.split.stage:SplitStage",
+        help="find shot boundaries (cuts, dissolves, fades) and cut every video into clips",
+        description=(
+            "Decode each input once, detect hard cuts and gradual transitions, and write one row per "
+            "input to OUT/manifests/videos.parquet and one row per clip to OUT/manifests/clips.parquet. "
+            "Unreadable inputs become rows with status='error'. Interrupted runs resume where they "
+            "stopped when the same command is run again."
+        ),
+        example="split.max_clip_s=8 split.min_clip_s=3",
+        rules=(
+            DropRule(
+                "too_small",
+                "the picture, as shown, is narrower or lower than split.min_side pixels",
+                lambda clips, split: (column(clips, "width") < split.min_side) | (column(clips, "height") < split.min_side),
+            ),
+        ),
+    ),
+    StageSpec(
+        "motion",
+        "curate.stages.motion.stage:MotionStage",
+        help="score each kept clip's motion; drop static clips and broken extreme motion",
+        description=(
+            "Read only the frames of each kept clip, measure its motion from the codec's motion "
+            "vectors (optical flow for streams without them), and add motion_score and its "
+            "statistics to OUT/manifests/clips.parquet. Static clips get drop_reason='static', "
+            "flashes and garbage 'extreme_motion'. Interrupted runs resume."
+        ),
+        example="motion.min=0.01",
+        units=UnitSize(None, one_video=True),  # all of a video's clips in one pass over it
+        scored_by="motion_score",
+        scores={
+            "motion_score": "motion (frame widths / s)",
+            "motion_max_jump": "largest luma jump (0-1)",
+            "motion_static_frac": "share of static windows",
+        },
+        rules=(
+            _failed("motion", "the motion stage could not read the clip's frames"),
+            DropRule(
+                "static",
+                "motion_score < motion.min or motion_static_frac > motion.max_static_frac",
+                lambda clips, motion: (column(clips, "motion_score") < motion.min)
+                | (column(clips, "motion_static_frac") > motion.max_static_frac),
+            ),
+            DropRule(
+                "extreme_motion",
+                "motion_score > motion.max or motion_max_jump > motion.max_jump",
+                lambda clips, motion: (column(clips, "motion_score") > motion.max) | (column(clips, "motion_max_jump") > motion.max_jump),
+            ),
+        ),
+    ),
+    StageSpec(
+        "aesthetic",
+        "curate.stages.aesthetic:AestheticStage",
+        help="score each kept clip with CLIP and an aesthetic head; save the CLIP embeddings",
+        description=(
+            "Embed a few frames of each kept clip with open_clip, score them with the LAION "
+            "aesthetic head (0-10), add aesthetic_score to OUT/manifests/clips.parquet, drop clips "
+            "under aesthetic.min as 'low_aesthetic', and save the clip embeddings under "
+            "OUT/manifests/embeddings/. Interrupted runs resume."
+        ),
+        example="aesthetic.min=5 aesthetic.frame_positions=[0.2,0.8]",
+        units=UnitSize(64, one_video=False),  # model stages want big batches, across videos
+        scored_by="aesthetic_score",
+        scores={"aesthetic_score": "aesthetic score (0-10)"},
+        rules=(
+            _failed("aesthetic", "the aesthetic stage could not read the clip's frames"),
+            DropRule("low_aesthetic", "aesthetic_score < aesthetic.min", lambda clips, aesthetic: column(clips, "aesthetic_score") < aesthetic.min),
+        ),
+        loads_model=True,
+    ),
+    StageSpec(
+        "caption",
+        "curate.stages.caption.stage:CaptionStage",
+        help="caption each kept clip with a video vision-language model",
+        description=(
+            "Give a few frames of each kept clip, spread over it, to a vision-language model as one "
+            "video (default SmolVLM2-256M-Video-Instruct; see README for GPU presets) and add caption, "
+            "caption_model and caption_prompt_id to OUT/manifests/clips.parquet. Empty, truncated or "
+            "looping captions are retried once with other decoding settings; what still fails gets "
+            "drop_reason='caption_failed' with the raw answer in caption_raw. Interrupted runs resume."
+        ),
+        example="caption.num_frames=16 caption.max_new_tokens=200",
+        units=UnitSize(32, one_video=False),
+        scored_by="caption",
+        rules=(
+            _failed(
+                "caption",
+                "no usable caption: frames unreadable, or empty, truncated or looping twice (see caption_error, caption_raw)",
+            ),
+        ),
+        done_word="captioned",
+        loads_model=True,
+    ),
+    StageSpec(
+        "pack",
+        "curate.stages.pack.stage:PackStage",
+        help="re-encode the kept clips into WebDataset tar shards (mp4 + caption + metadata)",
+        description=(
+            "Decode each video once, re-encode every kept clip frame-accurately to H.264 at pack.short_side "
+            "(or a pack.crop_width x pack.crop_height centre crop) and pack.fps, and write samples "
+            "<key>.mp4, <key>.txt (caption) and <key>.json (the clip's manifest row) into "
+            "OUT/shards/<prefix>-000000.tar, ... with a wids index OUT/shards/index.json; clips.parquet "
+            "gets shard and key. The same manifests give the same bytes; interrupted runs resume."
+        ),
+        example="pack.short_side=256 pack.fps=16 pack.max_shard_bytes=500000000",
+        # Runs of 32 clips of one video: the encoded bytes a unit holds stay small, and a long
+        # film spreads over the workers.
+        units=UnitSize(32, one_video=True),
+        scored_by="key",
+        rules=(_failed("pack", "the clip's frames could not all be decoded for re-encoding (see pack_error)"),),
+        done_word="encoded",
+    ),
+)
+
+BY_NAME: dict[str, StageSpec] = {spec.name: spec for spec in STAGES}
+CLIP_STAGES: tuple[StageSpec, ...] = tuple(spec for spec in STAGES if spec.units is not None)
+
+# Every reason a rule can give, with what it means (status output, the report, the docs).
+REASONS: dict[str, str] = {rule.reason: rule.description for spec in STAGES for rule in spec.rules}
+
+
+def stage_spec(name: str) -> StageSpec:
+    """The row of the stage called `name`."""
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise ValueError(f"unknown stage {name!r} (known: {', '.join(BY_NAME)})") from None

@@ -1,0 +1,92 @@
+"""The stage table agrees with the code it names, the config and the docs, and output folders made
+before it existed still work."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from curate.cli import build_parser
+from curate.config import Config
+from curate.pipeline import BY_NAME, CLIP_STAGES, REASONS, STAGES
+from curate.stages.clipstage import ClipStage, ModelClipStage
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_stage_has_its_config_section_in_pipeline_order():
+    assert [f.name for f in dataclasses.fields(Config)] == [spec.name for spec in STAGES]
+
+
+@pytest.mark.parametrize("spec", STAGES, ids=lambda spec: spec.name)
+def test_each_row_names_its_stage_class(spec):
+    cls = spec.load()
+    stage = cls(getattr(Config(), spec.name))
+    assert stage.name == spec.name
+    assert stage.loads_model == spec.loads_model
+    assert isinstance(stage, ModelClipStage) == spec.loads_model
+    if spec in CLIP_STAGES:
+        assert isinstance(stage, ClipStage)
+        assert spec.scored_by in stage.columns.names  # the column status and the runner count as scored
+        assert set(spec.scores) <= set(stage.columns.names)
+        assert stage.error_column == spec.error_column
+
+
+def test_reasons_are_unique_and_documented():
+    reasons = [rule.reason for spec in STAGES for rule in spec.rules]
+    assert len(reasons) == len(set(reasons)) == len(REASONS)
+    documented = set(re.findall(r"^\| `(\w+)` \|", (ROOT / "manifests" / "README.md").read_text(), flags=re.M))
+    assert set(REASONS) <= documented
+
+
+def test_the_cli_has_a_command_per_stage_and_tiny_models_where_a_stage_loads_one():
+    parser = build_parser()
+    for spec in STAGES:
+        args = ["--out", "x"] if spec.units is not None else ["video.mp4"]
+        parsed = parser.parse_args([spec.name, *args])
+        assert parsed.stage == spec.name
+        assert hasattr(parsed, "models") == spec.loads_model
+
+
+def test_settings_hash_as_before_so_existing_work_folders_are_reused():
+    """Work folders are named by these hashes (OUT/manifests/.work/<stage>-<hash>): the values of
+    the defaults before the stage table, so folders made then resume and are not recomputed."""
+    config = Config()
+    before = {"split": "bd18b19c26", "motion": "d369db177b", "aesthetic": "dd24378de2", "caption": "1a4740f064", "pack": "117078b9e9"}
+    assert {name: config.section_hash(name) for name in BY_NAME} == before
+
+
+FOLDER_MADE_BEFORE = ROOT / "tests" / "fixtures" / "made_before_stage_table"
+
+
+def test_an_output_folder_made_before_the_stage_table_resumes_without_recomputing(tmp_path):
+    """tests/fixtures/made_before_stage_table: `curate run videos --out out --models tiny --set
+    aesthetic.min=0 pack.short_side=48` by the code before the stage table (e394ec8). The same
+    command now finds every unit of every stage done, and the manifests keep their values."""
+    from conftest import curate
+
+    from curate.storage import read_parquet
+
+    folder = tmp_path / "folder"
+    shutil.copytree(FOLDER_MADE_BEFORE, folder)
+    before = read_parquet(folder / "out" / "manifests" / "clips.parquet").to_pandas()
+    printed = curate("run", folder / "videos", "--out", folder / "out", "--models", "tiny", "--set", "aesthetic.min=0", "pack.short_side=48", "--quiet")
+    assert "split: 0 videos processed, 1 already done" in printed
+    for spec in CLIP_STAGES:
+        assert f"{spec.name}: 0 clips {spec.done_word} in 0 units" in printed
+    after = read_parquet(folder / "out" / "manifests" / "clips.parquet").to_pandas()
+    assert after.drop(columns="path").equals(before.drop(columns="path"))  # the path is where the video is now
+    assert (after.path == str(folder / "videos" / "two_shots.mp4")).all()
+    shard = Path("out") / "shards" / "clips-000000.tar"
+    with tarfile.open(folder / shard) as now, tarfile.open(FOLDER_MADE_BEFORE / shard) as then:
+        names = now.getnames()
+        assert names == then.getnames() and any(name.endswith(".mp4") for name in names)
+        for name in names:
+            if name.endswith((".mp4", ".txt")):  # the .json member holds the clip's row, path included
+                assert now.extractfile(name).read() == then.extractfile(name).read()
+    assert "units done" in curate("status", "--out", folder / "out")
