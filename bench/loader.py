@@ -22,6 +22,7 @@ the real stages into bench/out/loader/ (reused by later runs).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import os
 import statistics
@@ -39,7 +40,9 @@ sys.path.insert(0, str(REPO))
 import av  # noqa: E402
 
 from common import cpu_model, load_averages, make_shards, wait_for_idle  # noqa: E402  (bench/common.py)
-from train.data import DataConfig, _resize_crop, frame_positions, make_loader, shard_urls  # noqa: E402
+from curate.picture import Upright  # noqa: E402
+from train.config import DataConfig  # noqa: E402
+from train.data import _resize_crop, frame_positions, make_loader, shard_urls  # noqa: E402
 
 
 def bare(config: DataConfig) -> int:
@@ -57,10 +60,10 @@ def bare(config: DataConfig) -> int:
                     positions = frame_positions(stream.frames, config.num_frames, float(config.frame_stride), zlib.crc32(key.encode()) ^ config.seed)
                     if positions is None:
                         continue
-                    wanted = set(positions)
+                    wanted, upright = set(positions), Upright(stream)
                     for index, frame in enumerate(container.decode(stream)):
                         if index in wanted:
-                            _resize_crop(frame, config.width, config.height)
+                            _resize_crop(frame, upright, config.width, config.height)
                         if index >= positions[-1]:
                             break
                 count += 1
@@ -92,7 +95,7 @@ def main() -> int:
     index = make_shards(OUT, args.videos, args.width, args.height, args.short_side)
     config = DataConfig(shards=str(index), num_frames=args.frames, frame_stride=args.stride, height=args.size,
                         width=args.size, batch_size=args.batch_size, num_workers=0, shuffle_buffer=16)  # fmt: skip
-    workers = DataConfig(**{**config.__dict__, "num_workers": 2})
+    workers = dataclasses.replace(config, num_workers=2)
     print(f"{len(shard_urls(str(index)))} shards; {args.frames} frames at stride {args.stride}, {args.size}x{args.size}, batch {args.batch_size}")
     bare(config), loader(config)  # warm-up
     timings: dict[str, list[float]] = {"bare": [], "loader": [], "workers": []}

@@ -18,7 +18,8 @@ import webdataset as wds
 from conftest import PYTHON, REPO, curate, read_manifests, shown_frames
 
 from curate.picture import picture_of
-from train.data import DataConfig, decode_clip
+from train.config import DataConfig
+from train.data import decode_clip
 
 FPS = 25
 # Colour patches a wrong matrix or range shows at once: saturated primaries, near black, near white.

@@ -139,7 +139,23 @@ def test_bad_settings_are_one_clear_line(shards, tmp_path, capsys):
     assert main(["--shards", str(shards), "--out", str(tmp_path / "r"), "--set", "num_frames=10"]) == 2
     assert "num_frames=10 must be 1 + 4k" in capsys.readouterr().err
     assert main(["--shards", str(shards), "--out", str(tmp_path / "r"), "--set", "nonsense=1"]) == 2
-    assert "unknown training setting 'nonsense'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown training setting nonsense (known: ") and "num_frames" in err and "lr" in err
+
+
+def test_data_settings_are_flat_training_settings(tmp_path):
+    """The loader's settings are part of TrainConfig: set like any other key (file, then --set),
+    written flat to config.json, with the trainer's defaults."""
+    from train.config import DataConfig, TrainConfig, resolve, to_json
+
+    assert (DataConfig().num_frames, DataConfig().height) == (TrainConfig().num_frames, TrainConfig().height) == (9, 32)
+    settings = tmp_path / "settings.yaml"
+    settings.write_text("num_frames: 5\nshuffle_buffer: 8\nlr: 1e-4\n")
+    config = resolve(None, str(settings), ["num_frames=13", "fps=8"], 7, "x.tar")
+    assert isinstance(config, DataConfig)
+    assert (config.num_frames, config.shuffle_buffer, config.fps, config.lr, config.steps, config.shards) == (13, 8, 8.0, 1e-4, 7, "x.tar")
+    written = json.loads(to_json(config))
+    assert written.keys() == TrainConfig.__dataclass_fields__.keys() and written["num_frames"] == 13
 
 
 def test_checkpoints_load_with_weights_only(shards, tmp_path):

@@ -15,7 +15,8 @@ from conftest import read_manifests, split_and_pack
 
 from curate.picture import Upright
 from curate.shards import Sample, write_shard
-from train.data import DataConfig, _resize_crop, frame_positions, make_dataset, make_loader, shard_urls
+from train.config import DataConfig
+from train.data import _resize_crop, frame_positions, make_dataset, make_loader, shard_urls
 
 SIZE = 32
 

@@ -12,7 +12,7 @@ import webdataset as wds
 
 from curate.shards import Sample, write_shard
 from train.__main__ import main
-from train.precompute import load_npy, trim_padding
+from train.latents import load_npy, trim_padding
 
 COMMON = ["--set", "num_workers=0", "sample_prompts=[]", "log_every=5"]
 

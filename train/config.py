@@ -1,7 +1,9 @@
-"""The trainer's settings: one dataclass, presets that set many at once, YAML files and --set.
+"""The trainer's settings: the data settings (`DataConfig`, what the loader needs) and the rest of a
+run (`TrainConfig`, a DataConfig with more), presets that set many at once, YAML files and --set.
 
 Resolution order: the dataclass defaults, then the preset's values, then `--config FILE`, then
-each `--set key=value`, then `--steps`. The resolved settings are written to RUN_DIR/config.json.
+each `--set key=value`, then `--steps`. The resolved settings are written to RUN_DIR/config.json,
+flat: the data settings are keys like any other.
 """
 
 from __future__ import annotations
@@ -12,9 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from curate.errors import ConfigError
+from curate.settings import build, parse_assignment, read_yaml
 
 DEFAULT_PROMPTS = [
     "A red car drives down a winding mountain road between tall green trees.",
@@ -23,22 +24,37 @@ DEFAULT_PROMPTS = [
 
 
 @dataclass
-class TrainConfig:
-    """Every setting of a training run."""
+class DataConfig:
+    """What the loader reads and how clips become training tensors."""
+
+    shards: str = ""  # set by --shards
+    num_frames: int = 9  # frames per training clip
+    height: int = 32
+    width: int = 32
+    frame_stride: int = 1  # take every n-th frame of the packed clip (ignored when fps is set)
+    fps: float = 0.0  # sample at this frame rate instead of a stride (0 = use frame_stride)
+    batch_size: int = 2
+    num_workers: int = 2
+    shuffle_buffer: int = 64  # samples shuffled per worker (0 = read in shard order)
+    resampled: bool = False  # draw shards with replacement: every rank and worker has data, however few shards
+    seed: int = 0  # the data order and frame offsets; the trainer seeds weights and steps with it too
+
+    def __post_init__(self) -> None:
+        _require(self.batch_size >= 1 and self.num_frames >= 1, "batch_size and num_frames must be >= 1")
+        _require(self.num_workers >= 0, "num_workers must be >= 0")
+
+    @property
+    def workers(self) -> int:
+        """Worker streams: DataLoader processes, or the main process alone."""
+        return max(1, self.num_workers)
+
+
+@dataclass
+class TrainConfig(DataConfig):
+    """Every setting of a training run: the data settings, then the model, optimisation and outputs."""
 
     preset: str = "tiny"  # model family preset (train.models.presets())
     model_source: str = ""  # a local diffusers folder (or another hub id) instead of the preset's weights
-    shards: str = ""  # set by --shards
-    # data
-    num_frames: int = 9
-    height: int = 32
-    width: int = 32
-    frame_stride: int = 1
-    fps: float = 0.0
-    batch_size: int = 2
-    num_workers: int = 2
-    shuffle_buffer: int = 64
-    resampled: bool = False  # draw shards with replacement: every rank and worker has data, however few shards
     # optimisation
     steps: int = 200
     lr: float = 1e-3
@@ -53,7 +69,6 @@ class TrainConfig:
     mixed_precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on the CPU; or "no"
     gradient_checkpointing: bool = False
     device: str = "auto"
-    seed: int = 0
     # outputs
     log_every: int = 10
     tensorboard: bool = True  # also log to RUN_DIR/tensorboard when TensorBoard is installed
@@ -65,14 +80,16 @@ class TrainConfig:
     sample_guidance: float = 5.0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _require(self.steps >= 0, "steps must be >= 0")
-        _require(self.batch_size >= 1 and self.num_frames >= 1, "batch_size and num_frames must be >= 1")
-        _require(self.num_workers >= 0, "num_workers must be >= 0")
         _require(self.lr > 0 and self.warmup_steps >= 0 and self.grad_clip >= 0, "lr must be > 0, warmup_steps and grad_clip >= 0")
         _require(0 <= self.ema_decay < 1 and 0 <= self.caption_dropout <= 1, "ema_decay must be in [0, 1), caption_dropout in [0, 1]")
         _require(self.timestep_std > 0 and self.shift >= 0, "timestep_std must be > 0 and shift >= 0")
         _require(self.mixed_precision in ("auto", "no"), "mixed_precision must be auto or no")
-        _require(self.log_every >= 1 and self.checkpoint_every >= 1 and self.keep_checkpoints >= 1, "log_every, checkpoint_every, keep_checkpoints must be >= 1")
+        _require(
+            self.log_every >= 1 and self.checkpoint_every >= 1 and self.keep_checkpoints >= 1,
+            "log_every, checkpoint_every, keep_checkpoints must be >= 1",
+        )
 
 
 # Preset defaults: what a model family needs to train sensibly (sizes, learning rate).
@@ -88,51 +105,17 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def resolve(preset: str | None, path: str | None, overrides: list[str], steps: int | None, shards: str | None) -> TrainConfig:
     """The run's settings (see the module docstring)."""
-    values: dict[str, Any] = {}
-    if path:
-        values.update(_read_yaml(Path(path)))
+    values = read_yaml(Path(path)) if path else {}
     name = preset or values.get("preset") or "tiny"
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})")
     merged = {**PRESETS[name], **values, "preset": name}
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        merged[key.strip()] = yaml.safe_load(raw) if raw.strip() else raw
+    merged.update(parse_assignment(item) for item in overrides)
     if steps is not None:
         merged["steps"] = steps
     if shards:
         merged["shards"] = shards
-    return _build(merged)
-
-
-def _build(values: dict[str, Any]) -> TrainConfig:
-    known = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    for key in values:
-        if key not in known:
-            raise ConfigError(f"unknown training setting {key!r} (known: {', '.join(known)})")
-    typed = {}
-    for key, value in values.items():
-        default = getattr(TrainConfig(), key)
-        if isinstance(default, bool) and not isinstance(value, bool):
-            raise ConfigError(f"{key} expects true or false, got {value!r}")
-        if isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, type(default)):
-            raise ConfigError(f"{key} expects a {type(default).__name__}, got {value!r}")
-        typed[key] = value
-    return TrainConfig(**typed)
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must be a mapping of settings")
-    return data
+    return build(TrainConfig, merged, what="training setting")
 
 
 def _require(ok: bool, message: str) -> None:
@@ -141,4 +124,5 @@ def _require(ok: bool, message: str) -> None:
 
 
 def to_json(config: TrainConfig) -> str:
+    """The settings as RUN_DIR/config.json holds them: one flat object, keys sorted."""
     return json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True) + "\n"

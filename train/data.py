@@ -8,7 +8,9 @@ receives whole batches. Each worker goes on from one epoch to the next by itself
 keeps one DataLoader for the whole run (worker processes never restart at epoch boundaries). A
 sample that cannot be used (corrupt mp4, too few frames, missing member) is skipped and counted;
 warnings are rate-limited and nothing ever sleeps. Latent shards
-(`python -m train precompute`) give batches of latents and text embeddings instead of frames.
+(`python -m train precompute`, format in `train.latents`) give batches of latents and text
+embeddings instead of frames. The settings are a `train.config.DataConfig` (the trainer passes its
+TrainConfig, which is one).
 
 In resampled mode each worker draws its shards with replacement from the whole list (so every
 worker has data however few shards there are). Its epoch is as many draws as the shards it would
@@ -30,7 +32,6 @@ import random
 import time
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import av
 import numpy as np
@@ -41,31 +42,11 @@ from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from curate import storage
 from curate.picture import Upright
+from train.config import DataConfig
+from train.latents import decode_sample, is_latent_sample
 
 log = logging.getLogger(__name__)
 _WARN_EVERY_S = 10.0
-
-
-@dataclass
-class DataConfig:
-    """What the loader reads and how clips become training tensors."""
-
-    shards: str
-    num_frames: int = 17  # frames per training clip
-    frame_stride: int = 1  # take every n-th frame of the packed clip (ignored when fps is set)
-    fps: float = 0.0  # sample at this frame rate instead of a stride (0 = use frame_stride)
-    height: int = 256
-    width: int = 256
-    batch_size: int = 2
-    num_workers: int = 2
-    shuffle_buffer: int = 64  # samples shuffled per worker (0 = read in shard order)
-    seed: int = 0
-    resampled: bool = False  # draw shards with replacement forever (long runs)
-
-    @property
-    def workers(self) -> int:
-        """Worker streams: DataLoader processes, or the main process alone."""
-        return max(1, self.num_workers)
 
 
 def shard_urls(spec: str) -> list[str]:
@@ -295,12 +276,9 @@ def _to_training_sample(sample: dict, config: DataConfig) -> dict:
     key = sample["__key__"]
     caption = sample.get("txt", b"").decode("utf-8", errors="replace").strip()
     common = {"key": key, "caption": caption}
-    if "latent.npy" in sample:  # written by `python -m train precompute`
-        from train.precompute import load_npy
-
-        if "text.npy" not in sample:
-            raise ValueError(f"{key}: a latent sample without its text.npy")
-        return {**common, "latents": load_npy(sample["latent.npy"]), "text": load_npy(sample["text.npy"])}
+    if is_latent_sample(sample):  # written by `python -m train precompute`
+        latents, text = decode_sample(sample)
+        return {**common, "latents": latents, "text": text}
     if "mp4" not in sample:
         raise ValueError(f"{key}: no .mp4 member")
     return {**common, "frames": decode_clip(sample["mp4"], config, key)}

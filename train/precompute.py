@@ -1,23 +1,16 @@
 """`python -m train precompute`: latent shards, so that training skips the VAE and the text encoder.
 
-Every sample of the video shards becomes a sample with the same key in a shard of the same name
-under OUT:
-
-    <key>.latent.npy   (C, T', H', W') normalised VAE latents of the frames the loader would train on
-    <key>.text.npy     (L, D) the caption's text embedding, without its trailing all-zero rows
-    <key>.txt          the caption
-    <key>.json         the source sample's metadata plus "latent": how the latents were made
+Every sample of the video shards becomes a latent sample (`train.latents`: latents, trimmed text
+embedding, caption, metadata) with the same key in a shard of the same name under OUT.
 
 The frames are those the loader picks for the sample (its fixed seeded offset, `num_frames` at the
-stride or fps), so a latent shard holds one temporal crop per clip. Embeddings are stored without
-their padding (Wan zeroes every position past the prompt); the trainer pads them back. Each
-output shard is written atomically, and shards already written are skipped, so a killed
-precompute resumes where it stopped. Samples that cannot be decoded are left out and counted.
+stride or fps), so a latent shard holds one temporal crop per clip. Each output shard is written
+atomically, and shards already written are skipped, so a killed precompute resumes where it
+stopped. Samples that cannot be decoded are left out and counted.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import sys
@@ -34,7 +27,8 @@ from curate.models.hub import resolve_device
 from curate.shards import Sample, wids_index, write_shard
 from curate.storage import write_text_atomic
 from train.config import TrainConfig
-from train.data import DataConfig, decode_clip, read_shards, shard_urls
+from train.data import decode_clip, read_shards, shard_urls
+from train.latents import encode_sample
 from train.models import VideoFamily, load_family
 
 log = logging.getLogger(__name__)
@@ -63,14 +57,13 @@ def precompute(config: TrainConfig, out: Path, dtype: str = "float16", progress:
     family = load_family(config.preset, device, text_dtype, seed=config.seed, source=config.model_source or None)
     family.check_video_shape(config.num_frames, config.height, config.width)
     _claim(out, _recipe(config, family, dtype))
-    data = _data_config(config)
     stats, counts = PrecomputeStats(), []
     for url, name in tqdm(list(zip(urls, names)), desc="precompute", unit="shard", disable=not progress, file=sys.stderr):
         target = out / name
         if target.exists():
             stats.shards_skipped += 1
         else:
-            samples = list(_latent_samples(url, family, data, config, DTYPES[dtype], stats))
+            samples = list(_latent_samples(url, family, config, DTYPES[dtype], stats))
             write_shard(target, samples)
             stats.shards_written += 1
         counts.append((name, _count_samples(target), target.stat().st_size))
@@ -78,14 +71,14 @@ def precompute(config: TrainConfig, out: Path, dtype: str = "float16", progress:
     return stats
 
 
-def _latent_samples(url: str, family: VideoFamily, data: DataConfig, config: TrainConfig, dtype, stats: PrecomputeStats) -> Iterator[Sample]:
+def _latent_samples(url: str, family: VideoFamily, config: TrainConfig, dtype, stats: PrecomputeStats) -> Iterator[Sample]:
     """The latent samples of one video shard, encoded `config.batch_size` clips at a time."""
     batch: list[tuple[dict, np.ndarray]] = []
     for sample in read_shards([url], _warn_and_continue):
         try:
             if "mp4" not in sample:
                 raise ValueError("no .mp4 member")
-            frames = decode_clip(sample["mp4"], data, sample["__key__"])
+            frames = decode_clip(sample["mp4"], config, sample["__key__"])
         except ValueError as exc:  # too short, corrupt: the loader would skip it too
             log.warning("left out %s: %s", sample["__key__"], exc)
             stats.bad_samples += 1
@@ -108,12 +101,7 @@ def _encode_batch(batch: list[tuple[dict, np.ndarray]], family: VideoFamily, con
         meta = json.loads(sample["json"]) if "json" in sample else {}
         meta["latent"] = recipe
         stats.samples += 1
-        yield Sample(sample["__key__"], {
-            "latent.npy": _npy(latent.astype(dtype)),
-            "text.npy": _npy(trim_padding(text).astype(dtype)),
-            "txt": caption.encode(),
-            "json": json.dumps(meta, sort_keys=True).encode(),
-        })  # fmt: skip
+        yield Sample(sample["__key__"], encode_sample(latent, text, caption, meta, dtype))
 
 
 def _warn_and_continue(exc: Exception) -> bool:
@@ -141,29 +129,6 @@ def _claim(out: Path, recipe: dict) -> None:
             raise ValueError(f"{out} holds latents made with other settings ({changed}); use another folder")
         return
     write_text_atomic(json.dumps(recipe, indent=2, sort_keys=True) + "\n", path)
-
-
-def trim_padding(embedding: np.ndarray) -> np.ndarray:
-    """(L, D) without its trailing rows that are exactly zero (at least one row is kept)."""
-    nonzero = np.flatnonzero(np.any(embedding != 0, axis=1))
-    end = int(nonzero[-1]) + 1 if nonzero.size else 1
-    return embedding[:end]
-
-
-def load_npy(data: bytes) -> np.ndarray:
-    """An array stored by precompute (plain .npy; pickles are refused: shards are untrusted)."""
-    return np.load(io.BytesIO(data), allow_pickle=False)
-
-
-def _npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-    return buffer.getvalue()
-
-
-def _data_config(config: TrainConfig) -> DataConfig:
-    return DataConfig(shards=config.shards, num_frames=config.num_frames, frame_stride=config.frame_stride, fps=config.fps,
-                      height=config.height, width=config.width, seed=config.seed)  # fmt: skip
 
 
 def _shard_name(url: str) -> str:

@@ -29,7 +29,7 @@ from curate.models.hub import resolve_device
 from curate.storage import write_text_atomic
 from train import checkpoint, distributed
 from train.config import TrainConfig, to_json
-from train.data import DataConfig, make_loader
+from train.data import make_loader
 from train.flow import noised, resolution_shift, sample_timesteps
 from train.models import load_family
 
@@ -90,7 +90,7 @@ class Trainer:
         self.schedule.load_state_dict(state["schedule"])
         ranks = state["data"]["ranks"]
         mine = ranks[self.world.rank] if len(ranks) == self.world.world_size else None
-        if mine is not None and int(mine["workers"]) == self._data_config().workers:
+        if mine is not None and int(mine["workers"]) == self.config.workers:
             self.epoch, self.first_epoch, self.next_worker = int(mine["epoch"]), int(mine["first_epoch"]), int(mine["next_worker"])
             self.start = {int(w): (int(e), int(n)) for w, (e, n) in mine["start"].items()}
         else:  # other ranks or loader workers split the shards otherwise: start the next epoch afresh
@@ -101,7 +101,7 @@ class Trainer:
         return {
             "epoch": self.epoch,
             "first_epoch": self.first_epoch,
-            "workers": self._data_config().workers,
+            "workers": self.config.workers,
             "start": {worker: [epoch, number] for worker, (epoch, number) in self.start.items()},
             "next_worker": self.next_worker,
         }
@@ -190,10 +190,10 @@ class Trainer:
         return logged
 
     def _loop(self, bar: tqdm, logged: list[dict]) -> None:
-        config, data, world = self.config, self._data_config(), self.world
+        config, world = self.config, self.world
         window, window_start = _new_window(), time.perf_counter()
         # One loader for the whole run: its workers go on from epoch to epoch by themselves.
-        loader = make_loader(data, world.rank, world.world_size, self.first_epoch, self.start, self.next_worker, epochs=None)
+        loader = make_loader(config, world.rank, world.world_size, self.first_epoch, self.start, self.next_worker, epochs=None)
         batches = iter(loader)
         while self.step < config.steps and not self.stop_requested:
             waited = time.perf_counter()
@@ -204,7 +204,7 @@ class Trainer:
             loss, _ = self.train_step(batch)
             self.start[batch["worker"]] = (batch["epoch"], batch["position"])
             self.epoch = batch["epoch"]
-            self.next_worker = (batch["worker"] + 1) % data.workers
+            self.next_worker = (batch["worker"] + 1) % config.workers
             window["loss"] += loss
             window["steps"] += 1
             window["samples"] += len(batch["keys"])
@@ -311,12 +311,6 @@ class Trainer:
         return checkpoint.save(self.run_dir, self.step, state, self.config.keep_checkpoints)
 
     # -- helpers --------------------------------------------------------------------------------
-
-    def _data_config(self) -> DataConfig:
-        c = self.config
-        return DataConfig(shards=c.shards, num_frames=c.num_frames, frame_stride=c.frame_stride, fps=c.fps, height=c.height,
-                          width=c.width, batch_size=c.batch_size, num_workers=c.num_workers, shuffle_buffer=c.shuffle_buffer,
-                          seed=c.seed, resampled=c.resampled)  # fmt: skip
 
     def _mixed(self) -> bool:
         """bf16 compute: on CUDA unless switched off; the CPU trains in fp32."""

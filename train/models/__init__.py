@@ -11,37 +11,23 @@ predicts the flow-matching velocity (the only trained part). The training loop s
     frames = family.decode_latents(x0)                   # back to uint8 (B, T, H, W, 3)
 
 Presets register themselves: every module of this package is imported on the first lookup, and
-each decorates its builders with `@register("preset-name")`. Adding a family (LTX-Video,
-CogVideoX) is a new file here, never a change to the trainer. Builders take
-`(device, dtype, seed, source)`; see `load_family`.
+each family module (`wan`) decorates its builders with `@register("preset-name")`. The interface
+and the registry live in `family`, which family modules import instead of this package, so no
+import goes in a circle. Adding a family (LTX-Video, CogVideoX) is a new file here, never a change
+to the trainer. Builders take `(device, dtype, seed, source)`; see `load_family`.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
-from abc import ABC, abstractmethod
-from collections.abc import Callable
 
 import torch
 
 from curate.errors import ConfigError
-from curate.models import hub
+from train.models.family import FAMILIES, VideoFamily, fetch_snapshot, frames_to_pixels, pixels_to_frames, register
 
-FAMILIES: dict[str, Callable[..., VideoFamily]] = {}
-
-
-def register(name: str):
-    """Decorator: `@register("preset")` makes `load_family("preset", ...)` call the builder."""
-
-    def add(builder: Callable[..., VideoFamily]) -> Callable[..., VideoFamily]:
-        known = FAMILIES.get(name)
-        if known is not None and _qualname(known) != _qualname(builder):
-            raise ValueError(f"model preset {name!r} is registered twice: {_qualname(known)} and {_qualname(builder)}")
-        FAMILIES[name] = builder
-        return builder
-
-    return add
+__all__ = ["FAMILIES", "VideoFamily", "fetch_snapshot", "frames_to_pixels", "load_family", "pixels_to_frames", "presets", "register"]
 
 
 def presets() -> list[str]:
@@ -73,94 +59,8 @@ def load_family(
     return builder(device=torch.device(device), dtype=dtype, seed=seed, source=source)
 
 
-class VideoFamily(ABC):
-    """A text-to-video model as the training loop uses it; see the module docstring.
-
-    Subclasses implement the abstract methods; this base freezes the encoders and limits
-    `state_dict` to the transformer. Tensors come back on `device`, embeddings and latents
-    in float32 whatever the encoders' dtype.
-    """
-
-    def __init__(self, *, transformer, vae, text_encoder, tokenizer, text_max_length: int, device, preset: str, source: str):
-        self.transformer = transformer.to(device)  # the trainable nn.Module
-        # What `predict` calls: the transformer itself, or the trainer's DDP wrapper around it
-        # (weights and state dicts always come from the bare transformer).
-        self.denoiser = self.transformer
-        self.vae = vae.to(device).eval().requires_grad_(False)
-        self.text_encoder = text_encoder.to(device).eval().requires_grad_(False)
-        self.tokenizer = tokenizer
-        self.text_max_length = text_max_length  # every text embedding is padded to this length
-        self.device = torch.device(device)
-        self.preset = preset
-        self.source = source  # "random" for built presets, else the folder the weights came from
-
-    @abstractmethod
-    def encode_text(self, prompts: list[str]) -> torch.Tensor:
-        """(B, text_max_length, D) float32 embeddings; "" is a valid prompt (the unconditional
-        input of classifier-free guidance)."""
-
-    @abstractmethod
-    def encode_video(self, frames: torch.Tensor) -> torch.Tensor:
-        """uint8 frames (B, T, H, W, 3) -> normalised float32 latents (B, C, T', H', W'), no grad."""
-
-    @abstractmethod
-    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """Normalised latents (B, C, T', H', W') -> uint8 frames (B, T, H, W, 3), no grad."""
-
-    @abstractmethod
-    def predict(self, latents_noisy: torch.Tensor, timesteps: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
-        """The velocity (noise - x0) for x_t = (1 - t) x0 + t noise, shape of `latents_noisy`.
-
-        `timesteps`: (B,) flow-matching time t in [0, 1] (1 is pure noise); a family converts it
-        to its transformer's own convention (Wan: t * 1000).
-        """
-
-    @abstractmethod
-    def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int, int]:
-        """(C, T', H', W') of the latents of a video of that shape (checked first)."""
-
-    @abstractmethod
-    def check_video_shape(self, num_frames: int, height: int, width: int) -> None:
-        """Raise ConfigError (a ValueError) naming the valid values when the shape does not fit."""
-
-    def check_frames(self, frames: torch.Tensor) -> None:
-        """Raise ConfigError unless `frames` is a uint8 (B, T, H, W, 3) tensor of a valid shape."""
-        if not isinstance(frames, torch.Tensor) or frames.dtype != torch.uint8 or frames.ndim != 5 or frames.shape[-1] != 3:
-            described = f"{frames.dtype} {tuple(frames.shape)}" if isinstance(frames, torch.Tensor) else type(frames).__name__
-            raise ConfigError(f"frames must be a uint8 tensor (B, T, H, W, 3), got {described}")
-        self.check_video_shape(*frames.shape[1:4])
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """The transformer's weights: the only part training changes."""
-        return self.transformer.state_dict()
-
-    def load_state_dict(self, state: dict[str, torch.Tensor], strict: bool = True):
-        """Load transformer weights written by `state_dict`."""
-        return self.transformer.load_state_dict(state, strict=strict)
-
-
-def frames_to_pixels(frames: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """uint8 (B, T, H, W, 3) -> (B, 3, T, H, W) in [-1, 1], the layout video VAEs take."""
-    return (frames.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0).to(dtype)
-
-
-def pixels_to_frames(pixels: torch.Tensor) -> torch.Tensor:
-    """(B, 3, T, H, W) in [-1, 1] -> uint8 (B, T, H, W, 3), rounded to the nearest level."""
-    levels = ((pixels.float().clamp(-1.0, 1.0) + 1.0) * 127.5).round()
-    return levels.to(torch.uint8).permute(0, 2, 3, 4, 1).contiguous()
-
-
-def fetch_snapshot(model: str, allow_patterns: list[str]) -> str:
-    """The local folder of a pretrained preset's `model` (see `curate.models.hub.fetch_snapshot`)."""
-    return hub.fetch_snapshot(model, allow_patterns, "video model", "give a local folder in diffusers format as the model source")
-
-
 def _discover() -> None:
     # Importing a family module runs its @register decorators; import_module caches, so this is
     # cheap after the first call.
     for module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{module.name}")
-
-
-def _qualname(builder) -> str:
-    return f"{builder.__module__}.{builder.__qualname__}"

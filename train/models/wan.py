@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from curate.errors import ConfigError, ModelUnavailable
 from curate.models.hub import hub_offline, quiet_logs, reason, seeded
-from train.models import VideoFamily, fetch_snapshot, frames_to_pixels, pixels_to_frames, register
+from train.models.family import VideoFamily, fetch_snapshot, frames_to_pixels, pixels_to_frames, register
 
 HUB_ID = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
 # What training needs from the diffusers repo (the scheduler and pipeline config are not used).
