@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from curate.config import SplitConfig
@@ -47,18 +48,25 @@ def wait_for_idle(max_wait: float) -> None:
         time.sleep(5)
 
 
-def make_videos(folder: Path, count: int, width: int, height: int) -> list[Path]:
+def make_videos(folder: Path, count: int, width: int, height: int, processes: int = 1) -> list[Path]:
     """`count` synthetic edits (six shots each, H.264 with B-frames, `FPS`) in `folder`, rendered
-    once and reused by later runs."""
+    once and reused by later runs; the missing ones are rendered by `processes` processes at once."""
     folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for seed in range(count):
-        path = folder / f"edit_seed{seed:03d}_{width}x{height}.mp4"
-        if not path.exists():
-            shots, joins = edited_video(seed, num_shots=6, fps=FPS)
-            make_video(path, shots, joins, width, height, FPS)
-        paths.append(path)
+    paths = [folder / f"edit_seed{seed:03d}_{width}x{height}.mp4" for seed in range(count)]
+    jobs = [(path, seed, width, height) for seed, path in enumerate(paths) if not path.exists()]
+    if processes > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(min(processes, len(jobs))) as pool:
+            list(pool.map(_render, jobs))
+    else:
+        for job in jobs:
+            _render(job)
     return paths
+
+
+def _render(job: tuple[Path, int, int, int]) -> None:
+    path, seed, width, height = job
+    shots, joins = edited_video(seed, num_shots=6, fps=FPS)
+    make_video(path, shots, joins, width, height, FPS)
 
 
 def make_shards(folder: Path, videos: int, width: int, height: int, short_side: int) -> Path:

@@ -21,6 +21,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from curate import forkserver
+from curate.devices import WorkerDevices
 from curate.manifest import write_parquet_atomic
 from curate.stages.base import Stage, Unit
 from curate.storage import makedirs, write_text_atomic
@@ -57,9 +58,11 @@ def save_unit(work_dir: Path, unit_id: str, outputs: dict) -> None:
     write_text_atomic("", done_marker(work_dir, unit_id))
 
 
-def setup_worker(stage: Stage, environ: dict[str, str] | None = None) -> None:
+def setup_worker(stage: Stage, environ: dict[str, str] | None = None, devices: WorkerDevices | None = None) -> None:
     """Make `stage` this worker process's stage and set it up (a pool initializer; the Ray
-    executor's workers call it too). `environ`, when given, replaces the worker's environment."""
+    executor's workers call it too, with neither option: Ray sets their CUDA_VISIBLE_DEVICES).
+    `environ`, when given, replaces the worker's environment; `devices`, when given, then picks
+    the one GPU this worker sees, before `stage.setup()` can initialise CUDA."""
     global _worker_stage, _setup_error
     if environ is not None:
         os.environ.clear()
@@ -67,6 +70,8 @@ def setup_worker(stage: Stage, environ: dict[str, str] | None = None) -> None:
     _worker_stage = stage
     _setup_error = None
     try:
+        if devices is not None:
+            devices.pin()
         stage.setup()
     except Exception as exc:  # raised from an initializer it would break the pool and blame units
         _setup_error = exc
@@ -84,10 +89,12 @@ def run_unit(unit: Unit, work_dir: Path) -> tuple[str, dict]:
 
 class LocalExecutor:
     """Runs units on `workers` processes (default: one per core), forks of a clean fork server
-    (`curate.forkserver`), never of this process."""
+    (`curate.forkserver`), never of this process. With `gpu_ids` (a model stage's
+    `gpu_ids()`), each worker sees one of those GPUs alone, round-robin (`curate.devices`)."""
 
-    def __init__(self, workers: int | None = None):
+    def __init__(self, workers: int | None = None, gpu_ids: list[str] | None = None):
         self.workers = max(1, workers or os.cpu_count() or 1)
+        self.gpu_ids = list(gpu_ids or [])
 
     def run(
         self,
@@ -128,9 +135,11 @@ class LocalExecutor:
         """Run `units` on a fresh pool, taking each finished or failed unit out of `todo`;
         return the ids in flight if a worker died (else an empty set)."""
         workers = min(workers, len(units))
-        # The fork server was started with the environment of its first pool: pass the current one.
-        initargs = (stage, dict(os.environ))
         context = forkserver.context(type(stage).__module__)
+        # The fork server was started with the environment of its first pool: pass the current one.
+        # Each pool numbers its own workers, so one started after a worker died hands out every GPU again.
+        devices = WorkerDevices(self.gpu_ids, context) if self.gpu_ids else None
+        initargs = (stage, dict(os.environ), devices)
         pool = ProcessPoolExecutor(workers, mp_context=context, initializer=setup_worker, initargs=initargs)
         pending: dict = {}
         queue = deque(units)

@@ -87,7 +87,7 @@ def make_executor(name: str, workers: int | None, stage: Stage):
         return RayExecutor(workers)
     if name != "local":
         raise ConfigError(f"unknown executor {name!r} (known: local, ray)")
-    return LocalExecutor(workers or stage.default_workers)
+    return LocalExecutor(workers or stage.default_workers, stage.gpu_ids())
 
 
 def _execute(executor, stage: Stage, units: list[Unit], work_dir: Path, progress: bool, size, unit_name: str) -> RunStats:

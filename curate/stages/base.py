@@ -50,6 +50,10 @@ class Stage:
         config = getattr(self, "config", None)
         return Resources(cpus=getattr(config, "ray_num_cpus", 1.0), gpus=getattr(config, "ray_num_gpus", 0.0))
 
+    def gpu_ids(self) -> list[str]:
+        """The GPUs the local executor hands out to this stage's workers, one each; none here."""
+        return []
+
     def prepare(self) -> None:
         """Run once in the main process before any worker starts: find or download model
         weights, so a model that cannot be had fails once, with one clear line."""

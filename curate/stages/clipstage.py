@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
+from curate.devices import visible_ids
 from curate.manifest import ClipRef, clip_refs, to_table
 from curate.pipeline import UnitSize
 from curate.stages.base import Resources, Stage, Unit
@@ -93,11 +94,17 @@ class ModelClipStage(ClipStage):
 
     @property
     def default_workers(self) -> int:
+        return max(1, len(self.gpu_ids()))
+
+    def gpu_ids(self) -> list[str]:
+        """The GPUs its local workers share out, one each (`curate.devices`): every one this
+        process sees when the device is auto or cuda, else none (cuda:N and cpu name their device).
+        device_count counts through NVML where it can, which leaves CUDA uninitialised here."""
+        if self.config.device not in ("auto", "cuda"):
+            return []
         import torch
 
-        if self.config.device in ("auto", "cuda") and torch.cuda.is_available():
-            return max(1, torch.cuda.device_count())
-        return 1
+        return visible_ids(torch.cuda.device_count())
 
     def resources(self) -> Resources:
         """`ray_num_cpus`, and `ray_num_gpus` unless the stage's device is the CPU."""
