@@ -39,6 +39,8 @@ demo: $(VENV)
 	@echo "Re-tune without recomputing: $(PY) -m curate filter --out $(DEMO_DIR) --set motion.min=0.01"
 
 test: $(VENV)
+	@# Lint first (pyproject's [tool.ruff]): a finding fails the run before the slow tests start.
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 bench: $(VENV)

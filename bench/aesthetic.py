@@ -87,7 +87,8 @@ def time_decode(stage: AestheticStage, units: list[Unit]) -> float:
         clips = unit.payload
         wanted = [frame_indices(c, stage.config.frame_positions) for c in clips]
         prep, config = stage.model.preprocess, stage.config
-        convert = lambda frame, upright: frame_to_input(frame, prep, upright)  # noqa: E731
+        # prep bound as a default: the closure is the one this iteration's decode uses
+        convert = lambda frame, upright, prep=prep: frame_to_input(frame, prep, upright)  # noqa: E731
         for _ in decode_frames(clips, wanted, convert, config.decode_threads, 2 * config.batch_size):
             pass
     return time.perf_counter() - started

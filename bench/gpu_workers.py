@@ -47,11 +47,12 @@ import torch  # noqa: E402
 
 from common import load_averages, make_clips  # noqa: E402  (bench/common.py)
 from curate.config import AestheticConfig, CaptionConfig  # noqa: E402
+from curate.manifest import ClipRef  # noqa: E402
+from curate.pipeline import stage_spec  # noqa: E402
 from curate.runner import make_executor  # noqa: E402
 from curate.stages.aesthetic import AestheticStage  # noqa: E402
 from curate.stages.base import Unit  # noqa: E402
-from curate.stages.caption import CaptionStage  # noqa: E402
-from curate.stages.clipstage import ClipRef  # noqa: E402
+from curate.stages.caption.stage import CaptionStage  # noqa: E402
 
 BF16 = str(torch.bfloat16)
 COLUMNS = ["stage", "model", "local workers (GPU ids)", "compute dtype", "clips", "pool wall s", "clips/s (pool)",
@@ -126,7 +127,7 @@ def save_captioner(folder: Path, tiny: bool, tokens: int) -> Path:
 
 def run_stage(stage, clips: list[ClipRef], work_dir: Path) -> dict:
     """Run `stage` on `clips` through the local executor `curate` would use; its figures."""
-    size = stage.unit_size.max_clips
+    size = stage_spec(stage.name).units.max_clips
     units = [Unit(f"u{i:05d}", clips[i : i + size]) for i in range(0, len(clips), size)]
     stage.prepare()
     executor = make_executor("local", None, stage)

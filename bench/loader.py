@@ -57,7 +57,9 @@ def bare(config: DataConfig) -> int:
                 with av.open(io.BytesIO(tar.extractfile(member).read())) as container:
                     stream = container.streams.video[0]
                     stream.thread_type = "AUTO"
-                    positions = frame_positions(stream.frames, config.num_frames, float(config.frame_stride), zlib.crc32(key.encode()) ^ config.seed)
+                    positions = frame_positions(
+                        stream.frames, config.num_frames, float(config.frame_stride), zlib.crc32(key.encode()) ^ config.seed
+                    )
                     if positions is None:
                         continue
                     wanted, upright = set(positions), Upright(stream)
@@ -96,7 +98,10 @@ def main() -> int:
     config = DataConfig(shards=str(index), num_frames=args.frames, frame_stride=args.stride, height=args.size,
                         width=args.size, batch_size=args.batch_size, num_workers=0, shuffle_buffer=16)  # fmt: skip
     workers = dataclasses.replace(config, num_workers=2)
-    print(f"{len(shard_urls(str(index)))} shards; {args.frames} frames at stride {args.stride}, {args.size}x{args.size}, batch {args.batch_size}")
+    print(
+        f"{len(shard_urls(str(index)))} shards; {args.frames} frames at stride {args.stride}, "
+        f"{args.size}x{args.size}, batch {args.batch_size}"
+    )
     bare(config), loader(config)  # warm-up
     timings: dict[str, list[float]] = {"bare": [], "loader": [], "workers": []}
     counts: dict[str, int] = {}

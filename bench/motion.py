@@ -156,12 +156,18 @@ def main(argv: list[str] | None = None) -> int:
         rounds.append(times)
         total_bare = sum(t[0] for t in times.values())
         total_motion = sum(t[1] for t in times.values())
-        print(f"round {round_index + 1}: bare {total_bare:.2f} s, motion {total_motion:.2f} s, ratio {total_bare / total_motion:.3f}", flush=True)
+        print(
+            f"round {round_index + 1}: bare {total_bare:.2f} s, motion {total_motion:.2f} s, ratio {total_bare / total_motion:.3f}",
+            flush=True,
+        )
 
     print()
     for key, value in info.items():
         print(f"{key:7s} {value}")
-    print(f"load    {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after (1-minute average; the figures are only as good as the machine is idle)")
+    print(
+        f"load    {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after "
+        "(1-minute average; the figures are only as good as the machine is idle)"
+    )
     print()
     print("| video | clips | frames | method | bare decode frames/s | motion frames/s | motion clips/s | ratio |")
     print("|---|---:|---:|---|---:|---:|---:|---:|")
@@ -171,12 +177,18 @@ def main(argv: list[str] | None = None) -> int:
         motion = statistics.median(r[path.name][1] for r in rounds)
         frames, methods = rounds[0][path.name][2], "/".join(rounds[0][path.name][3])
         ratios.append(bare / motion)
-        print(f"| {path.name} | {len(clips)} | {frames} | {methods} | {frames / bare:.0f} | {frames / motion:.0f} | {len(clips) / motion:.1f} | {bare / motion:.3f} |")
+        print(
+            f"| {path.name} | {len(clips)} | {frames} | {methods} | {frames / bare:.0f} | {frames / motion:.0f} "
+            f"| {len(clips) / motion:.1f} | {bare / motion:.3f} |"
+        )
     frames = sum(rounds[0][p.name][2] for p, _ in videos)
     clips = sum(len(c) for _, c in videos)
     bare = statistics.median(sum(t[0] for t in r.values()) for r in rounds)
     motion = statistics.median(sum(t[1] for t in r.values()) for r in rounds)
-    print(f"| **all** | {clips} | {frames} | | {frames / bare:.0f} | {frames / motion:.0f} | {clips / motion:.1f} | **{bare / motion:.3f}** |")
+    print(
+        f"| **all** | {clips} | {frames} | | {frames / bare:.0f} | {frames / motion:.0f} | {clips / motion:.1f} "
+        f"| **{bare / motion:.3f}** |"
+    )
     print()
     print(f"ratio motion/bare-decode (median of {args.repeat} rounds, all videos): {bare / motion:.3f} (target >= 0.75)")
     return 0

@@ -138,7 +138,11 @@ def main() -> int:
             timings[name].append(seconds)
         print(f"  repeat {repeat + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in timings.items()) + f"   (load {load_averages()})")
     median = {k: statistics.median(v) for k, v in timings.items()}
-    labels = {"bare": "(a) bare PyAV decode + encode", "pack": "(b) curate pack --workers 1", "pack_all": "(c) curate pack (one worker per core)"}
+    labels = {
+        "bare": "(a) bare PyAV decode + encode",
+        "pack": "(b) curate pack --workers 1",
+        "pack_all": "(c) curate pack (one worker per core)",
+    }
     print("\n| measurement | median s | clips/s | MB/s of mp4 |\n|---|---|---|---|")
     for key, label in labels.items():
         print(f"| {label} | {median[key]:.2f} | {len(clips) / median[key]:.2f} | {sizes[key] / 1e6 / median[key]:.2f} |")

@@ -42,9 +42,9 @@ REPO = BENCH.parent
 OUT = BENCH / "out" / "scale"
 sys.path.insert(0, str(REPO))  # curate, when run without installing; bench/common.py is beside this file
 
-import pandas as pd
+import pandas as pd  # noqa: E402
 
-from common import cpu_model, load_averages, make_videos, wait_for_idle
+from common import cpu_model, load_averages, make_videos, wait_for_idle  # noqa: E402  (bench/common.py)
 
 PYTHON = sys.executable
 STAGE_LINE = re.compile(r"split: (\d+) videos processed, \d+ already done, ([\d.]+) s")
@@ -82,7 +82,9 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=360)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--wait-idle", type=float, default=0, metavar="S", help="wait up to S s for the machine to be idle before each repeat")
+    parser.add_argument(
+        "--wait-idle", type=float, default=0, metavar="S", help="wait up to S s for the machine to be idle before each repeat"
+    )
     args = parser.parse_args()
 
     import ray

@@ -231,7 +231,7 @@ def prepare_inputs(width: int, height: int, count: int) -> tuple[list[Path], lis
     folder.mkdir(parents=True, exist_ok=True)
     seeds = pick_seeds(count)
     files = [folder / f"edit_seed{seed:03d}.mp4" for seed, _ in seeds]
-    jobs = [(str(f), seed) for f, (seed, _) in zip(files, seeds) if not f.exists()]
+    jobs = [(str(f), seed) for f, (seed, _) in zip(files, seeds, strict=True) if not f.exists()]
     memory_source = folder / "memory_source_20s.mp4"
     started = time.perf_counter()
     if jobs or not memory_source.exists():
@@ -368,7 +368,7 @@ def bare_decode_command(path: Path, threads: int = 0) -> list[str]:
 def check_scenedetect(files: list[Path], frames: list[int], cwd: Path) -> None:
     """Untimed pass: scenedetect must report decoding every frame of every file."""
     _, results = _run_pool([scenedetect_command(f, verbose=True) for f in files], cwd)
-    for path, expected, result in zip(files, frames, results):
+    for path, expected, result in zip(files, frames, results, strict=True):
         _check(result, f"scenedetect on {path.name}")
         match = re.search(r"Processed (\d+) frames", result.stdout + result.stderr)
         if not match or int(match.group(1)) != expected:
@@ -377,14 +377,14 @@ def check_scenedetect(files: list[Path], frames: list[int], cwd: Path) -> None:
 
 def time_scenedetect(files: list[Path], cwd: Path) -> Timer:
     seconds, results = _run_pool([scenedetect_command(f) for f in files], cwd)
-    for path, result in zip(files, results):
+    for path, result in zip(files, results, strict=True):
         _check(result, f"scenedetect on {path.name}")
     return seconds
 
 
 def time_bare_decode(files: list[Path], frames: list[int], threads: int = 0) -> Timer:
     seconds, results = _run_pool([bare_decode_command(f, threads) for f in files], REPO)
-    for path, expected, result in zip(files, frames, results):
+    for path, expected, result in zip(files, frames, results, strict=True):
         _check(result, f"bare decode of {path.name}")
         if int(result.stdout.split()[-1]) != expected:
             raise SystemExit(f"bare decode of {path} gave {result.stdout.strip()} frames, expected {expected}")
@@ -680,17 +680,19 @@ def main() -> int:
           f"whole-process wall time, best of {reps}, two processes on two cores for every tool.\n")
     print("| tool | command | wall s | frames/s | CPU s | curate is |")
     print("|---|---|---:|---:|---:|---:|")
-    print(f"| curate split | `python -m curate split FILES --workers 2 --quiet` | {best['curate']:.2f} | {total / best['curate']:.0f} | {cpu['curate']:.1f} | |")
+    print(f"| curate split | `python -m curate split FILES --workers 2 --quiet` | {best['curate']:.2f} | "
+          f"{total / best['curate']:.0f} | {cpu['curate']:.1f} | |")
     print(f"| PySceneDetect 0.7.2 | `scenedetect -i FILE -q detect-adaptive` x2 parallel | {best['scenedetect']:.2f} | "
           f"{total / best['scenedetect']:.0f} | {cpu['scenedetect']:.1f} | {vs_sd:.2f}x faster |")
     print(f"| bare PyAV decode | `container.decode(stream)`, thread_type AUTO, x2 parallel | {best['bare decode']:.2f} | "
           f"{total / best['bare decode']:.0f} | {cpu['bare decode']:.1f} | {vs_decode:.2f}x its speed |")
     print(f"| bare PyAV decode, 1 thread | the same with `thread_count = 1` (as curate split decodes), x2 parallel | "
-          f"{best['bare 1-thread']:.2f} | {total / best['bare 1-thread']:.0f} | {cpu['bare 1-thread']:.1f} | {vs_decode_1t:.2f}x its speed |")
+          f"{best['bare 1-thread']:.2f} | {total / best['bare 1-thread']:.0f} | {cpu['bare 1-thread']:.1f} | "
+          f"{vs_decode_1t:.2f}x its speed |")
     if memory:
         print("\n| input (--workers 1) | frames | worker peak RSS | main process peak RSS |")
         print("|---|---:|---:|---:|")
-        for name, (path, n) in long_inputs.items():
+        for name, (_path, n) in long_inputs.items():
             m = memory[name]
             print(f"| {name} looped, {width}x{height} | {n} | {m.get('worker', 0) / 1024:.0f} MiB | {m.get('main', 0) / 1024:.0f} MiB |")
         print(f"\nWorker peak RSS, 10 min / 1 min: {memory_ratio:.2f}.")

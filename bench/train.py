@@ -92,7 +92,10 @@ def main() -> int:
     results = {}
     for label, config in runs.items():
         results[label] = train(config, OUT / "run")
-        print(f"  {label}: {results[label]['samples_per_s']:.1f} samples/s, data_wait_frac {results[label]['data_wait_frac']:.3f}   (load {load_averages()})")
+        print(
+            f"  {label}: {results[label]['samples_per_s']:.1f} samples/s, "
+            f"data_wait_frac {results[label]['data_wait_frac']:.3f}   (load {load_averages()})"
+        )
     print("\n| run | samples/s | data_wait_frac |\n|---|---|---|")
     for label, result in results.items():
         print(f"| {label} | {result['samples_per_s']:.1f} | {result['data_wait_frac']:.3f} |")

@@ -55,7 +55,12 @@ def _add_settings(parser: argparse.ArgumentParser, example: str) -> None:
 
 def _add_common(parser: argparse.ArgumentParser, example: str = "split.max_clip_s=8 split.min_clip_s=3") -> None:
     _add_settings(parser, example)
-    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core; 1 for model stages)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes (default: one per core; model stages: one per GPU, each on its own, or 1 on the CPU)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
         "--executor",
@@ -194,7 +199,7 @@ def _split(args: argparse.Namespace) -> int:
     if args.executor == "local":
         from curate import forkserver
 
-        forkserver.start(stage_spec("split").class_path.partition(":")[0])  # its imports overlap with this process's own
+        forkserver.start(stage_spec("split").module)  # its imports overlap with this process's own
     from curate.runner import run_split
     from curate.status import summarize
 

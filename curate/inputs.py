@@ -131,6 +131,6 @@ def _read_table(path) -> list[tuple[str, str | None]]:
     captions = table["caption"] if "caption" in table.columns else [None] * len(table)
     return [
         (str(p), None if c is None or (isinstance(c, float) and c != c) else str(c))
-        for p, c in zip(table["path"], captions)
+        for p, c in zip(table["path"], captions, strict=True)
         if isinstance(p, str) and p.strip()
     ]

@@ -60,10 +60,14 @@ class StageSpec:
         """Set on a clip the stage could not look at, with why (a clip stage's `failed` rule fires on it)."""
         return f"{self.name}_error"
 
+    @property
+    def module(self) -> str:
+        """The module that defines the stage's class."""
+        return self.class_path.partition(":")[0]
+
     def load(self) -> type:
         """The stage's class (imports its module: torch, for a model stage)."""
-        module, _, name = self.class_path.partition(":")
-        return getattr(importlib.import_module(module), name)
+        return getattr(importlib.import_module(self.module), self.class_path.partition(":")[2])
 
 
 def column(clips: pd.DataFrame, name: str) -> pd.Series:
@@ -149,7 +153,11 @@ STAGES: tuple[StageSpec, ...] = (
         scores={"aesthetic_score": "aesthetic score (0-10)"},
         rules=(
             _failed("aesthetic", "the aesthetic stage could not read the clip's frames"),
-            DropRule("low_aesthetic", "aesthetic_score < aesthetic.min", lambda clips, aesthetic: column(clips, "aesthetic_score") < aesthetic.min),
+            DropRule(
+                "low_aesthetic",
+                "aesthetic_score < aesthetic.min",
+                lambda clips, aesthetic: column(clips, "aesthetic_score") < aesthetic.min,
+            ),
         ),
         loads_model=True,
     ),

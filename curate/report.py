@@ -162,7 +162,9 @@ def _histogram(clips: pd.DataFrame, column: str, label: str) -> str:
         if k:
             rects.append(f'<rect x="{i * bar:.1f}" y="{height - kh:.1f}" width="{bar - 1:.1f}" height="{kh:.1f}" fill="{KEPT_COLOUR}"/>')
         if d:
-            rects.append(f'<rect x="{i * bar:.1f}" y="{height - kh - dh:.1f}" width="{bar - 1:.1f}" height="{dh:.1f}" fill="{DROPPED_COLOUR}"/>')
+            rects.append(
+                f'<rect x="{i * bar:.1f}" y="{height - kh - dh:.1f}" width="{bar - 1:.1f}" height="{dh:.1f}" fill="{DROPPED_COLOUR}"/>'
+            )
     return (
         f'<figure class="chart" data-column="{column}"><figcaption>{html.escape(label)}</figcaption>'
         f'<svg width="{width}" height="{height + 16}" role="img" aria-label="{html.escape(label)}">{"".join(rects)}'
@@ -191,7 +193,11 @@ def _card(row, preview: str | None) -> str:
     caption = row.caption if isinstance(getattr(row, "caption", None), str) else ""
     error = next((getattr(row, c) for c in ("pack_error", "caption_error", "aesthetic_error", "motion_error")
                   if isinstance(getattr(row, c, None), str)), "")  # fmt: skip
-    media = f'<img class="preview" src="{preview}" alt="preview of {html.escape(row.clip_id)}">' if preview else '<div class="preview none">no preview</div>'
+    media = (
+        f'<img class="preview" src="{preview}" alt="preview of {html.escape(row.clip_id)}">'
+        if preview
+        else '<div class="preview none">no preview</div>'
+    )
     facts = " · ".join(f"{c.split('_')[0] if c != 'duration_s' else 'dur'} {v:.3g}" for c, v in scores.items()
                        if not pd.isna(v) and c in ("motion_score", "aesthetic_score", "duration_s"))  # fmt: skip
     badge = "kept" if row.reason == "kept" else row.reason
@@ -255,7 +261,8 @@ _SCRIPT = """
   // load event comes after every image has loaded (or failed), so the count is final then.
   function mark() {
     document.body.dataset.previewsDecoded = Array.from(document.images).filter(i => i.complete && i.naturalWidth > 0).length;
-    document.body.dataset.chartsDrawn = Array.from(document.querySelectorAll('figure.chart')).filter(f => f.querySelector('svg rect')).length;
+    document.body.dataset.chartsDrawn = Array.from(document.querySelectorAll('figure.chart'))
+      .filter(f => f.querySelector('svg rect')).length;
     document.body.dataset.ready = 'yes';
   }
   if (document.readyState === 'complete') mark(); else window.addEventListener('load', mark);

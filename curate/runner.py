@@ -138,7 +138,8 @@ def run_clip_stage(
     units = clip_units(todo, stage_spec(name).units)
     if units:
         stage.prepare()  # fetch or find model weights once, here, so a missing model fails in one line
-    stats = _execute(make_executor(executor, workers, stage), stage, units, work_dir, progress, size=lambda unit: len(unit.payload), unit_name="clip")
+    pool = make_executor(executor, workers, stage)
+    stats = _execute(pool, stage, units, work_dir, progress, size=lambda unit: len(unit.payload), unit_name="clip")
     update_clips(layout, config, stage_scores=read_scores(_finished_parts(work_dir, "scores"), stage.schema))
     for table in stage.extra_tables:  # manifests/embeddings/<unit>.parquet
         publish({_unit_of(part, table) + ".parquet": part for part in _finished_parts(work_dir, table)}, layout.manifests / table)

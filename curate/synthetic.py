@@ -19,6 +19,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from curate.x264 import repeatable
+
 
 @dataclass
 class Shot:
@@ -234,7 +236,9 @@ def write_video(
         stream = None
         for frame in frames:
             if stream is None:
-                stream = container.add_stream(codec, rate=fps, options=options or {"preset": "veryfast", "crf": "20"})
+                options = options or {"preset": "veryfast", "crf": "20"}
+                # The same bytes on every run: tests and the demo compare what the stages make of them.
+                stream = container.add_stream(codec, rate=fps, options=repeatable(options) if codec == "libx264" else options)
                 stream.height, stream.width = frame.shape[:2]
                 stream.pix_fmt = "yuv420p"
                 if rotation:

@@ -127,7 +127,7 @@ def main_video_stream(container) -> av.video.stream.VideoStream | None:
     if not moving:
         return None
     seconds = [_stream_seconds(s) for s in moving]
-    return max((s for s, t in zip(moving, seconds) if t >= 0.9 * max(seconds)), key=_pixels)
+    return max((s for s, t in zip(moving, seconds, strict=True) if t >= 0.9 * max(seconds)), key=_pixels)
 
 
 def _stream_seconds(stream) -> float:

@@ -263,7 +263,9 @@ def split_and_pack(folder: Path, samples: list[Sample], *pack_settings: str) -> 
 @pytest.fixture(scope="session")
 def train_shards(tmp_path_factory, edited, motion, long_take) -> Path:
     """Shards of three test videos for the trainer's tests: split, every clip packed, three a shard."""
-    out = split_and_pack(tmp_path_factory.mktemp("train_data"), [edited, motion, long_take], "pack.short_side=48", "pack.max_shard_samples=3")
+    out = split_and_pack(
+        tmp_path_factory.mktemp("train_data"), [edited, motion, long_take], "pack.short_side=48", "pack.max_shard_samples=3"
+    )
     return out / "shards"
 
 

@@ -65,13 +65,15 @@ def test_filter_retunes_from_stored_scores_without_any_video(scored, tmp_path):
     try:
         stdout = curate("filter", "--out", out, "--set", "motion.max=1000", "motion.min=999")
         _, strict = read_manifests(out)
-        stdout_loose = curate("filter", "--out", out, "--set", "motion.min=0", "motion.max=1e9", "motion.max_jump=1", "motion.max_static_frac=1")
+        stdout_loose = curate(
+            "filter", "--out", out, "--set", "motion.min=0", "motion.max=1e9", "motion.max_jump=1", "motion.max_static_frac=1"
+        )
         _, loose = read_manifests(out)
     finally:
         for path in before.path.unique():
             os.rename(path + ".away", path)
     assert (strict.drop_reason == "static").all()
-    assert "dropped (static): %d" % len(strict) in stdout
+    assert f"dropped (static): {len(strict)}" in stdout
     assert loose.drop_reason.isna().all() and f"0 clips kept before, {len(loose)} now" in stdout_loose
     pd.testing.assert_series_equal(loose.motion_score, before.motion_score)  # the scores were kept
     assert {p: p.stat().st_mtime_ns for p in (out / "manifests" / ".work").rglob("*")} == parts

@@ -23,7 +23,7 @@ from curate.executor import LocalExecutor, part_path
 from curate.runner import make_executor
 from curate.stages.aesthetic import AestheticStage
 from curate.stages.base import Stage, Unit
-from curate.stages.caption import CaptionStage
+from curate.stages.caption.stage import CaptionStage
 
 REPO = Path(__file__).resolve().parent.parent
 UUIDS = "GPU-8f2ac1d4-5b6e-4c2a-9d1e-0a1b2c3d4e5f,GPU-11c3e9a0-7f21-4b8d-8e0f-ffeeddccbbaa"

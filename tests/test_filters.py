@@ -80,7 +80,9 @@ def test_thresholds_do_not_change_the_stage_hash():
     assert load_config(overrides=["aesthetic.min=1"]).section_hash("aesthetic") == base.section_hash("aesthetic")
 
 
-@pytest.mark.parametrize("item", ["aesthetic.reduce=max", "aesthetic.frame_positions=[]", "aesthetic.frame_positions=[1.5]", "motion.method=x"])
+@pytest.mark.parametrize(
+    "item", ["aesthetic.reduce=max", "aesthetic.frame_positions=[]", "aesthetic.frame_positions=[1.5]", "motion.method=x"]
+)
 def test_bad_clip_stage_settings_are_config_errors(item):
     with pytest.raises(ConfigError):
         load_config(overrides=[item])

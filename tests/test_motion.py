@@ -249,7 +249,7 @@ def test_iter_spans_yields_exactly_the_spans_frames(reordered_videos, name, monk
     planes, times, fps = _full_decode(path)
     assert len(planes) == 96
     if name == "decode_order_pts":
-        assert any(b < a for a, b in zip(times, times[1:])), "timestamps should go backwards"
+        assert any(b < a for a, b in zip(times, times[1:], strict=False)), "timestamps should go backwards"
     seeks = []
     real_seek = videoio._seek
     monkeypatch.setattr(videoio, "_seek", lambda *args: seeks.append(args[2]) or real_seek(*args))
@@ -259,13 +259,13 @@ def test_iter_spans_yields_exactly_the_spans_frames(reordered_videos, name, monk
     got = _read_spans(path, adjacent + distant, times, fps, seek_gap_s=0.1)
     for index, (a, b) in enumerate(adjacent + distant):
         assert len(got[index]) == b - a, (a, b)
-        assert all(np.array_equal(x, y) for x, y in zip(got[index], planes[a:b])), (a, b)
+        assert all(np.array_equal(x, y) for x, y in zip(got[index], planes[a:b], strict=True)), (a, b)
     # One seek per distant span (plus retries); the first span, at the start of a fresh file, needs none.
     assert len(seeks) >= len(distant) and 0.0 not in seeks[:1]
     # A span starting at every frame, each read after a seek from wherever the reader stood.
     starts = _read_spans(path, [(a, a + 3) for a in range(0, 93, 4)], times, fps, seek_gap_s=0.0)
     for index, a in enumerate(range(0, 93, 4)):
-        assert len(starts[index]) == 3 and all(np.array_equal(x, y) for x, y in zip(starts[index], planes[a : a + 3])), a
+        assert len(starts[index]) == 3 and all(np.array_equal(x, y) for x, y in zip(starts[index], planes[a : a + 3], strict=True)), a
 
 
 # -- bad data ------------------------------------------------------------------------------

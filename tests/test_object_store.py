@@ -238,7 +238,9 @@ def test_ray_workers_write_their_units_straight_to_the_store(s3, s3_run, finishe
     expected_videos, expected_clips = read_manifests(finished_run[0])
     pd.testing.assert_frame_equal(videos.drop(columns="path"), expected_videos.drop(columns="path"))
     split_columns = list(clips.columns)  # a split alone: the reference's split columns, no scores
-    pd.testing.assert_frame_equal(clips.drop(columns=["path", "drop_reason"]), expected_clips[split_columns].drop(columns=["path", "drop_reason"]))
+    pd.testing.assert_frame_equal(
+        clips.drop(columns=["path", "drop_reason"]), expected_clips[split_columns].drop(columns=["path", "drop_reason"])
+    )
 
 
 def test_the_trainer_streams_shards_from_the_store(s3, train_shards, tmp_path):

@@ -74,7 +74,7 @@ def test_shards_close_at_size_or_count_with_at_least_one_sample():
     limit = 25_000
     by_size = plan_shards(sizes, limit, 0)
     assert [i for r in by_size for i in r] == list(range(7))  # in order, each sample once
-    for shard, following in zip(by_size, by_size[1:]):  # full: the next sample would not fit
+    for shard, following in zip(by_size, by_size[1:], strict=False):  # full: the next sample would not fit
         assert tar_size(sum(sizes[i] for i in shard)) <= limit < tar_size(sum(sizes[i] for i in shard) + sizes[following[0]])
     assert plan_shards([10**9, 10], 1000, 0) == [range(0, 1), range(1, 2)]  # an oversize sample alone
     assert plan_shards([], 1000, 0) == []
@@ -213,7 +213,8 @@ def test_shards_follow_caption_and_threshold_changes(packed, tmp_path):
     first_key = table[table.shard.notna()].sort_values(["video_id", "start_frame"]).key.iloc[0]
     table["caption"] = "Someone's caption."  # a new column: every sample's row changes
     table.to_parquet(clips_path)
-    assert f"({len(json.loads((out / 'shards' / 'index.json').read_text())['shardlist'])} written now)" in curate("pack", "--out", out, *PACK)
+    shard_count = len(json.loads((out / "shards" / "index.json").read_text())["shardlist"])
+    assert f"({shard_count} written now)" in curate("pack", "--out", out, *PACK)
     table.loc[table.key == first_key, "caption"] = "A hand-written caption."
     table.to_parquet(clips_path)
     assert "(1 written now)" in curate("pack", "--out", out, *PACK)  # only the shard holding the edited clip

@@ -86,7 +86,9 @@ def pack(out: Path, *videos: Path, settings: tuple[str, ...] = ("pack.short_side
 def patch_colours(rgb: np.ndarray) -> np.ndarray:
     """The mean colour of each patch's middle (clear of the marker above and the moving bar below)."""
     height, width = rgb.shape[:2]
-    return np.array([rgb[height // 3 : 3 * height // 5, (2 * i + 1) * width // 12 - 2 : (2 * i + 1) * width // 12 + 2].mean((0, 1)) for i in range(6)])
+    return np.array(
+        [rgb[height // 3 : 3 * height // 5, (2 * i + 1) * width // 12 - 2 : (2 * i + 1) * width // 12 + 2].mean((0, 1)) for i in range(6)]
+    )
 
 
 # -- reading what a stream says ----------------------------------------------------------------

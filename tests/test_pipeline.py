@@ -75,7 +75,8 @@ def test_an_output_folder_made_before_the_stage_table_resumes_without_recomputin
     folder = tmp_path / "folder"
     shutil.copytree(FOLDER_MADE_BEFORE, folder)
     before = read_parquet(folder / "out" / "manifests" / "clips.parquet").to_pandas()
-    printed = curate("run", folder / "videos", "--out", folder / "out", "--models", "tiny", "--set", "aesthetic.min=0", "pack.short_side=48", "--quiet")
+    settings = ("--models", "tiny", "--set", "aesthetic.min=0", "pack.short_side=48", "--quiet")
+    printed = curate("run", folder / "videos", "--out", folder / "out", *settings)
     assert "split: 0 videos processed, 1 already done" in printed
     for spec in CLIP_STAGES:
         assert f"{spec.name}: 0 clips {spec.done_word} in 0 units" in printed

@@ -24,7 +24,7 @@ from curate.executor import WORKER_DIED, is_done, part_path
 from curate.stages.base import Stage, Unit
 
 ray = pytest.importorskip("ray")
-from curate.ray_executor import RayExecutor, connect  # after the skip: it needs ray
+from curate.ray_executor import RayExecutor, connect  # noqa: E402  (after the skip: it needs ray)
 
 pytestmark = pytest.mark.ray
 
@@ -76,7 +76,9 @@ def test_a_split_interrupted_under_one_executor_resumes_under_the_other(cluster,
     ):
         out = tmp_path / name
         work = out / "manifests" / ".work"
-        started = lambda work=work: any(work.glob("split-*/*.done"))
+        def started(work=work) -> bool:
+            return any(work.glob("split-*/*.done"))
+
         assert kill_when(["split", run_videos, "--out", out, "--quiet", *first], tmp_path / "logs", started)
         assert not (out / "manifests" / "videos.parquet").exists()  # killed before the manifests were written
         # No --ray-address for the Ray resume: the command starts its own local instance and stops it.

@@ -60,7 +60,7 @@ def test_edited_video_cut_kinds(edited, split):
     """The documented extra column `cut_kinds` names each boundary: cut, dissolve, fade."""
     video, _ = split(edited)
     assert len(video["cut_kinds"]) == len(video["cut_frames"])
-    kinds = dict(zip(video["cut_frames"], video["cut_kinds"]))
+    kinds = dict(zip(video["cut_frames"], video["cut_kinds"], strict=True))
     (cut,) = edited.truth.hard_cuts
     (dissolve, fade) = [(a + b + 1) // 2 for a, b in edited.truth.gradual]
     near = lambda target, tol: [k for f, k in kinds.items() if abs(f - target) <= tol]  # noqa: E731
@@ -93,7 +93,7 @@ def test_long_take_split_into_equal_windows(long_take, split):
     spans = [(c["start_frame"], c["end_frame"]) for c in clips]
     # Consecutive windows tile the whole take, as few as the maximum allows, of equal length.
     assert spans[0][0] == 0 and spans[-1][1] == n
-    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
     assert len(spans) == math.ceil(n / math.floor(DEFAULT.max_clip_s * FPS))
     lengths = [end - start for start, end in spans]
     assert max(lengths) - min(lengths) <= 1
@@ -118,7 +118,7 @@ def test_clips_avoid_boundaries_and_respect_lengths(name, request, split):
     assert_clips_avoid(sample.truth, clips)
     assert_clip_lengths(clips)
     spans = sorted((c["start_frame"], c["end_frame"]) for c in clips)
-    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), "clips overlap"
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False)), "clips overlap"
     assert spans[-1][1] <= video["num_frames"]
     for clip in clips:  # times agree with frames at the video's frame rate
         assert clip["start_s"] == pytest.approx(clip["start_frame"] / video["fps"], abs=1e-3)
@@ -130,7 +130,12 @@ def test_every_long_enough_shot_gives_clips(edited, split):
     _, clips = split(edited)
     t = edited.truth
     shot_edges = [0, t.hard_cuts[0], *[x for span in t.gradual for x in span], t.num_frames]
-    shots = [(shot_edges[0], shot_edges[1]), (shot_edges[1], shot_edges[2]), (shot_edges[3] + 1, shot_edges[4]), (shot_edges[5] + 1, shot_edges[6])]
+    shots = [
+        (shot_edges[0], shot_edges[1]),
+        (shot_edges[1], shot_edges[2]),
+        (shot_edges[3] + 1, shot_edges[4]),
+        (shot_edges[5] + 1, shot_edges[6]),
+    ]
     for start, end in shots:
         assert any(start <= c["start_frame"] and c["end_frame"] <= end for c in clips), ((start, end), clips)
 
@@ -235,7 +240,7 @@ def test_clip_spans_properties(seed):
         max_frames = config.max_clip_s * fps + 1e-6
 
         assert spans == sorted(spans)
-        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), "clips overlap"
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False)), "clips overlap"
         for start, end in spans:
             assert 0 <= start < end <= n
             assert min_frames <= end - start <= max_frames, (start, end, config, fps)
@@ -252,7 +257,7 @@ def test_clip_spans_properties(seed):
                 continue
             # A long enough shot is covered entirely, by as few equal windows as max_clip_s allows.
             assert inside[0][0] == inner_start and inside[-1][1] == inner_end
-            assert all(a[1] == b[0] for a, b in zip(inside, inside[1:]))
+            assert all(a[1] == b[0] for a, b in zip(inside, inside[1:], strict=False))
             lengths = [b - a for a, b in inside]
             assert max(lengths) - min(lengths) <= 1
             assert len(inside) == math.ceil((inner_end - inner_start) / math.floor(max_frames))

@@ -43,7 +43,7 @@ def split_cli(*args) -> tuple[int, str]:
 
 def spans_of(clips: pd.DataFrame, video_id: str) -> list[tuple[int, int]]:
     rows = clips[clips.video_id == video_id]
-    return list(zip(rows.start_frame.tolist(), rows.end_frame.tolist()))
+    return list(zip(rows.start_frame.tolist(), rows.end_frame.tolist(), strict=True))
 
 
 # -- one batch of good and bad inputs ------------------------------------------------------
@@ -287,13 +287,16 @@ def test_txt_list_relative_to_the_list(library, tmp_path):
 
 def test_csv_list_captions_become_source_caption(library, tmp_path):
     pd.DataFrame(
-        {"path": ["library/static.mp4", "library/trip/day 1/été clip.mp4"], "caption": ["a still picture, noisy", "the same picture, renamed"]}
+        {
+            "path": ["library/static.mp4", "library/trip/day 1/été clip.mp4"],
+            "caption": ["a still picture, noisy", "the same picture, renamed"],
+        }
     ).to_csv(tmp_path / "inputs.csv", index=False)
     code, _ = split_cli(tmp_path / "inputs.csv", "--out", tmp_path / "out", "--workers", 1)
     assert code == 0
     videos, clips = read_manifests(tmp_path / "out")
     assert videos.source_caption.tolist() == ["a still picture, noisy", "the same picture, renamed"]
-    captions = dict(zip(videos.video_id, videos.source_caption))
+    captions = dict(zip(videos.video_id, videos.source_caption, strict=True))
     assert len(clips) >= 2
     assert all(clip.source_caption == captions[clip.video_id] for clip in clips.itertuples())
 

@@ -84,6 +84,6 @@ def test_left_padded_batch_matches_one_by_one(tiny):
     batched, inputs = generate(tiny, clips, prompts)
     assert (inputs["attention_mask"][0] == 0).any()  # padding really happened, on the left
     assert inputs["attention_mask"][0, -1] == 1
-    singles = [generate(tiny, [clip], [prompt])[0][0] for clip, prompt in zip(clips, prompts)]
+    singles = [generate(tiny, [clip], [prompt])[0][0] for clip, prompt in zip(clips, prompts, strict=True)]
     assert torch.equal(batched[0], singles[0])
     assert torch.equal(batched[1], singles[1])

@@ -234,7 +234,11 @@ def test_a_closed_stdout_ends_training_quietly(shards, tmp_path):
     """`python -m train ... | head -0`: the run is trained and saved; its last line goes nowhere."""
     run = tmp_path / "run"
     process = subprocess.Popen(
-        _command(shards, run, "--steps", "5", "--set", "sample_prompts=[]"), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        _command(shards, run, "--steps", "5", "--set", "sample_prompts=[]"),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     process.stdout.close()  # the reader is gone before anything is written
     stderr = process.stderr.read()

@@ -68,7 +68,10 @@ def test_undecodable_samples_are_left_out(train_shards, tmp_path, capsys):
     good = next(iter(wds.WebDataset(str(min(train_shards.glob("*.tar"))), shardshuffle=False)))
     mixed = tmp_path / "in" / "mixed-000000.tar"
     mixed.parent.mkdir()
-    write_shard(mixed, [Sample("bad", {"mp4": b"not a video", "txt": b"x"}), Sample(good["__key__"], {"mp4": good["mp4"], "txt": good["txt"]})])
+    write_shard(
+        mixed,
+        [Sample("bad", {"mp4": b"not a video", "txt": b"x"}), Sample(good["__key__"], {"mp4": good["mp4"], "txt": good["txt"]})],
+    )
     assert main(["precompute", "--shards", str(mixed), "--out", str(tmp_path / "out"), "--quiet"]) == 0
     assert "1 samples in 1 new shards (0 already done, 1 samples left out)" in capsys.readouterr().out
     keys = [s["__key__"] for s in wds.WebDataset(str(tmp_path / "out" / "mixed-000000.tar"), shardshuffle=False)]

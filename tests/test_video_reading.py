@@ -231,9 +231,9 @@ def test_clip_spans_at_variable_frame_rates_hold_the_rules_in_time(seed):
                 t += count / rate
         n, fps = len(times), 30.0
         spans = clip_spans(n, [Transition(c, c, c, "cut") for c in cuts], fps, config, times)
-        end = lambda b: times[b] if b < n else times[-1] + 1 / fps  # noqa: E731
+        end = lambda b, times=times, n=n, fps=fps: times[b] if b < n else times[-1] + 1 / fps  # noqa: E731
         slack = 1 / 10 + 1 / fps  # the sparsest frames, and the grid
-        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])) and all(a < b for a, b in spans)
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False)) and all(a < b for a, b in spans)
         for a, b in spans:
             assert not any(a < c < b for c in cuts), "a clip holds a cut"
             assert config.min_clip_s - slack <= end(b) - times[a] <= config.max_clip_s + slack
@@ -243,7 +243,7 @@ def test_clip_spans_at_variable_frame_rates_hold_the_rules_in_time(seed):
                 assert times[a] - times[shot_start] >= config.margin_s - slack
             if shot_end < n:
                 assert times[shot_end] - end(b) >= config.margin_s - slack
-        for first, stop in zip([0, *cuts], [*cuts, n]):
+        for first, stop in zip([0, *cuts], [*cuts, n], strict=True):
             margins = config.margin_s * ((first > 0) + (stop < n))
             if end(stop) - times[first] - margins >= config.min_clip_s + slack:
                 assert any(first <= a and b <= stop for a, b in spans), "a long enough shot gives no clip"
@@ -350,7 +350,7 @@ def test_leading_frames_without_timestamps_are_read_back_exactly(untimed_head):
     first_indexed = next(i for i, (pts, key) in enumerate(frames) if key and pts is not None)
     video, _ = assert_clips_read_back(untimed_head, min_clips=2, unreachable_s=(0.0, times[first_indexed]))
     assert video["num_frames"] == 144 and video["cut_frames"] == [72]
-    assert all(b > a for a, b in zip(times, times[1:])), "the leading frames come before the timed ones"
+    assert all(b > a for a, b in zip(times, times[1:], strict=False)), "the leading frames come before the timed ones"
     assert times[untimed - 1] == pytest.approx(times[untimed] - 1 / 24)
 
 

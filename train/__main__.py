@@ -46,13 +46,19 @@ def build_precompute_parser() -> argparse.ArgumentParser:
             "VAE and the text encoder. Re-running resumes (finished shards are skipped)."
         ),
     )
-    parser.add_argument("--shards", required=True, help="video shards: a brace pattern, a folder, an index.json (local or in an object store), or pipe: commands")
+    parser.add_argument(
+        "--shards",
+        required=True,
+        help="video shards: a brace pattern, a folder, an index.json (local or in an object store), or pipe: commands",
+    )
     parser.add_argument("--out", required=True, metavar="DIR", help="local folder for the latent shards and their index.json")
     parser.add_argument("--config", metavar="FILE", help="YAML file of training settings (the model and video size are used)")
     parser.add_argument("--preset", help="model preset: tiny or wan2.1-t2v-1.3b")
     parser.add_argument("--set", dest="overrides", metavar="KEY=VALUE", nargs="+", action="extend", default=[],
                         help="override settings, e.g. --set num_frames=33 batch_size=4 (clips per encoder batch)")  # fmt: skip
-    parser.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="stored precision (default float16: half the size)")
+    parser.add_argument(
+        "--dtype", choices=["float16", "float32"], default="float16", help="stored precision (default float16: half the size)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 

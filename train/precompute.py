@@ -58,7 +58,7 @@ def precompute(config: TrainConfig, out: Path, dtype: str = "float16", progress:
     family.check_video_shape(config.num_frames, config.height, config.width)
     _claim(out, _recipe(config, family, dtype))
     stats, counts = PrecomputeStats(), []
-    for url, name in tqdm(list(zip(urls, names)), desc="precompute", unit="shard", disable=not progress, file=sys.stderr):
+    for url, name in tqdm(list(zip(urls, names, strict=True)), desc="precompute", unit="shard", disable=not progress, file=sys.stderr):
         target = out / name
         if target.exists():
             stats.shards_skipped += 1
@@ -91,7 +91,9 @@ def _latent_samples(url: str, family: VideoFamily, config: TrainConfig, dtype, s
         yield from _encode_batch(batch, family, config, dtype, stats)
 
 
-def _encode_batch(batch: list[tuple[dict, np.ndarray]], family: VideoFamily, config: TrainConfig, dtype, stats: PrecomputeStats) -> Iterator[Sample]:
+def _encode_batch(
+    batch: list[tuple[dict, np.ndarray]], family: VideoFamily, config: TrainConfig, dtype, stats: PrecomputeStats
+) -> Iterator[Sample]:
     captions = [sample.get("txt", b"").decode("utf-8", errors="replace").strip() for sample, _ in batch]
     frames = torch.from_numpy(np.stack([f for _, f in batch]))
     latents = family.encode_video(frames).cpu().numpy()

@@ -294,7 +294,10 @@ class Trainer:
 
     def _skipped_checkpoints(self, problems: list[str], used: Path) -> None:
         """One warning line for the unreadable checkpoints the run passed over."""
-        print(f"warning: skipped unreadable checkpoints in {used.parent}: {'; '.join(problems)}; resuming from {used.name}", file=sys.stderr)
+        print(
+            f"warning: skipped unreadable checkpoints in {used.parent}: {'; '.join(problems)}; resuming from {used.name}",
+            file=sys.stderr,
+        )
 
     def _forget_metrics_after(self, step: int) -> None:
         path = self.run_dir / "metrics.jsonl"

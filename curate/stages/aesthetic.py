@@ -98,7 +98,11 @@ class AestheticStage(ModelClipStage):
         batcher = _Batcher(self.model, self.config.batch_size, frames)
         prep = self.model.preprocess
         events = decode_frames(
-            clips, wanted, lambda frame, upright: frame_to_input(frame, prep, upright), self.config.decode_threads, 2 * self.config.batch_size
+            clips,
+            wanted,
+            lambda frame, upright: frame_to_input(frame, prep, upright),
+            self.config.decode_threads,
+            2 * self.config.batch_size,
         )
         for event in events:
             if event[0] == "frame":

@@ -16,8 +16,6 @@ Plain functions and one small class, with no knowledge of manifests or shards.
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import io
 import math
 from collections import deque
@@ -28,8 +26,8 @@ import av
 from av.video.frame import PictureType
 
 from curate.picture import Picture
+from curate.x264 import repeatable
 
-_X264_AVX512 = 1 << 16  # X264_CPU_AVX512 in x264.h
 _BT709 = 1  # AVColorSpace, AVColorPrimaries and AVColorTransferCharacteristic all number BT.709 1
 _LIMITED_RANGE = 1  # AVCOL_RANGE_MPEG
 
@@ -64,32 +62,6 @@ def _even(value: float) -> int:
 def _even_within(value: float, limit: int) -> int:
     """`value` rounded to an even number, at most `limit` (rounded down to even)."""
     return max(2, min(_even(value), limit // 2 * 2))
-
-
-@functools.cache
-def x264_params() -> str:
-    """x264 settings for byte-identical output: the instruction sets x264 detects on this CPU,
-    less AVX-512. x264 can be told which sets to use, not which to avoid, so this asks the libx264
-    that FFmpeg loaded (Linux); where it cannot be found, x264 detects them itself."""
-    library = _loaded_library("libx264")
-    if library is None:
-        return ""
-    try:
-        detect = ctypes.CDLL(library).x264_cpu_detect
-    except (OSError, AttributeError):
-        return ""
-    detect.restype = ctypes.c_uint32
-    flags = detect()
-    return f"asm={flags & ~_X264_AVX512}" if flags & _X264_AVX512 else ""
-
-
-def _loaded_library(name: str) -> str | None:
-    """The file of a shared library this process has loaded, from /proc/self/maps (Linux)."""
-    try:
-        with open("/proc/self/maps") as maps:
-            return next((line.split()[-1] for line in maps if f"/{name}" in line), None)
-    except OSError:
-        return None
 
 
 class FramePicker:
@@ -150,10 +122,7 @@ class ClipEncoder:
         self.frame_time_base = 1 / rate
         self.stream.width, self.stream.height = self.width, self.height
         self.stream.pix_fmt = "yuv420p"
-        options = {"crf": str(crf), "preset": preset}
-        if x264_params():
-            options["x264-params"] = x264_params()
-        self.stream.codec_context.options = options
+        self.stream.codec_context.options = repeatable({"crf": str(crf), "preset": preset})
         self.stream.codec_context.thread_count = threads  # fixed: x264's output depends on it
         context = self.stream.codec_context
         context.colorspace, context.color_primaries, context.color_trc = _BT709, _BT709, _BT709

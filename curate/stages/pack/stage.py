@@ -4,9 +4,10 @@ Unit: kept clips of one video, at most `units.max_clips` of its row in `curate.p
 units, so a unit's encoded bytes stay small and its clips spread over the workers). The video is
 opened once per unit and only the clips' frames are decoded (`iter_spans` seeks to the keyframe
 before each distant clip); each clip's frames (exactly `start_frame` to `end_frame`), with their
-timestamps, stream into its own `ClipEncoder`, which picks the frames of `pack.fps` by time. The unit stores the mp4 bytes ("samples") and what they hold ("scores"). Grouping
-samples into tar shards, with their captions and manifest rows, is `finish` (`curate.stages.pack.writer`):
-it needs every unit, and must follow caption or threshold changes without re-encoding anything.
+timestamps, stream into its own `ClipEncoder`, which picks the frames of `pack.fps` by time. The unit
+stores the mp4 bytes ("samples") and what they hold ("scores"). Grouping samples into tar shards, with
+their captions and manifest rows, is `finish` (`curate.stages.pack.writer`): it needs every unit, and
+must follow caption or threshold changes without re-encoding anything.
 """
 
 from __future__ import annotations

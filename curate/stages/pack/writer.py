@@ -78,7 +78,10 @@ def write_shards(layout: OutputLayout, pack: PackConfig, work_dir: Path, done: s
         (markers / f"{stale.name}.plan").unlink(missing_ok=True)
     write_text_atomic(wids_index(index, pack.prefix), layout.shards / INDEX_NAME)
     stats.shards, stats.bytes = len(plan), sum(size for _, _, size in index)
-    table = pa.table({"clip_id": list(shard_of), "shard": list(shard_of.values())}, schema=pa.schema([("clip_id", pa.string()), ("shard", pa.string())]))
+    table = pa.table(
+        {"clip_id": list(shard_of), "shard": list(shard_of.values())},
+        schema=pa.schema([("clip_id", pa.string()), ("shard", pa.string())]),
+    )
     return stats, table
 
 

@@ -138,7 +138,7 @@ def clip_spans(
         else:  # equal windows would fall under the minimum: take whole maximum-length ones
             edges = [start + i * max_frames for i in range(length // max_frames + 1)]
         frames = np.clip(np.searchsorted(grid, edges), first, stop).tolist()
-        spans.extend((a, b) for a, b in zip(frames[:-1], frames[1:]) if b > a)
+        spans.extend((a, b) for a, b in zip(frames[:-1], frames[1:], strict=False) if b > a)
     return spans
 
 
