@@ -450,3 +450,41 @@ def test_fade_whose_brightness_eases_in_after_its_contrast_covers_its_tail():
     transitions = _detect(frames)
     assert [t.kind for t in transitions] == ["fade"], transitions
     assert transitions[0].end >= 98 and abs(transitions[0].cut_frame - 72) <= 8, transitions
+
+
+# -- short shots (issue 17) ----------------------------------------------------------------------
+
+
+def _shots(*parts: tuple[np.ndarray, int], seed: int = 0) -> list[np.ndarray]:
+    """Frames of still shots played one after the other: (picture, number of frames) each."""
+    rng = np.random.default_rng(seed)
+    return [_noisy(picture, rng) for picture, count in parts for _ in range(count)]
+
+
+@pytest.mark.parametrize("short", [8, 12, 18, 25])
+def test_cut_back_around_a_short_shot_finds_both_cuts(short):
+    """A-B-A: a short shot B (8-25 frames, within the flash window) and a cut back to the very
+    picture before it. The old picture comes back, as after a flash, but B is a steady shot of its
+    own, not a couple of flash frames: both cuts are boundaries."""
+    a, b = _picture(21), _picture(22)
+    transitions = _detect(_shots((a, 60), (b, short), (a, 60), seed=short))
+    assert [(t.kind, t.cut_frame) for t in transitions] == [("cut", 60), ("cut", 60 + short)], transitions
+
+
+def test_cut_after_a_short_shot_to_a_picture_like_the_one_before_it():
+    """A-B-C, B 11 frames, C merely like A (the music video's frame 61: a set seen just before the
+    short shot, from another angle). C's picture "was there" 12 frames before, but in another shot,
+    beyond the cut into B: the cut into C is a boundary."""
+    a, b = _picture(23), _picture(24)
+    c = 0.8 * (a - 128) + 0.6 * (_picture(25) - 128) + 128  # about 0.6 from A (unrelated: 1.41)
+    transitions = _detect(_shots((a, 60), (b, 11), (c, 60), seed=3))
+    assert [(t.kind, t.cut_frame) for t in transitions] == [("cut", 60), ("cut", 71)], transitions
+
+
+def test_something_passing_the_lens_for_half_a_second_is_no_cut():
+    """A-X-A with X half a second of restless frames (something passing close to the lens, every
+    frame different): the picture comes back and X is no shot, so no boundary."""
+    rng = np.random.default_rng(9)
+    a = _picture(26)
+    frames = _shots((a, 60), seed=9) + _restless(27, 12, rng) + _shots((a, 60), seed=10)
+    assert _detect(frames) == []

@@ -53,6 +53,8 @@ _BLIP_JUMP = 2.0  # the contrast ratio of "at once"
 _ISOLATED = 2.0  # a cut's step is at least this many times the motion steps around it
 _RETURNED = 0.5  # distance under which "the old picture came back"
 _MOTION_OFFSET = 5  # frames from an event to the windows that measure the shot's own motion
+_SHORT_SHOT_S = 0.3  # a short shot between two cuts lasts at least this (a flash only a few frames)
+_STEADY = 0.5  # the frames of such a short shot change at most this share of its cuts' steps
 _SATURATED = 0.97  # share of the widest span that marks the ends of a dissolve
 _CONTRAST = 2.0  # a dissolve window changes this many times more than its neighbours
 _MIN_HIST_CHANGE = 0.2  # histogram change (total variation) that a dissolve must make
@@ -197,10 +199,20 @@ class ShotDetector:
 
         coarse = _Pairs(np.stack(self._coarse))
         here, before = rows(0), rows(-1)
+        step = coarse.dist(before, here)
+        returns = np.stack([coarse.dist(before, rows(j)) for j in range(1, self.flash_frames + 1)])
+        seen = np.stack([coarse.dist(here, rows(-1 - j)) for j in range(1, self.flash_frames + 1)])
+        # The shot's own motion, in windows clear of the event on both sides (see _cuts).
+        h = self.widths[0]
+        motion = np.minimum(
+            coarse.dist(rows(-_MOTION_OFFSET - h), rows(-_MOTION_OFFSET + h)),
+            coarse.dist(rows(_MOTION_OFFSET - h), rows(_MOTION_OFFSET + h)),
+        )
         chunk = {
-            "step": coarse.dist(before, here),
-            "returns": np.min([coarse.dist(before, rows(j)) for j in range(1, self.flash_frames + 1)], axis=0),
-            "seen_before": np.min([coarse.dist(here, rows(-1 - j)) for j in range(1, self.flash_frames + 1)], axis=0),
+            "step": step,
+            "returns": returns.min(axis=0),
+            "returns_at": _first_return(returns, step, motion),
+            "seen_at": _first_return(seen, step, motion),
         }
         hists = np.stack(self._hists)
         for h in self.widths:
@@ -227,24 +239,41 @@ class ShotDetector:
         step = scores["step"]
         candidate = (step >= self.config.cut_min_diff) & (ratio >= self.config.cut_threshold)
         candidate &= _isolated(step)
-        # Neither may the old picture come back soon, nor the new one have been there just before:
-        # a flash or something passing close to the lens changes the picture and changes it back.
-        came_back = np.minimum(scores["returns"], scores["seen_before"])
-        candidate &= came_back >= _RETURNED * step
-        # In a moving shot "the same picture" is only as close as motion allows: a picture that
-        # comes back no further away than the shot moves in a few frames (on both sides, in
-        # windows clear of the event itself) came back.
-        span = scores[f"span{self.widths[0]}"]
-        candidate &= came_back > np.minimum(_at(span, -_MOTION_OFFSET), _at(span, _MOTION_OFFSET))
         # A cut replaces the whole picture. Something entering the frame close to the lens and
         # staying (a hand, a tree trunk the camera passes) changes a large but partial area: most
         # cells keep their luma, so the median cell change is far below the mean one.
         candidate &= spread >= _WHOLE_PICTURE
         candidate[0] = False
         candidate[1:] &= ~(in_fade[1:] | in_fade[:-1])
+        candidate &= self._not_undone(candidate, step, scores["returns_at"], scores["seen_at"])
         positions = np.flatnonzero(candidate)
         strongest_first = positions[np.argsort(-step[positions], kind="stable")]
         return [Transition(t, t, t, "cut") for t in _spread(strongest_first, self._min_gap())]
+
+    def _not_undone(self, jumps: np.ndarray, step: np.ndarray, returns_at: np.ndarray, seen_at: np.ndarray) -> np.ndarray:
+        """Which cut-like jumps are not undone: neither does the old picture come back soon, nor
+        was the new one there just before (`returns_at`, `seen_at`: frames until that happens, 0
+        if it does not within the flash window). A flash or something passing close to the lens
+        changes the picture and changes it back.
+
+        A return counts only inside one shot. When another cut-like jump lies between the event
+        and the return, at least _SHORT_SHOT_S away, with steady frames between the two, those
+        frames are a short shot of their own, and the picture that came back belongs to the
+        shot beyond it: an A-B-A cut-back, or a cut to a picture merely like the one before B.
+        A flash lasts a couple of frames, and frames passing close to the lens keep changing."""
+        shortest = max(2, round(_SHORT_SHOT_S * self.fps))
+        jump_frames = np.flatnonzero(jumps)
+        ok = (returns_at == 0) & (seen_at == 0)
+        for t in np.flatnonzero(jumps & ~ok).tolist():
+            back, seen = int(returns_at[t]), int(seen_at[t])
+            after = not back or any(
+                t + shortest <= u <= t + back and _steady(step, t, u) for u in jump_frames.tolist()
+            )
+            before = not seen or any(
+                t - 1 - seen < u <= t - shortest and _steady(step, u, t) for u in jump_frames.tolist()
+            )
+            ok[t] = after and before
+        return ok
 
     def _uncertain(
         self, scores: dict[str, np.ndarray], ratio: np.ndarray, spread: np.ndarray, transitions: list[Transition]
@@ -376,6 +405,23 @@ class ShotDetector:
             hi = _settling(mean, hi - 1, end - 1, 1, limit) + 1
             fades.append(Transition(lo, hi, cut_frame, "fade"))
         return fades
+
+
+def _first_return(distances: np.ndarray, step: np.ndarray, motion: np.ndarray) -> np.ndarray:
+    """Per centre (columns of `distances`, one row per offset 1, 2, ...), the first offset at
+    which the picture came back, 0 if none did: closer than _RETURNED times the step, or no
+    further away than the shot moves in a few frames (in a moving shot "the same picture" is
+    only as close as motion allows)."""
+    back = (distances < _RETURNED * step) | (distances <= motion)
+    first = back.argmax(axis=0) + 1
+    return np.where(back.any(axis=0), first, 0)
+
+
+def _steady(step: np.ndarray, start: int, end: int) -> bool:
+    """Do the frames strictly between two jumps at `start` and `end` change far less than the
+    jumps do (a shot), rather than keep changing (something moving past the lens)?"""
+    inside = step[start + 1 : end]
+    return bool(len(inside)) and float(np.median(inside)) <= _STEADY * min(float(step[start]), float(step[end]))
 
 
 def _settling(values: np.ndarray, edge: int, reference: int, direction: int, limit: int) -> int:
