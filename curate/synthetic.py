@@ -179,6 +179,21 @@ def render(shots: list[Shot], joins: list[Join], width: int, height: int):
             pending = []
 
 
+def fade_edges(frames, num_frames: int, fade_in: int = 0, fade_out: int = 0, colour: float = 0.0):
+    """Fade a rendered video in from `colour` over its first `fade_in` frames and out to it over
+    its last `fade_out` (`num_frames` in all), as films open and close. `edge_fades` gives the
+    frames that belong to no shot."""
+    for i, frame in enumerate(frames):
+        level = min(1.0, (i + 1) / (fade_in + 1), (num_frames - i) / (fade_out + 1))
+        yield np.clip(colour + (frame.astype(np.float32) - colour) * level, 0, 255).astype(np.uint8)
+
+
+def edge_fades(num_frames: int, fade_in: int = 0, fade_out: int = 0) -> list[tuple[int, int]]:
+    """[first, last] frames of the fades that `fade_edges` adds: inside no shot, boundaries of none."""
+    spans = [(0, fade_in - 1)] if fade_in else []
+    return spans + ([(num_frames - fade_out, num_frames - 1)] if fade_out else [])
+
+
 def _tail_length(join: Join | None) -> int:
     if join is None or join.kind == "cut":
         return 0

@@ -488,3 +488,38 @@ def test_something_passing_the_lens_for_half_a_second_is_no_cut():
     a = _picture(26)
     frames = _shots((a, 60), seed=9) + _restless(27, 12, rng) + _shots((a, 60), seed=10)
     assert _detect(frames) == []
+
+
+def test_cut_between_shots_in_heavy_motion_confirmed_by_the_histogram():
+    """A cut between two shots in heavy motion, the second one darker: the step barely stands out
+    from the shots' own steps (no cut by the picture tests, as in the test above), but the luma
+    histogram jumps on that frame alone, while motion hardly moves it: a cut."""
+    rng = np.random.default_rng(12)
+    frames = _restless(28, 72, rng) + [frame - 60 for frame in _restless(29, 72, rng)]
+    transitions = _detect(frames)
+    assert [(t.kind, t.cut_frame) for t in transitions] == [("cut", 72)], transitions
+
+
+# -- fades at the very start and end (issue 17) ----------------------------------------------------
+
+
+@pytest.mark.parametrize(("colour", "fade_in", "fade_out"), [(0.0, 24, 36), (255.0, 12, 48), (0.0, 48, 8)])
+def test_fades_at_start_and_end_are_inside_no_clip(tmp_path, colour, fade_in, fade_out):
+    """A film that fades in from black (or white) and out to it, with no shot before or after:
+    no clip holds a frame of either fade, and the cut between its two shots is found."""
+    from conftest import split_video
+
+    from curate import synthetic
+
+    shots = [synthetic.Shot(96, 41, pan=(1.0, 0.0)), synthetic.Shot(96, 42)]
+    joins = [synthetic.Join("cut")]
+    truth = synthetic.truth(shots, joins)
+    frames = synthetic.fade_edges(synthetic.render(shots, joins, 160, 90), truth.num_frames, fade_in, fade_out, colour)
+    path = tmp_path / "faded.mp4"
+    synthetic.write_video(path, frames, fps=FPS)
+    video, clips = split_video(path)
+    assert any(abs(c - 96) <= HARD_TOL for c in video["cut_frames"]), video["cut_frames"]
+    assert clips
+    for first, last in synthetic.edge_fades(truth.num_frames, fade_in, fade_out):
+        for clip in clips:
+            assert clip["end_frame"] <= first or clip["start_frame"] > last, (clip, (first, last))

@@ -59,6 +59,8 @@ _SATURATED = 0.97  # share of the widest span that marks the ends of a dissolve
 _CONTRAST = 2.0  # a dissolve window changes this many times more than its neighbours
 _MIN_HIST_CHANGE = 0.2  # histogram change (total variation) that a dissolve must make
 _HIST_BINS = 16
+_HIST_JUMP = 0.25  # histogram change (total variation) of one frame that confirms a doubtful cut...
+_HIST_ISOLATED = 4.0  # ...when it is this many times the largest change of the three frames on either side
 _WHOLE_PICTURE = 0.2  # a cut's median cell change is at least this share of its RMS cell change
 _FADE_LEVEL_MARGIN = 64.0  # a fade heads for a luma level this close to black (0) or white (255)
 _SETTLING = 0.25  # luma levels per frame by which brightness or contrast still moves in a transition's tail
@@ -211,10 +213,12 @@ class ShotDetector:
         chunk = {
             "step": step,
             "returns": returns.min(axis=0),
+            "seen_before": seen.min(axis=0),
             "returns_at": _first_return(returns, step, motion),
             "seen_at": _first_return(seen, step, motion),
         }
         hists = np.stack(self._hists)
+        chunk["hist_step"] = 0.5 * np.abs(hists[before] - hists[here]).sum(axis=1)
         for h in self.widths:
             chunk.update(_blend_scores(coarse, rows(-h), here, rows(h), h))
             chunk[f"hist{h}"] = 0.5 * np.abs(hists[rows(-h)] - hists[rows(h)]).sum(axis=1)
@@ -246,9 +250,26 @@ class ShotDetector:
         candidate[0] = False
         candidate[1:] &= ~(in_fade[1:] | in_fade[:-1])
         candidate &= self._not_undone(candidate, step, scores["returns_at"], scores["seen_at"])
+        candidate |= self._histogram_cuts(scores, ratio, in_fade, spread)
         positions = np.flatnonzero(candidate)
         strongest_first = positions[np.argsort(-step[positions], kind="stable")]
         return [Transition(t, t, t, "cut") for t in _spread(strongest_first, self._min_gap())]
+
+    def _histogram_cuts(self, scores: dict[str, np.ndarray], ratio: np.ndarray, in_fade: np.ndarray, spread: np.ndarray) -> np.ndarray:
+        """Cuts that the picture tests doubt but the luma histogram confirms. Between two shots
+        alike on the coarse grid (a head before a brick wall, then another), or into a shot in
+        motion, the step barely stands out and the new picture may look like one seen a few frames
+        before. But the histogram jumps on that one frame and hardly moves on the frames around it,
+        which motion does not do (it moves the histogram on every frame). The old picture must not
+        come back closer than half the step: a flash or a short blink is no cut."""
+        step, hist_step = scores["step"], scores["hist_step"]
+        around = np.max([_at(hist_step, k) for k in (-3, -2, -1, 1, 2, 3)], axis=0)
+        found = (step >= self.config.cut_min_diff) & (ratio >= _UNCERTAIN_RATIO) & (spread >= _WHOLE_PICTURE)
+        found &= (hist_step >= _HIST_JUMP) & (hist_step >= _HIST_ISOLATED * around)
+        found &= np.minimum(scores["returns"], scores["seen_before"]) >= _RETURNED * step
+        found[0] = False
+        found[1:] &= ~(in_fade[1:] | in_fade[:-1])
+        return found
 
     def _not_undone(self, jumps: np.ndarray, step: np.ndarray, returns_at: np.ndarray, seen_at: np.ndarray) -> np.ndarray:
         """Which cut-like jumps are not undone: neither does the old picture come back soon, nor

@@ -1,0 +1,213 @@
+"""A zoo of edited transitions between REAL shots, with exact ground truth (issue 17).
+
+    python bench/transitions.py [--real DIR] [--set tuning|held-out|both] [-v]
+
+Cuts segments (2.3 s plus the transition at each end) from inside the shots of the hand-labelled real videos in DIR (default
+`.realdata/`, labels in bench/realdata/), and joins them, alternating source files, with
+cross-dissolves of 8, 16, 32 and 48 frames, 16-frame dips to black and to white, a 16-frame wipe
+and a 16-frame slide; one video per kind of transition, 320x180 at 24 fps, written with PyAV
+(`curate.synthetic.write_video`) into bench/out/transitions/. Every blended frame is known, so
+the ground truth is exact. Scores `curate split` as bench/accuracy.py does (gradual transitions
+within +-8 frames of their middle frame, clips holding any blended frame).
+
+The source files are split in two: the detector may be tuned on the TUNING set only; the
+HELD-OUT set (other files) says how well that generalises. Both are printed side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from accuracy import GRADUAL_TOLERANCE, LABELS, f1, ours, score, straddling  # noqa: E402
+
+from curate.config import SplitConfig  # noqa: E402
+from curate.synthetic import write_video  # noqa: E402
+
+SETS = {
+    # Bright, low-texture hand-held shots (cup), a street seen from above, and the animated film.
+    "tuning": ["cup.mp4", "vtest.avi", "bbb.mp4"],
+    # Other files altogether: a box on a table, a car interior, an animated trailer, a music video.
+    "held-out": ["box.mp4", "carphone_pristine.mp4", "Megamind.avi", "transnetv2_test.mp4"],
+}
+KINDS = ["dissolve8", "dissolve16", "dissolve32", "dissolve48", "black16", "white16", "wipe16", "slide16"]
+BODY_FRAMES = 56  # frames of each segment that no transition touches: a shot of 2.3 s
+CLEAR_FRAMES = 12  # a segment keeps this far from any labelled boundary
+SEGMENTS_PER_FILE = 4
+SIZE = (320, 180)
+FPS = 24
+
+
+def length_of(kind: str) -> int:
+    """The transition's length in frames, from the kind's name."""
+    return int("".join(ch for ch in kind if ch.isdigit()))
+
+
+def shot_spans(truth: dict, length: int) -> list[tuple[int, int]]:
+    """[start, end) of the stretches between labelled boundaries (cuts, gradual, leader/tail,
+    don't-care), kept CLEAR_FRAMES away from them, that hold `length` frames."""
+    edges = [(c, c) for c in truth["hard_cuts"]] + [tuple(g) for g in truth["gradual"]]
+    edges += [tuple(r) for r in truth.get("dont_care_ranges", [])]
+    events = truth.get("leader_tail_events", {})
+    edges += [(c, c) for c in events.get("hard_cuts", [])] + [tuple(g) for g in events.get("gradual", [])]
+    spans, position = [], 0
+    for first, last in sorted(edges):
+        spans.append((position, first))
+        position = max(position, last + 1)
+    spans.append((position, truth["num_frames"]))
+    return [(a + CLEAR_FRAMES, b - CLEAR_FRAMES) for a, b in spans if b - a - 2 * CLEAR_FRAMES >= length]
+
+
+def pick_segments(truth: dict, length: int) -> list[tuple[int, int]]:
+    """Up to SEGMENTS_PER_FILE segments of `length` frames from shots spread over the file, or
+    from distant parts of its one long shot."""
+    spans = shot_spans(truth, length)
+    if len(spans) > SEGMENTS_PER_FILE:
+        spans = [spans[round(i * (len(spans) - 1) / (SEGMENTS_PER_FILE - 1))] for i in range(SEGMENTS_PER_FILE)]
+    if len(spans) == 1:
+        a, b = spans[0]
+        count = min(SEGMENTS_PER_FILE, (b - a) // length)
+        return [(s, s + length) for s in (a + i * (b - a - length) // max(1, count - 1) for i in range(count))]
+    return [(a, a + length) for a, _ in spans]
+
+
+def decode_frames(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
+    """The wanted frames of a file (decode order), resized to SIZE, as uint8 RGB arrays."""
+    frames: dict[int, np.ndarray] = {}
+    if not wanted:
+        return frames
+    with av.open(str(path)) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            if index in wanted:
+                frames[index] = np.asarray(frame.to_image().convert("RGB").resize(SIZE, Image.BILINEAR))
+            if index >= max(wanted):
+                break
+    return frames
+
+
+def source_segments(folder: Path, names: list[str]) -> dict[str, list[np.ndarray]]:
+    """Per kind of transition, segments (BODY_FRAMES plus the transition's length at each end)
+    of the named files, interleaved so that neighbours come from different files."""
+    per_kind: dict[str, list[list[np.ndarray]]] = {kind: [] for kind in KINDS}
+    for name in names:
+        truth_file, path = LABELS / f"{name}.truth.json", folder / name
+        if not (path.exists() and truth_file.exists()):
+            continue
+        truth = json.loads(truth_file.read_text())
+        picks = {kind: pick_segments(truth, BODY_FRAMES + 2 * length_of(kind)) for kind in KINDS}
+        frames = decode_frames(path, {i for segments in picks.values() for a, b in segments for i in range(a, b)})
+        for kind, segments in picks.items():
+            per_kind[kind].append([np.stack([frames[i] for i in range(a, b)]) for a, b in segments if b - 1 in frames])
+    result = {}
+    for kind, per_file in per_kind.items():
+        result[kind] = []
+        for i in range(max(map(len, per_file), default=0)):
+            result[kind] += [segments[i] for segments in per_file if i < len(segments)]
+    return result
+
+
+def join(kind: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The frames that replace a's last and b's first frames of the transition (its length n comes
+    from the kind's name): n blended frames in all, every one of them neither a nor b."""
+    n = length_of(kind)
+    tail, head = a[-n:].astype(np.float32), b[:n].astype(np.float32)
+    share = (np.arange(1, n + 1) / (n + 1)).astype(np.float32)[:, None, None, None]  # b's share
+    if kind.startswith("dissolve"):
+        out = tail * (1 - share) + head * share
+    elif kind.startswith(("black", "white")):
+        colour = 0.0 if kind.startswith("black") else 255.0
+        level = np.abs(1 - 2 * share)  # down to the colour at the middle, back up
+        out = np.where(share < 0.5, colour + (tail - colour) * level, colour + (head - colour) * level)
+    elif kind.startswith("wipe"):
+        columns = np.arange(SIZE[0])[None, None, :, None]
+        out = np.where(columns < share * SIZE[0], head, tail)
+    else:  # slide: b pushes a out to the left
+        out = np.empty_like(tail)
+        for i, s in enumerate(share[:, 0, 0, 0]):
+            offset = int(round(s * SIZE[0]))
+            out[i] = np.concatenate([tail[i][:, offset:], head[i][:, :offset]], axis=1) if offset else tail[i]
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def build(kind: str, segments: list[np.ndarray], path: Path) -> list[tuple[int, int]]:
+    """Write one video of the segments joined by `kind`; return the transitions' [first, last]."""
+    n = length_of(kind)
+    pieces, gradual, position = [], [], 0
+    for i, segment in enumerate(segments):
+        body = segment[n if i else 0 : len(segment) - (n if i < len(segments) - 1 else 0)]
+        pieces.append(body)
+        position += len(body)
+        if i < len(segments) - 1:
+            blended = join(kind, segment, segments[i + 1])
+            pieces.append(blended)
+            gradual.append((position, position + n - 1))
+            position += n
+    write_video(path, (frame for piece in pieces for frame in piece), fps=FPS)
+    return gradual
+
+
+def evaluate(videos: list[tuple[str, Path, list[tuple[int, int]]]], config: SplitConfig, verbose: bool) -> dict:
+    """Per kind and in total: gradual hits, misses and false boundaries, straddling clips."""
+    rows: dict[str, dict[str, int]] = {}
+    for kind, path, gradual in videos:
+        predicted, clips, num_frames = ours(path, config)
+        counts = score(predicted, [], [(a + b + 1) // 2 for a, b in gradual])
+        row = {"tp": counts["grad_tp"], "fn": counts["grad_fn"], "fp": counts["grad_fp"]}
+        row.update(straddle=straddling(clips, [], gradual), clips=len(clips), kept=sum(e - s for s, e in clips), frames=num_frames)
+        rows[kind] = row
+        if verbose:
+            middles = [(a + b + 1) // 2 for a, b in gradual]
+            missed = [m for m in middles if not any(abs(p - m) <= GRADUAL_TOLERANCE for p in predicted)]
+            print(f"  {path.name:28} missed middles {missed}  found {predicted}")
+    rows["all"] = {k: sum(r[k] for r in rows.values()) for k in next(iter(rows.values()))}
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--real", type=Path, default=ROOT / ".realdata", help="folder of the real videos")
+    parser.add_argument("--set", choices=["tuning", "held-out", "both"], default="both")
+    parser.add_argument("--set-config", dest="overrides", nargs="*", default=[], help="split.* overrides to try")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    from curate.config import load_config
+
+    config = load_config(None, args.overrides).split
+    folder = ROOT / "bench" / "out" / "transitions"
+    folder.mkdir(parents=True, exist_ok=True)
+    names = ["tuning", "held-out"] if args.set == "both" else [args.set]
+    results = {}
+    for name in names:
+        videos = [(kind, folder / f"{name}-{kind}.mp4") for kind in KINDS]
+        labels = folder / f"{name}.truth.json"
+        if not (labels.exists() and all(path.exists() for _, path in videos)):
+            segments = source_segments(args.real, SETS[name])
+            labels.write_text(json.dumps({kind: build(kind, segments[kind], path) for kind, path in videos}))
+        truth = json.loads(labels.read_text())
+        results[name] = evaluate([(kind, path, [tuple(g) for g in truth[kind]]) for kind, path in videos], config, args.verbose)
+    print(f"{'kind':12}" + "".join(f" | {n:^40}" for n in names))
+    print(f"{'':12}" + " | transitions  found  false  straddling clips" * len(names))
+    for kind in [*KINDS, "all"]:
+        cells = []
+        for name in names:
+            r = results[name][kind]
+            cells.append(f" | {r['tp'] + r['fn']:11d} {r['tp']:6d} {r['fp']:6d} {r['straddle']:6d} of {r['clips']:3d}")
+        print(f"{kind:12}" + "".join(cells))
+    for name in names:
+        r = results[name]["all"]
+        print(f"{name}: gradual F1 {f1(r['tp'], r['fp'], r['fn']):.3f}, frames in clips {r['kept'] / max(1, r['frames']):.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
