@@ -523,3 +523,58 @@ def test_fades_at_start_and_end_are_inside_no_clip(tmp_path, colour, fade_in, fa
     for first, last in synthetic.edge_fades(truth.num_frames, fade_in, fade_out):
         for clip in clips:
             assert clip["end_frame"] <= first or clip["start_frame"] > last, (clip, (first, last))
+
+
+# -- long and partial transitions, low-texture shots (issue 17) ------------------------------------
+
+
+def _still(seed: int, num_frames: int, rng: np.random.Generator, contrast: float = 40.0, mean: float = 128.0) -> list[np.ndarray]:
+    picture = _picture(seed, contrast) - 128.0 + mean
+    return [_noisy(picture, rng) for _ in range(num_frames)]
+
+
+def _clip_spans_of(frames: list[np.ndarray]) -> list[tuple[int, int]]:
+    detection = _detection(frames)
+    return clip_spans(len(frames), detection.transitions + detection.uncertain, 24.0, DEFAULT)
+
+
+def test_sixteen_frame_wipe_is_kept_out_of_clips():
+    """A wipe over 16 frames changes a sixteenth of the picture a frame: no cut test fires, and
+    the two-frame windows that catch a short wipe see no burst. A 16-frame window sees all of it
+    change, far more than the windows beside it: no clip holds any of its frames."""
+    rng = np.random.default_rng(13)
+    old, new = _still(31, 80, rng), _still(32, 80, rng)
+    columns = np.arange(GRID_W)[None, :]
+    wipe = [np.where(columns < (i + 1) / 17 * GRID_W, new[i], old[64 + i]) for i in range(16)]
+    spans = _clip_spans_of(old[:64] + wipe + new[16:])  # the wipe: frames 64..79
+    assert all(end <= 64 or start >= 80 for start, end in spans), spans
+
+
+@pytest.mark.parametrize("length", [16, 48])
+def test_dissolve_between_bright_low_texture_shots(length):
+    """A dissolve between two bright, nearly flat shots (a hand with a cup, a box on a table:
+    luma standard deviation 5, mean 210). Their frame vectors have shrunk towards blank, so even
+    unrelated pictures are less than the usual "different pictures" distance apart; the dissolve
+    test scales that distance with them: the dissolve is found, and no clip holds it."""
+    rng = np.random.default_rng(14)
+    a, b = _still(33, 100, rng, contrast=5.0, mean=210.0), _still(34, 100, rng, contrast=5.0, mean=215.0)
+    share = np.arange(1, length + 1) / (length + 1)
+    frames = a[: 100 - length] + [(1 - w) * a[100 - length + i] + w * b[i] for i, w in enumerate(share)] + b[length:]
+    transitions = _detect(frames)
+    assert [t.kind for t in transitions] == ["dissolve"], transitions
+    assert abs(transitions[0].cut_frame - (100 - length // 2)) <= GRADUAL_TOL, transitions
+    spans = _clip_spans_of(frames)
+    assert all(end <= 100 - length or start >= 100 for start, end in spans), spans
+
+
+def test_forty_eight_frame_dissolve_is_found_and_kept_out_of_clips():
+    """A 48-frame dissolve (the widest window the detector looks at, 2 s) between two ordinary
+    shots: one dissolve, and no clip holds any of its frames."""
+    rng = np.random.default_rng(15)
+    a, b = _still(35, 100, rng), _still(36, 100, rng)
+    share = np.arange(1, 49) / 49
+    frames = a[:52] + [(1 - w) * a[52 + i] + w * b[i] for i, w in enumerate(share)] + b[48:]  # frames 52..99
+    transitions = _detect(frames)
+    assert [t.kind for t in transitions] == ["dissolve"], transitions
+    spans = _clip_spans_of(frames)
+    assert all(end <= 52 or start >= 100 for start, end in spans), spans

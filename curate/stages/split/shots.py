@@ -68,6 +68,12 @@ _UNCERTAIN_RATIO = 1.5  # a whole-picture jump this far above the motion around 
 _UNCERTAIN_SPREAD = 0.3  # the looser "whole picture" (see _WHOLE_PICTURE) of such a jump
 _BURST_SPAN = 1.0  # a few frames that change the picture this much...
 _BURST_CONTRAST = 4.0  # ...and this many times more than the frames beside them are kept out of clips
+_WIDE_SPAN = 1.0  # the same for longer windows (a wipe): ends this far apart...
+_WIDE_CONTRAST = 4.0  # ...this many times further than beside them, in picture or histogram...
+_WIDE_HIST = 0.2  # ...with a histogram change at least this large
+_FLASH_FRAMES = 2  # the longest flash a window's end may fall on
+_TRIM = 0.15  # steps this small against a burst's largest are still frames at its ends
+_MIN_PRESENCE = 0.5  # the least share of a distance threshold kept for low-contrast pictures
 
 
 @dataclass(frozen=True)
@@ -187,7 +193,7 @@ class ShotDetector:
         taken = _near(self.num_frames, fades + cuts, margin=self._min_gap())
         dissolves = self._dissolves(scores, in_fade, taken, std, mean)
         transitions = sorted(fades + cuts + dissolves, key=lambda t: (t.start, t.end))
-        return Detection(transitions, self._uncertain(scores, ratio, spread, transitions))
+        return Detection(transitions, self._uncertain(scores, ratio, spread, transitions, std))
 
     # -- scoring ---------------------------------------------------------------------------
 
@@ -297,7 +303,7 @@ class ShotDetector:
         return ok
 
     def _uncertain(
-        self, scores: dict[str, np.ndarray], ratio: np.ndarray, spread: np.ndarray, transitions: list[Transition]
+        self, scores: dict[str, np.ndarray], ratio: np.ndarray, spread: np.ndarray, transitions: list[Transition], std: np.ndarray
     ) -> list[Transition]:
         """Abrupt changes that no boundary test accepted: a jump of the whole picture well above
         the motion around it (a cut inside heavy motion or beside a glitch, or a flash), and a
@@ -309,14 +315,52 @@ class ShotDetector:
         jump &= ~_near(len(step), transitions, margin=0)  # a cut or a frame inside a transition is no doubt
         jump[0] = False
         found = [Transition(t, t, None, "uncertain") for t in np.flatnonzero(jump).tolist()]
-        h = self.widths[0]
-        span = scores[f"span{h}"]
-        burst = (span >= _BURST_SPAN) & (span >= _BURST_CONTRAST * np.maximum(_at(span, -2 * h), _at(span, 2 * h)))
-        explained = _near(len(span), transitions, margin=self._min_gap())
-        for t in np.flatnonzero(burst).tolist():
-            if h <= t < len(span) - h and not explained[t - h + 1 : t + h].any():
-                found.append(Transition(t - h + 1, t + h, None, "uncertain"))
-        return sorted(found, key=lambda t: (t.start, t.end))
+        explained = _near(len(step), transitions, margin=self._min_gap())
+        for h in self.widths:
+            found += self._bursts(scores, h, explained, self._presence(std, h))
+        return _merged(sorted(found, key=lambda t: (t.start, t.end)))
+
+    def _bursts(self, scores: dict[str, np.ndarray], h: int, explained: np.ndarray, presence: np.ndarray) -> list[Transition]:
+        """Windows of 2h frames whose ends differ far more than those of the same-length windows
+        beside them, which no transition explains: a wipe or a slide (every frame changes only part
+        of the picture, so no cut test fires), a dissolve that failed the blend test. Windows of
+        every width are looked at, as the dissolves are: a 16-frame wipe spreads its change over
+        16 frames, and only a window that long sees all of it. Over a few frames motion barely
+        moves the picture, so the shortest windows must stand out more; over longer ones a shot
+        in motion moves a lot too, and the luma histogram (blind to where things are) may show
+        the change better, as for dissolves. A window wider than the change itself (the narrowest
+        one whose ends are as far apart as they get) adds only frames of the shots around it."""
+        span, hist = scores[f"span{h}"], scores[f"hist{h}"]
+        outside = np.maximum(_at(span, -2 * h), _at(span, 2 * h))
+        # Near either end of the video a window "beside" it is cut short (clamped), and changes
+        # less for that alone; one side alone is no measure of the shot's own change either (a
+        # pan's histogram drifts): a wide window counts only where both windows beside it fit.
+        t = np.arange(len(span))
+        fits = (t - 3 * h >= 0) & (t + 3 * h < len(span))
+        if h == self.widths[0]:
+            burst = (span >= _BURST_SPAN * presence) & (span >= _BURST_CONTRAST * outside)
+        else:
+            # A flash at one end of a window changes its ends as much as a wipe inside it does, but
+            # only while the window ends on the flash: a change that is real holds when the window
+            # moves a frame or two.
+            held_span = np.min([_at(span, k) for k in range(-_FLASH_FRAMES, _FLASH_FRAMES + 1)], axis=0)
+            held_hist = np.min([_at(hist, k) for k in range(-_FLASH_FRAMES, _FLASH_FRAMES + 1)], axis=0)
+            hist_outside = np.maximum(_at(hist, -2 * h), _at(hist, 2 * h))
+            stands_out = (held_span >= _WIDE_CONTRAST * outside) | (held_hist >= np.maximum(_WIDE_HIST, _WIDE_CONTRAST * hist_outside))
+            burst = (held_span >= _WIDE_SPAN * presence) & stands_out & fits
+        return [
+            _trimmed(scores["step"], t - h + 1, t + h)
+            for t in np.flatnonzero(burst).tolist()
+            if h <= t < len(span) - h and not explained[t - h + 1 : t + h].any() and h <= self._extent(scores, t)
+        ]
+
+    def _presence(self, std: np.ndarray, h: int) -> np.ndarray:
+        """Per centre t, how far the pictures at t-h and t+h are from blank (the root mean square
+        of their vectors' lengths, see _describe): two low-contrast pictures, whose vectors have
+        shrunk, are at most that times 1.41 apart however unrelated they are, so thresholds on
+        their distance scale with it. Never below _MIN_PRESENCE: near-blank frames say nothing."""
+        weight = np.clip(std / self.config.flat_max_std - 1.0, 0.0, 1.0)
+        return np.maximum(_MIN_PRESENCE, np.sqrt((_at(weight, -h) ** 2 + _at(weight, h) ** 2) / 2))
 
     def _dissolves(self, scores, in_fade: np.ndarray, taken: np.ndarray, std: np.ndarray, mean: np.ndarray) -> list[Transition]:
         cfg = self.config
@@ -333,7 +377,7 @@ class ShotDetector:
             hist_outside = np.maximum(_at(hist, -2 * h), _at(hist, 2 * h))
             stands_out = (span >= _CONTRAST * outside) | (hist >= np.maximum(_MIN_HIST_CHANGE, _CONTRAST * hist_outside))
             balance = 1 - 2 * np.abs(weight - 0.5)  # 1 when the centre is an even blend
-            ok = (span >= cfg.gradual_min_diff) & (residual <= cfg.gradual_max_residual)
+            ok = (span >= cfg.gradual_min_diff * self._presence(std, h)) & (residual <= cfg.gradual_max_residual)
             ok &= (balance >= 0.5) & stands_out
             score = np.where(ok, (span - outside) * (1 - residual) * balance, 0.0)
             best_score = np.maximum(best_score, score)
@@ -443,6 +487,27 @@ def _steady(step: np.ndarray, start: int, end: int) -> bool:
     jumps do (a shot), rather than keep changing (something moving past the lens)?"""
     inside = step[start + 1 : end]
     return bool(len(inside)) and float(np.median(inside)) <= _STEADY * min(float(step[start]), float(step[end]))
+
+
+def _trimmed(step: np.ndarray, start: int, end: int) -> Transition:
+    """An uncertain change over frames [start, end), less the frames at either end that barely
+    moved (steps under _TRIM times the window's largest): a window wide enough to hold a change
+    holds still frames of the shots around it too, and those may go into clips."""
+    moved = np.flatnonzero(step[start:end] > _TRIM * step[start:end].max())
+    return Transition(start + int(moved[0]), start + int(moved[-1]) + 1, None, "uncertain")
+
+
+def _merged(changes: list[Transition]) -> list[Transition]:
+    """Overlapping uncertain spans (sorted by start) merged into one: the same burst seen through
+    windows of several widths."""
+    merged: list[Transition] = []
+    for change in changes:
+        if merged and change.start < merged[-1].end:
+            last = merged[-1]
+            merged[-1] = Transition(last.start, max(last.end, change.end), None, "uncertain")
+        else:
+            merged.append(change)
+    return merged
 
 
 def _settling(values: np.ndarray, edge: int, reference: int, direction: int, limit: int) -> int:
