@@ -19,8 +19,15 @@ towards the zero vector, which is at distance 1 from any picture.
   against contrast extrapolates there): a dim, mid-grey stretch of one shot is no fade.
 
 - Uncertain changes: a jump of the whole picture well above the motion around it that failed
-  the cut tests, or a burst of a few frames changing far more than the frames beside them (a
-  wipe). They are no boundaries, but clips leave them out, as they do transitions.
+  the cut tests, or a burst: a window (of any dissolve width) whose ends differ far more than
+  those of the windows beside it (a wipe, a slide, a dissolve that failed the blend test),
+  trimmed to the frames that move. They are no boundaries, but clips leave them out, as they do
+  transitions.
+- A return counts only inside one shot: a cut-like jump at least _SHORT_SHOT_S away, with steady
+  frames between, makes those frames a short shot (an A-B-A cut-back), not a flash. A whole-picture
+  jump the picture tests doubt is still a cut when the luma histogram jumps on that frame alone.
+- Thresholds on the distance between two pictures scale with their vectors' lengths, which
+  shrink for low-contrast (bright, flat) pictures.
 - A dissolve or fade whose brightness or contrast goes on moving beyond its window (a long or
   eased one) is widened over those frames, so clips keep clear of all of it.
 
@@ -290,15 +297,16 @@ class ShotDetector:
         A flash lasts a couple of frames, and frames passing close to the lens keep changing."""
         shortest = max(2, round(_SHORT_SHOT_S * self.fps))
         jump_frames = np.flatnonzero(jumps)
+
+        def between(first: int, last: int) -> list[int]:  # the jumps at frames first..last
+            lo, hi = np.searchsorted(jump_frames, [first, last + 1])
+            return jump_frames[lo:hi].tolist()
+
         ok = (returns_at == 0) & (seen_at == 0)
         for t in np.flatnonzero(jumps & ~ok).tolist():
             back, seen = int(returns_at[t]), int(seen_at[t])
-            after = not back or any(
-                t + shortest <= u <= t + back and _steady(step, t, u) for u in jump_frames.tolist()
-            )
-            before = not seen or any(
-                t - 1 - seen < u <= t - shortest and _steady(step, u, t) for u in jump_frames.tolist()
-            )
+            after = not back or any(_steady(step, t, u) for u in between(t + shortest, t + back))
+            before = not seen or any(_steady(step, u, t) for u in between(t - seen, t - shortest))
             ok[t] = after and before
         return ok
 
