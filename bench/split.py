@@ -6,6 +6,7 @@ Run from anywhere with the project's virtual environment:
     .venv/bin/python bench/split.py --quick    # 640x360 inputs, 2 repetitions, a smoke test
     .venv/bin/python bench/split.py --profile  # also: fixed costs per command, and where one video's time goes
     .venv/bin/python bench/split.py --wait-idle 120   # on a shared machine
+    .venv/bin/python bench/split.py --quick --detectors-only --detectors 1   # each split.detector against bare decode
 
 What it measures
 ----------------
@@ -606,6 +607,7 @@ def main() -> int:
         "--detectors", type=int, default=0, metavar="N",
         help="also time each split.detector (heuristic, transnetv2, ensemble) on the first N videos against bare decode",
     )
+    parser.add_argument("--detectors-only", action="store_true", help="time only the detectors (--detectors N, default 1)")
     parser.add_argument(
         "--wait-idle", type=float, default=0, metavar="S",
         help="on a shared machine: before each measurement wait up to S seconds for other load to stop",
@@ -626,6 +628,10 @@ def main() -> int:
     total = sum(frames)
     print(f"inputs   {len(files)} videos, {width}x{height} {FPS} fps H.264 (libx264 veryfast crf 20), "
           f"{total} frames ({total / FPS:.0f} s), {sum(f.stat().st_size for f in files) / 1e6:.1f} MB, in {files[0].parent}")
+
+    if args.detectors_only:
+        time_detectors(files[: args.detectors or 1], frames[: args.detectors or 1], reps, args.wait_idle)
+        return 0
 
     print("\n## Commands")
     print(f"(a) curate:      {PYTHON} -m curate split <{len(files)} files> --out <fresh dir> --workers 2 --quiet")

