@@ -111,6 +111,11 @@ class SplitConfig:
     transnet_threshold: float = _field(
         0.4, "TransNetV2: a frame whose single-frame transition probability exceeds this ends a shot (0..1)."
     )
+    ensemble_threshold: float = _field(
+        0.65,
+        "ensemble: a boundary only TransNetV2 finds is kept when its single-frame probability reaches this "
+        "(its unconfident detections were mostly flashes, occlusions and whip pans that ours rejects).",
+    )
     transnet_batch_windows: int = _runtime(8, "TransNetV2: 100-frame windows per model forward.")
     transnet_device: str = _field("auto", "TransNetV2: auto (CUDA when available), cuda, cuda:N or cpu; fp32 on both.")
     min_side: int = _threshold(
@@ -131,6 +136,7 @@ class SplitConfig:
         _require(self.decoder_threads >= 0, "split.decoder_threads must be >= 0 (0: FFmpeg's choice)")
         _require(self.detector in DETECTORS, f"split.detector must be one of {', '.join(DETECTORS)}")
         _require(0 < self.transnet_threshold < 1, "split.transnet_threshold must be in (0, 1)")
+        _require(0 < self.ensemble_threshold < 1, "split.ensemble_threshold must be in (0, 1)")
         _require(self.transnet_batch_windows >= 1, "split.transnet_batch_windows must be >= 1")
         _require(
             self.transnet_device in ("auto", "cpu", "cuda") or self.transnet_device.startswith("cuda:"),

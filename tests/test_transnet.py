@@ -106,6 +106,11 @@ def test_ensemble_keeps_ours_where_both_fire_and_adds_the_rest():
     assert transnet.ensemble(ours, theirs, min_gap=6) == [
         Transition(20, 21, 20, "cut"), Transition(38, 52, 45, "fade"), Transition(80, 80, 80, "cut")
     ]
+    single = np.zeros(100, np.float32)
+    single[79] = 0.5  # the model alone, and unsure: left out
+    unsure = transnet.ensemble(ours, theirs, 6, single, alone_threshold=0.65)
+    assert unsure == [Transition(20, 21, 20, "cut"), Transition(38, 52, 45, "fade")]
+    assert transnet.ensemble([Transition(20, 20, 20, "cut")], [Transition(26, 26, 26, "cut")], 6)[1].cut_frame == 26  # a 6-frame shot
 
 
 def _shot(seed: int, num_frames: int, gain: float = 1.0, offset: float = 0.0, moving: bool = True) -> list[np.ndarray]:
@@ -159,6 +164,7 @@ def test_cli_split_with_transnetv2_writes_cut_frames_and_the_transitions_table(h
         ("split.detector=learned", "split.detector must be one of heuristic, transnetv2, ensemble"),
         ("split.transnet_threshold=1.5", "split.transnet_threshold must be in (0, 1)"),
         ("split.transnet_batch_windows=0", "split.transnet_batch_windows must be >= 1"),
+        ("split.ensemble_threshold=0", "split.ensemble_threshold must be in (0, 1)"),
         ("split.transnet_device=tpu", "split.transnet_device must be auto, cpu, cuda or cuda:N"),
     ],
 )

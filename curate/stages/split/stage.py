@@ -105,7 +105,8 @@ class SplitStage(Stage):
         theirs = transnet.transitions_from(probabilities, self.config.transnet_threshold, min_gap, blank)
         if self.config.detector == "transnetv2":
             return Detection(theirs, []), probabilities
-        return Detection(transnet.ensemble(ours.transitions, theirs, min_gap), ours.uncertain), probabilities
+        joined = transnet.ensemble(ours.transitions, theirs, min_gap, probabilities.single, self.config.ensemble_threshold)
+        return Detection(joined, ours.uncertain), probabilities
 
     def failed(self, unit: Unit, message: str) -> tuple[dict, dict]:
         return self._error(unit.payload, message)

@@ -18,9 +18,12 @@ frames around it whose many-hot probability exceeds it too; transitions closer t
 `split.min_shot_s` are one (two hard cuts: the stronger). A span of 1-2 frames is a hard cut at
 the frame after the run; a longer one is a dissolve, or a fade when a blank frame touches it.
 
-`ensemble` joins our detector's transitions and TransNetV2's: every boundary either finds is
-kept; where both find one (cut frames closer than `split.min_shot_s`, or spans that touch), ours
-gives its cut frame and kind (they come from the picture itself) and the span covers both. Our
+`ensemble` joins our detector's transitions and TransNetV2's: every boundary ours finds, and
+every one only TransNetV2 finds whose single-frame probability reaches `split.ensemble_threshold`
+(0.65: below it, its detections that ours had not made were mostly flashes, occlusions and whip
+pans on the synthetic edits, and the ones it rightly adds on real footage scored 0.70-0.97).
+Where both find one (cut frames closer than `split.min_shot_s`, or spans that touch), ours gives
+its cut frame and kind (they come from the picture itself) and the span covers both. Our
 uncertain changes stay out of clips. README ("How shot detection works") gives the figures per
 detector on the real sets.
 """
@@ -235,16 +238,23 @@ def _transition(start: int, end: int, cut: int, n: int, blank: np.ndarray | None
     return Transition(start, end, (start + end) // 2, "fade" if near_blank else "dissolve")
 
 
-def ensemble(ours: list[Transition], theirs: list[Transition], min_gap: int) -> list[Transition]:
-    """Every boundary either detector found. One of theirs within `min_gap` frames of one of ours
-    (cut frames, or spans that touch) is the same boundary: ours gives its cut frame and kind, and
-    its span covers both detectors' spans, so clips keep clear of all of it."""
+def ensemble(
+    ours: list[Transition], theirs: list[Transition], min_gap: int, single: np.ndarray | None = None, alone_threshold: float = 0.0
+) -> list[Transition]:
+    """Every boundary ours finds, and those of theirs that ours has not: one of theirs within
+    `min_gap` frames of one of ours (cut frames, or spans when either is gradual) is the same
+    boundary, and ours gives its cut frame and kind while its span covers both, so clips keep
+    clear of all of it. One only theirs finds is kept when the model's single-frame probability
+    (`single`) reaches `alone_threshold` in or next to it."""
     joined = []
     for o in ours:
         same = [t for t in theirs if _same(t, o, min_gap)]
         start, end = min([o.start] + [t.start for t in same]), max([o.end] + [t.end for t in same])
         joined.append(Transition(start, end, o.cut_frame, o.kind) if same else o)
-    joined += [t for t in theirs if not any(_same(t, o, min_gap) for o in ours)]
+    for t in theirs:
+        confident = single is None or float(single[max(0, t.start - 1) : t.end + 1].max()) >= alone_threshold
+        if confident and not any(_same(t, o, min_gap) for o in ours):
+            joined.append(t)
     return sorted(joined, key=lambda t: (t.start, t.end))
 
 
