@@ -1,8 +1,11 @@
-"""Shot-boundary accuracy of `curate split` against PySceneDetect's adaptive detector.
+"""Shot-boundary accuracy of `curate split`'s detectors against PySceneDetect's.
 
-    python bench/accuracy.py [--videos N] [--seeds FIRST] [--size WxH] [--real DIR]
+    python bench/accuracy.py [--videos N] [--seeds FIRST] [--size WxH] [--real DIR] [--only GLOB]
 
-Scores both detectors on the same videos:
+Scores, side by side on the same videos, split.detector heuristic, transnetv2 and ensemble (the
+model's outputs cached per video under bench/out/accuracy/transnet/, so re-tuning the rules costs
+no model pass) and PySceneDetect's adaptive and content detectors (their cuts shaped into clips
+as curate shapes its own), on:
 - synthetic edits from `curate.synthetic.edited_video` (hard cuts, 16-frame dissolves, fades through
   black, fast pans, flashes, occlusions), N seeds, ground truth known exactly;
 - real footage in DIR (default `.realdata/`; bench/realdata/README.md says where to fetch it):
@@ -13,9 +16,9 @@ Scores both detectors on the same videos:
 
 Hard cuts count within +-2 frames, gradual transitions within +-8 frames of their middle frame.
 A detection near a gradual transition is credited to it, not counted against hard cuts, and vice
-versa, so neither detector is punished for calling a dissolve a cut. The script also counts the
-clips `curate split` makes that straddle a true boundary (the target is zero), and the share of
-frames its clips keep (what avoiding boundaries costs).
+versa, so no detector is punished for calling a dissolve a cut. The script also counts, per
+method, the clips that straddle a true boundary (the target is zero), and the share of frames the
+clips keep (what avoiding boundaries costs).
 """
 
 from __future__ import annotations
