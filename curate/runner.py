@@ -61,6 +61,8 @@ def run_split(
     merge_split(layout, config, [u.payload for u in finished], parts["videos"], parts["clips"], source=work_dir.name)
     for table in stage.extra_tables:  # manifests/transitions/<video_id>.parquet (split.detector transnetv2, ensemble)
         publish({_unit_of(part, table) + ".parquet": part for part in _finished_parts(work_dir, table)}, layout.manifests / table)
+    if "transitions" not in stage.extra_tables and (layout.manifests / "transitions").exists():
+        publish({}, layout.manifests / "transitions")  # an earlier learned split's probabilities no longer match cut_frames
     save_config(layout, config, "split")
     stats.seconds = time.perf_counter() - started
     return stats

@@ -156,6 +156,8 @@ def test_cli_split_with_transnetv2_writes_cut_frames_and_the_transitions_table(h
     transitions = pd.read_parquet(out / "manifests" / "transitions")
     assert transitions.video_id.tolist() == videos.video_id.tolist()
     assert len(transitions.single_frame_probs[0]) == videos.num_frames[0]
+    curate("split", path, "--out", out, "--workers", "1")  # back to the heuristic: those probabilities no longer apply
+    assert list((out / "manifests" / "transitions").glob("*.parquet")) == []
 
 
 @pytest.mark.parametrize(
