@@ -119,32 +119,35 @@ def _shot(seed: int, num_frames: int, gain: float = 1.0, offset: float = 0.0, mo
 
 
 @pytest.fixture(scope="module")
-def each_misses_one(tmp_path_factory):
-    """A video where each detector misses what the other finds (measured while building the
-    ensemble): a cut between two washed-out grey, low-contrast shots, which TransNetV2 barely
-    notices (probability ~0.2), and a 12-frame cutaway after which the same static picture comes
-    back, whose two cuts ours rejects as a flash."""
-    shots = [_shot(43, 40, 0.3, 10), _shot(44, 40, 0.25, 120), _shot(45, 40, 0.25, 120)]
-    shots += [_shot(seed, n, moving=False) for seed, n in ((32, 48), (33, 12), (32, 48))]
-    path = tmp_path_factory.mktemp("transnet") / "each_misses_one.mp4"
-    synthetic.write_video(path, iter([f for shot in shots for f in shot]), fps=24)
-    return path, [40, 80, 120, 168, 180]
+def random_edit(tmp_path_factory):
+    """Synthetic edit seed 1 at 320x180 (six shots: a cut, 16-frame dissolves and fades), where
+    each detector alone gets two boundaries wrong and the ensemble one (measured 2026-12-05, after
+    the heuristic's issue-17 changes: the 12-frame cutaway an earlier version of this test used is
+    no longer missed by the heuristic)."""
+    path = tmp_path_factory.mktemp("transnet") / "edit-001.mp4"
+    shots, joins = synthetic.edited_video(1)
+    return path, synthetic.make_video(path, shots, joins, 320, 180, fps=24)
 
 
-def test_ensemble_beats_either_detector_alone(each_misses_one):
-    path, truth = each_misses_one
+def _mistakes(cuts: list[int], truth: synthetic.Truth) -> int:
+    """Missed boundaries plus cuts matching none (hard cuts within 2 frames, gradual transitions
+    within 8 frames of their middle, as bench/accuracy.py scores them)."""
+    targets = [(cut, 2) for cut in truth.hard_cuts] + [((first + last) // 2, 8) for first, last in truth.gradual]
+    missed = sum(not any(abs(c - t) <= tolerance for c in cuts) for t, tolerance in targets)
+    false = sum(not any(abs(c - t) <= tolerance for t, tolerance in targets) for c in cuts)
+    return missed + false
 
-    def hits(cuts: list[int]) -> int:
-        return sum(any(abs(c - t) <= 2 for c in cuts) for t in truth)
 
+def test_ensemble_beats_either_detector_alone(random_edit):
+    path, truth = random_edit
     found = {"heuristic": split(path)[0]["cut_frames"]}
     row, outputs = split(path, detector="ensemble", transnet_device="cpu")
     found["ensemble"] = row["cut_frames"]
     probs = outputs["transitions"].to_pylist()[0]  # TransNetV2 alone, from the same model pass
     alone = transnet.Probabilities(np.array(probs["single_frame_probs"]), np.array(probs["many_hot_probs"]))
     found["transnetv2"] = [t.cut_frame for t in transnet.transitions_from(alone, 0.4, min_gap=6) if t.cut_frame is not None]
-    assert hits(found["ensemble"]) == len(truth) == len(found["ensemble"]), found
-    assert hits(found["heuristic"]) < len(truth) and hits(found["transnetv2"]) < len(truth), found
+    mistakes = {name: _mistakes(cuts, truth) for name, cuts in found.items()}
+    assert mistakes["ensemble"] < min(mistakes["heuristic"], mistakes["transnetv2"]), (mistakes, found, truth)
 
 
 def test_cli_split_with_transnetv2_writes_cut_frames_and_the_transitions_table(hard_cuts, tmp_path):
