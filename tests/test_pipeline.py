@@ -53,12 +53,13 @@ def test_the_cli_has_a_command_per_stage_and_tiny_models_where_a_stage_loads_one
         assert hasattr(parsed, "models") == spec.loads_model
 
 
-def test_settings_hash_as_before_so_existing_work_folders_are_reused():
-    """Work folders are named by these hashes (OUT/manifests/.work/<stage>-<hash>): the values of
-    the defaults before the stage table, so folders made then resume and are not recomputed."""
+def test_settings_hashes_change_only_with_the_settings():
+    """Work folders are named by these hashes (OUT/manifests/.work/<stage>-<hash>), so a change
+    here makes existing folders redo that stage. The clip stages' values are those from before
+    the stage table; split's changed with issue 17 (the detector settings), on purpose."""
     config = Config()
-    before = {"split": "bd18b19c26", "motion": "d369db177b", "aesthetic": "dd24378de2", "caption": "1a4740f064", "pack": "117078b9e9"}
-    assert {name: config.section_hash(name) for name in BY_NAME} == before
+    expected = {"split": "50326405a1", "motion": "d369db177b", "aesthetic": "dd24378de2", "caption": "1a4740f064", "pack": "117078b9e9"}
+    assert {name: config.section_hash(name) for name in BY_NAME} == expected
 
 
 FOLDER_MADE_BEFORE = ROOT / "tests" / "fixtures" / "made_before_stage_table"
@@ -67,7 +68,9 @@ FOLDER_MADE_BEFORE = ROOT / "tests" / "fixtures" / "made_before_stage_table"
 def test_an_output_folder_made_before_the_stage_table_resumes_without_recomputing(tmp_path):
     """tests/fixtures/made_before_stage_table: `curate run videos --out out --models tiny --set
     aesthetic.min=0 pack.short_side=48` by the code before the stage table (e394ec8). The same
-    command now finds every unit of every stage done, and the manifests keep their values."""
+    command now finds every unit of every clip stage done, and the manifests keep their values.
+    Split runs again: its settings gained the detector choice since (issue 17); it finds the same
+    clips, so nothing after it is redone."""
     from conftest import curate
 
     from curate.storage import read_parquet
@@ -77,7 +80,7 @@ def test_an_output_folder_made_before_the_stage_table_resumes_without_recomputin
     before = read_parquet(folder / "out" / "manifests" / "clips.parquet").to_pandas()
     settings = ("--models", "tiny", "--set", "aesthetic.min=0", "pack.short_side=48", "--quiet")
     printed = curate("run", folder / "videos", "--out", folder / "out", *settings)
-    assert "split: 0 videos processed, 1 already done" in printed
+    assert "split: 1 videos processed, 0 already done" in printed
     for spec in CLIP_STAGES:
         assert f"{spec.name}: 0 clips {spec.done_word} in 0 units" in printed
     after = read_parquet(folder / "out" / "manifests" / "clips.parquet").to_pandas()
