@@ -59,8 +59,7 @@ def run_split(
     finished = [u for u in units if u.unit_id in done]  # in input order
     parts = {table: [part_path(work_dir, u.unit_id, table) for u in finished] for table in ("videos", "clips")}
     merge_split(layout, config, [u.payload for u in finished], parts["videos"], parts["clips"], source=work_dir.name)
-    for table in stage.extra_tables:  # manifests/transitions/<video_id>.parquet (split.detector transnetv2, ensemble)
-        publish({_unit_of(part, table) + ".parquet": part for part in _finished_parts(work_dir, table)}, layout.manifests / table)
+    _publish_extra_tables(stage, work_dir, layout)  # transitions/, with split.detector transnetv2 or ensemble
     if "transitions" not in stage.extra_tables and (layout.manifests / "transitions").exists():
         publish({}, layout.manifests / "transitions")  # an earlier learned split's probabilities no longer match cut_frames
     save_config(layout, config, "split")
@@ -146,8 +145,7 @@ def run_clip_stage(
     pool = make_executor(executor, workers, stage)
     stats = _execute(pool, stage, units, work_dir, progress, size=lambda unit: len(unit.payload), unit_name="clip")
     update_clips(layout, config, stage_scores=read_scores(_finished_parts(work_dir, "scores"), stage.schema))
-    for table in stage.extra_tables:  # manifests/embeddings/<unit>.parquet
-        publish({_unit_of(part, table) + ".parquet": part for part in _finished_parts(work_dir, table)}, layout.manifests / table)
+    _publish_extra_tables(stage, work_dir, layout)  # embeddings/, for aesthetic
     stats.summary, columns = stage.finish(layout, work_dir, done_units(work_dir), progress)
     if columns is not None:
         update_clips(layout, config, stage_scores=columns)
@@ -160,6 +158,12 @@ def make_stage(name: str, config: Config) -> Stage:
     """The stage called `name`, with its config section (its module is imported here: torch
     loads only for model stages)."""
     return stage_spec(name).load()(getattr(config, name))
+
+
+def _publish_extra_tables(stage: Stage, work_dir: Path, layout: OutputLayout) -> None:
+    """The stage's extra per-unit tables, as manifests/<table>/<unit>.parquet, one file per finished unit."""
+    for table in stage.extra_tables:
+        publish({_unit_of(part, table) + ".parquet": part for part in _finished_parts(work_dir, table)}, layout.manifests / table)
 
 
 def _finished_parts(work_dir: Path, table: str) -> list[Path]:
