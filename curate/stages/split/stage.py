@@ -55,8 +55,11 @@ class SplitStage(Stage):
         return self.config.detector != "heuristic"
 
     def prepare(self) -> None:
-        if self._learned:
-            transnet.weights_path()  # a missing package fails here, in one line, before any worker starts
+        if self._learned:  # a missing package, or a CUDA device that is not there, fails here in one line
+            from curate.models.hub import resolve_device  # torch loads only for a learned detector
+
+            transnet.weights_path()
+            resolve_device(self.config.transnet_device, "split.transnet_device")
 
     def setup(self) -> None:
         if self._learned and self._model is None:

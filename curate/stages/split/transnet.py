@@ -73,11 +73,9 @@ class TransNet:
     Runs in fp32 everywhere (half precision was not verified against fp32 outputs)."""
 
     def __init__(self, device: str = "auto", batch_windows: int = 8):
-        import torch
+        from curate.models.hub import resolve_device  # torch: only where the model runs
 
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = resolve_device(device, "split.transnet_device")  # a CUDA device that is not there: one line
         self.batch_windows = max(1, batch_windows)
         self.model = load_model().to(self.device)
 
