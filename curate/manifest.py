@@ -254,8 +254,11 @@ def save_config(layout: OutputLayout, config: Config, section: str | None = None
 def publish(parts: dict[str, Path], folder) -> None:
     """Mirror a stage's extra per-unit tables (embeddings) into `folder`: `parts` maps each
     finished unit's file name there to its part, so `pd.read_parquet(folder)` reads them all,
-    and files of units no longer finished go. Hard links cost no space (on an object store:
+    and files of units no longer finished go (all of them when `parts` is empty: a table the
+    stage did not write under these settings). Hard links cost no space (on an object store:
     server-side copies)."""
+    if not parts and not folder.exists():
+        return  # nothing to mirror, and no empty folder for users to trip over
     makedirs(folder)
     present = set()
     for existing in folder.glob("*.parquet"):

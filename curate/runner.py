@@ -59,9 +59,7 @@ def run_split(
     finished = [u for u in units if u.unit_id in done]  # in input order
     parts = {table: [part_path(work_dir, u.unit_id, table) for u in finished] for table in ("videos", "clips")}
     merge_split(layout, config, [u.payload for u in finished], parts["videos"], parts["clips"], source=work_dir.name)
-    _publish_extra_tables(stage, work_dir, layout)  # transitions/, with split.detector transnetv2 or ensemble
-    if "transitions" not in stage.extra_tables and (layout.manifests / "transitions").exists():
-        publish({}, layout.manifests / "transitions")  # an earlier learned split's probabilities no longer match cut_frames
+    _publish_extra_tables(stage, work_dir, layout)  # transitions/: emptied after a heuristic split, whose cuts they no longer match
     save_config(layout, config, "split")
     stats.seconds = time.perf_counter() - started
     return stats

@@ -43,12 +43,13 @@ class SplitStage(Stage):
     """Shot detection and clip shaping for one video per unit."""
 
     name = "split"
+    # One row per video: TransNetV2's per-frame probabilities, so thresholds can be re-tuned. Only a
+    # learned detector writes it; after a heuristic split the runner empties manifests/transitions/.
+    extra_tables = ("transitions",)
 
     def __init__(self, config: SplitConfig):
         self.config = config
         self._model = None  # TransNetV2, loaded once per worker when the detector uses it
-        # One row per video: TransNetV2's per-frame probabilities, so thresholds can be re-tuned.
-        self.extra_tables = ("transitions",) if self._learned else ()
 
     @property
     def _learned(self) -> bool:
