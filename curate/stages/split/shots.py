@@ -185,6 +185,11 @@ class ShotDetector:
         rms = np.sqrt(np.einsum("ij,ij->i", change, change) / change.shape[1])
         return np.median(np.abs(change), axis=1) / np.maximum(rms, 1e-6)
 
+    def blank_frames(self) -> np.ndarray:
+        """Per frame fed so far, whether it is blank (black or white: luma std under
+        split.flat_max_std), as the fade test sees it."""
+        return np.asarray(self._std, np.float32) < self.config.flat_max_std
+
     def finish(self) -> Detection:
         """Score the remaining frames and return the transitions and uncertain changes."""
         self._describe()
@@ -423,7 +428,7 @@ class ShotDetector:
         n = len(std)
         limit = self._max_transition()
         left_max, right_max = _side_maxima(std, limit)
-        blank = std < self.config.flat_max_std
+        blank = std < self.config.flat_max_std  # as blank_frames()
         low = blank | ((std < _DIP * left_max) & (std < _DIP * right_max))
         fades = []
         for start, end in _runs(low):

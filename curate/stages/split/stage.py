@@ -90,7 +90,7 @@ class SplitStage(Stage):
         fps = dominant_fps(log.frame_times_s, rates)
         detection, tables = detector.finish(), {}
         if small is not None:
-            detection, probabilities = self._learned_detection(detection, np.stack(small), fps)
+            detection, probabilities = self._learned_detection(detection, np.stack(small), detector.blank_frames(), fps)
             tables["transitions"] = transitions_table(video.video_id, probabilities)
         # Clips leave out the uncertain changes too, though they are not boundaries (cut_frames).
         spans = clip_spans(log.num_frames, detection.transitions + detection.uncertain, fps, self.config, log.frame_times_s)
@@ -99,13 +99,15 @@ class SplitStage(Stage):
         stats = {"frames": log.num_frames, "clips": len(clips), "status": row["status"]}
         return {"videos": to_table([row], VIDEO_SCHEMA), "clips": to_table(clips, CLIP_SCHEMA), **tables}, stats
 
-    def _learned_detection(self, ours: Detection, frames: np.ndarray, fps: float) -> tuple[Detection, transnet.Probabilities]:
+    def _learned_detection(
+        self, ours: Detection, frames: np.ndarray, blank: np.ndarray, fps: float
+    ) -> tuple[Detection, transnet.Probabilities]:
         """TransNetV2's transitions (transnetv2), or both detectors' joined (ensemble), and the
-        model's per-frame probabilities."""
+        model's per-frame probabilities; `blank` marks the frames our detector found blank (what
+        makes a transition a fade)."""
         self.setup()  # a stage used directly (benchmarks, tests) loads the model on first use
         probabilities = self._model(frames)
         min_gap = max(2, round(self.config.min_shot_s * fps))
-        blank = _blank(frames, self.config.flat_max_std)
         theirs = transnet.transitions_from(probabilities, self.config.transnet_threshold, min_gap, blank)
         if self.config.detector == "transnetv2":
             return Detection(theirs, []), probabilities
@@ -140,12 +142,6 @@ def transitions_table(video_id: str, probabilities: transnet.Probabilities) -> p
     """The `transitions` row of one video: TransNetV2's two probabilities for every frame."""
     columns = [pa.array([p.astype(np.float32)], type=pa.list_(pa.float32())) for p in (probabilities.single, probabilities.many_hot)]
     return pa.table([pa.array([video_id]), *columns], schema=TRANSITIONS_SCHEMA)
-
-
-def _blank(frames: np.ndarray, flat_max_std: float) -> np.ndarray:
-    """Frames with (almost) no contrast, black or white, from the model's small RGB frames."""
-    gray = frames.astype(np.float32).mean(axis=3).reshape(len(frames), -1)
-    return gray.std(axis=1) < flat_max_std
 
 
 def _feed(detector: ShotDetector, stream, frames, config: SplitConfig, rgb: list[np.ndarray] | None = None) -> Picture | None:
