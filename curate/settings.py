@@ -48,11 +48,11 @@ def build(cls: type, values: dict[str, Any], prefix: str = "", what: str = "conf
     for key, value in values.items():
         if key not in known:
             raise ConfigError(f"unknown {what} {prefix}{key} (known: {', '.join(known)})")
-        typed[key] = coerce(f"{prefix}{key}", value, default_of(known[key]))
+        typed[key] = coerce(f"{prefix}{key}", value, _default_of(known[key]))
     return cls(**typed)
 
 
-def default_of(f: dataclasses.Field) -> Any:
+def _default_of(f: dataclasses.Field) -> Any:
     return f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
 
 
