@@ -106,17 +106,26 @@ def detect_all(path: Path, config: SplitConfig, baseline: bool) -> tuple[dict[st
 
 
 class _CachedModel:
-    """TransNetV2 for one video, its outputs cached on disk."""
+    """TransNetV2 for one video, its outputs cached on disk (the split stage's `stream()` of it)."""
 
     def __init__(self, path: Path):
         self.file = CACHE / f"{path.name}-{path.stat().st_size}.npz"
+        self.frames: list[np.ndarray] = []
 
-    def __call__(self, frames: np.ndarray) -> transnet.Probabilities:
+    def stream(self) -> _CachedModel:
+        self.frames = []
+        return self
+
+    def push(self, frame: np.ndarray) -> None:
         if not self.file.exists():
-            outputs = transnet.TransNet("cpu")(frames)
+            self.frames.append(frame)
+
+    def finish(self) -> transnet.Probabilities:
+        if not self.file.exists():
+            outputs = transnet.TransNet("cpu")(np.stack(self.frames))
             CACHE.mkdir(parents=True, exist_ok=True)
             np.savez(self.file, single=outputs.single, many_hot=outputs.many_hot)
-        stored = np.load(self.file)
+        stored = np.load(self.file, allow_pickle=False)
         return transnet.Probabilities(stored["single"], stored["many_hot"])
 
 

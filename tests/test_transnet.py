@@ -80,12 +80,25 @@ def test_loading_the_model_changes_no_process_wide_state(capsys):
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
 
 
-def test_sliding_windows_cover_every_frame_once():
-    for n in (1, 49, 50, 51, 100, 137):
-        padded = transnet._padded(np.arange(n).reshape(n, 1, 1, 1))
-        starts = range(0, len(padded) - transnet.WINDOW + 1, transnet.STRIDE)
-        middles = np.concatenate([padded[s + transnet.EDGE : s + transnet.EDGE + transnet.STRIDE] for s in starts])
-        assert middles.ravel()[:n].tolist() == list(range(n))
+def test_streamed_windows_cover_every_frame_once_and_hold_few_frames():
+    """Each frame's outputs come from the one window whose middle holds it, whatever the batch
+    size, while the stream never holds more than one batch of windows' frames."""
+    held = []
+
+    def forward(windows):  # a frame's "probabilities" are its own index, read at the window's middle
+        held.append(len(stream._frames))
+        middles = windows[:, transnet.EDGE : transnet.EDGE + transnet.STRIDE, 0, 0, 0].reshape(-1)
+        return middles.astype(np.float32), -middles.astype(np.float32)
+
+    for batch in (1, 3, 8):
+        for n in (1, 49, 50, 51, 100, 137, 1000):
+            stream = transnet.WindowStream(forward, batch)
+            for index in range(n):
+                stream.push(np.full((27, 48, 3), index, np.int64))
+            outputs = stream.finish()
+            assert outputs.single.tolist() == list(range(n)) and outputs.many_hot.tolist() == [-i for i in range(n)]
+            assert max(held) < transnet.WINDOW + transnet.STRIDE * batch + transnet.EDGE
+            held.clear()
 
 
 def test_probabilities_become_cuts_dissolves_and_fades():
@@ -176,6 +189,22 @@ def test_cli_split_with_transnetv2_writes_cut_frames_and_the_transitions_table(h
 def test_config_validation(override, words):
     with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace(")", r"\)")):
         load_config(overrides=[override])
+
+
+def test_batches_of_windows_give_the_probabilities_of_single_windows(hard_cuts):
+    path, _ = hard_cuts  # 200 frames: five windows, run one by one or in one batch while decoding
+    probs = [split(path, detector="transnetv2", transnet_device="cpu", transnet_batch_windows=b)[1]["transitions"].to_pylist()[0]
+             for b in (1, 8)]  # fmt: skip
+    for key in ("single_frame_probs", "many_hot_probs"):
+        np.testing.assert_allclose(probs[0][key], probs[1][key], atol=1e-5)
+
+
+def test_a_learned_detector_makes_split_a_model_stage():
+    """Ray runs model stages on long-lived actors that load the model once; as tasks, each video
+    would load TransNetV2 again."""
+    assert not SplitStage(SplitConfig()).loads_model
+    assert SplitStage(SplitConfig(detector="transnetv2")).loads_model
+    assert SplitStage(SplitConfig(detector="ensemble")).loads_model
 
 
 def test_the_detector_is_part_of_the_split_work_folder_hash():

@@ -44,7 +44,7 @@ class SplitStage(Stage):
 
     name = "split"
     # One row per video: TransNetV2's per-frame probabilities, so thresholds can be re-tuned. Only a
-    # learned detector writes it; after a heuristic split the runner empties manifests/transitions/.
+    # learned detector writes it; after a heuristic split manifests/transitions/ is emptied.
     extra_tables = ("transitions",)
 
     def __init__(self, config: SplitConfig):
@@ -54,6 +54,12 @@ class SplitStage(Stage):
     @property
     def _learned(self) -> bool:
         return self.config.detector != "heuristic"
+
+    @property
+    def loads_model(self) -> bool:
+        """With a learned detector, setting up loads TransNetV2: a cluster keeps long-lived workers
+        (Ray actors) that load it once, where tasks would load it again for each video."""
+        return self._learned
 
     def prepare(self) -> None:
         if self._learned:  # a missing package, or a CUDA device that is not there, fails here in one line
@@ -75,10 +81,11 @@ class SplitStage(Stage):
         except VideoError as exc:
             return self._error(video, str(exc))
         log = DecodeLog()
-        small: list[np.ndarray] | None = [] if self._learned else None
+        self.setup()  # a stage used directly (benchmarks, tests) loads the model on first use
+        windows = self._model.stream() if self._learned else None
         try:
             detector = ShotDetector(info.fps, self.config)
-            picture = _feed(detector, stream, iter_frames(container, stream, log), self.config, small)
+            picture = _feed(detector, stream, iter_frames(container, stream, log), self.config, windows)
             rates = nominal_rates(stream)
         finally:
             container.close()
@@ -89,8 +96,8 @@ class SplitStage(Stage):
             return self._error(video, still, info)
         fps = dominant_fps(log.frame_times_s, rates)
         detection, tables = detector.finish(), {}
-        if small is not None:
-            detection, probabilities = self._learned_detection(detection, np.stack(small), detector.blank_frames(), fps)
+        if windows is not None:
+            detection, probabilities = self._learned_detection(detection, windows.finish(), detector.blank_frames(), fps)
             tables["transitions"] = transitions_table(video.video_id, probabilities)
         # Clips leave out the uncertain changes too, though they are not boundaries (cut_frames).
         spans = clip_spans(log.num_frames, detection.transitions + detection.uncertain, fps, self.config, log.frame_times_s)
@@ -100,13 +107,11 @@ class SplitStage(Stage):
         return {"videos": to_table([row], VIDEO_SCHEMA), "clips": to_table(clips, CLIP_SCHEMA), **tables}, stats
 
     def _learned_detection(
-        self, ours: Detection, frames: np.ndarray, blank: np.ndarray, fps: float
+        self, ours: Detection, probabilities: transnet.Probabilities, blank: np.ndarray, fps: float
     ) -> tuple[Detection, transnet.Probabilities]:
-        """TransNetV2's transitions (transnetv2), or both detectors' joined (ensemble), and the
+        """TransNetV2's transitions (transnetv2), or both detectors' joined (ensemble), from the
         model's per-frame probabilities; `blank` marks the frames our detector found blank (what
         makes a transition a fade)."""
-        self.setup()  # a stage used directly (benchmarks, tests) loads the model on first use
-        probabilities = self._model(frames)
         min_gap = max(2, round(self.config.min_shot_s * fps))
         theirs = transnet.transitions_from(probabilities, self.config.transnet_threshold, min_gap, blank)
         if self.config.detector == "transnetv2":
@@ -144,16 +149,18 @@ def transitions_table(video_id: str, probabilities: transnet.Probabilities) -> p
     return pa.table([pa.array([video_id]), *columns], schema=TRANSITIONS_SCHEMA)
 
 
-def _feed(detector: ShotDetector, stream, frames, config: SplitConfig, rgb: list[np.ndarray] | None = None) -> Picture | None:
+def _feed(
+    detector: ShotDetector, stream, frames, config: SplitConfig, windows: transnet.WindowStream | None = None
+) -> Picture | None:
     """Push each frame's luma grid into the detector; return how the first frame is shown. A stream
     whose frame size changes midway gets a new sampler, and its grids are fitted to the first shape
     so vectors stay comparable. (The detector works on the coded picture: turning it upright or
-    squaring its pixels changes no boundary.) With `rgb`, each frame's 48x27 RGB for TransNetV2
-    is appended to it, from the same decoded frame."""
+    squaring its pixels changes no boundary.) With `windows`, each frame's 48x27 RGB goes to
+    TransNetV2 too, from the same decoded frame."""
     grid, plane_shape, first_shape, picture = None, None, None, None
     for frame in frames:
-        if rgb is not None:
-            rgb.append(transnet.small_rgb(frame))
+        if windows is not None:
+            windows.push(transnet.small_rgb(frame))
         plane = luma(frame)
         if plane.shape != plane_shape:
             plane_shape = plane.shape

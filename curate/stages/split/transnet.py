@@ -8,8 +8,9 @@ weight loading skipped (its `torch.load` call is never run: the state dict is re
 `weights_only=True`).
 
 The model reads 48x27 RGB frames, in windows of 100 frames that start every 50 frames; each
-window's middle 50 frames are kept, and the video's first and last frames are repeated 25 times
-at the ends so every frame sits in some window's middle. Per frame it gives two probabilities:
+window's middle 50 frames are kept, and the video's first frame is repeated 25 times in front
+(the last one at the end, 25 times and up to a whole window) so every frame sits in exactly one
+window's middle. `WindowStream` runs the windows while the video is decoded. Per frame it gives two probabilities:
 "single-frame" (the old shot ends at this frame) and "many-hot" (this frame is inside a transition).
 
 Turning probabilities into transitions (`transitions_from`): each run of frames whose
@@ -79,33 +80,75 @@ class TransNet:
         self.batch_windows = max(1, batch_windows)
         self.model = load_model().to(self.device)
 
+    def stream(self) -> WindowStream:
+        """A stream that takes one video's frames as they are decoded and runs the model on each
+        batch of windows as soon as its frames are in."""
+        return WindowStream(self._forward, self.batch_windows)
+
     def __call__(self, frames: np.ndarray) -> Probabilities:
         """Probabilities for (N, 27, 48, 3) uint8 RGB frames."""
+        stream = self.stream()
+        for frame in frames:
+            stream.push(frame)
+        return stream.finish()
+
+    def _forward(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Both probabilities of the middle STRIDE frames of each of a (B, WINDOW, 27, 48, 3) batch
+        of windows, flattened in window order."""
         import torch
 
-        n = len(frames)
+        with torch.inference_mode():
+            one, extra = self.model(torch.from_numpy(windows).to(self.device))
+            keep = slice(EDGE, EDGE + STRIDE)
+            single = torch.sigmoid(one[:, keep, 0]).reshape(-1).float().cpu().numpy()
+            many = torch.sigmoid(extra["many_hot"][:, keep, 0]).reshape(-1).float().cpu().numpy()
+        return single, many
+
+
+class WindowStream:
+    """One video's frames, fed as they are decoded, cut into the model's windows.
+
+    It holds only the frames of the next batch of windows (fewer than WINDOW + STRIDE * batch +
+    EDGE: 2 MB for batches of 8), not the whole video's (an hour at 25 fps is 350 MB of 48x27
+    frames). Batching changes no window: each is the same 100 frames as in one pass over them all."""
+
+    def __init__(self, forward, batch_windows: int):
+        self._forward = forward
+        self._batch = batch_windows
+        self._frames: list[np.ndarray] = []  # the padded sequence from the next window's start
+        self._single: list[np.ndarray] = []
+        self._many: list[np.ndarray] = []
+        self.num_frames = 0
+
+    def push(self, frame: np.ndarray) -> None:
+        """Add the next (27, 48, 3) uint8 RGB frame."""
+        if not self.num_frames:
+            self._frames.extend([frame] * EDGE)  # the first frame, repeated, pads the first window
+        self._frames.append(frame)
+        self.num_frames += 1
+        if len(self._frames) >= WINDOW + STRIDE * (self._batch - 1):
+            self._run(self._batch)
+
+    def finish(self) -> Probabilities:
+        """Run the windows left (the last frame repeated to fill them) and return every frame's
+        probabilities."""
+        n = self.num_frames
         if n == 0:
             return Probabilities(np.zeros(0, np.float32), np.zeros(0, np.float32))
-        padded = _padded(frames)
-        starts = list(range(0, len(padded) - WINDOW + 1, STRIDE))
-        single, many = [], []
-        with torch.inference_mode():
-            source = torch.from_numpy(padded)
-            for first in range(0, len(starts), self.batch_windows):
-                batch = torch.stack([source[s : s + WINDOW] for s in starts[first : first + self.batch_windows]])
-                one, extra = self.model(batch.to(self.device))
-                keep = slice(EDGE, EDGE + STRIDE)
-                single.append(torch.sigmoid(one[:, keep, 0]).reshape(-1).float().cpu())
-                many.append(torch.sigmoid(extra["many_hot"][:, keep, 0]).reshape(-1).float().cpu())
-        return Probabilities(torch.cat(single).numpy()[:n].copy(), torch.cat(many).numpy()[:n].copy())
+        self._frames.extend([self._frames[-1]] * (EDGE + STRIDE - (n % STRIDE or STRIDE)))
+        while len(self._frames) >= WINDOW:
+            self._run(min(self._batch, (len(self._frames) - WINDOW) // STRIDE + 1))
+        self._frames.clear()
+        single, many = np.concatenate(self._single)[:n], np.concatenate(self._many)[:n]
+        return Probabilities(single.astype(np.float32), many.astype(np.float32))
 
-
-def _padded(frames: np.ndarray) -> np.ndarray:
-    """The frames with the first one repeated EDGE times in front and the last one repeated at the
-    end (EDGE frames and up to the next multiple of STRIDE), so the windows' middles cover every frame."""
-    n = len(frames)
-    tail = EDGE + STRIDE - (n % STRIDE or STRIDE)
-    return np.concatenate([np.repeat(frames[:1], EDGE, 0), frames, np.repeat(frames[-1:], tail, 0)])
+    def _run(self, count: int) -> None:
+        """Run the first `count` windows and drop the frames no later window reads."""
+        windows = np.stack([np.stack(self._frames[s : s + WINDOW]) for s in range(0, count * STRIDE, STRIDE)])
+        single, many = self._forward(windows)
+        self._single.append(single)
+        self._many.append(many)
+        del self._frames[: count * STRIDE]
 
 
 def weights_path():
