@@ -121,11 +121,39 @@ class SplitConfig:
     min_side: int = _threshold(
         32, "Drop as 'too_small' a clip whose picture, as shown, is narrower or lower than this (pixels)."
     )
+    quality_samples_per_s: float = _field(
+        2.0,
+        "Frames per second (of those split decodes anyway) measured for the crop box, exposure and sharpness "
+        "columns; 0 turns the measures off (no crop, no bad_exposure or blurry drops).",
+    )
+    min_picture_side: int = _threshold(
+        64, "Drop as 'small_picture' a clip whose picture, once black borders are cut off (its crop box), is narrower or lower "
+        "than this (pixels).",
+    )
+    min_brightness: float = _threshold(0.06, "Drop as 'bad_exposure' a clip whose mean brightness (0-1) is below this.")
+    max_brightness: float = _threshold(0.92, "Drop as 'bad_exposure' a clip whose mean brightness (0-1) is above this.")
+    max_dark_frac: float = _threshold(
+        0.85, "Drop as 'bad_exposure' a clip with more than this share of its picture crushed to black (dark_frac)."
+    )
+    max_bright_frac: float = _threshold(
+        0.5, "Drop as 'bad_exposure' a clip with more than this share of its picture blown out to white (bright_frac)."
+    )
+    min_sharpness: float = _threshold(
+        2.5,
+        "Drop as 'blurry' a clip whose sharpness (RMS Laplacian of luma at a short side of about 256 pixels, over its "
+        "most detailed quarter; 0-255 levels) is below this. 0 keeps every clip.",
+    )
     ray_num_cpus: float = _ray_cpus("split task (one video)")
 
     def __post_init__(self) -> None:
         _require(self.min_clip_s > 0, "split.min_clip_s must be > 0")
         _require(self.min_side >= 2, "split.min_side must be >= 2 (yuv420p needs 2x2 pixels)")
+        _require(0 <= self.quality_samples_per_s <= 60, "split.quality_samples_per_s must be in [0, 60] (0: off)")
+        _require(self.min_picture_side >= 2, "split.min_picture_side must be >= 2 (yuv420p needs 2x2 pixels)")
+        _require(0 <= self.min_brightness <= self.max_brightness <= 1, "split.min_brightness <= split.max_brightness, both in [0, 1]")
+        _require(0 <= self.max_dark_frac <= 1, "split.max_dark_frac must be in [0, 1]")
+        _require(0 <= self.max_bright_frac <= 1, "split.max_bright_frac must be in [0, 1]")
+        _require(self.min_sharpness >= 0, "split.min_sharpness must be >= 0")
         _require(self.max_clip_s >= self.min_clip_s, "split.max_clip_s must be >= split.min_clip_s")
         _require(self.margin_s >= 0, "split.margin_s must be >= 0")
         _require(self.cut_threshold > 1, "split.cut_threshold must be > 1")
@@ -340,10 +368,11 @@ class PackConfig:
 
 # Raised when a stage's stored results change meaning, so output folders made by an older
 # version redo that stage instead of mixing old results in. Split 2: display sizes, rotation and
-# colour columns, clip lengths in time, the dominant frame rate. Aesthetic and caption 2: the
+# colour columns, clip lengths in time, the dominant frame rate. Split 3: crop box, exposure and
+# sharpness columns. Aesthetic and caption 2: the
 # model sees frames upright, with square pixels and true colours. Pack 2: upright, square-pixel,
 # BT.709 clips at a constant rate by timestamps, never scaled up.
-RESULTS_VERSION = {"split": 2, "aesthetic": 2, "caption": 2, "pack": 2}
+RESULTS_VERSION = {"split": 3, "aesthetic": 2, "caption": 2, "pack": 2}
 
 
 @dataclass

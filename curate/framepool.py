@@ -1,8 +1,8 @@
 """Decode chosen frames of many clips in a small thread pool, ahead of a model that consumes them.
 
 Model stages (aesthetic, caption) read a few frames per clip. Each video is opened once, by one
-thread, which seeks to the wanted frames in time order and converts each to the model's input
-size with FFmpeg; the main thread receives them in a fixed order (clip order, whatever the
+thread, which seeks to the wanted frames in time order and converts each clip's picture (its crop
+box, without black borders) to the model's input size with FFmpeg; the main thread receives them in a fixed order (clip order, whatever the
 threads' timing), so results are repeatable. PyAV and torch both release the GIL, so decoding
 overlaps the model's work. `background` runs any other producer (e.g. a processor building
 model inputs) one step ahead in the same way.
@@ -20,11 +20,11 @@ import av
 import numpy as np
 
 from curate.manifest import ClipRef
-from curate.picture import Upright
+from curate.picture import CroppedUpright, Upright
 from curate.videoio import DecodeLog, VideoError, iter_spans, open_video
 
-# frame, the stream's converter to upright RGB (it keeps FFmpeg's scaler) → model input pixels
-Convert = Callable[[av.VideoFrame, Upright], np.ndarray]
+# frame, the clip's converter to upright RGB of its crop box (it keeps FFmpeg's scaler) → model input pixels
+Convert = Callable[[av.VideoFrame, Upright | CroppedUpright], np.ndarray]
 
 _DONE = object()
 
@@ -149,6 +149,7 @@ def _read_frames(jobs: list[tuple[int, ClipRef, list[int]]], convert: Convert) -
     found = set()  # (span_no, offset) of every frame handed out
     seen = [0] * len(spans)  # frames read per span: the next one's offset in it
     upright = Upright(stream)
+    views = {clip_no: upright.crop(clip.box) for clip_no, clip, _ in jobs}  # each clip sees its crop box
     try:
         for span_no, frame in iter_spans(container, stream, spans, jobs[0][1].fps, log):
             clip_no, picks = owners[span_no]
@@ -158,7 +159,7 @@ def _read_frames(jobs: list[tuple[int, ClipRef, list[int]]], convert: Convert) -
             if index is None:  # a frame of a clip read whole that is not wanted
                 continue
             try:
-                pixels = convert(frame, upright)
+                pixels = convert(frame, views[clip_no])
             except (av.FFmpegError, ValueError) as exc:
                 yield ("error", clip_no, f"cannot convert frame {index} ({exc})")
                 continue

@@ -69,6 +69,15 @@ CLIP_SCHEMA = pa.schema(
         ("height", pa.int64()),
         ("drop_reason", pa.string()),
         ("source_caption", pa.string()),
+        # The picture inside its black borders, in the grid of width/height (null: the whole frame).
+        ("crop_x", pa.int64()),
+        ("crop_y", pa.int64()),
+        ("crop_width", pa.int64()),
+        ("crop_height", pa.int64()),
+        ("brightness", pa.float32()),
+        ("dark_frac", pa.float32()),
+        ("bright_frac", pa.float32()),
+        ("sharpness", pa.float32()),
     ]
 )
 
@@ -125,6 +134,21 @@ class ClipRef:
     width: int
     height: int
     source_caption: str | None = None  # from the input list, for prompts that use it
+    # The picture's box inside black borders, in the grid of width x height (None: the whole
+    # frame, as in manifests made before crop boxes existed).
+    crop_x: int | None = None
+    crop_y: int | None = None
+    crop_width: int | None = None
+    crop_height: int | None = None
+
+    @property
+    def box(self) -> tuple[int, int, int, int] | None:
+        """The crop box (x, y, width, height; `curate.picture.Box` takes it) when it leaves anything
+        out, else None: the stage sees the whole frame."""
+        if self.crop_width is None or self.crop_height is None:
+            return None
+        box = (self.crop_x or 0, self.crop_y or 0, self.crop_width, self.crop_height)
+        return None if box == (0, 0, self.width, self.height) else box
 
     @property
     def span(self) -> tuple[float, float, int]:
@@ -133,6 +157,7 @@ class ClipRef:
 
 
 _CLIPREF_FIELDS = [f.name for f in dataclasses.fields(ClipRef)]
+_CROP_FIELDS = ("crop_x", "crop_y", "crop_width", "crop_height")
 
 
 def clip_refs(clips: pd.DataFrame) -> list[ClipRef]:
@@ -142,6 +167,9 @@ def clip_refs(clips: pd.DataFrame) -> list[ClipRef]:
     fields = [f for f in _CLIPREF_FIELDS if f in clips.columns]  # optional ones (source_caption) may be absent
     if "source_caption" in clips:  # pandas reads a missing string as NaN; a ClipRef holds None
         clips = clips.assign(source_caption=clips.source_caption.astype(object).where(clips.source_caption.notna(), None))
+    for name in _CROP_FIELDS:  # nullable ints read as floats with NaN; a ClipRef holds int or None
+        if name in clips:
+            clips = clips.assign(**{name: clips[name].map(lambda v: None if v != v or v is None else int(v)).astype(object)})
     return [ClipRef(**{f: getattr(row, f) for f in fields}) for row in clips.itertuples(index=False)]
 
 

@@ -16,8 +16,10 @@ encoder builds its FFmpeg filter graph from the same `Picture` (`curate.stages.p
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import NamedTuple
 
 import av
 import numpy as np
@@ -35,6 +37,19 @@ _REFORMAT_MATRIX = {
 }
 _FULL_RANGE = 2  # AVCOL_RANGE_JPEG
 _PROGRESSIVE = 1  # AVFieldOrder: 0 unknown, 1 progressive, 2-5 the interlaced orders
+
+
+class Box(NamedTuple):
+    """A rectangle of pixels: left, top, width, height."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+    def columns(self) -> dict:
+        """As the clips.parquet crop columns."""
+        return {"crop_x": self.x, "crop_y": self.y, "crop_width": self.width, "crop_height": self.height}
 
 
 @dataclass(frozen=True)
@@ -56,6 +71,64 @@ class Picture:
         """The size a player shows a `width` x `height` coded frame at: square pixels, upright."""
         shown_width = max(1, round(width * self.pixel_aspect))
         return (height, shown_width) if self.quarter_turns % 2 else (shown_width, height)
+
+    def display_box(self, box: Box, width: int, height: int) -> Box:
+        """`box`, a rectangle of a `width` x `height` coded frame, where a player shows it (in the
+        grid of `display_size`), shrunk to even offsets and sizes; the whole frame stays whole."""
+        shown_w, shown_h = self.display_size(width, height)
+        if box == Box(0, 0, width, height):
+            return Box(0, 0, shown_w, shown_h)
+        pa = float(self.pixel_aspect)
+        x0, x1 = box.x * pa, (box.x + box.width) * pa
+        y0, y1 = box.y, box.y + box.height
+        turn = self.quarter_turns % 4
+        wide = width * pa  # the squared coded width, before the turn
+        if turn == 1:
+            x0, y0, x1, y1 = y0, wide - x1, y1, wide - x0
+        elif turn == 2:
+            x0, y0, x1, y1 = wide - x1, height - y1, wide - x0, height - y0
+        elif turn == 3:
+            x0, y0, x1, y1 = height - y1, x0, height - y0, x1
+        left, top = _even_up(x0), _even_up(y0)
+        right, bottom = _even_down(min(x1, shown_w)), _even_down(min(y1, shown_h))
+        return Box(left, top, max(2, right - left), max(2, bottom - top))
+
+    def coded_box(self, box: Box, width: int, height: int, even: bool = False) -> Box:
+        """The rectangle of a `width` x `height` coded frame that a player shows as `box` (a
+        `display_box`), rounded inwards (to even offsets and sizes with `even`, as chroma needs)."""
+        pa = float(self.pixel_aspect)
+        wide = width * pa
+        x0, y0, x1, y1 = box.x, box.y, box.x + box.width, box.y + box.height
+        turn = self.quarter_turns % 4
+        if turn == 1:
+            x0, y0, x1, y1 = wide - y1, x0, wide - y0, x1
+        elif turn == 2:
+            x0, y0, x1, y1 = wide - x1, height - y1, wide - x0, height - y0
+        elif turn == 3:
+            x0, y0, x1, y1 = y0, height - x1, y1, height - x0
+        x0, x1 = x0 / pa, x1 / pa
+        up, down = (_even_up, _even_down) if even else (_up, _down)
+        left, top = max(0, up(x0)), max(0, up(y0))
+        right, bottom = min(width, down(x1)), min(height, down(y1))
+        if even:
+            right, bottom = min(right, width // 2 * 2), min(bottom, height // 2 * 2)
+        return Box(left, top, max(1, right - left), max(1, bottom - top))
+
+
+def _up(value: float) -> int:
+    return math.ceil(value - 1e-6)
+
+
+def _down(value: float) -> int:
+    return math.floor(value + 1e-6)
+
+
+def _even_up(value: float) -> int:
+    return _up(value / 2) * 2
+
+
+def _even_down(value: float) -> int:
+    return _down(value / 2) * 2
 
 
 def picture_of(stream, frame: av.VideoFrame) -> Picture:
@@ -126,3 +199,40 @@ class Upright:
         if picture.quarter_turns:
             rgb = np.ascontiguousarray(np.rot90(rgb, picture.quarter_turns))
         return rgb
+
+    def crop(self, box: tuple[int, int, int, int] | None) -> Upright | CroppedUpright:
+        """This converter showing only `box` (x, y, width, height) of each frame, in display
+        pixels (a clip's crop box, `ClipRef.box`), or itself when `box` is None."""
+        return self if box is None else CroppedUpright(self, Box(*box))
+
+
+class CroppedUpright:
+    """An `Upright` that shows only a box of the picture: its display size is the box's, and
+    `rgb` converts the whole picture at the scale that gives the box the requested size (one
+    FFmpeg call, as for the whole frame), then cuts the box out. The stream's `Upright` (and its
+    scaler) is shared by all the clips of a video."""
+
+    def __init__(self, upright: Upright, box: Box):
+        self.upright = upright
+        self.box = box
+
+    def picture_of(self, frame: av.VideoFrame) -> Picture:
+        return self.upright.picture_of(frame)
+
+    def display_size(self, frame: av.VideoFrame) -> tuple[int, int]:
+        return self._box(frame)[2:]
+
+    def rgb(self, frame: av.VideoFrame, width: int, height: int, interpolation: str = "BICUBIC") -> np.ndarray:
+        shown_w, shown_h = self.upright.display_size(frame)
+        x, y, box_w, box_h = self._box(frame)
+        scale_x, scale_y = width / box_w, height / box_h
+        full_w, full_h = max(width, round(shown_w * scale_x)), max(height, round(shown_h * scale_y))
+        rgb = self.upright.rgb(frame, full_w, full_h, interpolation)
+        left, top = min(round(x * scale_x), full_w - width), min(round(y * scale_y), full_h - height)
+        return np.ascontiguousarray(rgb[top : top + height, left : left + width])
+
+    def _box(self, frame: av.VideoFrame) -> Box:
+        """The box, inside the frame as shown (a box from a larger frame size is cut to fit)."""
+        shown_w, shown_h = self.upright.display_size(frame)
+        x, y = min(self.box.x, shown_w - 2), min(self.box.y, shown_h - 2)
+        return Box(x, y, max(2, min(self.box.width, shown_w - x)), max(2, min(self.box.height, shown_h - y)))

@@ -79,6 +79,11 @@ def column(clips: pd.DataFrame, name: str) -> pd.Series:
     return pd.Series(None, index=clips.index, dtype=object if name.endswith("_error") else float)
 
 
+def _cropped(clips: pd.DataFrame) -> pd.Series:
+    """Clips whose crop box leaves black borders out (a whole-frame box, or none, is not cropped)."""
+    return (column(clips, "crop_width") < column(clips, "width")) | (column(clips, "crop_height") < column(clips, "height"))
+
+
 def _failed(stage: str, description: str) -> DropRule:
     """The rule of a clip the stage could not look at: its error column is set."""
     return DropRule(f"{stage}_failed", description, lambda clips, _: column(clips, f"{stage}_error").notna())
@@ -102,7 +107,29 @@ STAGES: tuple[StageSpec, ...] = (
                 "the picture, as shown, is narrower or lower than split.min_side pixels",
                 lambda clips, split: (column(clips, "width") < split.min_side) | (column(clips, "height") < split.min_side),
             ),
+            DropRule(
+                "small_picture",
+                "black borders cut off, the picture (crop_width x crop_height) is narrower or lower than split.min_picture_side",
+                lambda clips, split: _cropped(clips)
+                & ((column(clips, "crop_width") < split.min_picture_side) | (column(clips, "crop_height") < split.min_picture_side)),
+            ),
+            DropRule(
+                "bad_exposure",
+                "brightness < split.min_brightness or > split.max_brightness, dark_frac > split.max_dark_frac "
+                "or bright_frac > split.max_bright_frac",
+                lambda clips, split: (column(clips, "brightness") < split.min_brightness)
+                | (column(clips, "brightness") > split.max_brightness)
+                | (column(clips, "dark_frac") > split.max_dark_frac)
+                | (column(clips, "bright_frac") > split.max_bright_frac),
+            ),
+            DropRule("blurry", "sharpness < split.min_sharpness", lambda clips, split: column(clips, "sharpness") < split.min_sharpness),
         ),
+        scores={
+            "brightness": "mean brightness (0-1)",
+            "dark_frac": "share of black pixels",
+            "bright_frac": "share of white pixels",
+            "sharpness": "sharpness (RMS Laplacian)",
+        },
     ),
     StageSpec(
         "motion",

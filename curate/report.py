@@ -4,7 +4,8 @@ The page (DIR/report/index.html) opens offline, with nothing beside it: totals a
 reasons, a histogram of every score (kept and dropped clips stacked, so a threshold's effect is
 visible), and a grid of clips, each with an animated WebP preview, its caption, scores and drop
 reason, which the reader can filter (kept, dropped, one reason) and sort by any score. Charts are
-inline SVG drawn here; previews are a few frames per clip, decoded by the shared frame pool and
+inline SVG drawn here; previews are a few frames per clip (the picture in its crop box, as the
+stages see it; a card notes the crop), decoded by the shared frame pool and
 encoded by Pillow, embedded as data URIs. Filtering and sorting are a few lines of JavaScript;
 the state also reads from the URL fragment (`#show=static&sort=-aesthetic_score`).
 """
@@ -200,6 +201,9 @@ def _card(row, preview: str | None) -> str:
     )
     facts = " · ".join(f"{c.split('_')[0] if c != 'duration_s' else 'dur'} {v:.3g}" for c, v in scores.items()
                        if not pd.isna(v) and c in ("motion_score", "aesthetic_score", "duration_s"))  # fmt: skip
+    crop = getattr(row, "crop_width", None)
+    if crop == crop and crop is not None and (row.crop_width, row.crop_height) != (row.width, row.height):  # black borders cut off
+        facts += f" · crop {int(row.crop_width)}x{int(row.crop_height)} of {row.width}x{row.height}"
     badge = "kept" if row.reason == "kept" else row.reason
     return (
         f'<div class="card" data-reason="{html.escape(row.reason)}" data-order="{row.Index}" {data}>'

@@ -56,9 +56,10 @@ def test_the_cli_has_a_command_per_stage_and_tiny_models_where_a_stage_loads_one
 def test_settings_hashes_change_only_with_the_settings():
     """Work folders are named by these hashes (OUT/manifests/.work/<stage>-<hash>), so a change
     here makes existing folders redo that stage. The clip stages' values are those from before
-    the stage table; split's changed with issue 17 (the detector settings), on purpose."""
+    the stage table; split's changed with issue 17 (the detector settings) and issue 18 (crop box,
+    exposure and sharpness columns), on purpose."""
     config = Config()
-    expected = {"split": "50326405a1", "motion": "d369db177b", "aesthetic": "dd24378de2", "caption": "1a4740f064", "pack": "117078b9e9"}
+    expected = {"split": "032eff04f0", "motion": "d369db177b", "aesthetic": "dd24378de2", "caption": "1a4740f064", "pack": "117078b9e9"}
     assert {name: config.section_hash(name) for name in BY_NAME} == expected
 
 
@@ -69,8 +70,9 @@ def test_an_output_folder_made_before_the_stage_table_resumes_without_recomputin
     """tests/fixtures/made_before_stage_table: `curate run videos --out out --models tiny --set
     aesthetic.min=0 pack.short_side=48` by the code before the stage table (e394ec8). The same
     command now finds every unit of every clip stage done, and the manifests keep their values.
-    Split runs again: its settings gained the detector choice since (issue 17); it finds the same
-    clips, so nothing after it is redone."""
+    Split runs again: its settings gained the detector choice since (issue 17) and the crop box,
+    exposure and sharpness columns (issue 18); it finds the same clips, with no borders, so nothing
+    after it is redone."""
     from conftest import curate
 
     from curate.storage import read_parquet
@@ -84,6 +86,11 @@ def test_an_output_folder_made_before_the_stage_table_resumes_without_recomputin
     for spec in CLIP_STAGES:
         assert f"{spec.name}: 0 clips {spec.done_word} in 0 units" in printed
     after = read_parquet(folder / "out" / "manifests" / "clips.parquet").to_pandas()
+    # Split's new columns (issue 18): the video has no black borders, so every stage saw the whole frame.
+    measured = ["crop_x", "crop_y", "crop_width", "crop_height", "brightness", "dark_frac", "bright_frac", "sharpness"]
+    assert (after[["crop_x", "crop_y", "crop_width", "crop_height"]].to_numpy() == [0, 0, 96, 54]).all()
+    assert after[measured].notna().all().all()
+    after = after.drop(columns=measured)
     assert after.drop(columns="path").equals(before.drop(columns="path"))  # the path is where the video is now
     assert (after.path == str(folder / "videos" / "two_shots.mp4")).all()
     shard = Path("out") / "shards" / "clips-000000.tar"

@@ -40,7 +40,10 @@ def clip_units(clips: pd.DataFrame, size: UnitSize) -> list[Unit]:
 
 
 def _unit_id(batch: list[ClipRef]) -> str:
-    digest = hashlib.sha1("\n".join(ref.clip_id for ref in batch).encode()).hexdigest()[:12]
+    """Named by its clips, and by the crop boxes of those cropped (a new box is new work; clips
+    seen whole keep the ids they had before crop boxes existed)."""
+    names = [ref.clip_id + (f"@{','.join(map(str, ref.box))}" if ref.box else "") for ref in batch]
+    digest = hashlib.sha1("\n".join(names).encode()).hexdigest()[:12]
     return f"{batch[0].video_id}-{digest}"
 
 

@@ -13,10 +13,12 @@ import math
 from itertools import groupby
 
 import av
+import numpy as np
 import pyarrow as pa
 
 from curate.config import MotionConfig
 from curate.manifest import ClipRef
+from curate.picture import Box, picture_of
 from curate.stages.clipstage import ClipStage
 from curate.stages.motion.field import P_FRAME, WINDOW_S, FlowMotion, LumaJumps, MotionResult, VectorMotion
 from curate.videoio import DecodeLog, VideoError, iter_spans, luma, open_video
@@ -65,7 +67,7 @@ class MotionStage(ClipStage):
             fps = clips[0].fps or info.fps
             for index, frame in iter_spans(container, stream, [c.span for c in clips], fps, log):
                 if index not in meters:
-                    meters[index] = _ClipMeter(clips[index], frame.width, frame.height, self.config)
+                    meters[index] = _ClipMeter(clips[index], _coded_box(clips[index], stream, frame), self.config)
                 meters[index].add(frame)
         except av.FFmpegError as exc:  # a file that cannot even be seeked: keep what was read
             log.note(f"reading stopped ({exc})")
@@ -75,10 +77,21 @@ class MotionStage(ClipStage):
         return [meters[i].result(self.config) if i in meters else {self.error_column: unread} for i in range(len(clips))]
 
 
-class _ClipMeter:
-    """Everything measured on one clip's frames while they stream past."""
+def _coded_box(clip: ClipRef, stream, frame: av.VideoFrame) -> Box:
+    """The clip's picture in the frame's coded pixels: its crop box, or the whole frame."""
+    if clip.box is None:
+        return Box(0, 0, frame.width, frame.height)
+    return picture_of(stream, frame).coded_box(Box(*clip.box), frame.width, frame.height)
 
-    def __init__(self, clip: ClipRef, width: int, height: int, config: MotionConfig):
+
+class _ClipMeter:
+    """Everything measured on one clip's frames while they stream past, inside its picture box
+    (`box`, coded pixels): black borders neither move nor count in the frame's width."""
+
+    def __init__(self, clip: ClipRef, box: Box, config: MotionConfig):
+        self.box = box
+        self.cropped = clip.box is not None  # else vectors stay as they are (blocks may overhang the frame)
+        width, height = box.width, box.height
         self.fps = clip.fps if clip.fps > 0 else 25.0
         window = round(WINDOW_S * self.fps)
         step = round(self.fps / config.flow_fps)
@@ -91,12 +104,13 @@ class _ClipMeter:
         self.time_base = None
 
     def add(self, frame: av.VideoFrame) -> None:
-        plane = luma(frame)
+        x, y, width, height = self.box
+        plane = luma(frame)[y : y + height, x : x + width]
         self.jumps.add(plane)
         if self.vectors is not None:
             kind = int(frame.pict_type)
             side = frame.side_data.get("MOTION_VECTORS") if kind == P_FRAME else None  # only P-frames are used
-            self.vectors.add(self.count, kind, side.to_ndarray() if side is not None else None)
+            self.vectors.add(self.count, kind, self._vectors(side))
             if self.auto and self.flow is not None and self.vectors.field.pairs >= _VECTOR_PAIRS_ENOUGH:
                 self.flow = None  # the stream has vectors: the flow would only cost time
         if self.flow is not None and self.flow.wants(self.count):
@@ -105,6 +119,12 @@ class _ClipMeter:
             self.pts.append(frame.pts)
             self.time_base = frame.time_base
         self.count += 1
+
+    def _vectors(self, side) -> np.ndarray | None:
+        if side is None:
+            return None
+        vectors = side.to_ndarray()
+        return _inside(vectors, self.box) if self.cropped else vectors
 
     def frame_interval_s(self) -> float:
         """Seconds between consecutive frames, from the clip's own timestamps (their spread, which
@@ -121,3 +141,12 @@ class _ClipMeter:
             why = "no motion vectors in the clip's frames" if method == "mvs" else "too few frames to compare"
             return {"motion_error": f"{why} ({self.count} frames decoded)"}
         return MotionResult(score, min_region, static_frac, self.jumps.max_jump, method).row()
+
+
+def _inside(vectors: np.ndarray, box: Box) -> np.ndarray:
+    """The motion vectors of the blocks that land inside `box`, their positions made relative to it."""
+    x, y = vectors["dst_x"].astype(np.int32) - box.x, vectors["dst_y"].astype(np.int32) - box.y
+    kept = vectors[(x >= 0) & (x < box.width) & (y >= 0) & (y < box.height)].copy()
+    kept["dst_x"] -= box.x
+    kept["dst_y"] -= box.y
+    return kept

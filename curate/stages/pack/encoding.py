@@ -1,7 +1,8 @@
 """Re-encoding a clip's frames into a small, self-contained H.264 mp4 held in memory.
 
 The pack stage streams a clip's decoded frames, each with its timestamp, through `ClipEncoder`.
-One FFmpeg filter graph per clip makes each frame what a player shows: deinterlaced when the
+One FFmpeg filter graph per clip makes each frame what a player shows of the clip's picture: cut
+to its crop box (black borders off, first, so nothing later works on them), deinterlaced when the
 stream is interlaced (bwdif), turned upright (the display matrix), scaled to square pixels at the
 output size and converted to BT.709 limited-range YUV (the matrix and range the encoder tags),
 then centre-cropped. Frames are picked by their timestamps for a constant output rate, so a
@@ -25,7 +26,7 @@ from fractions import Fraction
 import av
 from av.video.frame import PictureType
 
-from curate.picture import Picture
+from curate.picture import Box, Picture
 from curate.x264 import repeatable
 
 _BT709 = 1  # AVColorSpace, AVColorPrimaries and AVColorTransferCharacteristic all number BT.709 1
@@ -108,9 +109,11 @@ class ClipEncoder:
     memory. Feed each source frame with `add(frame, time_s)`, then call `finish()`."""
 
     def __init__(self, picture: Picture, coded_size: tuple[int, int], duration_s: float, fps: float, source_fps: float,
-                 short_side: int, crop: tuple[int, int] | None, crf: int, preset: str, threads: int):  # fmt: skip
+                 short_side: int, crop: tuple[int, int] | None, crf: int, preset: str, threads: int,
+                 box: Box | None = None):  # fmt: skip
         self.picture = picture
-        display = picture.display_size(*coded_size)
+        self.box = box  # the picture inside black borders, in coded pixels at even offsets (None: the whole frame)
+        display = picture.display_size(*(box[2:] if box else coded_size))
         self.scaled_w, self.scaled_h, self.width, self.height = output_size(*display, short_side, crop)
         self.picker = FramePicker(duration_s, fps, source_fps)
         self.buffer = io.BytesIO()
@@ -165,7 +168,7 @@ class ClipEncoder:
             return
         if self.graph is None:
             scaled, output = (self.scaled_w, self.scaled_h), (self.width, self.height)
-            self.graph = _filter_graph(frame, self.frame_time_base, self.picture, scaled, output)
+            self.graph = _filter_graph(frame, self.frame_time_base, self.picture, scaled, output, self.box)
         frame.pts = self.pushed  # the graph wants increasing timestamps; ours are set on output
         frame.time_base = self.frame_time_base
         self.pushed += 1
@@ -192,11 +195,13 @@ class ClipEncoder:
 
 
 def _filter_graph(frame: av.VideoFrame, time_base: Fraction, picture: Picture, scaled: tuple[int, int],
-                  output: tuple[int, int]) -> av.filter.Graph:  # fmt: skip
-    """buffer -> [bwdif] -> [turn upright] -> scale + colours -> [crop] -> yuv420p -> sink."""
+                  output: tuple[int, int], box: Box | None = None) -> av.filter.Graph:  # fmt: skip
+    """buffer -> [crop box] -> [bwdif] -> [turn upright] -> scale + colours -> [centre crop] -> yuv420p -> sink."""
     graph = av.filter.Graph()
     graph.threads = 1  # the workers already keep the cores busy
     chain = [graph.add_buffer(width=frame.width, height=frame.height, format=frame.format.name, time_base=time_base)]
+    if box is not None:  # even offsets: chroma and the interlaced fields stay aligned
+        chain.append(graph.add("crop", f"w={box.width}:h={box.height}:x={box.x}:y={box.y}:exact=1"))
     if picture.interlaced:
         chain.append(graph.add("bwdif", "mode=send_frame:parity=auto:deint=interlaced"))
     chain.extend(graph.add(name, args) for name, args in _turns(picture.quarter_turns))

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from curate.config import PackConfig
 from curate.manifest import ClipRef, to_table
-from curate.picture import picture_of
+from curate.picture import Box, picture_of
 from curate.shards import sample_key
 from curate.stages.base import Unit
 from curate.stages.clipstage import ClipStage
@@ -106,10 +106,13 @@ class PackStage(ClipStage):
                 encoders.pop(index).abort()
 
     def _encoder(self, clip: ClipRef, stream, frame: av.VideoFrame) -> ClipEncoder:
-        config = self.config
+        """The clip's encoder: its crop box (black borders off) first, then `pack.short_side` or the
+        `pack.crop_width` x `pack.crop_height` centre crop of what is left."""
+        config, picture = self.config, picture_of(stream, frame)
+        box = picture.coded_box(Box(*clip.box), frame.width, frame.height, even=True) if clip.box else None
         return ClipEncoder(
-            picture_of(stream, frame), (frame.width, frame.height), clip.end_s - clip.start_s, config.fps or clip.fps, clip.fps,
-            config.short_side, config.crop, config.crf, config.preset, config.encode_threads,
+            picture, (frame.width, frame.height), clip.end_s - clip.start_s, config.fps or clip.fps, clip.fps,
+            config.short_side, config.crop, config.crf, config.preset, config.encode_threads, box,
         )  # fmt: skip
 
     def _rows(self, clips: list[ClipRef], results: dict, fed: Counter, log: DecodeLog) -> tuple[list[dict], list[dict]]:

@@ -24,6 +24,7 @@ from curate.manifest import CLIP_SCHEMA, VIDEO_SCHEMA, to_table
 from curate.picture import Picture, picture_of
 from curate.stages.base import Stage, Unit
 from curate.stages.split import transnet
+from curate.stages.split.frame_quality import FrameQuality
 from curate.stages.split.shots import Detection, ShotDetector, Transition, shots_between
 from curate.videoio import (
     DecodeLog,
@@ -85,7 +86,9 @@ class SplitStage(Stage):
         windows = self._model.stream() if self._learned else None
         try:
             detector = ShotDetector(info.fps, self.config)
-            picture = _feed(detector, stream, iter_frames(container, stream, log), self.config, windows)
+            rate = self.config.quality_samples_per_s
+            quality = FrameQuality(info.fps, rate) if rate > 0 else None  # crop box, exposure, sharpness
+            picture = _feed(detector, stream, iter_frames(container, stream, log), self.config, windows, quality)
             rates = nominal_rates(stream)
         finally:
             container.close()
@@ -102,7 +105,9 @@ class SplitStage(Stage):
         # Clips leave out the uncertain changes too, though they are not boundaries (cut_frames).
         spans = clip_spans(log.num_frames, detection.transitions + detection.uncertain, fps, self.config, log.frame_times_s)
         row = _video_row(video, info, log, fps, detection.transitions, picture)
-        clips = [_clip_row(video, row, start, end, log.frame_times_s) for start, end in spans]
+        shots = shots_between(log.num_frames, detection.transitions + detection.uncertain)
+        measured = quality.clip_columns(spans, shots) if quality is not None else [{}] * len(spans)
+        clips = [{**_clip_row(video, row, start, end, log.frame_times_s), **m} for (start, end), m in zip(spans, measured, strict=True)]
         stats = {"frames": log.num_frames, "clips": len(clips), "status": row["status"]}
         return {"videos": to_table([row], VIDEO_SCHEMA), "clips": to_table(clips, CLIP_SCHEMA), **tables}, stats
 
@@ -150,13 +155,14 @@ def transitions_table(video_id: str, probabilities: transnet.Probabilities) -> p
 
 
 def _feed(
-    detector: ShotDetector, stream, frames, config: SplitConfig, windows: transnet.WindowStream | None = None
-) -> Picture | None:
+    detector: ShotDetector, stream, frames, config: SplitConfig, windows: transnet.WindowStream | None = None,
+    quality: FrameQuality | None = None,
+) -> Picture | None:  # fmt: skip
     """Push each frame's luma grid into the detector; return how the first frame is shown. A stream
     whose frame size changes midway gets a new sampler, and its grids are fitted to the first shape
     so vectors stay comparable. (The detector works on the coded picture: turning it upright or
     squaring its pixels changes no boundary.) With `windows`, each frame's 48x27 RGB goes to
-    TransNetV2 too, from the same decoded frame."""
+    TransNetV2 too, from the same decoded frame; `quality` gets every full-size luma plane."""
     grid, plane_shape, first_shape, picture = None, None, None, None
     for frame in frames:
         if windows is not None:
@@ -166,6 +172,8 @@ def _feed(
             plane_shape = plane.shape
             grid = LumaGrid(plane.shape[1], plane.shape[0], config.analysis_width, config.analysis_height)
             picture = picture or picture_of(stream, frame)
+        if quality is not None:
+            quality.push(frame, plane, picture)
         small = grid(plane)
         first_shape = first_shape or small.shape
         detector.push(small if small.shape == first_shape else np.resize(small, first_shape))

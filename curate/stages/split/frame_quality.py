@@ -1,0 +1,246 @@
+"""Clean frames: each clip's picture box inside its black borders, its exposure and its sharpness.
+
+The split stage decodes every frame once; a few of them per second (`split.quality_samples_per_s`)
+also pass through `FrameQuality.push`, which keeps a compact summary of each (a few kB, whatever
+the resolution), measured on the coded luma plane as it comes out of the decoder:
+
+- row and column luma profiles (mean and spread along each row / column) of a strided copy, for
+  the borders;
+- per cell of a 32x18 grid over a box-averaged copy whose short side is about 256 pixels (the
+  fixed working size that makes sharpness resolution-independent): the sum of luma, the counts
+  of clipped dark and bright pixels, and the Laplacian energy.
+
+Once the clips are known, `clip_columns` reduces the samples inside each clip:
+
+- **Borders.** A row (column) of the frame's edge is a border when it is dark (mean under
+  `_DARK_MAX`), featureless (spread under `_FLAT_SPREAD`), static (its mean moves by under
+  `_STATIC_RANGE` over the clip) and of the same colour as the edge row in nearly all the clip's
+  samples; the bar is the run of such rows from the edge, and it only counts when the picture
+  plainly starts right after it (`_EDGE_CONTRAST`). Blank samples (a black frame of a fade) vote
+  neither way. A wide bar on one side needs a bar of at least half its size on the opposite side
+  (letterbox and pillarbox bars come in pairs; a night sky or a dark floor comes alone), so only
+  bars of up to `_LONE_BAR` of the side are cropped alone, and bars that would leave less than
+  `_MIN_KEPT` of a side (a title on black, a lit face in the dark) are no bars. Each kept bar grows by a small margin
+  (codecs smear the picture's edge into it), and the box is given in the clip's displayed grid
+  (upright, square pixels: the `width`/`height` columns), with even offsets and sizes.
+- **Exposure**, inside the box: mean brightness and the shares of pixels near black and near
+  white, on the full 0-255 scale (limited-range video is stretched first).
+- **Sharpness**, inside the box: per sample, the RMS Laplacian of the brightest-detailed quarter
+  of the cells (a focused subject before a soft background is sharp), then the median over the
+  samples. A clip with no sample inside it (shorter than the sampling interval) takes the sample
+  nearest its middle within the same shot; with none there either, its columns stay null (no
+  crop, no rule fires).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import av
+import numpy as np
+
+from curate.picture import Box, Picture
+
+WORK_SHORT_SIDE = 256  # the working copy's short side (about): sharpness is measured at this scale
+CELLS = (32, 18)  # columns, rows of the cell grid over the working copy
+_PROFILE_ROWS, _PROFILE_COLS = 360, 480  # the strided copy the profiles come from, at most
+_DARK_MAX = 64.0  # a border is darker than this (0-255, full range): black or dark grey
+_FLAT_SPREAD = 4.0  # ... and its rows vary less than this along themselves (codec noise on black: ~1)
+_STATIC_RANGE = 6.0  # ... and less than this over the clip
+_COLOUR_TOLERANCE = 8.0  # ... all of one colour, the edge row's
+_BAR_SHARE = 0.8  # share of the clip's (non-blank) samples in which a border row must look so
+_EDGE_CONTRAST = 16.0  # the picture after a bar differs from the bar by this much (mean difference + spread)
+_LONE_BAR = 0.02  # bars up to this share of the side are cropped without a matching opposite bar
+_MARGIN = 0.005  # share of the side added to each bar, at least 2 pixels
+# Bars leave at least this share of each side: a 9:16 phone picture in a 16:9 frame keeps 32%; a
+# title on black, or a small bright subject in the dark, would keep less and is no picture in bars.
+_MIN_KEPT = 0.3
+_BLANK_SPREAD = 4.0  # a sample whose luma varies less than this is blank (black or one colour)
+_DARK_LEVEL, _BRIGHT_LEVEL = 12.0, 243.0  # clipped pixels: at most / at least (full range)
+_SHARP_QUANTILE = 0.75  # sharpness is the mean energy of the cells above this quantile
+
+# Per-cell statistics, in this order on a sample's `cells` array.
+_N, _SUM, _DARK, _BRIGHT, _LAP = range(5)
+
+
+@dataclass
+class _Sample:
+    """The summary of one sampled frame (coded orientation and pixels)."""
+
+    index: int  # frame index in decode order
+    size: tuple[int, int]  # coded width, height of the plane
+    row_mean: np.ndarray  # per strided row
+    row_spread: np.ndarray
+    col_mean: np.ndarray
+    col_spread: np.ndarray
+    step: tuple[int, int]  # coded pixels per profile entry (x, y)
+    cells: np.ndarray  # (5, rows, cols) float64 sums, see _N ... _LAP
+    cell_px: tuple[int, int]  # coded pixels per cell (x, y)
+    spread: float  # the luma's standard deviation over the frame (blank below _BLANK_SPREAD)
+
+
+class FrameQuality:
+    """Samples frames as split decodes them, and reduces the samples to each clip's columns."""
+
+    def __init__(self, fps: float, samples_per_s: float):
+        self.step = max(1, round((fps if fps > 0 else 25.0) / samples_per_s))
+        self.count = 0  # frames pushed so far: the index of the next one
+        self.samples: list[_Sample] = []
+        self.picture: Picture | None = None
+
+    def push(self, frame: av.VideoFrame, plane: np.ndarray, picture: Picture) -> None:
+        """Take the next decoded frame (its luma plane, 0-255); a few of them are measured."""
+        index, self.count = self.count, self.count + 1
+        if index % self.step != self.step // 2:  # the middle of each interval: no clip edge bias
+            return
+        self.picture = self.picture or picture
+        full_range = picture.full_range or frame.format.is_rgb  # luma of RGB formats is full range already
+        self.samples.append(measure(index, plane, full_range))
+
+    def clip_columns(self, spans: Sequence[tuple[int, int]], shots: Sequence[tuple[int, int]]) -> list[dict]:
+        """Per clip span [start, end): its crop box and exposure and sharpness columns; `shots` are
+        the video's shots (for a clip with no sample of its own)."""
+        return [self._clip(start, end, shots) for start, end in spans]
+
+    def _clip(self, start: int, end: int, shots: Sequence[tuple[int, int]]) -> dict:
+        inside = [s for s in self.samples if start <= s.index < end] or self._nearest(start, end, shots)
+        if not inside or self.picture is None:
+            return {}
+        inside = [s for s in inside if s.size == inside[0].size]  # a stream that changes size midway
+        coded = border_box(inside)
+        display = self.picture.display_box(coded, *inside[0].size)
+        return {**display.columns(), **exposure_and_sharpness(inside, coded)}
+
+    def _nearest(self, start: int, end: int, shots: Sequence[tuple[int, int]]) -> list[_Sample]:
+        shot = next(((a, b) for a, b in shots if a <= start < b), (start, end))
+        near = [s for s in self.samples if shot[0] <= s.index < shot[1]]
+        middle = (start + end) / 2
+        return [min(near, key=lambda s: abs(s.index - middle))] if near else []
+
+
+def measure(index: int, plane: np.ndarray, full_range: bool) -> _Sample:
+    """Summarise one luma plane (coded pixels, 0-255)."""
+    height, width = plane.shape
+    step_x, step_y = max(1, width // _PROFILE_COLS), max(1, height // _PROFILE_ROWS)
+    strided = _full_scale(plane[::step_y, ::step_x].astype(np.float32), full_range)
+    work, k = _box_average(plane)
+    work = _full_scale(work, full_range)
+    cells, cell_px = _cell_sums(work)
+    return _Sample(
+        index, (width, height),
+        strided.mean(1), strided.std(1), strided.mean(0), strided.std(0), (step_x, step_y),
+        cells, (cell_px[0] * k, cell_px[1] * k), float(work.std()),
+    )  # fmt: skip
+
+
+def _full_scale(luma: np.ndarray, full_range: bool) -> np.ndarray:
+    """Limited-range luma (16-235) stretched to 0-255, so levels mean the same for every video."""
+    return luma if full_range else (luma - 16.0) * (255.0 / 219.0)
+
+
+def _box_average(plane: np.ndarray) -> tuple[np.ndarray, int]:
+    """The plane averaged over k x k blocks, k chosen so the short side is about WORK_SHORT_SIDE
+    (never enlarged): k strided views summed (a reshape-mean costs eight times as much)."""
+    height, width = plane.shape
+    k = max(1, min(height, width) // WORK_SHORT_SIDE)
+    rows, cols = height // k, width // k
+    total = np.zeros((rows, cols), np.uint32 if k > 16 else np.uint16)
+    for dy in range(k):
+        for dx in range(k):
+            total += plane[dy::k, dx::k][:rows, :cols]
+    return total.astype(np.float32) / (k * k), k
+
+
+def _cell_sums(work: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    """Per cell of the CELLS grid: pixel count, luma sum, clipped dark and bright counts, and the
+    sum of the squared Laplacian (4-neighbour, zero on the copy's outer ring)."""
+    rows, cols = min(CELLS[1], work.shape[0]), min(CELLS[0], work.shape[1])
+    cell_h, cell_w = work.shape[0] // rows, work.shape[1] // cols
+    work = work[: rows * cell_h, : cols * cell_w]
+    laplacian = np.zeros_like(work)
+    laplacian[1:-1, 1:-1] = work[:-2, 1:-1] + work[2:, 1:-1] + work[1:-1, :-2] + work[1:-1, 2:] - 4 * work[1:-1, 1:-1]
+    planes = (np.ones_like(work), work, work <= _DARK_LEVEL, work >= _BRIGHT_LEVEL, laplacian * laplacian)
+    sums = [np.asarray(p, np.float64).reshape(rows, cell_h, cols, cell_w).sum(axis=(1, 3)) for p in planes]
+    return np.stack(sums), (cell_w, cell_h)
+
+
+# -- borders --------------------------------------------------------------------------------------
+
+
+def border_box(samples: list[_Sample]) -> Box:
+    """The picture's box in coded pixels (the whole frame when no border is found)."""
+    width, height = samples[0].size
+    shown = [s for s in samples if s.spread >= _BLANK_SPREAD]  # blank frames say nothing about bars
+    if not shown:
+        return Box(0, 0, width, height)
+    step_x, step_y = shown[0].step
+    rows = _pair(np.stack([s.row_mean for s in shown]), np.stack([s.row_spread for s in shown]), step_y, height)
+    cols = _pair(np.stack([s.col_mean for s in shown]), np.stack([s.col_spread for s in shown]), step_x, width)
+    (top, bottom), (left, right) = rows, cols
+    return Box(left, top, width - left - right, height - top - bottom)
+
+
+def _pair(means: np.ndarray, spreads: np.ndarray, step: int, side: int) -> tuple[int, int]:
+    """The two bars (coded pixels, margin included) of one axis, from (samples, positions) profiles."""
+    first = _bar(means, spreads) * step
+    last = _bar(means[:, ::-1], spreads[:, ::-1]) * step
+    lone = _LONE_BAR * side
+    keep_first = first <= lone or last >= first / 2
+    keep_last = last <= lone or first >= last / 2
+    margin = max(2, math.ceil(_MARGIN * side))
+    first, last = (first + margin if first and keep_first else 0), (last + margin if last and keep_last else 0)
+    if side - first - last < _MIN_KEPT * side:  # too little left between them: not a border
+        return 0, 0
+    return first, last
+
+
+def _bar(means: np.ndarray, spreads: np.ndarray) -> int:
+    """How many profile entries from the start (index 0) are border."""
+    like = (spreads <= _FLAT_SPREAD) & (means <= _DARK_MAX)
+    colour = float(np.median(means[:, 0]))
+    # Over the samples where each row looks like a border: how much it moves, and its mean colour.
+    static = np.where(like, means, -np.inf).max(0) - np.where(like, means, np.inf).min(0) <= _STATIC_RANGE
+    held_colour = np.where(like, means, 0).sum(0) / np.maximum(like.sum(0), 1)
+    same = np.abs(held_colour - colour) <= _COLOUR_TOLERANCE
+    border = (like.mean(0) >= _BAR_SHARE) & static & same
+    count = int(np.argmin(border)) if not border.all() else len(border)
+    if count == 0 or count == len(border):
+        return 0
+    after = slice(count, count + 3)  # the picture must plainly start here (a vignette fades in)
+    contrast = np.abs(means[:, after] - colour) + spreads[:, after]
+    return count if float(contrast.max()) >= _EDGE_CONTRAST else 0
+
+
+# -- exposure and sharpness -----------------------------------------------------------------------
+
+
+def exposure_and_sharpness(samples: list[_Sample], box: Box) -> dict:
+    """The clip's `brightness`, `dark_frac`, `bright_frac` (0-1) and `sharpness` inside `box`."""
+    inside = _cells_inside(samples[0], box)
+    cells = np.stack([s.cells[:, inside] for s in samples])  # (samples, 5, cells)
+    count = cells[:, _N].sum()
+    energy = cells[:, _LAP] / np.maximum(cells[:, _N], 1)  # mean squared Laplacian per cell
+    top = np.quantile(energy, _SHARP_QUANTILE, axis=1, keepdims=True)
+    sharp = [math.sqrt(float(e[e >= t].mean())) for e, t in zip(energy, top[:, 0], strict=True)]
+    return {
+        "brightness": float(cells[:, _SUM].sum() / count / 255.0),
+        "dark_frac": float(cells[:, _DARK].sum() / count),
+        "bright_frac": float(cells[:, _BRIGHT].sum() / count),
+        "sharpness": float(np.median(sharp)),
+    }
+
+
+def _cells_inside(sample: _Sample, box: Box) -> np.ndarray:
+    """Boolean mask (rows, cols) of the cells wholly inside `box`; of those whose centre is in it
+    when none is (a tiny picture), and of all when not even that."""
+    rows, cols = sample.cells.shape[1:]
+    cell_w, cell_h = sample.cell_px
+    x0, y0 = np.arange(cols) * cell_w, np.arange(rows) * cell_h
+    whole = np.outer((y0 >= box.y) & (y0 + cell_h <= box.y + box.height), (x0 >= box.x) & (x0 + cell_w <= box.x + box.width))
+    if whole.any():
+        return whole
+    cy, cx = y0 + cell_h / 2, x0 + cell_w / 2
+    centre = np.outer((cy >= box.y) & (cy < box.y + box.height), (cx >= box.x) & (cx < box.x + box.width))
+    return centre if centre.any() else np.ones((rows, cols), bool)
