@@ -139,7 +139,7 @@ class SplitConfig:
         0.5, "Drop as 'bad_exposure' a clip with more than this share of its picture blown out to white (bright_frac)."
     )
     min_sharpness: float = _threshold(
-        2.5,
+        3.0,
         "Drop as 'blurry' a clip whose sharpness (RMS Laplacian of luma at a short side of about 256 pixels, over its "
         "most detailed quarter; 0-255 levels) is below this. 0 keeps every clip.",
     )

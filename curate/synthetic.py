@@ -179,6 +179,16 @@ def render(shots: list[Shot], joins: list[Join], width: int, height: int):
             pending = []
 
 
+def in_frame(frames, width: int, height: int, box: tuple[int, int, int, int], colour: float = 0.0):
+    """Show each rendered picture inside a `width` x `height` frame at `box` (x, y, w, h; the
+    pictures are that size), the rest filled with `colour`: letterbox, pillarbox or windowbox bars."""
+    x, y, w, h = box
+    for frame in frames:
+        canvas = np.full((height, width, 3), colour, np.uint8)
+        canvas[y : y + h, x : x + w] = frame[:h, :w]
+        yield canvas
+
+
 def fade_edges(frames, num_frames: int, fade_in: int = 0, fade_out: int = 0, colour: float = 0.0):
     """Fade a rendered video in from `colour` over its first `fade_in` frames and out to it over
     its last `fade_out` (`num_frames` in all), as films open and close. `edge_fades` gives the
@@ -306,7 +316,8 @@ def slideshow(num_stills: int, hold_frames: int, seed: int = 0) -> tuple[list[Sh
 
 def demo_set(folder: str | Path, width: int = 320, height: int = 180, fps: int = 24) -> dict[str, Truth]:
     """The demo's sample videos: edits with cuts, dissolves and fades, camera motion, a static
-    shot, a long take, a phone video recorded sideways, and one damaged file."""
+    shot, a long take, a film whose black bars change at a cut, a phone video recorded sideways,
+    and one damaged file."""
     folder = Path(folder)
     s = fps
     videos = {
@@ -329,6 +340,14 @@ def demo_set(folder: str | Path, width: int = 320, height: int = 180, fps: int =
         if not (folder / name).exists():
             make_video(folder / name, shots, joins, width, height, fps)
         truths[name] = truth(shots, joins)
+    film = folder / "letterbox_then_pillarbox.mp4"  # black bars that change at the cut: cropped per clip
+    if not film.exists():
+        wide, narrow = (width, width * 9 // 21 // 2 * 2), (height * 4 // 3 // 2 * 2, height)
+        boxes = [(0, (height - wide[1]) // 2, *wide), ((width - narrow[0]) // 2, 0, *narrow)]
+        shots = [Shot(4 * s, 13, pan=(1.0, 0)), Shot(4 * s, 14, pan=(0, 0.5))]
+        parts = [in_frame(render([shot], [], *box[2:]), width, height, box) for shot, box in zip(shots, boxes, strict=True)]
+        write_video(film, (frame for part in parts for frame in part), fps=fps)
+    truths[film.name] = truth([Shot(4 * s, 13), Shot(4 * s, 14)], [Join("cut")])
     phone = folder / "phone_sideways.mp4"  # stored landscape, shown portrait: packed upright
     shots, joins = [Shot(3 * s, 12, pan=(0.6, 0.3))], []
     if not phone.exists():

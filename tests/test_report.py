@@ -87,7 +87,7 @@ def test_filter_and_sort_from_the_url(out, tmp_path):
     dom = chromium(page, tmp_path, "--dump-dom", fragment="#show=kept&sort=-motion_score").stdout
     shown = [reason for cls, reason in cards(dom) if "hidden" not in cls]
     assert shown == ["kept"] * int(clips.drop_reason.isna().sum())
-    scores = [float(v) for v in re.findall(r'class="card" data-reason="kept" data-order="\d+" data-motion-score="([^"]+)"', dom)]
+    scores = [float(v) for v in re.findall(r'class="card" data-reason="kept" data-order="\d+" [^>]*?data-motion-score="([^"]+)"', dom)]
     assert scores == sorted(scores, reverse=True) and len(scores) == len(shown)
     dropped = chromium(page, tmp_path, "--dump-dom", fragment="#show=static").stdout
     assert [r for cls, r in cards(dropped) if "hidden" not in cls] == ["static"] * int((clips.drop_reason == "static").sum())

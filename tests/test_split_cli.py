@@ -30,7 +30,8 @@ CONTRACT_CLIP_COLUMNS = [
     "clip_id", "video_id", "path", "start_frame", "end_frame", "start_s", "end_s", "num_frames", "fps", "width",
     "height", "drop_reason",
 ]  # fmt: skip
-EXTRA_CLIP_COLUMNS = ["source_caption"]
+CONTRACT_CROP_COLUMNS = ["crop_x", "crop_y", "crop_width", "crop_height"]  # the picture's box (issue 18)
+EXTRA_CLIP_COLUMNS = ["source_caption", *CONTRACT_CROP_COLUMNS, "brightness", "dark_frac", "bright_frac", "sharpness"]
 
 
 def split_cli(*args) -> tuple[int, str]:

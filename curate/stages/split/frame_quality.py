@@ -27,7 +27,8 @@ Once the clips are known, `clip_columns` reduces the samples inside each clip:
   white, on the full 0-255 scale (limited-range video is stretched first).
 - **Sharpness**, inside the box: per sample, the RMS Laplacian of the brightest-detailed quarter
   of the cells (a focused subject before a soft background is sharp), then the median over the
-  samples. A clip with no sample inside it (shorter than the sampling interval) takes the sample
+  samples. Samples come at least every `split.min_clip_s / 2`, so every clip holds two; a clip
+  that still has none (a stream whose frame rate is far from its nominal one) takes the sample
   nearest its middle within the same shot; with none there either, its columns stay null (no
   crop, no rule fires).
 """
@@ -84,8 +85,10 @@ class _Sample:
 class FrameQuality:
     """Samples frames as split decodes them, and reduces the samples to each clip's columns."""
 
-    def __init__(self, fps: float, samples_per_s: float):
-        self.step = max(1, round((fps if fps > 0 else 25.0) / samples_per_s))
+    def __init__(self, fps: float, samples_per_s: float, min_clip_s: float):
+        fps = fps if fps > 0 else 25.0
+        # At least two samples fall in the shortest clip, whatever the rate asked for.
+        self.step = max(1, min(round(fps / samples_per_s), math.floor(min_clip_s * fps / 2)))
         self.count = 0  # frames pushed so far: the index of the next one
         self.samples: list[_Sample] = []
         self.picture: Picture | None = None

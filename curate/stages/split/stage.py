@@ -87,7 +87,7 @@ class SplitStage(Stage):
         try:
             detector = ShotDetector(info.fps, self.config)
             rate = self.config.quality_samples_per_s
-            quality = FrameQuality(info.fps, rate) if rate > 0 else None  # crop box, exposure, sharpness
+            quality = FrameQuality(info.fps, rate, self.config.min_clip_s) if rate > 0 else None  # crop box, exposure, sharpness
             picture = _feed(detector, stream, iter_frames(container, stream, log), self.config, windows, quality)
             rates = nominal_rates(stream)
         finally:
