@@ -28,7 +28,9 @@ demo: $(VENV)
 	c = pd.read_parquet('$(DEMO_DIR)/manifests/clips.parquet'); \
 	v['file'] = v.path.str.rsplit('/', n=1).str[-1]; c['file'] = c.path.str.rsplit('/', n=1).str[-1]; \
 	print(v[['file', 'status', 'num_frames', 'width', 'height', 'rotation', 'cut_frames', 'cut_kinds']].to_string(index=False)); print(); \
-	print(c[['file', 'start_frame', 'end_frame', 'motion_score', 'motion_max_jump', 'aesthetic_score', 'drop_reason', 'pack_width', 'pack_height', 'shard']].round(4).to_string(index=False)); print(); \
+	c['crop'] = c.crop_width.astype(str) + 'x' + c.crop_height.astype(str) + '+' + c.crop_x.astype(str) + '+' + c.crop_y.astype(str); \
+	print(c[['file', 'start_frame', 'end_frame', 'width', 'height', 'crop', 'sharpness', 'brightness', 'motion_score', 'aesthetic_score', 'drop_reason', 'pack_width', 'pack_height', 'shard']].round(3).to_string(index=False)); print(); \
+	print('drop reasons:', c.drop_reason.fillna('kept').value_counts().to_dict()); print(); \
 	print(c[c.caption.notna()][['file', 'start_frame', 'caption_attempts', 'caption']].head(8).to_string(index=False, max_colwidth=90))"
 	@echo
 	@echo "Manifests: $(DEMO_DIR)/manifests/videos.parquet, $(DEMO_DIR)/manifests/clips.parquet, CLIP embeddings in $(DEMO_DIR)/manifests/embeddings/"
