@@ -4,11 +4,12 @@ The split stage decodes every frame once; a few of them per second (`split.quali
 also pass through `FrameQuality.push`, which keeps a compact summary of each (a few kB, whatever
 the resolution), measured on the coded luma plane as it comes out of the decoder:
 
-- row and column luma profiles (mean and spread along each row / column) of a strided copy, for
-  the borders;
-- per cell of a 32x18 grid over a box-averaged copy whose short side is about 256 pixels (the
-  fixed working size that makes sharpness resolution-independent): the sum of luma, the counts
-  of clipped dark and bright pixels, and the Laplacian energy.
+a copy box-averaged to a short side of about 256 pixels (the fixed working size that makes
+sharpness resolution-independent) gives
+
+- row and column luma profiles (mean and spread along each row / column), for the borders;
+- per cell of a 32x18 grid: the sum of luma, the counts of clipped dark and bright pixels, and
+  the Laplacian energy.
 
 Once the clips are known, `clip_columns` reduces the samples inside each clip:
 
@@ -46,7 +47,6 @@ from curate.picture import Box, Picture
 
 WORK_SHORT_SIDE = 256  # the working copy's short side (about): sharpness is measured at this scale
 CELLS = (32, 18)  # columns, rows of the cell grid over the working copy
-_PROFILE_ROWS, _PROFILE_COLS = 360, 480  # the strided copy the profiles come from, at most
 _DARK_MAX = 64.0  # a border is darker than this (0-255, full range): black or dark grey
 _FLAT_SPREAD = 4.0  # ... and its rows vary less than this along themselves (codec noise on black: ~1)
 _STATIC_RANGE = 6.0  # ... and less than this over the clip
@@ -72,11 +72,11 @@ class _Sample:
 
     index: int  # frame index in decode order
     size: tuple[int, int]  # coded width, height of the plane
-    row_mean: np.ndarray  # per strided row
+    row_mean: np.ndarray  # per row of the working copy
     row_spread: np.ndarray
     col_mean: np.ndarray
     col_spread: np.ndarray
-    step: tuple[int, int]  # coded pixels per profile entry (x, y)
+    step: tuple[int, int]  # coded pixels per profile entry (x, y): the working copy's block size
     cells: np.ndarray  # (5, rows, cols) float64 sums, see _N ... _LAP
     cell_px: tuple[int, int]  # coded pixels per cell (x, y)
     spread: float  # the luma's standard deviation over the frame (blank below _BLANK_SPREAD)
@@ -126,14 +126,12 @@ class FrameQuality:
 def measure(index: int, plane: np.ndarray, full_range: bool) -> _Sample:
     """Summarise one luma plane (coded pixels, 0-255)."""
     height, width = plane.shape
-    step_x, step_y = max(1, width // _PROFILE_COLS), max(1, height // _PROFILE_ROWS)
-    strided = _full_scale(plane[::step_y, ::step_x].astype(np.float32), full_range)
     work, k = _box_average(plane)
     work = _full_scale(work, full_range)
     cells, cell_px = _cell_sums(work)
     return _Sample(
         index, (width, height),
-        strided.mean(1), strided.std(1), strided.mean(0), strided.std(0), (step_x, step_y),
+        work.mean(1), work.std(1), work.mean(0), work.std(0), (k, k),
         cells, (cell_px[0] * k, cell_px[1] * k), float(work.std()),
     )  # fmt: skip
 
@@ -164,9 +162,13 @@ def _cell_sums(work: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
     work = work[: rows * cell_h, : cols * cell_w]
     laplacian = np.zeros_like(work)
     laplacian[1:-1, 1:-1] = work[:-2, 1:-1] + work[2:, 1:-1] + work[1:-1, :-2] + work[1:-1, 2:] - 4 * work[1:-1, 1:-1]
-    planes = (np.ones_like(work), work, work <= _DARK_LEVEL, work >= _BRIGHT_LEVEL, laplacian * laplacian)
-    sums = [np.asarray(p, np.float64).reshape(rows, cell_h, cols, cell_w).sum(axis=(1, 3)) for p in planes]
-    return np.stack(sums), (cell_w, cell_h)
+    def sums(plane: np.ndarray) -> np.ndarray:  # per-cell sums, rows of a cell first (float32: exact enough per row)
+        return plane.reshape(rows, cell_h, cols, cell_w).sum(axis=3, dtype=np.float32).sum(axis=1, dtype=np.float64)
+
+    count = np.full((rows, cols), float(cell_h * cell_w))
+    laplacian *= laplacian
+    planes = (count, sums(work), sums(work <= _DARK_LEVEL), sums(work >= _BRIGHT_LEVEL), sums(laplacian))
+    return np.stack(planes), (cell_w, cell_h)
 
 
 # -- borders --------------------------------------------------------------------------------------
