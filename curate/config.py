@@ -211,6 +211,61 @@ class MotionConfig:
         _require_ray_resources("motion", self.ray_num_cpus)
 
 
+@dataclass
+class TextConfig:
+    """Burned-in text: PP-OCRv4 text detection, overlay vs scene text, the overlay filter (`curate text`)."""
+
+    frames: int = _field(4, "Frames per clip, spread evenly over it, that the text detector looks at (unless frames_per_s is set).")
+    frames_per_s: float = _field(
+        0.0, "When > 0: frames at this rate instead of a fixed count (at least 2 per clip, at most max_frames)."
+    )
+    max_frames: int = _field(16, "With frames_per_s: most frames per clip.")
+    long_side: int = _field(
+        640, "The detector sees each frame with its long side scaled to this (pixels, rounded to a multiple of 32)."
+    )
+    band: float = _field(
+        0.25,
+        "Share of the height at the top and at the bottom where overlay text sits: still text there (or in a corner) "
+        "is overlay unless it moves with the scene; text.crop cuts these bands away.",
+    )
+    weights: str = _field(
+        "", "PP-OCR detection ONNX file; '' = PP-OCRv4's, shipped inside the rapidocr-onnxruntime package (no download)."
+    )
+    device: str = _field("auto", "auto (onnxruntime's CUDA provider when onnxruntime-gpu is installed), cuda or cpu.")
+    batch_size: int = _runtime(8, "Frames per detector forward (frames of one size; other sizes go in their own batches).")
+    threads: int = _runtime(
+        1, "onnxruntime threads per worker: local runs start a worker per core, so 1 keeps the cores busy without oversubscribing."
+    )
+    decode_threads: int = _runtime(1, "Threads per worker decoding frames (one video each) while the detector runs.")
+    max_area: float = _threshold(
+        0.004,
+        "Drop as 'text_overlay' when overlay text covers more than this share of the picture in any sampled frame "
+        "(text_area): a subtitle line covers ~2-5%, a corner logo with its name ~0.5-1%.",
+    )
+    crop: bool = _threshold(
+        False,
+        "Keep a clip whose overlay text sits only in the top/bottom bands when the rest of the picture keeps at least "
+        "min_keep_share of its height (text_band_top/text_band_bottom say how much to crop; pack does not apply it yet).",
+    )
+    min_keep_share: float = _threshold(0.6, "With crop: the share of the picture's height that must remain between the bands.")
+    ray_num_cpus: float = _ray_cpus("text task (a batch of clips)")
+
+    def __post_init__(self) -> None:
+        _require(1 <= self.frames <= 64, "text.frames must be in [1, 64]")
+        _require(self.frames_per_s >= 0, "text.frames_per_s must be >= 0 (0: use text.frames)")
+        _require(2 <= self.max_frames <= 256, "text.max_frames must be in [2, 256]")
+        _require(64 <= self.long_side <= 4096, "text.long_side must be in [64, 4096]")
+        _require(0 < self.band < 0.5, "text.band must be in (0, 0.5)")
+        _require(self.device in ("auto", "cpu", "cuda"), "text.device must be auto, cpu or cuda")
+        _require(self.batch_size >= 1, "text.batch_size must be >= 1")
+        _require(self.threads >= 1, "text.threads must be >= 1")
+        _require(self.decode_threads >= 1, "text.decode_threads must be >= 1")
+        _require(0 <= self.max_area <= 1, "text.max_area must be in [0, 1]")
+        _require(isinstance(self.crop, bool), "text.crop must be true or false")
+        _require(0 < self.min_keep_share <= 1, "text.min_keep_share must be in (0, 1]")
+        _require_ray_resources("text", self.ray_num_cpus)
+
+
 _AESTHETIC_HEAD_URL = (
     "https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/sac+logos+ava1-l14-linearMSE.pth"
 )
@@ -381,6 +436,7 @@ class Config:
 
     split: SplitConfig = field(default_factory=SplitConfig)
     motion: MotionConfig = field(default_factory=MotionConfig)
+    text: TextConfig = field(default_factory=TextConfig)
     aesthetic: AestheticConfig = field(default_factory=AestheticConfig)
     caption: CaptionConfig = field(default_factory=CaptionConfig)
     pack: PackConfig = field(default_factory=PackConfig)

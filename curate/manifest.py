@@ -239,12 +239,14 @@ def _left_join(left: pa.Table, right: pa.Table) -> pa.Table:
     """`left` with `right`'s columns matched on clip_id, keeping left's rows and order."""
     if right.num_columns <= 1:
         return left
-    order = "__row__"
-    # A clips.parquet rewritten by pandas holds large_string ids; the join needs one type.
-    key_type = left.schema.field("clip_id").type
-    right = right.set_column(right.schema.get_field_index("clip_id"), "clip_id", right.column("clip_id").cast(key_type))
-    joined = left.append_column(order, pa.array(range(left.num_rows), pa.int64())).join(right, "clip_id", join_type="left outer")
-    return joined.sort_by(order).drop_columns([order])
+    # Matched by a lookup and `take`, not Arrow's hash join, which cannot carry list columns
+    # (the text stage's boxes); ids compare as Python strings, whatever their Arrow string type.
+    row_of = {clip_id: row for row, clip_id in enumerate(right.column("clip_id").to_pylist())}
+    rows = pa.array([row_of.get(clip_id) for clip_id in left.column("clip_id").to_pylist()], pa.int64())
+    matched = right.drop_columns(["clip_id"]).take(rows)
+    for name, values in zip(matched.column_names, matched.columns, strict=True):
+        left = left.append_column(matched.schema.field(name), values)
+    return left
 
 
 def _with_drop_reasons(clips: pa.Table, config: Config) -> pa.Table:

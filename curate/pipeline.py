@@ -89,6 +89,16 @@ def _failed(stage: str, description: str) -> DropRule:
     return DropRule(f"{stage}_failed", description, lambda clips, _: column(clips, f"{stage}_error").notna())
 
 
+def _text_overlay(clips: pd.DataFrame, text: Any) -> pd.Series:
+    """Overlay text over text.max_area; with text.crop, not where cropping its bands away would do."""
+    over = column(clips, "text_area") > text.max_area
+    if not text.crop:
+        return over
+    kept_share = 1 - column(clips, "text_band_top") - column(clips, "text_band_bottom")
+    croppable = (column(clips, "text_mid_area") <= 0) & (kept_share >= text.min_keep_share)
+    return over & ~croppable
+
+
 STAGES: tuple[StageSpec, ...] = (
     StageSpec(
         "split",
@@ -163,6 +173,35 @@ STAGES: tuple[StageSpec, ...] = (
                 lambda clips, motion: (column(clips, "motion_score") > motion.max) | (column(clips, "motion_max_jump") > motion.max_jump),
             ),
         ),
+    ),
+    StageSpec(
+        "text",
+        "curate.stages.text.stage:TextStage",
+        help="find burned-in text (subtitles, titles, tickers, logos) in each kept clip; drop clips with overlay text",
+        description=(
+            "Run PP-OCRv4's text detector (ONNX, shipped in rapidocr-onnxruntime; the same real model "
+            "everywhere, offline) on a few frames of each kept clip, tell overlay text (still while the "
+            "camera moves, or in the top/bottom bands and corners) from scene text (moving with the "
+            "scene), and add text_area, text_scene_area and the overlay boxes to OUT/manifests/clips.parquet. "
+            "Clips whose overlay text covers more than text.max_area get drop_reason='text_overlay'. "
+            "Interrupted runs resume."
+        ),
+        example="text.max_area=0.01 text.frames=6",
+        units=UnitSize(32, one_video=False),  # a few frames per clip: batches across videos keep the detector fed
+        scored_by="text_area",
+        scores={"text_area": "overlay text (share of the picture)", "text_scene_area": "scene text (share of the picture)"},
+        rules=(
+            _failed("text", "the text stage could not read the clip's frames"),
+            DropRule(
+                "text_overlay",
+                "text_area > text.max_area (with text.crop: unless the overlay sits only in top/bottom bands that leave "
+                "text.min_keep_share of the height)",
+                lambda clips, text: _text_overlay(clips, text),
+            ),
+        ),
+        # The detector is real everywhere (--models tiny leaves it alone), loads in a fraction of a
+        # second, and runs on one core per worker: a worker per core, like motion, not per GPU.
+        loads_model=False,
     ),
     StageSpec(
         "aesthetic",

@@ -40,6 +40,7 @@ class Shot:
     typing: bool = False  # a screen recording: a frozen picture where a line of text grows, caret blinking
     glitch_at: int | None = None  # frame index of 2 frames of decoder garbage (random coloured blocks)
     object_texture: bool = False  # a textured object (a flat one is seen moving by codecs at its edges only)
+    sign: str | None = None  # words painted on a board in the middle of the world: scene text, panning with it
 
 
 @dataclass
@@ -104,6 +105,8 @@ def _render_shot(shot: Shot, width: int, height: int):
     """Yield the shot's frames as float32 RGB arrays."""
     margin = int(max(abs(shot.pan[0]), abs(shot.pan[1])) * shot.num_frames) + 8
     world = _World(shot.seed, width, height, margin)
+    if shot.sign:
+        _paint_sign(world.picture, shot.sign, height)
     rng = np.random.default_rng(shot.seed + 1)
     noise_bank = rng.normal(0, shot.noise, (4, height, width, 1)).astype(np.float32)
     extra = np.random.default_rng(shot.seed + 2)  # for the optional effects: defaults stay as they were
@@ -154,6 +157,73 @@ def _draw_typing(frame: np.ndarray, i: int) -> None:
     if (i // 12) % 2 == 0:
         caret = left + typed * char_w
         frame[top - 1 : top + char_h + 1, caret : caret + max(1, char_w // 4)] = 10.0
+
+
+def _font(size: int):
+    """Pillow's bundled font at `size` pixels (no font file needed on any machine)."""
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=max(6, size))
+
+
+def _paint_sign(picture: np.ndarray, words: str, height: int) -> None:
+    """A light board with dark words in the middle of the world picture (float RGB, changed in place)."""
+    from PIL import Image, ImageDraw
+
+    world_h, world_w = picture.shape[:2]
+    font = _font(height // 9)
+    left, top, right, bottom = font.getbbox(words)
+    pad = height // 30
+    board = Image.new("RGB", (right - left + 2 * pad, bottom - top + 2 * pad), (225, 215, 190))
+    ImageDraw.Draw(board).text((pad - left, pad - top), words, font=font, fill=(30, 25, 20))
+    y, x = (world_h - board.height) // 2, (world_w - board.width) // 2
+    picture[y : y + board.height, x : x + board.width] = np.asarray(board, np.float32)
+
+
+SUBTITLES = (
+    "We should have left before the rain.",
+    "I told you the bridge was closed.",
+    "Nobody listens to me anymore.",
+    "Then we take the long road home.",
+    "It will be dark when we arrive.",
+    "Keep your eyes on the river.",
+)
+OVERLAYS = ("subtitles", "title", "ticker", "logo")  # what `add_overlay` draws
+
+
+def add_overlay(frames, kind: str, fps: float):
+    """Burn text into rendered uint8 RGB frames, as editors do: "subtitles" (a new line every
+    second, bottom centre), "title" (a big title in the middle), "ticker" (a dark bar at the bottom
+    with text scrolling left) or "logo" (a channel name in the top-right corner)."""
+    from PIL import Image, ImageDraw
+
+    for i, frame in enumerate(frames):
+        image = Image.fromarray(frame)
+        draw = ImageDraw.Draw(image)
+        width, height = image.size
+        if kind == "subtitles":
+            font = _font(height // 14)
+            line = SUBTITLES[int(i / fps) % len(SUBTITLES)]
+            draw.text((width // 2, height - height // 10), line, font=font, anchor="ms", fill="white", stroke_width=2, stroke_fill="black")
+        elif kind == "title":
+            font = _font(height // 8)
+            draw.text((width // 2, height // 2), "THE LONG ROAD", font=font, anchor="mm", fill=(250, 240, 200), stroke_width=2,
+                      stroke_fill=(20, 20, 20))  # fmt: skip
+        elif kind == "ticker":
+            bar = height - height // 9
+            draw.rectangle([0, bar, width, height], fill=(20, 30, 90))
+            font = _font(height // 14)
+            text = "MARKETS CLOSE HIGHER  +++  STORM WARNING FOR THE COAST  +++  ELECTION RESULTS TONIGHT  +++  "
+            offset = int(i * width / (4 * fps)) % int(font.getlength(text))
+            draw.text((width // 20 - offset, (bar + height) // 2), text * 3, font=font, anchor="lm", fill="white")
+        elif kind == "logo":
+            font = _font(height // 14)
+            box = draw.textbbox((width - width // 40, height // 30), "NEWS 24", font=font, anchor="ra")
+            draw.rectangle([box[0] - 3, box[1] - 3, box[2] + 3, box[3] + 3], fill=(200, 20, 20))
+            draw.text((width - width // 40, height // 30), "NEWS 24", font=font, anchor="ra", fill="white")
+        else:
+            raise ValueError(f"unknown overlay {kind!r} (known: {', '.join(OVERLAYS)})")
+        yield np.asarray(image)
 
 
 def render(shots: list[Shot], joins: list[Join], width: int, height: int):
@@ -278,10 +348,14 @@ def write_video(
     return count
 
 
-def make_video(path, shots: list[Shot], joins: list[Join], width=320, height=180, fps=24, **kwargs) -> Truth:
-    """Render and encode a video; return its ground truth."""
+def make_video(path, shots: list[Shot], joins: list[Join], width=320, height=180, fps=24, overlay: str | None = None, **kwargs) -> Truth:
+    """Render and encode a video (with text burned in by `add_overlay` when `overlay` names a kind);
+    return its ground truth."""
     expected = truth(shots, joins)
-    written = write_video(path, render(shots, joins, width, height), fps=fps, **kwargs)
+    frames = render(shots, joins, width, height)
+    if overlay:
+        frames = add_overlay(frames, overlay, fps)
+    written = write_video(path, frames, fps=fps, **kwargs)
     assert written == expected.num_frames, (written, expected.num_frames)
     return expected
 
@@ -317,7 +391,8 @@ def slideshow(num_stills: int, hold_frames: int, seed: int = 0) -> tuple[list[Sh
 def demo_set(folder: str | Path, width: int = 320, height: int = 180, fps: int = 24) -> dict[str, Truth]:
     """The demo's sample videos: edits with cuts, dissolves and fades, camera motion, a static
     shot, a long take, a film whose black bars change at a cut, a phone video recorded sideways,
-    and one damaged file."""
+    a subtitled pan past a sign (the text stage drops it for its subtitles, not for the sign), and
+    one damaged file."""
     folder = Path(folder)
     s = fps
     videos = {
@@ -353,6 +428,11 @@ def demo_set(folder: str | Path, width: int = 320, height: int = 180, fps: int =
     if not phone.exists():
         make_video(phone, shots, joins, width, height, fps, rotation=90)
     truths[phone.name] = truth(shots, joins)
+    subtitled = folder / "subtitled.mp4"
+    shots, joins = [Shot(5 * s, 13, pan=(-1.0, 0), sign="OPEN")], []
+    if not subtitled.exists():
+        make_video(subtitled, shots, joins, width, height, fps, overlay="subtitles")
+    truths[subtitled.name] = truth(shots, joins)
     broken = folder / "damaged.mp4"
     if not broken.exists():  # a download cut short: the first part still decodes
         whole = folder / ".whole.mp4"
