@@ -37,6 +37,7 @@ SCORES = {
     "caption_words": "caption length (words)",
 }
 KEPT_COLOUR, DROPPED_COLOUR = "#2f7ed8", "#e4572e"
+TEXT_BOX_COLOUR = (255, 40, 200)  # overlay text boxes drawn on previews: a colour footage rarely has
 _BINS = 24
 
 
@@ -94,6 +95,7 @@ def _previews(clips: pd.DataFrame, num_frames: int, width: int, threads: int) ->
     from PIL import Image
 
     refs = clip_refs(clips)
+    regions = dict(zip(clips.clip_id, clips["text_regions"], strict=True)) if "text_regions" in clips else {}
     wanted = [frame_indices(ref, uniform_positions(num_frames)) for ref in refs]
     frames: dict[int, dict[int, np.ndarray]] = {}
 
@@ -107,7 +109,8 @@ def _previews(clips: pd.DataFrame, num_frames: int, width: int, threads: int) ->
     previews = {}
     for clip_no, ref in enumerate(refs):
         got = frames.get(clip_no, {})
-        images = [Image.fromarray(got[i]) for i in wanted[clip_no] if i in got]
+        boxes = regions.get(ref.clip_id)
+        images = [Image.fromarray(_outline(got[i], boxes)) for i in wanted[clip_no] if i in got]
         if not images:
             continue
         buffer = io.BytesIO()
@@ -115,6 +118,21 @@ def _previews(clips: pd.DataFrame, num_frames: int, width: int, threads: int) ->
         images[0].save(buffer, format="WEBP", save_all=True, append_images=images[1:], duration=step_ms, loop=0, quality=70)
         previews[ref.clip_id] = "data:image/webp;base64," + base64.b64encode(buffer.getvalue()).decode()
     return previews
+
+
+def _outline(rgb: np.ndarray, boxes) -> np.ndarray:
+    """The frame with the text stage's overlay boxes (x0, y0, x1, y1 as shares of the picture)
+    outlined, so a clip dropped for burned-in text shows where the text was."""
+    if boxes is None or not len(boxes):
+        return rgb
+    out = rgb.copy()
+    height, width = out.shape[:2]
+    for x0, y0, x1, y1 in boxes:
+        left, top = min(width - 1, int(x0 * width)), min(height - 1, int(y0 * height))
+        right, bottom = min(width - 1, int(x1 * width)), min(height - 1, int(y1 * height))
+        out[top : bottom + 1, [left, right]] = TEXT_BOX_COLOUR
+        out[[top, bottom], left : right + 1] = TEXT_BOX_COLOUR
+    return out
 
 
 # -- page parts -----------------------------------------------------------------------------------
@@ -192,7 +210,7 @@ def _card(row, preview: str | None) -> str:
     scores = {column: getattr(row, column) for column in SCORES}
     data = " ".join(f'data-{c.replace("_", "-")}="{v:.6g}"' for c, v in scores.items() if not pd.isna(v))
     caption = row.caption if isinstance(getattr(row, "caption", None), str) else ""
-    error = next((getattr(row, c) for c in ("pack_error", "caption_error", "aesthetic_error", "motion_error")
+    error = next((getattr(row, c) for c in ("pack_error", "caption_error", "aesthetic_error", "text_error", "motion_error")
                   if isinstance(getattr(row, c, None), str)), "")  # fmt: skip
     media = (
         f'<img class="preview" src="{preview}" alt="preview of {html.escape(row.clip_id)}">'
@@ -200,7 +218,7 @@ def _card(row, preview: str | None) -> str:
         else '<div class="preview none">no preview</div>'
     )
     facts = " · ".join(f"{c.split('_')[0] if c != 'duration_s' else 'dur'} {v:.3g}" for c, v in scores.items()
-                       if not pd.isna(v) and c in ("motion_score", "aesthetic_score", "duration_s"))  # fmt: skip
+                       if not pd.isna(v) and c in ("motion_score", "text_area", "aesthetic_score", "duration_s"))  # fmt: skip
     crop = getattr(row, "crop_width", None)
     if crop == crop and crop is not None and (row.crop_width, row.crop_height) != (row.width, row.height):  # black borders cut off
         facts += f" · crop {int(row.crop_width)}x{int(row.crop_height)} of {row.width}x{row.height}"
