@@ -240,7 +240,7 @@ def run_module(*args: str, cwd: Path | None = None, timeout: float = 120, env: d
 def curate(*args) -> str:
     """Run `python -m curate ARGS` (quietly, for commands with a progress bar), require success,
     and return its stdout."""
-    quiet = ["--quiet"] if args[0] in ("split", "motion", "aesthetic", "caption", "pack") and "--quiet" not in args else []
+    quiet = ["--quiet"] if args[0] in ("split", "motion", "text", "aesthetic", "caption", "pack") and "--quiet" not in args else []
     result = run_module(*args, *quiet)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr

@@ -35,9 +35,10 @@ def state(out: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
 def test_run_goes_from_videos_to_shards(finished):
     out, stdout = finished
     _, clips = read_manifests(out)
-    for stage in ("split", "motion", "aesthetic", "caption", "pack"):
+    for stage in ("split", "motion", "text", "aesthetic", "caption", "pack"):
         assert f"\n{stage}: " in f"\n{stdout}"
     assert (clips.drop_reason == "static").any()  # the static shot was filtered out
+    assert (clips.text_area == 0).sum() == clips.text_area.notna().sum() > 0  # the real detector, under --models tiny too
     kept = clips[clips.drop_reason.isna()]
     assert kept.caption.notna().all() and kept.aesthetic_score.notna().all() and kept.shard.notna().all()
     index = json.loads((out / "shards" / "index.json").read_text())
@@ -55,7 +56,7 @@ def test_running_again_is_a_no_op(finished, tmp_path):
     videos_dir = Path(read_manifests(out)[0].path[0]).parent
     stdout = curate("run", videos_dir, "--out", out, *RUN, "--quiet")
     assert "split: 0 videos processed" in stdout and "(0 written now)" in stdout
-    for stage in ("motion", "aesthetic"):
+    for stage in ("motion", "text", "aesthetic"):
         assert f"{stage}: 0 clips scored in 0 units" in stdout
     assert "caption: 0 clips captioned" in stdout and "pack: 0 clips encoded" in stdout
     before, after = state(finished[0]), state(out)
