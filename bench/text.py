@@ -55,8 +55,8 @@ def decoded_frames(stage: TextStage, units: list[Unit]) -> list[np.ndarray]:
     frames = []
     for unit in units:
         clips = unit.payload
-        wanted = [frame_indices(clip, stage._positions(clip)) for clip in clips]
-        for event in decode_frames(clips, wanted, stage._convert, stage.config.decode_threads, 2 * stage.config.batch_size):
+        wanted = [frame_indices(clip, stage.positions(clip)) for clip in clips]
+        for event in decode_frames(clips, wanted, stage.to_input, stage.config.decode_threads, 2 * stage.config.batch_size):
             assert event[0] == "frame", event
             frames.append(event[3])
     return frames

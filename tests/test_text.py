@@ -130,3 +130,27 @@ def test_union_area_counts_overlaps_once():
     assert union_area(np.zeros((0, 4))) == 0
     assert union_area(np.array([[0, 0, 0.5, 0.5], [0.25, 0.25, 0.75, 0.75]])) == pytest.approx(0.25 + 0.25 - 0.0625)
     assert union_area(np.array([[0.1, 0.1, 0.2, 0.2], [0.1, 0.1, 0.2, 0.2]])) == pytest.approx(0.01)
+
+
+def test_a_clip_that_cannot_be_read_is_a_row_with_its_error(tmp_path):
+    from curate.config import TextConfig
+    from curate.manifest import ClipRef
+    from curate.stages.text.stage import TextStage
+
+    broken = tmp_path / "gone.mp4"
+    broken.write_bytes(b"not a video at all")
+    clip = ClipRef("c", "v", str(broken), 0, 48, 0.0, 2.0, 48, 24.0, W, H)
+    (row,) = TextStage(TextConfig()).score([clip])
+    assert row.keys() == {"text_error"} and row["text_error"]
+
+
+def test_frames_by_count_or_by_rate():
+    from curate.config import TextConfig
+    from curate.manifest import ClipRef
+    from curate.stages.text.stage import TextStage
+
+    clip = ClipRef("c", "v", "v.mp4", 0, 96, 0.0, 4.0, 96, 24.0, W, H)
+    assert len(TextStage(TextConfig(frames=6)).positions(clip)) == 6
+    assert len(TextStage(TextConfig(frames_per_s=2)).positions(clip)) == 8
+    assert len(TextStage(TextConfig(frames_per_s=10, max_frames=12)).positions(clip)) == 12
+    assert len(TextStage(TextConfig(frames_per_s=0.1)).positions(clip)) == 2  # never fewer than two: motion needs a pair

@@ -107,11 +107,12 @@ def load_text_detector(weights: str = "", device: str = "auto", threads: int = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: its warnings would print over the progress bar
+    chosen = providers(device)
     try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=providers(device))
-    except ModelUnavailable:
-        raise
-    except Exception as exc:  # a corrupt or foreign file: onnxruntime's own exception types vary
+        session = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
+    except Exception as exc:  # a corrupt or foreign file, or a CUDA provider without a usable GPU
+        if device == "auto" and chosen[0] == CUDA_PROVIDER:  # e.g. a Ray task that was given no GPU
+            return load_text_detector(weights, "cpu", threads)
         raise ModelUnavailable(f"text detector: cannot load {path} ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
     return TextDetector(session, session.get_inputs()[0].name, session.get_providers()[0])
 

@@ -62,10 +62,10 @@ class TextStage(ClipStage):
     def score(self, clips: list[ClipRef]) -> list[dict]:
         self.setup()
         assert self.detector is not None
-        wanted = [frame_indices(clip, self._positions(clip)) for clip in clips]
+        wanted = [frame_indices(clip, self.positions(clip)) for clip in clips]
         batcher = _Batcher(self.detector, self.config.batch_size)
         errors: dict[int, str] = {}
-        events = decode_frames(clips, wanted, self._convert, self.config.decode_threads, 2 * self.config.batch_size)
+        events = decode_frames(clips, wanted, self.to_input, self.config.decode_threads, 2 * self.config.batch_size)
         for event in events:
             if event[0] == "frame":
                 batcher.add((event[1], event[2]), event[3])
@@ -81,7 +81,7 @@ class TextStage(ClipStage):
             rows.append(_columns(classify(frames, self.config.band)))
         return rows
 
-    def _positions(self, clip: ClipRef) -> list[float]:
+    def positions(self, clip: ClipRef) -> list[float]:
         """Where frames are taken, as fractions of the clip: `frames` of them, or `frames_per_s`."""
         count = self.config.frames
         if self.config.frames_per_s > 0:
@@ -89,7 +89,7 @@ class TextStage(ClipStage):
             count = min(max(count, 2), self.config.max_frames)
         return uniform_positions(count)
 
-    def _convert(self, frame, upright) -> np.ndarray:
+    def to_input(self, frame, upright) -> np.ndarray:
         """The frame as the detector's input: upright RGB at its input size (FFmpeg scales once)."""
         width, height = input_size(*upright.display_size(frame), self.config.long_side)
         return upright.rgb(frame, width, height, "BILINEAR")
