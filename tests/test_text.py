@@ -154,3 +154,19 @@ def test_frames_by_count_or_by_rate():
     assert len(TextStage(TextConfig(frames_per_s=2)).positions(clip)) == 8
     assert len(TextStage(TextConfig(frames_per_s=10, max_frames=12)).positions(clip)) == 12
     assert len(TextStage(TextConfig(frames_per_s=0.1)).positions(clip)) == 2  # never fewer than two: motion needs a pair
+
+
+def test_a_title_card_on_a_plain_background_is_overlay(tmp_path):
+    """No camera motion to go by and the title in the middle: the blank picture around it says
+    it was put there (the motion stage would drop such a still card too; this is the text's own call)."""
+    from conftest import clip_refs
+
+    from curate.config import TextConfig
+    from curate.stages.text.stage import TextStage
+    from curate.synthetic import write_video
+
+    plain = (np.full((H, W, 3), 25, np.uint8) for _ in range(72))
+    path = tmp_path / "card.mp4"
+    write_video(path, add_overlay(plain, "title", 24), fps=24)
+    (row,) = TextStage(TextConfig()).score(clip_refs(path))
+    assert row["text_area"] > 0.03 and row["text_mid_area"] > 0.03 and row["text_scene_area"] == 0
