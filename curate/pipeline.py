@@ -196,7 +196,7 @@ STAGES: tuple[StageSpec, ...] = (
                 "text_overlay",
                 "text_area > text.max_area (with text.crop: unless the overlay sits only in top/bottom bands that leave "
                 "text.min_keep_share of the height)",
-                lambda clips, text: _text_overlay(clips, text),
+                _text_overlay,
             ),
         ),
         # The detector is real everywhere (--models tiny leaves it alone), loads in a fraction of a
