@@ -92,7 +92,7 @@ def detect_all(path: Path, config: SplitConfig, baseline: bool) -> tuple[dict[st
     video (and file size) and cached under bench/out/accuracy/transnet/, so the transnetv2 and
     ensemble runs cost one model pass in all. PySceneDetect's cuts are shaped into clips as curate would."""
     found, seconds = {}, {}
-    model = _CachedModel(path)
+    model = CachedModel(path)
     for detector in ("heuristic", "transnetv2", "ensemble"):
         start = time.perf_counter()
         found[detector], num_frames, fps = run_stage(path, replace(config, detector=detector), model)
@@ -105,14 +105,14 @@ def detect_all(path: Path, config: SplitConfig, baseline: bool) -> tuple[dict[st
     return found, num_frames, seconds
 
 
-class _CachedModel:
+class CachedModel:
     """TransNetV2 for one video, its outputs cached on disk (the split stage's `stream()` of it)."""
 
     def __init__(self, path: Path):
         self.file = CACHE / f"{path.name}-{path.stat().st_size}.npz"
         self.frames: list[np.ndarray] = []
 
-    def stream(self) -> _CachedModel:
+    def stream(self) -> CachedModel:
         self.frames = []
         return self
 

@@ -7,7 +7,7 @@ Cuts segments (2.3 s plus the transition at each end) from inside the shots of t
 cross-dissolves of 8, 16, 32 and 48 frames, 16-frame dips to black and to white, a 16-frame wipe
 and a 16-frame slide; one video per kind of transition, 320x180 at 24 fps, written with PyAV
 (`curate.synthetic.write_video`) into bench/out/transitions/. Every blended frame is known, so
-the ground truth is exact. Scores `curate split` as bench/accuracy.py does (gradual transitions
+the ground truth is exact. Scores `curate split` (`--detector`, default heuristic) as bench/accuracy.py does (gradual transitions
 within +-8 frames of their middle frame, clips holding any blended frame).
 
 The source files are split in two: the detector may be tuned on the TUNING set only; the
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from accuracy import GRADUAL_TOLERANCE, LABELS, f1, ours, score, straddling  # noqa: E402
+from accuracy import GRADUAL_TOLERANCE, LABELS, CachedModel, f1, run_stage, score, straddling  # noqa: E402
 
 from curate.config import SplitConfig  # noqa: E402
 from curate.synthetic import write_video  # noqa: E402
@@ -160,7 +161,7 @@ def evaluate(videos: list[tuple[str, Path, list[tuple[int, int]]]], config: Spli
     """Per kind and in total: gradual hits, misses and false boundaries, straddling clips."""
     rows: dict[str, dict[str, int]] = {}
     for kind, path, gradual in videos:
-        predicted, clips, num_frames = ours(path, config)
+        (predicted, clips), num_frames, _ = run_stage(path, config, CachedModel(path) if config.detector != "heuristic" else None)
         counts = score(predicted, [], [(a + b + 1) // 2 for a, b in gradual])
         row = {"tp": counts["grad_tp"], "fn": counts["grad_fn"], "fp": counts["grad_fp"]}
         row.update(straddle=straddling(clips, [], gradual), clips=len(clips), kept=sum(e - s for s, e in clips), frames=num_frames)
@@ -178,11 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real", type=Path, default=ROOT / ".realdata", help="folder of the real videos")
     parser.add_argument("--set", choices=["tuning", "held-out", "both"], default="both")
     parser.add_argument("--set-config", dest="overrides", nargs="*", default=[], help="split.* overrides to try")
+    parser.add_argument("--detector", choices=["heuristic", "transnetv2", "ensemble"], default="heuristic", help="split.detector")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     from curate.config import load_config
 
-    config = load_config(None, args.overrides).split
+    config = replace(load_config(None, args.overrides).split, detector=args.detector)
+    print(f"split.detector = {config.detector}")
     folder = ROOT / "bench" / "out" / "transitions"
     folder.mkdir(parents=True, exist_ok=True)
     names = ["tuning", "held-out"] if args.set == "both" else [args.set]
