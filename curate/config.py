@@ -245,7 +245,7 @@ class TextConfig:
     crop: bool = _threshold(
         False,
         "Keep a clip whose overlay text sits only in the top/bottom bands when the rest of the picture keeps at least "
-        "min_keep_share of its height (text_band_top/text_band_bottom say how much to crop; pack does not apply it yet).",
+        "min_keep_share of its height; the stages after text (aesthetic, caption, pack) see the picture without those bands.",
     )
     min_keep_share: float = _threshold(0.6, "With crop: the share of the picture's height that must remain between the bands.")
     ray_num_cpus: float = _ray_cpus("text task (a batch of clips)")

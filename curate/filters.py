@@ -31,3 +31,29 @@ def drop_reasons(clips: pd.DataFrame, config: Config, before: str | None = None)
             fires = rule.fires(clips, getattr(config, spec.name))
             reasons[(reasons == None) & fires.fillna(False).to_numpy(bool)] = rule.reason  # noqa: E711 (elementwise)
     return pd.Series(reasons, index=clips.index, dtype=object)
+
+
+def picture_boxes(clips: pd.DataFrame, config: Config, before: str) -> pd.DataFrame:
+    """The clips with the crop box the stage `before` sees: split's box (inside black borders),
+    less the top and bottom bands of overlay text when `text.crop` is on, the text stage has run
+    before that stage, and cropping leaves enough of the picture (see the `text_overlay` rule).
+    Band edges round outwards to even rows, so no text row stays in the picture."""
+    import numpy as np
+
+    order = [spec.name for spec in STAGES]
+    text = config.text
+    after_text = "text" in order and order.index(before) > order.index("text")
+    if not (text.crop and after_text and "text_band_top" in clips and "crop_height" in clips):
+        return clips
+    top, bottom = clips.text_band_top.fillna(0.0), clips.text_band_bottom.fillna(0.0)
+    croppable = (clips.text_mid_area.fillna(0.0) <= 0) & (1 - top - bottom >= text.min_keep_share) & ((top > 0) | (bottom > 0))
+    croppable &= clips.crop_height.notna()
+    if not croppable.any():
+        return clips
+    height = clips.crop_height.where(croppable, 0).astype(float)
+    cut_top = (np.ceil(top * height / 2) * 2).where(croppable, 0).astype("int64")
+    cut_bottom = (np.ceil(bottom * height / 2) * 2).where(croppable, 0).astype("int64")
+    return clips.assign(
+        crop_y=clips.crop_y.where(~croppable, clips.crop_y + cut_top),
+        crop_height=clips.crop_height.where(~croppable, clips.crop_height - cut_top - cut_bottom),
+    )

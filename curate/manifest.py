@@ -151,6 +151,12 @@ class ClipRef:
         return None if box == (0, 0, self.width, self.height) else box
 
     @property
+    def box_id(self) -> str | None:
+        """The crop box as text ("x,y,width,height"), None for the whole frame: what a clip stage's
+        scores were measured on (`read_scores` keeps only scores of the box a clip has now)."""
+        return None if self.box is None else ",".join(map(str, self.box))
+
+    @property
     def span(self) -> tuple[float, float, int]:
         """The (start_s, end_s, num_frames) span `curate.videoio.iter_spans` reads."""
         return (self.start_s, self.end_s, self.num_frames)
@@ -207,16 +213,24 @@ def _with_inputs(table: pa.Table, current: dict[str, VideoInput]) -> pa.Table:
     return table
 
 
-def read_scores(parts: list, schema: pa.Schema) -> pa.Table:
+def read_scores(parts: list, schema: pa.Schema, boxes: dict[str, str | None] | None = None) -> pa.Table:
     """A clip stage's finished score parts as one table, one row per clip (a clip scored by two
-    overlapping runs keeps its first row)."""
+    overlapping runs keeps its first row), without the `picture_box` each row was measured on.
+
+    With `boxes` (clip_id -> `ClipRef.box_id` now), a clip listed there keeps only a row measured
+    on that box: a clip whose crop box changed since (a re-split that found black borders, or
+    `text.crop` switched on) has no score, and is scored again. Parts written before crop boxes
+    existed have no box: they were measured on the whole frame."""
     table = concat_parts(parts, schema)
+    measured_on = table.column("picture_box").to_pylist() if "picture_box" in table.column_names else [None] * table.num_rows
     seen: set[str] = set()
-    first = []
-    for clip_id in table.column("clip_id").to_pylist():
-        first.append(clip_id not in seen)
-        seen.add(clip_id)
-    return table.filter(pa.array(first, pa.bool_()))
+    keep = []
+    for clip_id, box in zip(table.column("clip_id").to_pylist(), measured_on, strict=True):
+        current = boxes is None or clip_id not in boxes or boxes[clip_id] == box
+        keep.append(current and clip_id not in seen)
+        seen.update([clip_id] if current else [])
+    table = table.filter(pa.array(keep, pa.bool_()))
+    return table.drop_columns(["picture_box"]) if "picture_box" in table.column_names else table
 
 
 def update_clips(layout: OutputLayout, config: Config, split_clips: pa.Table | None = None, stage_scores: pa.Table | None = None) -> None:

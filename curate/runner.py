@@ -20,9 +20,9 @@ from tqdm import tqdm
 from curate.config import Config
 from curate.errors import ConfigError
 from curate.executor import LocalExecutor, done_units, part_path
-from curate.filters import drop_reasons
+from curate.filters import drop_reasons, picture_boxes
 from curate.inputs import VideoInput
-from curate.manifest import OutputLayout, merge_split, publish, read_scores, require_clips, save_config, update_clips
+from curate.manifest import OutputLayout, clip_refs, merge_split, publish, read_scores, require_clips, save_config, update_clips
 from curate.pipeline import stage_spec
 from curate.stages.base import Stage, Unit
 from curate.stages.clipstage import clip_units
@@ -134,15 +134,16 @@ def run_clip_stage(
     started = time.perf_counter()
     stage = make_stage(name, config)
     work_dir = layout.stage_work(name, config.section_hash(name))
-    clips = read_parquet(layout.clips).to_pandas()
-    scored = set(read_scores(_finished_parts(work_dir, "scores"), stage.schema).column("clip_id").to_pylist())
+    clips = picture_boxes(read_parquet(layout.clips).to_pandas(), config, before=name)
+    boxes = {ref.clip_id: ref.box_id for ref in clip_refs(clips)}  # what each clip is measured on now
+    scored = set(read_scores(_finished_parts(work_dir, "scores"), stage.schema, boxes).column("clip_id").to_pylist())
     todo = clips[drop_reasons(clips, config, before=name).isna() & ~clips.clip_id.isin(scored)]
     units = clip_units(todo, stage_spec(name).units)
     if units:
         stage.prepare()  # fetch or find model weights once, here, so a missing model fails in one line
     pool = make_executor(executor, workers, stage)
     stats = _execute(pool, stage, units, work_dir, progress, size=lambda unit: len(unit.payload), unit_name="clip")
-    update_clips(layout, config, stage_scores=read_scores(_finished_parts(work_dir, "scores"), stage.schema))
+    update_clips(layout, config, stage_scores=read_scores(_finished_parts(work_dir, "scores"), stage.schema, boxes))
     _publish_extra_tables(stage, work_dir, layout)  # embeddings/, for aesthetic
     stats.summary, columns = stage.finish(layout, work_dir, done_units(work_dir), progress)
     if columns is not None:

@@ -11,6 +11,7 @@ the index the wids library (and our trainer) reads.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -28,11 +29,14 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 INDEX_NAME = "index.json"  # the wids index beside the shards
 
 
-def sample_key(clip_id: str) -> str:
+def sample_key(clip_id: str, box_id: str | None = None) -> str:
     """A key webdataset keeps whole: letters, digits, '_' and '-' only (webdataset splits a member
     name at its first dot, and a '/' would make a folder). clip_ids already are; anything else is
-    replaced, so a key is always a safe file name."""
-    return _UNSAFE.sub("_", clip_id) or "_"
+    replaced, so a key is always a safe file name. A clip packed from a crop box (`box_id`, see
+    `ClipRef.box_id`) gets "-b" and 8 hex digits of the box after its id: the same clip packed from
+    another box is another sample, and a re-packed folder never mixes the two."""
+    suffix = f"-b{hashlib.sha1(box_id.encode()).hexdigest()[:8]}" if box_id else ""
+    return (_UNSAFE.sub("_", clip_id) or "_") + suffix
 
 
 @dataclass(frozen=True)

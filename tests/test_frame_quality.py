@@ -310,3 +310,29 @@ def test_model_stages_decode_only_the_crop_box(bordered_out):
     assert min(_edges(pixels)) > 20
     whole = ClipRef(**{f: row[f] for f in fields})  # a manifest without crop columns: the whole frame
     assert whole.box is None
+
+
+def test_a_clip_whose_box_changes_is_measured_again(tmp_path):
+    """A folder split without the measures (or before crop boxes existed) saw whole frames. Split
+    again with them, the clips keep their ids but get a crop box: motion and pack measure and encode
+    them again (a new sample key), and a third run of either is a no-op."""
+    videos = tmp_path / "videos"
+    _video(videos / "letterbox.mp4", _boxed(21, LETTERBOX))
+    out = tmp_path / "out"
+
+    def run(command: str, *settings: str) -> str:
+        return curate(command, *([videos] if command == "split" else []), "--out", out, "--workers", "1", *settings)
+
+    def scored_and_packed() -> tuple[bool, bool]:
+        return "motion: 1 clips scored in" in run("motion"), "pack: 1 clips encoded in" in run("pack", "--set", "pack.short_side=0")
+
+    run("split", "--set", "split.quality_samples_per_s=0")
+    assert scored_and_packed() == (True, True)
+    whole = read_manifests(out)[1].iloc[0]
+    run("split")
+    assert scored_and_packed() == (True, True)
+    cropped = read_manifests(out)[1].iloc[0]
+    assert cropped.clip_id == whole.clip_id and _box(cropped) != (0, 0, W, H)
+    assert cropped.key != whole.key and (cropped.pack_width, cropped.pack_height) == _box(cropped)[2:]
+    assert scored_and_packed() == (False, False)
+    assert "motion: 0 clips scored in 0 units" in run("motion")

@@ -170,3 +170,49 @@ def test_a_title_card_on_a_plain_background_is_overlay(tmp_path):
     write_video(path, add_overlay(plain, "title", 24), fps=24)
     (row,) = TextStage(TextConfig()).score(clip_refs(path))
     assert row["text_area"] > 0.03 and row["text_mid_area"] > 0.03 and row["text_scene_area"] == 0
+
+
+def _packed_then_measured(out, folder):
+    """Pack `out`'s kept clips, write each packed mp4 out as a video of its own, and run split,
+    motion and text on those: (packed width x height, clips.parquet of the packed videos)."""
+    import tarfile
+
+    import av
+
+    curate("pack", "--out", out, "--set", "pack.short_side=0")
+    packed = folder / "packed"
+    packed.mkdir()
+    for shard in sorted((out / "shards").glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            for member in tar.getmembers():
+                if member.name.endswith(".mp4"):
+                    (packed / member.name).write_bytes(tar.extractfile(member).read())
+    with av.open(str(next(packed.glob("*.mp4")))) as container:
+        size = (container.streams.video[0].width, container.streams.video[0].height)
+    curate("split", packed, "--out", folder / "again")
+    curate("motion", "--out", folder / "again")
+    curate("text", "--out", folder / "again")
+    return size, read_manifests(folder / "again")[1]
+
+
+def test_crop_packs_the_picture_without_its_subtitle_band(tmp_path):
+    """With text.crop the packed mp4 is the picture above the subtitles: the text stage finds no
+    overlay text in it. Without (kept by a high max_area), the same check finds the subtitles."""
+    shot, overlay = VIDEOS["subtitles"]
+    make_video(tmp_path / "videos" / "subtitles.mp4", [shot], [], W, H, 24, overlay=overlay)
+    results = {}
+    for crop in (True, False):
+        out, folder = tmp_path / f"out-{crop}", tmp_path / f"check-{crop}"
+        folder.mkdir()
+        curate("split", tmp_path / "videos", "--out", out)
+        curate("filter", "--out", out, "--set", f"text.crop={str(crop).lower()}", "text.max_area=" + ("0.004" if crop else "0.5"))
+        curate("motion", "--out", out)
+        curate("text", "--out", out)
+        _, clips = read_manifests(out)
+        assert clips.drop_reason.isna().all() and (clips.text_area > 0.01).all()  # kept, though it has subtitles
+        results[crop] = _packed_then_measured(out, folder)
+    (width, height), cropped = results[True]
+    assert (width, height) != (W, H) and width == W and height < 0.85 * H  # the subtitle band is gone, the width kept
+    assert (cropped.text_area == 0).all()
+    (width, height), whole = results[False]
+    assert (width, height) == (W, H) and (whole.text_area > 0.01).all()

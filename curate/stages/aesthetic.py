@@ -25,7 +25,7 @@ import pyarrow as pa
 from curate.config import AestheticConfig
 from curate.errors import ModelUnavailable
 from curate.framepool import decode_frames, frame_indices
-from curate.manifest import ClipRef, to_table
+from curate.manifest import ClipRef
 from curate.models.clip import AestheticModel, Preprocess, embedding_dim, fetch_weights, load_aesthetic_model
 from curate.picture import Upright
 from curate.stages.base import Unit
@@ -63,9 +63,8 @@ class AestheticStage(ModelClipStage):
     def process(self, unit: Unit) -> tuple[dict, dict]:
         clips: list[ClipRef] = unit.payload
         values, embeddings, model_frames = self._run(clips)
-        rows = [{"clip_id": clip.clip_id, **v} for clip, v in zip(clips, values, strict=True)]
         scored = [(clip.clip_id, e) for clip, e in zip(clips, embeddings, strict=True) if e is not None]
-        tables = {"scores": to_table(rows, self.schema), "embeddings": self._embedding_table(scored)}
+        tables = {"scores": self.scores_table(clips, values), "embeddings": self._embedding_table(scored)}
         stats = {
             "clips": len(clips),
             "frames": sum(c.num_frames for c in clips),

@@ -64,19 +64,24 @@ class ClipStage(Stage):
 
     @property
     def schema(self) -> pa.Schema:
-        """The schema of the stored score parts: clip_id, the score columns, the error column."""
-        return pa.schema([("clip_id", pa.string()), *self.columns, (self.error_column, pa.string())])
+        """The schema of the stored score parts: clip_id, the box the clip was measured on
+        (`ClipRef.box_id`), the score columns, the error column."""
+        return pa.schema([("clip_id", pa.string()), ("picture_box", pa.string()), *self.columns, (self.error_column, pa.string())])
 
     def score(self, clips: list[ClipRef]) -> list[dict]:
         """One dict of column values per clip, in order. A clip that cannot be scored gets
         `{error_column: reason}`; an exception means the whole unit failed (retried next run)."""
         raise NotImplementedError
 
+    def scores_table(self, clips: list[ClipRef], values: list[dict]) -> pa.Table:
+        """A unit's "scores" part: per clip its id, the box it was measured on, and its values."""
+        rows = [{"clip_id": clip.clip_id, "picture_box": clip.box_id, **v} for clip, v in zip(clips, values, strict=True)]
+        return to_table(rows, self.schema)
+
     def process(self, unit: Unit) -> tuple[dict, dict]:
         clips: list[ClipRef] = unit.payload
-        rows = [{"clip_id": clip.clip_id, **values} for clip, values in zip(clips, self.score(clips), strict=True)]
         stats = {"clips": len(clips), "frames": sum(c.num_frames for c in clips)}
-        return {"scores": to_table(rows, self.schema)}, stats
+        return {"scores": self.scores_table(clips, self.score(clips))}, stats
 
     def finish(self, layout, work_dir, done: set[str], progress: bool) -> tuple[object, pa.Table | None]:
         """Work on all the finished units (`done`, ids of units in `work_dir`) together, once
@@ -86,8 +91,8 @@ class ClipStage(Stage):
         return None, None
 
     def failed(self, unit: Unit, message: str) -> tuple[dict, dict]:
-        rows = [{"clip_id": clip.clip_id, self.error_column: message} for clip in unit.payload]
-        return {"scores": to_table(rows, self.schema)}, {"clips": len(rows), "frames": 0}
+        clips: list[ClipRef] = unit.payload
+        return {"scores": self.scores_table(clips, [{self.error_column: message}] * len(clips))}, {"clips": len(clips), "frames": 0}
 
 
 class ModelClipStage(ClipStage):

@@ -25,7 +25,7 @@ import torch
 
 from curate.config import CaptionConfig
 from curate.framepool import background, decode_frames, frame_indices, uniform_positions
-from curate.manifest import ClipRef, to_table
+from curate.manifest import ClipRef
 from curate.models.vlm import Captioner, ClipFrames, Generated, fetch_model, load_captioner
 from curate.picture import Upright
 from curate.stages.base import Unit
@@ -64,9 +64,8 @@ class CaptionStage(ModelClipStage):
     def process(self, unit: Unit) -> tuple[dict, dict]:
         clips: list[ClipRef] = unit.payload
         values, tokens = self.caption(clips)
-        rows = [{"clip_id": clip.clip_id, **v} for clip, v in zip(clips, values, strict=True)]
         stats = {"clips": len(clips), "frames": sum(c.num_frames for c in clips), "tokens": tokens}
-        return {"scores": to_table(rows, self.schema)}, stats
+        return {"scores": self.scores_table(clips, values)}, stats
 
     def caption(self, clips: list[ClipRef]) -> tuple[list[dict], int]:
         """One dict of column values per clip, and the number of tokens generated."""

@@ -52,7 +52,7 @@ class PackStage(ClipStage):
         clips: list[ClipRef] = unit.payload
         rows, samples = self._encode(clips)
         tables = {
-            "scores": to_table([{"clip_id": c.clip_id, **r} for c, r in zip(clips, rows, strict=True)], self.schema),
+            "scores": self.scores_table(clips, rows),
             "samples": to_table(samples, SAMPLES_SCHEMA),
         }
         return tables, {"clips": len(clips), "frames": sum(c.num_frames for c in clips)}
@@ -125,7 +125,7 @@ class PackStage(ClipStage):
             elif result is None:  # a clip is packed whole or not at all
                 rows.append({self.error_column: f"{fed[index]} of {clip.num_frames} frames decoded{why}"})
             else:
-                key = sample_key(clip.clip_id)
+                key = sample_key(clip.clip_id, clip.box_id)
                 samples.append({"key": key, "mp4": result.mp4})
                 rows.append({
                     "key": key, "pack_width": result.width, "pack_height": result.height,
