@@ -4,7 +4,8 @@
 
 Cuts segments (2.3 s plus the transition at each end) from inside the shots of the hand-labelled real videos in DIR (default
 `.realdata/`, labels in bench/realdata/), and joins them, alternating source files, with
-cross-dissolves of 8, 16, 32 and 48 frames, 16-frame dips to black and to white, a 16-frame wipe
+cross-dissolves of 8, 16, 32 and 48 frames, 16-frame dips to black and to white, wipes (16 frames left to
+right, 24 top to bottom, 12 right to left)
 and a 16-frame slide; one video per kind of transition, 320x180 at 24 fps, written with PyAV
 (`curate.synthetic.write_video`) into bench/out/transitions/. Every blended frame is known, so
 the ground truth is exact. Scores `curate split` (`--detector`, default heuristic) as bench/accuracy.py does (gradual transitions
@@ -42,6 +43,9 @@ SETS = {
     "held-out": ["box.mp4", "carphone_pristine.mp4", "Megamind.avi", "transnetv2_test.mp4"],
 }
 KINDS = ["dissolve8", "dissolve16", "dissolve32", "dissolve48", "black16", "white16", "wipe16", "slide16"]
+# Added after the wipe test was tuned on the wipe16 videos of both halves: other directions and
+# lengths, never looked at while tuning.
+KINDS += ["wipedown24", "wipeleft12"]
 BODY_FRAMES = 56  # frames of each segment that no transition touches: a shot of 2.3 s
 CLEAR_FRAMES = 12  # a segment keeps this far from any labelled boundary
 SEGMENTS_PER_FILE = 4
@@ -129,7 +133,13 @@ def join(kind: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         colour = 0.0 if kind.startswith("black") else 255.0
         level = np.abs(1 - 2 * share)  # down to the colour at the middle, back up
         out = np.where(share < 0.5, colour + (tail - colour) * level, colour + (head - colour) * level)
-    elif kind.startswith("wipe"):
+    elif kind.startswith("wipedown"):  # top to bottom
+        rows = np.arange(SIZE[1])[None, :, None, None]
+        out = np.where(rows < share * SIZE[1], head, tail)
+    elif kind.startswith("wipeleft"):  # right to left
+        columns = np.arange(SIZE[0])[::-1][None, None, :, None]
+        out = np.where(columns < share * SIZE[0], head, tail)
+    elif kind.startswith("wipe"):  # left to right
         columns = np.arange(SIZE[0])[None, None, :, None]
         out = np.where(columns < share * SIZE[0], head, tail)
     else:  # slide: b pushes a out to the left

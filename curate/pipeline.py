@@ -103,7 +103,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec(
         "split",
         "curate.stages.split.stage:SplitStage",
-        help="find shot boundaries (cuts, dissolves, fades) and cut every video into clips",
+        help="find shot boundaries (cuts, dissolves, fades, wipes) and cut every video into clips",
         description=(
             "Decode each input once, detect hard cuts and gradual transitions, and write one row per "
             "input to OUT/manifests/videos.parquet and one row per clip to OUT/manifests/clips.parquet. "

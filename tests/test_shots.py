@@ -578,3 +578,57 @@ def test_forty_eight_frame_dissolve_is_found_and_kept_out_of_clips():
     assert [t.kind for t in transitions] == ["dissolve"], transitions
     spans = _clip_spans_of(frames)
     assert all(end <= 52 or start >= 100 for start, end in spans), spans
+
+
+# -- wipes (issue 17) ----------------------------------------------------------------------------
+
+
+def _wiped(old: np.ndarray, new: np.ndarray, share: float, direction: str) -> np.ndarray:
+    """The frame of a wipe in `direction` when the new picture covers `share` of it."""
+    along = 1 if direction in ("left", "right") else 0
+    size = old.shape[along]
+    edge = round(share * size)
+    index = np.arange(size) if direction in ("right", "down") else np.arange(size)[::-1]
+    covered = (index < edge)[None, :] if along == 1 else (index < edge)[:, None]
+    return np.where(covered, new, old)
+
+
+@pytest.mark.parametrize("direction", ["right", "left", "down"])
+@pytest.mark.parametrize("length", [12, 16, 24])
+def test_wipe_is_a_boundary_at_its_middle(direction, length):
+    """A wipe: a straight front carries the new picture across the old over `length` frames, the
+    camera panning all along (smooth pictures moving a twelfth of a grid column a frame). It is one
+    transition of kind "wipe", its cut frame near the middle, and no clip holds any of its frames."""
+    import cv2
+
+    rng = np.random.default_rng(length)
+    old, new = (cv2.resize(_picture(seed)[::6, ::6], (GRID_W, GRID_H), interpolation=cv2.INTER_CUBIC) for seed in (31, 32))
+
+    def pan(picture: np.ndarray, i: int) -> np.ndarray:
+        shift = np.float32([[1, 0, i / 12], [0, 1, 0]])
+        return cv2.warpAffine(picture, shift, (GRID_W, GRID_H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+    frames = [_noisy(pan(old, i), rng) for i in range(72)]
+    shares = np.arange(1, length + 1) / (length + 1)
+    frames += [_noisy(_wiped(pan(old, 72 + k), pan(new, 72 + k), s, direction), rng) for k, s in enumerate(shares)]
+    frames += [_noisy(pan(new, 72 + length + i), rng) for i in range(72)]
+    detection = _detection(frames)
+    assert [t.kind for t in detection.transitions] == ["wipe"], detection
+    wipe = detection.transitions[0]
+    assert abs(wipe.cut_frame - (72 + length // 2)) <= 3 and wipe.start <= 73 and wipe.end >= 72 + length - 1, wipe
+    spans = clip_spans(len(frames), detection.transitions + detection.uncertain, 24.0, DEFAULT)
+    assert spans and all(end <= 72 or start >= 72 + length for start, end in spans), spans
+
+
+def test_a_large_object_crossing_the_picture_is_no_wipe():
+    """A flat dark object a third of the picture wide slides across a still shot: its front moves
+    like a wipe's, but it never changes most of the picture, and nothing comes after it."""
+    rng = np.random.default_rng(9)
+    scene = _picture(33)
+    frames = []
+    for x in range(-24, GRID_W + 24, 2):
+        frame = scene.copy()
+        frame[:, max(0, x) : max(0, x + 22)] = 40.0
+        frames.append(_noisy(frame, rng))
+    frames = [_noisy(scene, rng) for _ in range(48)] + frames + [_noisy(scene, rng) for _ in range(48)]
+    assert not [t for t in _detect(frames) if t.kind == "wipe"]

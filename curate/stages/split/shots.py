@@ -30,6 +30,11 @@ towards the zero vector, which is at distance 1 from any picture.
   shrink for low-contrast (bright, flat) pictures.
 - A dissolve or fade whose brightness or contrast goes on moving beyond its window (a long or
   eased one) is widened over those frames, so clips keep clear of all of it.
+- Wipe centred at t with half-width h (a wipe, or a slide or push that moves a straight front
+  across the picture): the pictures at t-h and t+h differ in nearly every coarse cell, and each
+  cell of the frames at t-h/2, t and t+h/2 matches one of them (where a dissolve blends every
+  cell); the cells matching the new picture form one region, which grows across the window from
+  under to over a third of the picture; and the window changes more than the ones beside it.
 
 `split.detector` may join these boundaries with TransNetV2's (`transnet.py`: every boundary either
 finds, ours where both do); this module knows nothing of it.
@@ -41,6 +46,7 @@ bytes per frame while it does: some 9 MB for 18,000 frames).
 
 from __future__ import annotations
 
+import math
 import warnings
 from array import array
 from dataclasses import dataclass
@@ -84,6 +90,16 @@ _WIDE_HIST = 0.2  # ...with a histogram change at least this large
 _FLASH_FRAMES = 2  # the longest flash a window's end may fall on
 _TRIM = 0.15  # steps this small against a burst's largest are still frames at its ends
 _MIN_PRESENCE = 0.5  # the least share of a distance threshold kept for low-contrast pictures
+_CELL_CHANGE = 12.0  # luma levels by which a coarse cell differs between a wipe's two pictures
+_WIPE_CHANGED = 0.8  # share of the cells a wipe changes (the whole picture, give or take flat areas)
+_WIPE_RESIDUAL = 0.3  # how far a frame inside a wipe may be from the nearer picture, cell by cell
+_WIPE_SHARE = (0.3, 0.7)  # the new picture's share of the changed cells at the wipe's middle...
+_WIPE_PROGRESS = 0.1  # ...which grows by at least this from a quarter of the window to the middle and on
+_WIPE_COHERENT = 0.8  # share of neighbouring cells on the same side: one front, not scattered cells
+_WIPE_CONTRAST = 1.2  # a wipe window's ends differ this many times more than those of the windows beside it
+_WIPE_MIN_HALF = 4  # a wipe takes 8 frames at least: faster ones are left to the cut and burst tests
+_WIPE_REACH = 1.25  # a wipe spans this many half-widths of the narrowest window that found it, each side
+_WIPE_LASTS = 0.7  # pictures beyond a wipe's window differ from its other end by this share of its span
 
 
 @dataclass(frozen=True)
@@ -97,7 +113,7 @@ class Transition:
     start: int
     end: int
     cut_frame: int | None
-    kind: str  # "cut" | "dissolve" | "fade" | "uncertain" (see Detection)
+    kind: str  # "cut" | "dissolve" | "fade" | "wipe" | "uncertain" (see Detection)
 
 
 @dataclass(frozen=True)
@@ -128,11 +144,13 @@ class ShotDetector:
         self.config = config
         self.widths = half_widths(max(2, round(config.max_transition_s * self.fps / 2)))
         self.flash_frames = max(2, round(config.flash_window_s * self.fps))
-        self.lookback = max(max(self.widths), self.flash_frames) + 2
-        self.lookahead = max(max(self.widths), self.flash_frames)
+        # A wipe's window [t-h, t+h] is compared with the pictures beyond either end (`_beyond`).
+        self.lookahead = max(self.widths) + self._beyond(max(self.widths))
+        self.lookback = self.lookahead + 2
         self.num_frames = 0  # frames described so far (pushed frames may still wait in _pending)
         self._pending: list[np.ndarray] = []  # grids not described yet
         self._coarse: list[np.ndarray] = []  # coarse-grid vectors of frames [_first, num_frames)
+        self._blocks: list[np.ndarray] = []  # their block means, luma levels kept (the wipe test)
         self._hists: list[np.ndarray] = []  # their luma histograms: blind to motion, not to blends
         self._first = 0
         self._next_centre = 0
@@ -167,6 +185,7 @@ class ShotDetector:
         blocks = _coarse(grids)
         self._spread.extend(self._spread_of(blocks).tolist())
         self._coarse.extend(_units(blocks) * weight[:, None])
+        self._blocks.extend(blocks)
         self._hists.extend(_histograms(grids))
         self.num_frames += len(grids)
         while self.num_frames - self._next_centre >= _CHUNK + self.lookahead:
@@ -207,7 +226,8 @@ class ShotDetector:
         cuts = self._cuts(scores, ratio, in_fade, spread)
         taken = _near(self.num_frames, fades + cuts, margin=self._min_gap())
         dissolves = self._dissolves(scores, in_fade, taken, std, mean)
-        transitions = sorted(fades + cuts + dissolves, key=lambda t: (t.start, t.end))
+        wipes = self._wipes(scores, in_fade, taken)
+        transitions = sorted(fades + cuts + dissolves + wipes, key=lambda t: (t.start, t.end))
         return Detection(transitions, self._uncertain(scores, ratio, spread, transitions, std))
 
     # -- scoring ---------------------------------------------------------------------------
@@ -240,17 +260,31 @@ class ShotDetector:
         }
         hists = np.stack(self._hists)
         chunk["hist_step"] = 0.5 * np.abs(hists[before] - hists[here]).sum(axis=1)
+        blocks = np.stack(self._blocks)
         for h in self.widths:
             chunk.update(_blend_scores(coarse, rows(-h), here, rows(h), h))
             chunk[f"hist{h}"] = 0.5 * np.abs(hists[rows(-h)] - hists[rows(h)]).sum(axis=1)
+            if h >= _WIPE_MIN_HALF:
+                wipe = _wipe_like(blocks, rows(-h), rows(-(h // 2)), here, rows(h // 2), rows(h))
+                # A new shot lasts: the old picture does not come back after the window, nor was
+                # the new one there before it (something sweeping past the lens, as a flash would).
+                lasting, beyond = _WIPE_LASTS * chunk[f"span{h}"], h + self._beyond(h)
+                wipe *= (coarse.dist(rows(-h), rows(beyond)) >= lasting) & (coarse.dist(rows(-beyond), rows(h)) >= lasting)
+                chunk[f"wipe{h}"] = wipe
         # float16 halves what a long video keeps per frame; the thresholds need no more precision.
         self._chunks.append({k: v.astype(np.float16) for k, v in chunk.items()})
 
         self._next_centre = stop
         keep_from = max(0, stop - self.lookback)
         del self._coarse[: keep_from - self._first]
+        del self._blocks[: keep_from - self._first]
         del self._hists[: keep_from - self._first]
         self._first = keep_from
+
+    def _beyond(self, h: int) -> int:
+        """How far beyond a wipe window of half-width h the pictures must stay changed: h frames,
+        and at least the flash window (what passes the lens is gone by then)."""
+        return max(h, self.flash_frames)
 
     # -- decisions -------------------------------------------------------------------------
 
@@ -420,6 +454,33 @@ class ShotDetector:
         spans = np.array([scores[f"span{h}"][t] for h in self.widths])
         reached = np.flatnonzero(spans >= _SATURATED * spans.max())
         return self.widths[int(reached[0])]
+
+    def _wipes(self, scores: dict[str, np.ndarray], in_fade: np.ndarray, taken: np.ndarray) -> list[Transition]:
+        """Windows whose frames pass the wipe test (`_wipe_like`) and whose ends differ more than
+        those of the same-length windows beside them (a shot moving fast changes those too), where
+        no other transition is; overlapping windows are one wipe."""
+        n = self.num_frames
+        t = np.arange(n)
+        windows = []  # (start, end, half-width) of the windows that found a wipe
+        for h in (h for h in self.widths if h >= _WIPE_MIN_HALF):
+            span = scores[f"span{h}"]
+            outside = np.maximum(_at(span, -2 * h), _at(span, 2 * h))
+            found = (scores[f"wipe{h}"] > 0) & (span >= _WIPE_CONTRAST * outside) & (t - 3 * h >= 0) & (t + 3 * h < n)
+            windows += [(c - h + 1, c + h, h) for c in np.flatnonzero(found).tolist()]
+        wipes = []
+        for start, end in _overlapping(sorted(w[:2] for w in windows)):
+            if taken[start:end].any() or in_fade[start:end].any():
+                continue
+            inside = [w for w in windows if start <= w[0] and w[1] <= end]
+            # The middle of the windows that found it is where the front is halfway across. Every
+            # window that holds the wipe finds it, and so do windows a little shorter (their ends
+            # already differ in most cells): the wipe spans about the narrowest one, and a margin.
+            middle = int(np.median([(a + b) // 2 for a, b, _ in inside]))
+            reach = math.ceil(_WIPE_REACH * min(h for _, _, h in inside))
+            start, end = max(0, middle - reach), min(n, middle + reach + 1)
+            taken[max(0, start - self._min_gap()) : end + self._min_gap()] = True
+            wipes.append(Transition(start, end, middle, "wipe"))
+        return wipes
 
     def _fades(self, std: np.ndarray, mean: np.ndarray, returns: np.ndarray, step: np.ndarray) -> list[Transition]:
         """Contrast dips: runs of blank frames, or of frames far dimmer (flatter) than the
@@ -610,6 +671,52 @@ def _blend_scores(pairs: _Pairs, a: np.ndarray, m: np.ndarray, b: np.ndarray, h:
         f"residual{h}": np.where(ok, np.sqrt(unexplained), 1.0),
         f"weight{h}": np.where(has_total, weight_b / np.where(has_total, total, 1.0), -1.0),
     }
+
+
+def _wipe_like(blocks: np.ndarray, a: np.ndarray, early: np.ndarray, m: np.ndarray, late: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per window (rows of `blocks`, one (rows, cols) grid of block means per frame: its ends `a`
+    and `b`, its middle `m`, and the frames a quarter of the way from the middle, `early` and
+    `late`), 1.0 where the window looks like a wipe from picture a to picture b, else 0.0: a and b
+    differ in nearly every cell, each cell of the three inner frames is close to a's or to b's,
+    b's cells form one region, and that region grows from `early` through `m` to `late`."""
+    ends = np.abs(blocks[a] - blocks[b])
+    changed = ends > _CELL_CHANGE
+    count = np.maximum(changed.sum(axis=(1, 2)), 1)
+    scale = np.sqrt(np.maximum((ends**2 * changed).sum(axis=(1, 2)) / count, 1e-6))
+    ok = changed.mean(axis=(1, 2)) >= _WIPE_CHANGED
+    shares = []
+    for frame in (early, m, late):
+        to_a, to_b = np.abs(blocks[frame] - blocks[a]), np.abs(blocks[frame] - blocks[b])
+        residual = np.sqrt((np.minimum(to_a, to_b) ** 2 * changed).sum(axis=(1, 2)) / count) / scale
+        new = to_b < to_a
+        shares.append((new & changed).sum(axis=(1, 2)) / count)
+        ok &= (residual <= _WIPE_RESIDUAL) & (_coherence(new, changed) >= _WIPE_COHERENT)
+    ok &= (shares[1] >= _WIPE_SHARE[0]) & (shares[1] <= _WIPE_SHARE[1])
+    ok &= (shares[0] < shares[1] - _WIPE_PROGRESS) & (shares[2] > shares[1] + _WIPE_PROGRESS)
+    return ok.astype(np.float32)
+
+
+def _coherence(labels: np.ndarray, changed: np.ndarray) -> np.ndarray:
+    """Per (rows, cols) grid of booleans, the share of horizontally and vertically neighbouring
+    pairs of `changed` cells that carry the same label: 1 for two regions split by a straight front,
+    about 0.5 for scattered cells. (An unchanged cell matches both pictures: its label is noise.)"""
+    across = changed[:, :, 1:] & changed[:, :, :-1]
+    down = changed[:, 1:, :] & changed[:, :-1, :]
+    same_across = (labels[:, :, 1:] == labels[:, :, :-1]) & across
+    same_down = (labels[:, 1:, :] == labels[:, :-1, :]) & down
+    pairs = across.sum(axis=(1, 2)) + down.sum(axis=(1, 2))
+    return (same_across.sum(axis=(1, 2)) + same_down.sum(axis=(1, 2))) / np.maximum(pairs, 1)
+
+
+def _overlapping(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted [start, end) spans with the overlapping ones joined."""
+    joined: list[tuple[int, int]] = []
+    for start, end in spans:
+        if joined and start < joined[-1][1]:
+            joined[-1] = (joined[-1][0], max(joined[-1][1], end))
+        else:
+            joined.append((start, end))
+    return joined
 
 
 def _units(grids: np.ndarray) -> np.ndarray:
