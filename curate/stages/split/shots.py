@@ -97,6 +97,7 @@ _WIPE_SHARE = (0.3, 0.7)  # the new picture's share of the changed cells at the 
 _WIPE_PROGRESS = 0.1  # ...which grows by at least this from a quarter of the window to the middle and on
 _WIPE_COHERENT = 0.8  # share of neighbouring cells on the same side: one front, not scattered cells
 _WIPE_CONTRAST = 1.2  # a wipe window's ends differ this many times more than those of the windows beside it
+_WIPE_MIN_SPAN = 0.6  # windows whose ends are closer (unit-vector distance) are no wipe: not tested
 _WIPE_MIN_HALF = 4  # a wipe takes 8 frames at least: faster ones are left to the cut and burst tests
 _WIPE_REACH = 1.25  # a wipe spans this many half-widths of the narrowest window that found it, each side
 _WIPE_LASTS = 0.7  # pictures beyond a wipe's window differ from its other end by this share of its span
@@ -265,12 +266,7 @@ class ShotDetector:
             chunk.update(_blend_scores(coarse, rows(-h), here, rows(h), h))
             chunk[f"hist{h}"] = 0.5 * np.abs(hists[rows(-h)] - hists[rows(h)]).sum(axis=1)
             if h >= _WIPE_MIN_HALF:
-                wipe = _wipe_like(blocks, rows(-h), rows(-(h // 2)), here, rows(h // 2), rows(h))
-                # A new shot lasts: the old picture does not come back after the window, nor was
-                # the new one there before it (something sweeping past the lens, as a flash would).
-                lasting, beyond = _WIPE_LASTS * chunk[f"span{h}"], h + self._beyond(h)
-                wipe *= (coarse.dist(rows(-h), rows(beyond)) >= lasting) & (coarse.dist(rows(-beyond), rows(h)) >= lasting)
-                chunk[f"wipe{h}"] = wipe
+                chunk[f"wipe{h}"] = self._wipe_scores(coarse, blocks, rows, chunk[f"span{h}"], h)
         # float16 halves what a long video keeps per frame; the thresholds need no more precision.
         self._chunks.append({k: v.astype(np.float16) for k, v in chunk.items()})
 
@@ -280,6 +276,22 @@ class ShotDetector:
         del self._blocks[: keep_from - self._first]
         del self._hists[: keep_from - self._first]
         self._first = keep_from
+
+    def _wipe_scores(self, coarse: _Pairs, blocks: np.ndarray, rows, span: np.ndarray, h: int) -> np.ndarray:
+        """1.0 for the centres whose window of half-width h passes the wipe test (`_wipe_like`)
+        and whose change lasts: the old picture does not come back after the window, nor was the
+        new one there before it (something sweeping past the lens, as a flash would). Only windows
+        whose ends are far apart are tested: the cell-by-cell test is the costly part."""
+        wipe = np.zeros(len(span), np.float32)
+        tested = np.flatnonzero(span >= _WIPE_MIN_SPAN)
+        if not len(tested):
+            return wipe
+        a, b, beyond = rows(-h)[tested], rows(h)[tested], h + self._beyond(h)
+        found = _wipe_like(blocks, a, rows(-(h // 2))[tested], rows(0)[tested], rows(h // 2)[tested], b)
+        lasting = _WIPE_LASTS * span[tested]
+        found *= (coarse.dist(a, rows(beyond)[tested]) >= lasting) & (coarse.dist(rows(-beyond)[tested], b) >= lasting)
+        wipe[tested] = found
+        return wipe
 
     def _beyond(self, h: int) -> int:
         """How far beyond a wipe window of half-width h the pictures must stay changed: h frames,
@@ -678,22 +690,34 @@ def _wipe_like(blocks: np.ndarray, a: np.ndarray, early: np.ndarray, m: np.ndarr
     and `b`, its middle `m`, and the frames a quarter of the way from the middle, `early` and
     `late`), 1.0 where the window looks like a wipe from picture a to picture b, else 0.0: a and b
     differ in nearly every cell, each cell of the three inner frames is close to a's or to b's,
-    b's cells form one region, and that region grows from `early` through `m` to `late`."""
+    b's cells form one region, and that region grows from `early` through `m` to `late`. Each
+    test runs only on the windows that passed the ones before (most fail the first)."""
+    found = np.zeros(len(a), np.float32)
     ends = np.abs(blocks[a] - blocks[b])
     changed = ends > _CELL_CHANGE
+    left = np.flatnonzero(changed.mean(axis=(1, 2)) >= _WIPE_CHANGED)
+    ends, changed = ends[left], changed[left]
     count = np.maximum(changed.sum(axis=(1, 2)), 1)
     scale = np.sqrt(np.maximum((ends**2 * changed).sum(axis=(1, 2)) / count, 1e-6))
-    ok = changed.mean(axis=(1, 2)) >= _WIPE_CHANGED
-    shares = []
-    for frame in (early, m, late):
-        to_a, to_b = np.abs(blocks[frame] - blocks[a]), np.abs(blocks[frame] - blocks[b])
+    shares = {}
+    for name, frame in (("m", m), ("early", early), ("late", late)):
+        inner = blocks[frame[left]]
+        to_a, to_b = np.abs(inner - blocks[a[left]]), np.abs(inner - blocks[b[left]])
         residual = np.sqrt((np.minimum(to_a, to_b) ** 2 * changed).sum(axis=(1, 2)) / count) / scale
         new = to_b < to_a
-        shares.append((new & changed).sum(axis=(1, 2)) / count)
-        ok &= (residual <= _WIPE_RESIDUAL) & (_coherence(new, changed) >= _WIPE_COHERENT)
-    ok &= (shares[1] >= _WIPE_SHARE[0]) & (shares[1] <= _WIPE_SHARE[1])
-    ok &= (shares[0] < shares[1] - _WIPE_PROGRESS) & (shares[2] > shares[1] + _WIPE_PROGRESS)
-    return ok.astype(np.float32)
+        share = (new & changed).sum(axis=(1, 2)) / count
+        ok = (residual <= _WIPE_RESIDUAL) & (_coherence(new, changed) >= _WIPE_COHERENT)
+        if name == "m":
+            ok &= (share >= _WIPE_SHARE[0]) & (share <= _WIPE_SHARE[1])
+        keep = np.flatnonzero(ok)
+        left, changed, count, scale = left[keep], changed[keep], count[keep], scale[keep]
+        shares = {k: v[keep] for k, v in shares.items()}
+        shares[name] = share[keep]
+        if not len(left):
+            return found
+    grows = (shares["early"] < shares["m"] - _WIPE_PROGRESS) & (shares["late"] > shares["m"] + _WIPE_PROGRESS)
+    found[left[grows]] = 1.0
+    return found
 
 
 def _coherence(labels: np.ndarray, changed: np.ndarray) -> np.ndarray:
