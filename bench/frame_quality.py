@@ -13,7 +13,7 @@ What it measures
    .realdata/.
 2. For each video, in this process (one core's view, as one pool worker): split (`SplitStage.process`)
    then motion (`MotionStage.score` on split's kept clips), once with `split.quality_samples_per_s=0`
-   (the baseline: no measures, no crop) and once with the default (2 samples a second, and motion
+   (the baseline: no measures, no crop) and once with the default (1 sample a second, and motion
    measuring inside each clip's crop box). The two settings alternate video by video and the whole
    round is repeated; the table reports the median round's CPU seconds (time.process_time: a shared
    machine's load changes wall time, not the CPU the work takes) and wall seconds.

@@ -122,7 +122,7 @@ class SplitConfig:
         32, "Drop as 'too_small' a clip whose picture, as shown, is narrower or lower than this (pixels)."
     )
     quality_samples_per_s: float = _field(
-        2.0,
+        1.0,
         "Frames per second (of those split decodes anyway) measured for the crop box, exposure and sharpness "
         "columns; 0 turns the measures off (no crop, no bad_exposure or blurry drops).",
     )

@@ -113,9 +113,17 @@ def write_parquet_atomic(table: pa.Table, path) -> None:
 
 
 def concat_parts(paths: list, schema: pa.Schema) -> pa.Table:
-    """Concatenate part files (in the given order) into one table with the schema."""
-    tables = [t.select(schema.names).cast(schema) for t in read_parquets(paths)]
+    """Concatenate part files (in the given order) into one table with the schema. A column the
+    schema has gained since a part was written (a score part without `picture_box`) is null there."""
+    tables = [_conformed(t, schema) for t in read_parquets(paths)]
     return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+def _conformed(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    for field in schema:
+        if field.name not in table.column_names:
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    return table.select(schema.names).cast(schema)
 
 
 @dataclass(frozen=True)

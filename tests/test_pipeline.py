@@ -60,7 +60,7 @@ def test_settings_hashes_change_only_with_the_settings():
     exposure and sharpness columns), on purpose."""
     config = Config()
     expected = {
-        "split": "032eff04f0", "motion": "d369db177b", "text": "afd19b1037", "aesthetic": "dd24378de2", "caption": "1a4740f064",
+        "split": "3b442f0ece", "motion": "d369db177b", "text": "afd19b1037", "aesthetic": "dd24378de2", "caption": "1a4740f064",
         "pack": "117078b9e9",
     }  # fmt: skip
     assert {name: config.section_hash(name) for name in BY_NAME} == expected

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import cv2  # only the motion stage imports this module, so `curate split` never loads OpenCV
+import cv2
 import numpy as np
 
 from curate.videoio import LumaGrid

@@ -92,6 +92,7 @@ class FrameQuality:
         self.count = 0  # frames pushed so far: the index of the next one
         self.samples: list[_Sample] = []
         self.picture: Picture | None = None
+        self._scratch = Scratch()
 
     def push(self, frame: av.VideoFrame, plane: np.ndarray, picture: Picture) -> None:
         """Take the next decoded frame (its luma plane, 0-255); a few of them are measured."""
@@ -100,7 +101,7 @@ class FrameQuality:
             return
         self.picture = self.picture or picture
         full_range = picture.full_range or frame.format.is_rgb  # luma of RGB formats is full range already
-        self.samples.append(measure(index, plane, full_range))
+        self.samples.append(measure(index, plane, full_range, self._scratch))
 
     def clip_columns(self, spans: Sequence[tuple[int, int]], shots: Sequence[tuple[int, int]]) -> list[dict]:
         """Per clip span [start, end): its crop box and exposure and sharpness columns; `shots` are
@@ -123,52 +124,89 @@ class FrameQuality:
         return [min(near, key=lambda s: abs(s.index - middle))] if near else []
 
 
-def measure(index: int, plane: np.ndarray, full_range: bool) -> _Sample:
+class Scratch:
+    """Float32 arrays kept from one sample to the next. A fresh array the size of a frame costs
+    more than the pass that fills it (the kernel hands out and zeroes its pages anew every time);
+    reused, the passes of a sample take about 1 ms at 640x360 instead of 4."""
+
+    def __init__(self):
+        self._arrays: dict[tuple[str, tuple[int, ...]], np.ndarray] = {}
+
+    def __call__(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        key = (name, shape)
+        if key not in self._arrays:
+            self._arrays[key] = np.empty(shape, np.float32)
+        return self._arrays[key]
+
+
+def measure(index: int, plane: np.ndarray, full_range: bool, scratch: Scratch | None = None) -> _Sample:
     """Summarise one luma plane (coded pixels, 0-255)."""
+    import cv2  # on the first sample, in the worker: `curate split` starts without OpenCV
+    scratch = scratch or Scratch()
     height, width = plane.shape
-    work, k = _box_average(plane)
-    work = _full_scale(work, full_range)
-    cells, cell_px = _cell_sums(work)
+    work, k = _box_average(plane, scratch)
+    if not full_range:  # limited-range luma (16-235) stretched to 0-255: levels mean the same for every video
+        work -= 16.0
+        work *= 255.0 / 219.0
+    squares = cv2.multiply(work, work, dst=scratch("squares", work.shape))
+    row_mean, row_spread = _mean_spread(work, squares, axis=1)
+    col_mean, col_spread = _mean_spread(work, squares, axis=0)
+    spread = math.sqrt(max(cv2.mean(squares)[0] - float(row_mean.mean()) ** 2, 0.0))  # over the whole frame
+    cells, cell_px = _cell_sums(work, scratch)
     return _Sample(
-        index, (width, height),
-        work.mean(1), work.std(1), work.mean(0), work.std(0), (k, k),
-        cells, (cell_px[0] * k, cell_px[1] * k), float(work.std()),
+        index, (width, height), row_mean, row_spread, col_mean, col_spread, (k, k),
+        cells, (cell_px[0] * k, cell_px[1] * k), spread,
     )  # fmt: skip
 
 
-def _full_scale(luma: np.ndarray, full_range: bool) -> np.ndarray:
-    """Limited-range luma (16-235) stretched to 0-255, so levels mean the same for every video."""
-    return luma if full_range else (luma - 16.0) * (255.0 / 219.0)
+def _mean_spread(work: np.ndarray, squares: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation along each row (axis 1) or column (axis 0), in float64."""
+    import cv2
+    mean = cv2.reduce(work, axis, cv2.REDUCE_AVG, dtype=cv2.CV_64F).ravel()
+    mean_square = cv2.reduce(squares, axis, cv2.REDUCE_AVG, dtype=cv2.CV_64F).ravel()
+    return mean, np.sqrt(np.maximum(mean_square - mean * mean, 0.0))
 
 
-def _box_average(plane: np.ndarray) -> tuple[np.ndarray, int]:
-    """The plane averaged over k x k blocks, k chosen so the short side is about WORK_SHORT_SIDE
-    (never enlarged): k strided views summed (a reshape-mean costs eight times as much)."""
+def _box_average(plane: np.ndarray, scratch: Scratch) -> tuple[np.ndarray, int]:
+    """The plane (float32) averaged over k x k blocks, k chosen so the short side is about
+    WORK_SHORT_SIDE (never enlarged). Area resampling by a whole factor is the exact block mean."""
+    import cv2
     height, width = plane.shape
     k = max(1, min(height, width) // WORK_SHORT_SIDE)
     rows, cols = height // k, width // k
-    total = np.zeros((rows, cols), np.uint32 if k > 16 else np.uint16)
-    for dy in range(k):
-        for dx in range(k):
-            total += plane[dy::k, dx::k][:rows, :cols]
-    return total.astype(np.float32) / (k * k), k
+    whole = scratch("plane", (rows * k, cols * k))
+    np.copyto(whole, plane[: rows * k, : cols * k])
+    if k == 1:
+        return whole, k
+    return cv2.resize(whole, (cols, rows), dst=scratch("work", (rows, cols)), interpolation=cv2.INTER_AREA), k
 
 
-def _cell_sums(work: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+def _cell_sums(work: np.ndarray, scratch: Scratch) -> tuple[np.ndarray, tuple[int, int]]:
     """Per cell of the CELLS grid: pixel count, luma sum, clipped dark and bright counts, and the
     sum of the squared Laplacian (4-neighbour, zero on the copy's outer ring)."""
+    import cv2
     rows, cols = min(CELLS[1], work.shape[0]), min(CELLS[0], work.shape[1])
     cell_h, cell_w = work.shape[0] // rows, work.shape[1] // cols
-    work = work[: rows * cell_h, : cols * cell_w]
-    laplacian = np.zeros_like(work)
-    laplacian[1:-1, 1:-1] = work[:-2, 1:-1] + work[2:, 1:-1] + work[1:-1, :-2] + work[1:-1, 2:] - 4 * work[1:-1, 1:-1]
-    def sums(plane: np.ndarray) -> np.ndarray:  # per-cell sums, rows of a cell first (float32: exact enough per row)
-        return plane.reshape(rows, cell_h, cols, cell_w).sum(axis=3, dtype=np.float32).sum(axis=1, dtype=np.float64)
+    shape = (rows * cell_h, cols * cell_w)
+    if work.shape != shape:  # the cells' whole rows and columns only
+        cropped = scratch("cells", shape)
+        np.copyto(cropped, work[: shape[0], : shape[1]])
+        work = cropped
+    laplacian = cv2.Laplacian(work, cv2.CV_32F, dst=scratch("laplacian", shape), ksize=1)  # the 4-neighbour kernel
+    laplacian[[0, -1], :] = 0.0
+    laplacian[:, [0, -1]] = 0.0
+    cv2.multiply(laplacian, laplacian, dst=laplacian)
+    area = float(cell_h * cell_w)
 
-    count = np.full((rows, cols), float(cell_h * cell_w))
-    laplacian *= laplacian
-    planes = (count, sums(work), sums(work <= _DARK_LEVEL), sums(work >= _BRIGHT_LEVEL), sums(laplacian))
-    return np.stack(planes), (cell_w, cell_h)
+    def sums(values: np.ndarray) -> np.ndarray:  # per-cell sums: the cells' means (exact area resampling) times their area
+        return cv2.resize(values, (cols, rows), interpolation=cv2.INTER_AREA).astype(np.float64) * area
+
+    clipped = scratch("clipped", shape)
+    dark = sums(cv2.threshold(work, _DARK_LEVEL, 1.0, cv2.THRESH_BINARY_INV, dst=clipped)[1])  # 1 where luma <= _DARK_LEVEL
+    at_least = float(np.nextafter(np.float32(_BRIGHT_LEVEL), np.float32(0)))  # THRESH_BINARY keeps values above it
+    bright = sums(cv2.threshold(work, at_least, 1.0, cv2.THRESH_BINARY, dst=clipped)[1])
+    count = np.full((rows, cols), area)
+    return np.stack([count, sums(work), dark, bright, sums(laplacian)]), (cell_w, cell_h)
 
 
 # -- borders --------------------------------------------------------------------------------------
