@@ -230,10 +230,13 @@ def test_light_commands_never_reach_a_model_library():
 
 
 def test_the_learned_shot_detector_is_split_stage_code_that_loads_torch_only_when_used():
-    # TransNetV2 (split.detector) belongs to the split stage; the default heuristic split never loads torch.
+    # TransNetV2 (split.detector) belongs to the split stage; the default heuristic split never loads
+    # torch. It loads OpenCV, for the frame-quality samples: the fork server imports it once, so
+    # each worker does not on its first sample.
     assert LAYERS[layer_of("curate.stages.split.transnet")][0] == "stages"
     assert _stage_of("curate.stages.split.transnet") == _stage_of("curate.stages.split.stage")
     reached = heavy_reached(import_graph(module_level_only=True), ["curate.stages.split.stage"])
+    reached.pop("cv2", None)
     assert reached == {}, "\n".join(" -> ".join(path) for path in reached.values())
 
 

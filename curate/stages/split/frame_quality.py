@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import av
+import cv2  # imported by the fork server, before the workers: not on the first sample of each
 import numpy as np
 
 from curate.picture import Box, Picture
@@ -141,7 +142,6 @@ class Scratch:
 
 def measure(index: int, plane: np.ndarray, full_range: bool, scratch: Scratch | None = None) -> _Sample:
     """Summarise one luma plane (coded pixels, 0-255)."""
-    import cv2  # on the first sample, in the worker: `curate split` starts without OpenCV
     scratch = scratch or Scratch()
     height, width = plane.shape
     work, k = _box_average(plane, scratch)
@@ -161,7 +161,6 @@ def measure(index: int, plane: np.ndarray, full_range: bool, scratch: Scratch | 
 
 def _mean_spread(work: np.ndarray, squares: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation along each row (axis 1) or column (axis 0), in float64."""
-    import cv2
     mean = cv2.reduce(work, axis, cv2.REDUCE_AVG, dtype=cv2.CV_64F).ravel()
     mean_square = cv2.reduce(squares, axis, cv2.REDUCE_AVG, dtype=cv2.CV_64F).ravel()
     return mean, np.sqrt(np.maximum(mean_square - mean * mean, 0.0))
@@ -170,7 +169,6 @@ def _mean_spread(work: np.ndarray, squares: np.ndarray, axis: int) -> tuple[np.n
 def _box_average(plane: np.ndarray, scratch: Scratch) -> tuple[np.ndarray, int]:
     """The plane (float32) averaged over k x k blocks, k chosen so the short side is about
     WORK_SHORT_SIDE (never enlarged). Area resampling by a whole factor is the exact block mean."""
-    import cv2
     height, width = plane.shape
     k = max(1, min(height, width) // WORK_SHORT_SIDE)
     rows, cols = height // k, width // k
@@ -184,7 +182,6 @@ def _box_average(plane: np.ndarray, scratch: Scratch) -> tuple[np.ndarray, int]:
 def _cell_sums(work: np.ndarray, scratch: Scratch) -> tuple[np.ndarray, tuple[int, int]]:
     """Per cell of the CELLS grid: pixel count, luma sum, clipped dark and bright counts, and the
     sum of the squared Laplacian (4-neighbour, zero on the copy's outer ring)."""
-    import cv2
     rows, cols = min(CELLS[1], work.shape[0]), min(CELLS[0], work.shape[1])
     cell_h, cell_w = work.shape[0] // rows, work.shape[1] // cols
     shape = (rows * cell_h, cols * cell_w)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 import pyarrow as pa
 
@@ -70,12 +71,9 @@ class SplitStage(Stage):
             resolve_device(self.config.transnet_device, "split.transnet_device")
 
     def setup(self) -> None:
-        if self.config.quality_samples_per_s > 0:
-            import cv2  # the frame-quality samples' passes (loaded here, not when `curate split` starts)
-
-            # One video per worker and core: OpenCV's own threads would only fight the other
-            # workers for the cores, at twice the CPU time per sample.
-            cv2.setNumThreads(1)
+        # One video per worker and core: OpenCV's own threads (the frame-quality samples) would
+        # only fight the other workers for the cores, at twice the CPU time per sample.
+        cv2.setNumThreads(1)
         if self._learned and self._model is None:
             self._model = transnet.TransNet(self.config.transnet_device, self.config.transnet_batch_windows)
 
