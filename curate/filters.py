@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from curate.config import Config
-from curate.pipeline import STAGES
+from curate.pipeline import STAGES, text_croppable
 
 if TYPE_CHECKING:  # pandas loads when the first DataFrame is made (see curate.runner)
     import pandas as pd
@@ -46,8 +46,7 @@ def picture_boxes(clips: pd.DataFrame, config: Config, before: str) -> pd.DataFr
     if not (text.crop and after_text and "text_band_top" in clips and "crop_height" in clips):
         return clips
     top, bottom = clips.text_band_top.fillna(0.0), clips.text_band_bottom.fillna(0.0)
-    croppable = (clips.text_mid_area.fillna(0.0) <= 0) & (1 - top - bottom >= text.min_keep_share) & ((top > 0) | (bottom > 0))
-    croppable &= clips.crop_height.notna()
+    croppable = text_croppable(clips, text).fillna(False) & ((top > 0) | (bottom > 0)) & clips.crop_height.notna()
     if not croppable.any():
         return clips
     height = clips.crop_height.where(croppable, 0).astype(float)

@@ -89,14 +89,17 @@ def _failed(stage: str, description: str) -> DropRule:
     return DropRule(f"{stage}_failed", description, lambda clips, _: column(clips, f"{stage}_error").notna())
 
 
+def text_croppable(clips: pd.DataFrame, text: Any) -> pd.Series:
+    """Clips whose overlay text sits only in the top and bottom bands, and whose picture keeps
+    text.min_keep_share of its height without them (what text.crop cuts off instead of dropping)."""
+    kept_share = 1 - column(clips, "text_band_top").fillna(0.0) - column(clips, "text_band_bottom").fillna(0.0)
+    return (column(clips, "text_mid_area") <= 0) & (kept_share >= text.min_keep_share)
+
+
 def _text_overlay(clips: pd.DataFrame, text: Any) -> pd.Series:
     """Overlay text over text.max_area; with text.crop, not where cropping its bands away would do."""
     over = column(clips, "text_area") > text.max_area
-    if not text.crop:
-        return over
-    kept_share = 1 - column(clips, "text_band_top") - column(clips, "text_band_bottom")
-    croppable = (column(clips, "text_mid_area") <= 0) & (kept_share >= text.min_keep_share)
-    return over & ~croppable
+    return over & ~text_croppable(clips, text) if text.crop else over
 
 
 STAGES: tuple[StageSpec, ...] = (

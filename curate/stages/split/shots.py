@@ -589,14 +589,7 @@ def _trimmed(step: np.ndarray, start: int, end: int) -> Transition:
 def _merged(changes: list[Transition]) -> list[Transition]:
     """Overlapping uncertain spans (sorted by start) merged into one: the same burst seen through
     windows of several widths."""
-    merged: list[Transition] = []
-    for change in changes:
-        if merged and change.start < merged[-1].end:
-            last = merged[-1]
-            merged[-1] = Transition(last.start, max(last.end, change.end), None, "uncertain")
-        else:
-            merged.append(change)
-    return merged
+    return [Transition(start, end, None, "uncertain") for start, end in _overlapping([(c.start, c.end) for c in changes])]
 
 
 def _settling(values: np.ndarray, edge: int, reference: int, direction: int, limit: int) -> int:
