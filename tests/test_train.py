@@ -245,3 +245,12 @@ def test_a_closed_stdout_ends_training_quietly(shards, tmp_path):
     assert process.wait(timeout=120) == 141, stderr
     assert stderr == ""
     assert checkpoint.latest(run)["step"] == 5
+
+
+def test_a_shard_glob_that_matches_nothing_is_one_error_line(shards, tmp_path):
+    """A quoted glob is expanded as the shell would; one matching nothing names itself."""
+    pattern = str(Path(shards) / "nothing-*.tar")
+    result = subprocess.run(_command(pattern, tmp_path / "run", "--steps", "1"), cwd=REPO, capture_output=True, text=True)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert "no shard matches" in lines[0] and "nothing-*.tar" in lines[0]

@@ -47,8 +47,14 @@ def test_shard_specs_expand(packed):
     assert shard_urls(str(shards / "clips-{000000..000001}.tar")) == from_index[:2]
     assert shard_urls(f"{from_index[0]},{from_index[1]}") == from_index[:2]
     assert shard_urls("pipe:cat a.tar") == ["pipe:cat a.tar"]
+    assert shard_urls(str(shards / "*.tar")) == from_index  # a quoted glob: what the shell would expand
+    assert shard_urls(str(shards / "clips-00000[01].tar")) == from_index[:2]
     with pytest.raises(ValueError, match="no shards"):
         shard_urls(" , ")
+    with pytest.raises(ValueError, match="no shard matches .*nothing-"):
+        shard_urls(str(shards / "nothing-*.tar"))
+    with pytest.raises(ValueError, match="no shard file or folder at .*missing.tar"):
+        shard_urls(str(shards / "missing.tar"))
 
 
 def test_frame_positions():

@@ -24,8 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
             "shards that skip the encoders."
         ),
     )
-    parser.add_argument("--shards", required=True, help="shards: a brace pattern, a folder, an index.json (local or s3://..., "
-                        "gs://... through fsspec), or pipe: commands")
+    parser.add_argument("--shards", required=True, help="shards: a brace pattern, a quoted glob, a folder, an index.json "
+                        "(local or s3://..., gs://... through fsspec), or pipe: commands")
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (created; resumed when it has checkpoints)")
     parser.add_argument("--config", metavar="FILE", help="YAML file of training settings (train/config.py lists them)")
     parser.add_argument("--preset", help="model and settings preset: tiny (offline, CPU) or wan2.1-t2v-1.3b")
@@ -49,7 +49,7 @@ def build_precompute_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--shards",
         required=True,
-        help="video shards: a brace pattern, a folder, an index.json (local or in an object store), or pipe: commands",
+        help="video shards: a brace pattern, a quoted glob, a folder, an index.json (local or in an object store), or pipe: commands",
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="local folder for the latent shards and their index.json")
     parser.add_argument("--config", metavar="FILE", help="YAML file of training settings (the model and video size are used)")

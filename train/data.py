@@ -50,20 +50,28 @@ _WARN_EVERY_S = 10.0
 
 
 def shard_urls(spec: str) -> list[str]:
-    """Expand a shard spec into URLs: brace patterns, comma lists, a folder of .tar files, or a
-    wids index.json (its urls are relative to the index's folder), local or in an object store.
-    `pipe:` commands pass through."""
+    """Expand a shard spec into URLs: brace patterns, quoted globs (`'out/shards/*.tar'`, as the
+    shell would have expanded them), comma lists, a folder of .tar files, or a wids index.json
+    (its urls are relative to the index's folder), local or in an object store. `pipe:` commands
+    pass through. A local path or glob that names no file is a ValueError naming it."""
     urls: list[str] = []
     for part in spec.split(","):
         part = part.strip()
         if not part:
             continue
         location = None if part.startswith("pipe:") or "{" in part else storage.as_path(part)
-        if part.endswith(".json") and location is not None and location.is_file():
+        if location is not None and any(ch in part for ch in "*?["):
+            files, _ = storage.glob(part)
+            if not files:
+                raise ValueError(f"no shard matches {part!r}")
+            urls.extend(files)
+        elif part.endswith(".json") and location is not None and location.is_file():
             index = json.loads(location.read_text())
             urls.extend(s["url"] if "://" in s["url"] else str(location.parent / s["url"]) for s in index["shardlist"])
         elif location is not None and location.is_dir():
             urls.extend(sorted(str(p) for p in location.glob("*.tar")))
+        elif location is not None and not storage.is_url(part) and not location.exists():
+            raise ValueError(f"no shard file or folder at {part!r}")
         else:
             urls.extend(braceexpand(part))
     if not urls:
