@@ -234,7 +234,9 @@ def _print_stage(stage: str, stats, out: str) -> None:
     if stats.tokens and stats.seconds:
         speed += f", {stats.tokens / stats.seconds:.0f} tokens/s"
     say(f"{stage}: {stats.clips} clips {stage_spec(stage).done_word} in {stats.units - stats.skipped} units, {stats.seconds:.1f} s{speed}")
-    if stats.summary is not None:  # pack's shards
+    if stats.summary is not None and not hasattr(stats.summary, "shards"):  # dedup's duplicates
+        say(f"{stage}: {stats.summary}")
+    elif stats.summary is not None:  # pack's shards
         shards = stats.summary
         say(
             f"shards: {shards.shards} in {out}/shards ({shards.written} written now), {shards.samples} samples, "

@@ -310,6 +310,30 @@ class AestheticConfig:
         _require_ray_resources("aesthetic", self.ray_num_cpus, self.ray_num_gpus)
 
 
+@dataclass
+class DedupConfig:
+    """Duplicate clips across videos, from perceptual frame hashes (`curate dedup`)."""
+
+    frames_per_s: float = _field(2.0, "Frames hashed per second of clip (64-bit DCT hash of each, from a 32x32 grey picture).")
+    min_frames: int = _field(3, "Fewest frames hashed per clip.")
+    max_frames: int = _field(16, "Most frames hashed per clip (spread evenly over a long one).")
+    candidates: int = _runtime(
+        16, "Clips ranked above a clip whose signatures are compared with its own frame by frame: the closest by signature vector."
+    )
+    threshold: float = _threshold(
+        0.8,
+        "Drop as 'duplicate' a clip whose duplicate_similarity (the share of hash bits it shares with its best match ranked "
+        "above it, 0-1; re-encodes and resizes score about 0.95, a 10% crop about 0.86, other footage 0.5-0.65) reaches this; "
+        "above 1 keeps every clip.",
+    )
+
+    def __post_init__(self) -> None:
+        _require(0 < self.frames_per_s <= 30, "dedup.frames_per_s must be in (0, 30]")
+        _require(1 <= self.min_frames <= self.max_frames <= 256, "dedup needs 1 <= min_frames <= max_frames <= 256")
+        _require(self.candidates >= 1, "dedup.candidates must be >= 1")
+        _require(0 <= self.threshold, "dedup.threshold must be >= 0")
+
+
 _CAPTION_PROMPT = (
     "Describe this video in two to four sentences for a text-to-video training set. Say what the main "
     "subjects are and what they look like, what they do, where it takes place, how the camera moves and "
@@ -438,6 +462,7 @@ class Config:
     motion: MotionConfig = field(default_factory=MotionConfig)
     text: TextConfig = field(default_factory=TextConfig)
     aesthetic: AestheticConfig = field(default_factory=AestheticConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
     caption: CaptionConfig = field(default_factory=CaptionConfig)
     pack: PackConfig = field(default_factory=PackConfig)
 

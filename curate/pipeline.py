@@ -231,6 +231,31 @@ STAGES: tuple[StageSpec, ...] = (
         loads_model=True,
     ),
     StageSpec(
+        "dedup",
+        "curate.stages.dedup.stage:DedupStage",
+        help="find clips that duplicate footage of another video (copies, re-encodes, resizes, crops, excerpts); drop all but one",
+        description=(
+            "Hash a few frames of each kept clip (a 64-bit DCT hash of a small grey picture each; no model), "
+            "store them as dedup_signature, then give every clip its most alike clip of another video that "
+            "ranks above it (a larger picture, then a higher aesthetic_score, then a longer clip) as "
+            "duplicate_of and duplicate_similarity in OUT/manifests/clips.parquet. Clips whose similarity "
+            "reaches dedup.threshold get drop_reason='duplicate'. Interrupted runs resume."
+        ),
+        example="dedup.threshold=0.9",
+        units=UnitSize(None, one_video=True),  # each file opened once for all its clips
+        scored_by="dedup_frames",
+        scores={"duplicate_similarity": "similarity to the best match ranked above (0-1)"},
+        rules=(
+            _failed("dedup", "the dedup stage could not read the clip's frames"),
+            DropRule(
+                "duplicate",
+                "duplicate_similarity >= dedup.threshold: the clip named in duplicate_of, ranked above it, holds the same footage",
+                lambda clips, dedup: column(clips, "duplicate_similarity") >= dedup.threshold,
+            ),
+        ),
+        done_word="hashed",
+    ),
+    StageSpec(
         "caption",
         "curate.stages.caption.stage:CaptionStage",
         help="caption each kept clip with a video vision-language model",

@@ -61,7 +61,7 @@ def test_settings_hashes_change_only_with_the_settings():
     config = Config()
     expected = {
         "split": "3b442f0ece", "motion": "d369db177b", "text": "afd19b1037", "aesthetic": "dd24378de2", "caption": "1a4740f064",
-        "pack": "117078b9e9",
+        "dedup": "355742db36", "pack": "117078b9e9",
     }  # fmt: skip
     assert {name: config.section_hash(name) for name in BY_NAME} == expected
 
@@ -76,7 +76,8 @@ def test_an_output_folder_made_before_the_stage_table_resumes_without_recomputin
     Split runs again: its settings gained the detector choice since (issue 17) and the crop box,
     exposure and sharpness columns (issue 18); it finds the same clips, with no borders, so nothing
     after it is redone. The text stage (issue 19) is newer than the folder: it looks at the clips
-    for the first time, finds no text, and every earlier value stays."""
+    for the first time, finds no text, and every earlier value stays. So is the dedup stage
+    (issue 20): it hashes every clip, and with a single video finds no duplicate."""
     from conftest import curate
 
     from curate.storage import read_parquet
@@ -88,7 +89,7 @@ def test_an_output_folder_made_before_the_stage_table_resumes_without_recomputin
     printed = curate("run", folder / "videos", "--out", folder / "out", *settings)
     assert "split: 1 videos processed, 0 already done" in printed
     for spec in CLIP_STAGES:
-        done = f"{len(before)} clips" if spec.name == "text" else "0 clips"
+        done = f"{len(before)} clips" if spec.name in ("text", "dedup") else "0 clips"
         assert f"{spec.name}: {done} {spec.done_word} in" in printed
     after = read_parquet(folder / "out" / "manifests" / "clips.parquet").to_pandas()
     # Split's new columns (issue 18): the video has no black borders, so every stage saw the whole frame.
@@ -96,6 +97,7 @@ def test_an_output_folder_made_before_the_stage_table_resumes_without_recomputin
     assert (after[["crop_x", "crop_y", "crop_width", "crop_height"]].to_numpy() == [0, 0, 96, 54]).all()
     assert after[measured].notna().all().all()
     assert (after.text_area == 0).all()
+    assert after.dedup_frames.notna().all() and after.duplicate_of.isna().all()  # one video: no other clip to duplicate
     after = after[before.columns]  # the columns the folder had
     assert after.drop(columns="path").equals(before.drop(columns="path"))  # the path is where the video is now
     assert (after.path == str(folder / "videos" / "two_shots.mp4")).all()

@@ -1,0 +1,103 @@
+"""Dedup stage: a perceptual signature of each kept clip, then each clip's best match across videos.
+
+Unit: all the kept clips of one video (the file opened once). `score` hashes a few frames of each
+clip (`dedup.frames_per_s`, between `min_frames` and `max_frames`, spread over it) and stores the
+hashes as the clip's `dedup_signature`. `finish` then looks at every clip at once: for each clip
+kept by the stages before, the most alike clip of another video that ranks above it in the keep
+rule (`curate.stages.dedup.match`), stored as `duplicate_of` and `duplicate_similarity`. Which of
+them are dropped is the `duplicate` rule's call (`dedup.threshold`), so `curate filter` re-tunes
+it without decoding anything. No model: it runs the same with `--models tiny`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+
+from curate.config import DedupConfig
+from curate.framepool import decode_frames, frame_indices, uniform_positions
+from curate.manifest import ClipRef
+from curate.stages.clipstage import ClipStage
+from curate.stages.dedup.match import best_matches
+from curate.stages.dedup.signature import HASH_SIDE, frame_hash
+from curate.storage import read_parquet
+
+
+class DedupStage(ClipStage):
+    """Perceptual signatures per unit; duplicates across all clips in `finish`."""
+
+    name = "dedup"
+    # duplicate_of and duplicate_similarity are filled by `finish`, over all clips at once; score
+    # parts leave them empty.
+    columns = pa.schema(
+        [
+            ("dedup_frames", pa.int32()),
+            ("dedup_signature", pa.list_(pa.int64())),
+            ("duplicate_of", pa.string()),
+            ("duplicate_similarity", pa.float32()),
+        ]
+    )
+
+    def __init__(self, config: DedupConfig):
+        self.config = config
+
+    def frame_count(self, clip: ClipRef) -> int:
+        """How many frames of the clip are hashed."""
+        seconds = clip.num_frames / clip.fps if clip.fps > 0 else 0.0
+        wanted = math.ceil(seconds * self.config.frames_per_s)
+        return max(1, min(clip.num_frames, max(self.config.min_frames, min(self.config.max_frames, wanted))))
+
+    def score(self, clips: list[ClipRef]) -> list[dict]:
+        wanted = [frame_indices(clip, uniform_positions(self.frame_count(clip))) for clip in clips]
+        hashes: list[dict[int, int]] = [{} for _ in clips]
+        errors: dict[int, str] = {}
+        for event in decode_frames(clips, wanted, _hash, threads=1, queue_size=64):
+            if event[0] == "frame":
+                hashes[event[1]][event[2]] = event[3]
+            else:
+                errors.setdefault(event[1], event[2])
+        values = []
+        for clip_no, indices in enumerate(wanted):
+            if clip_no in errors:
+                values.append({self.error_column: errors[clip_no]})
+            else:
+                signature = [hashes[clip_no][i] for i in indices]
+                values.append({"dedup_frames": len(signature), "dedup_signature": signature})
+        return values
+
+    def finish(self, layout, work_dir, done: set[str], progress: bool) -> tuple[object, pa.Table | None]:
+        """Every clip's best match: among the clips the stages before kept, and that have a
+        signature. Returns how many clips the rule drops now, and the two match columns."""
+        clips = read_parquet(layout.clips).to_pandas()
+        if "dedup_signature" not in clips:
+            return None, None
+        kept = clips[clips.drop_reason.isna() & clips.dedup_signature.notna()]
+        signatures = {c: [int(h) for h in s] for c, s in zip(kept.clip_id, kept.dedup_signature, strict=True)}
+        matches = {m.clip_id: m for m in best_matches(kept, signatures, self.config.candidates)}
+        ids = clips.clip_id.tolist()
+        table = pa.table(
+            {
+                "clip_id": pa.array(ids, pa.string()),
+                "duplicate_of": pa.array([matches[i].match if i in matches else None for i in ids], pa.string()),
+                "duplicate_similarity": pa.array([matches[i].similarity if i in matches else None for i in ids], pa.float32()),
+            }
+        )
+        found = sum(m.similarity is not None and m.similarity >= self.config.threshold for m in matches.values())
+        return DedupSummary(compared=len(matches), duplicates=found), table
+
+
+class DedupSummary:
+    """What `finish` found, for the command's output."""
+
+    def __init__(self, compared: int, duplicates: int):
+        self.compared, self.duplicates = compared, duplicates
+
+    def __str__(self) -> str:
+        return f"{self.duplicates} of {self.compared} clips duplicate a clip ranked above them"
+
+
+def _hash(frame, view) -> int:
+    """The frame's 64-bit hash, from its crop box shrunk to HASH_SIDE square."""
+    return frame_hash(np.asarray(view.rgb(frame, HASH_SIDE, HASH_SIDE, "AREA")))

@@ -1,0 +1,94 @@
+"""The dedup stage: copies, re-encodes, crops and overlapping excerpts of one source reach the
+shards once; other footage of the same colours is kept; the threshold re-tunes without decoding."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import curate, read_manifests
+
+from curate.synthetic import Join, Shot, render, write_video
+
+FPS = 24
+SHOTS = [Shot(4 * FPS, 71, pan=(1.0, 0.3)), Shot(4 * FPS, 72, pan=(-0.8, 0.0))]
+
+
+def _matched_colours(frames, like):
+    """`frames` with each frame's per-channel mean and spread set to those of the frame in `like`."""
+    for frame, model in zip(frames, like, strict=False):
+        f, m = frame.astype(np.float32), model.astype(np.float32)
+        out = (f - f.mean((0, 1))) / (f.std((0, 1)) + 1e-6) * m.std((0, 1)) + m.mean((0, 1))
+        yield np.clip(out, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def copies(tmp_path_factory) -> Path:
+    """A source video and what the web makes of it, plus other footage of the same colours."""
+    videos = tmp_path_factory.mktemp("dedup") / "videos"
+    frames = list(render(SHOTS, [Join("cut")], 320, 180))
+    write_video(videos / "source.mp4", frames, fps=FPS)
+    shutil.copy(videos / "source.mp4", videos / "copy.mp4")  # the same bytes under another name
+    write_video(videos / "small.mp4", (f[::2, ::2] for f in frames), fps=FPS, options={"preset": "veryfast", "crf": "38"})
+    write_video(videos / "cropped.mp4", (f[9:171, 16:304] for f in frames), fps=FPS)  # 10% of each side's length cut off
+    write_video(videos / "excerpt.mp4", frames[36:156], fps=FPS)  # 1.5 s in, into the second shot
+    others = render([Shot(4 * FPS, 81, pan=(1.0, 0.3)), Shot(4 * FPS, 82, pan=(-0.8, 0.0))], [Join("cut")], 320, 180)
+    write_video(videos / "other.mp4", _matched_colours(others, frames), fps=FPS)
+    return videos
+
+
+@pytest.fixture(scope="module")
+def deduped(copies, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("dedup_out") / "out"
+    curate("split", copies, "--out", out)
+    printed = curate("dedup", "--out", out)
+    assert "dedup:" in printed
+    return out
+
+
+def _by_file(clips: pd.DataFrame) -> pd.DataFrame:
+    return clips.assign(file=clips.path.str.rsplit("/", n=1).str[-1])
+
+
+def _kept_above(clips: pd.DataFrame, clip_id: str) -> str:
+    """Follow duplicate_of from a clip up to the kept clip it leads to."""
+    row = clips.set_index("clip_id").loc[clip_id]
+    return clip_id if pd.isna(row.drop_reason) else _kept_above(clips, row.duplicate_of)
+
+
+def test_each_moment_is_kept_once(deduped):
+    _, clips = read_manifests(deduped)
+    clips = _by_file(clips)
+    assert set(clips.file) == {"source.mp4", "copy.mp4", "small.mp4", "cropped.mp4", "excerpt.mp4", "other.mp4"}
+    assert clips.dedup_frames.notna().all()
+    files = clips.set_index("clip_id").file
+    kept = clips[clips.drop_reason.isna()]
+    # Source and copy are the same bytes: one of them keeps each moment (a larger picture than the
+    # re-encode's and the crop's, and longer clips than the excerpt's).
+    assert len(kept) == 4 and (kept.file == "other.mp4").sum() == 2
+    assert kept.file.isin(["source.mp4", "copy.mp4", "other.mp4"]).all()
+    copies = clips[clips.file != "other.mp4"].drop(kept.index, errors="ignore")
+    assert (copies.drop_reason == "duplicate").all(), copies[["file", "start_s", "drop_reason", "duplicate_similarity"]]
+    assert copies.duplicate_of.map(lambda clip: files[_kept_above(clips, clip)]).isin(["source.mp4", "copy.mp4"]).all()
+    assert copies.duplicate_similarity.between(0.8, 1.0).all()
+    exact = clips[clips.file.isin(["source.mp4", "copy.mp4"]) & clips.drop_reason.notna()]
+    assert (exact.duplicate_similarity == 1.0).all()  # the same decoded pictures
+    other = clips[clips.file == "other.mp4"]
+    assert (other.duplicate_similarity < 0.75).all(), other.duplicate_similarity
+
+
+def test_the_threshold_retunes_without_decoding(deduped, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(deduped, out)
+    _, before = read_manifests(out)
+    curate("filter", "--out", out, "--set", "dedup.threshold=1.01")
+    _, loose = read_manifests(out)
+    assert loose.drop_reason.isna().all()
+    assert loose.duplicate_similarity.equals(before.duplicate_similarity)  # the stored matches stay
+    curate("filter", "--out", out, "--set", "dedup.threshold=0.8")
+    _, again = read_manifests(out)
+    assert again.drop_reason.equals(before.drop_reason)
+    assert "duplicate" in curate("status", "--out", out)
