@@ -29,7 +29,7 @@ demo: $(VENV)
 	v['file'] = v.path.str.rsplit('/', n=1).str[-1]; c['file'] = c.path.str.rsplit('/', n=1).str[-1]; \
 	print(v[['file', 'status', 'num_frames', 'width', 'height', 'rotation', 'cut_frames', 'cut_kinds']].to_string(index=False)); print(); \
 	c['crop'] = c.crop_width.astype(str) + 'x' + c.crop_height.astype(str) + '+' + c.crop_x.astype(str) + '+' + c.crop_y.astype(str); \
-	print(c[['file', 'start_frame', 'end_frame', 'width', 'height', 'crop', 'sharpness', 'brightness', 'motion_score', 'text_area', 'aesthetic_score', 'drop_reason', 'pack_width', 'pack_height', 'shard']].round(3).to_string(index=False)); print(); \
+	print(c[['file', 'start_frame', 'end_frame', 'width', 'height', 'crop', 'sharpness', 'brightness', 'motion_score', 'text_area', 'aesthetic_score', 'duplicate_similarity', 'drop_reason', 'pack_width', 'pack_height', 'shard']].round(3).to_string(index=False)); print(); \
 	print('drop reasons:', c.drop_reason.fillna('kept').value_counts().to_dict()); print(); \
 	print(c[c.caption.notna()][['file', 'start_frame', 'caption_attempts', 'caption']].head(8).to_string(index=False, max_colwidth=90))"
 	@echo
@@ -39,7 +39,8 @@ demo: $(VENV)
 	@echo "Training:  $(DEMO_DIR)/train (metrics.jsonl, checkpoints/step-60/, samples/step-60-*.mp4 from the tiny model)"
 	@echo "Read them with: import pandas as pd; pd.read_parquet('$(DEMO_DIR)/manifests/clips.parquet')"
 	@echo "Burned-in text: subtitled.mp4 is dropped as text_overlay for its subtitles (text_area), not for the sign it pans past (scene text)"
-	@echo "Re-tune without recomputing: $(PY) -m curate filter --out $(DEMO_DIR) --set motion.min=0.01 text.max_area=0.1"
+	@echo "Duplicates: damaged.mp4 is the first part of cuts_and_dissolves.mp4: its clip is dropped as duplicate (duplicate_of names the kept one), packed once"
+	@echo "Re-tune without recomputing: $(PY) -m curate filter --out $(DEMO_DIR) --set motion.min=0.01 text.max_area=0.1 dedup.threshold=0.9"
 
 test: $(VENV)
 	@# Lint first (pyproject's [tool.ruff]): a finding fails the run before the slow tests start.

@@ -92,3 +92,19 @@ def test_the_threshold_retunes_without_decoding(deduped, tmp_path):
     _, again = read_manifests(out)
     assert again.drop_reason.equals(before.drop_reason)
     assert "duplicate" in curate("status", "--out", out)
+
+
+def test_the_demos_shared_shots_are_kept_once(tmp_path):
+    """The demo's damaged.mp4 is the first two thirds of cuts_and_dissolves.mp4: its clip is the
+    one duplicate among the demo's clips, and the whole file's copy of that moment is kept."""
+    from curate.synthetic import demo_set
+
+    demo_set(tmp_path / "videos")
+    curate("split", tmp_path / "videos", "--out", tmp_path / "out")
+    curate("dedup", "--out", tmp_path / "out")
+    clips = _by_file(read_manifests(tmp_path / "out")[1])
+    duplicates = clips[clips.drop_reason == "duplicate"]
+    assert duplicates.file.tolist() == ["damaged.mp4"]
+    original = clips.set_index("clip_id").loc[duplicates.duplicate_of.iloc[0]]
+    assert original.file == "cuts_and_dissolves.mp4" and pd.isna(original.drop_reason)
+    assert original.start_frame == duplicates.start_frame.iloc[0] and duplicates.duplicate_similarity.iloc[0] == 1.0
