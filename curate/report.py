@@ -210,7 +210,7 @@ def _card(row, preview: str | None) -> str:
     scores = {column: getattr(row, column) for column in SCORES}
     data = " ".join(f'data-{c.replace("_", "-")}="{v:.6g}"' for c, v in scores.items() if not pd.isna(v))
     caption = row.caption if isinstance(getattr(row, "caption", None), str) else ""
-    error = next((getattr(row, c) for c in ("pack_error", "caption_error", "aesthetic_error", "text_error", "motion_error")
+    error = next((getattr(row, c) for c in ("pack_error", "caption_error", "dedup_error", "aesthetic_error", "text_error", "motion_error")
                   if isinstance(getattr(row, c, None), str)), "")  # fmt: skip
     media = (
         f'<img class="preview" src="{preview}" alt="preview of {html.escape(row.clip_id)}">'
@@ -224,13 +224,22 @@ def _card(row, preview: str | None) -> str:
         facts += f" · crop {int(row.crop_width)}x{int(row.crop_height)} of {row.width}x{row.height}"
     badge = "kept" if row.reason == "kept" else row.reason
     return (
-        f'<div class="card" data-reason="{html.escape(row.reason)}" data-order="{row.Index}" {data}>'
+        f'<div class="card" data-reason="{html.escape(row.reason)}" data-order="{row.Index}" id="clip-{html.escape(row.clip_id)}" {data}>'
         f"{media}"
         f'<div class="badge {"ok" if badge == "kept" else "drop"}">{html.escape(badge)}</div>'
         f'<div class="file">{html.escape(Path(row.path).name)} · frames {row.start_frame}-{row.end_frame}</div>'
-        f'<div class="id">{html.escape(row.clip_id)}</div><div class="facts">{html.escape(facts)}</div>'
+        f'<div class="id">{html.escape(row.clip_id)}</div><div class="facts">{html.escape(facts)}</div>{_duplicate_of(row)}'
         f'<div class="caption">{html.escape(caption or error)}</div></div>'
     )
+
+
+def _duplicate_of(row) -> str:
+    """For a dropped duplicate: a link to the card of the clip it duplicates (when that clip is
+    among the cards shown), with their similarity."""
+    if row.reason != "duplicate" or not isinstance(getattr(row, "duplicate_of", None), str):
+        return ""
+    target = html.escape(row.duplicate_of)
+    return f'<div class="facts">duplicate of <a href="#clip-{target}">{target}</a> (similarity {row.duplicate_similarity:.3g})</div>'
 
 
 _STYLE = """

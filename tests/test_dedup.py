@@ -108,3 +108,14 @@ def test_the_demos_shared_shots_are_kept_once(tmp_path):
     original = clips.set_index("clip_id").loc[duplicates.duplicate_of.iloc[0]]
     assert original.file == "cuts_and_dissolves.mp4" and pd.isna(original.drop_reason)
     assert original.start_frame == duplicates.start_frame.iloc[0] and duplicates.duplicate_similarity.iloc[0] == 1.0
+
+
+def test_the_report_links_a_duplicate_to_the_clip_it_duplicates(deduped, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(deduped, out)
+    curate("report", "--out", out)
+    page = (out / "report" / "index.html").read_text()
+    _, clips = read_manifests(out)
+    for row in clips[clips.drop_reason == "duplicate"].itertuples():
+        assert f'duplicate of <a href="#clip-{row.duplicate_of}">' in page
+        assert f'id="clip-{row.duplicate_of}"' in page  # every clip is a card here: the link lands
