@@ -326,12 +326,19 @@ class DedupConfig:
         "above it, 0-1; re-encodes and resizes score about 0.95, a 10% crop about 0.86, other footage 0.5-0.65) reaches this; "
         "above 1 keeps every clip.",
     )
+    semantic_threshold: float = _threshold(
+        0.98,
+        "Drop as 'duplicate' a clip whose semantic_similarity (cosine of its CLIP embedding with the closest one ranked above "
+        "it) reaches this (Open-Sora's value); only where the aesthetic stage ran real CLIP weights (--models tiny's are "
+        "random: the column stays empty). Above 1 turns it off.",
+    )
 
     def __post_init__(self) -> None:
         _require(0 < self.frames_per_s <= 30, "dedup.frames_per_s must be in (0, 30]")
         _require(1 <= self.min_frames <= self.max_frames <= 256, "dedup needs 1 <= min_frames <= max_frames <= 256")
         _require(self.candidates >= 1, "dedup.candidates must be >= 1")
         _require(0 <= self.threshold, "dedup.threshold must be >= 0")
+        _require(-1 <= self.semantic_threshold, "dedup.semantic_threshold must be >= -1")
 
 
 _CAPTION_PROMPT = (

@@ -238,19 +238,26 @@ STAGES: tuple[StageSpec, ...] = (
             "Hash a few frames of each kept clip (a 64-bit DCT hash of a small grey picture each; no model), "
             "store them as dedup_signature, then give every clip its most alike clip of another video that "
             "ranks above it (a larger picture, then a higher aesthetic_score, then a longer clip) as "
-            "duplicate_of and duplicate_similarity in OUT/manifests/clips.parquet. Clips whose similarity "
-            "reaches dedup.threshold get drop_reason='duplicate'. Interrupted runs resume."
+            "duplicate_of and duplicate_similarity in OUT/manifests/clips.parquet, and, where the aesthetic stage "
+            "ran real CLIP weights, the closest by embedding as semantic_duplicate_of and semantic_similarity. Clips "
+            "whose similarity reaches dedup.threshold (or dedup.semantic_threshold) get drop_reason='duplicate'. "
+            "Interrupted runs resume."
         ),
         example="dedup.threshold=0.9",
         units=UnitSize(None, one_video=True),  # each file opened once for all its clips
         scored_by="dedup_frames",
-        scores={"duplicate_similarity": "similarity to the best match ranked above (0-1)"},
+        scores={
+            "duplicate_similarity": "similarity to the best match ranked above (0-1)",
+            "semantic_similarity": "CLIP cosine with the closest clip ranked above",
+        },
         rules=(
             _failed("dedup", "the dedup stage could not read the clip's frames"),
             DropRule(
                 "duplicate",
-                "duplicate_similarity >= dedup.threshold: the clip named in duplicate_of, ranked above it, holds the same footage",
-                lambda clips, dedup: column(clips, "duplicate_similarity") >= dedup.threshold,
+                "duplicate_similarity >= dedup.threshold (the clip in duplicate_of, ranked above it, holds the same footage) or "
+                "semantic_similarity >= dedup.semantic_threshold (the clip in semantic_duplicate_of shows the same thing)",
+                lambda clips, dedup: (column(clips, "duplicate_similarity") >= dedup.threshold)
+                | (column(clips, "semantic_similarity") >= dedup.semantic_threshold),
             ),
         ),
         done_word="hashed",

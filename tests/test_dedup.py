@@ -119,3 +119,63 @@ def test_the_report_links_a_duplicate_to_the_clip_it_duplicates(deduped, tmp_pat
     for row in clips[clips.drop_reason == "duplicate"].itertuples():
         assert f'duplicate of <a href="#clip-{row.duplicate_of}">' in page
         assert f'id="clip-{row.duplicate_of}"' in page  # every clip is a card here: the link lands
+
+
+def _with_embeddings(out: Path, model: str, close: tuple[str, str]) -> None:
+    """Give every clip a random unit CLIP embedding, the two `close` clips nearly the same one
+    (cosine about 0.99), and record that the aesthetic stage ran `model`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import yaml
+
+    _, clips = read_manifests(out)
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((len(clips), 64)).astype(np.float32)
+    ids = clips.clip_id.tolist()
+    vectors[ids.index(close[1])] = vectors[ids.index(close[0])] + rng.standard_normal(64).astype(np.float32) * 0.1
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.astype(np.float16).ravel(), pa.float16()), 64)
+    (out / "manifests" / "embeddings").mkdir()
+    pq.write_table(pa.table({"clip_id": ids, "embedding": column}), out / "manifests" / "embeddings" / "unit.parquet")
+    config = yaml.safe_load((out / "manifests" / "config.yaml").read_text())
+    config["aesthetic"] = {"model": model, "pretrained": "openai"}
+    (out / "manifests" / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+@pytest.mark.parametrize("model", ["ViT-B-32", "tiny"])
+def test_semantic_duplicates_from_real_clip_embeddings_only(deduped, tmp_path, model):
+    """Two clips of other footage whose CLIP embeddings nearly agree: one is dropped as a semantic
+    duplicate of the other with real weights; with --models tiny's random embeddings nothing is."""
+    out = tmp_path / "out"
+    shutil.copytree(deduped, out)
+    clips = _by_file(read_manifests(out)[1])
+    source = clips[clips.file.isin(["source.mp4", "copy.mp4"]) & clips.drop_reason.isna()].clip_id.iloc[0]
+    other = clips[clips.file == "other.mp4"].clip_id.iloc[0]
+    _with_embeddings(out, model, (source, other))
+    assert "dedup: 0 clips hashed" in curate("dedup", "--out", out)  # the signatures are stored
+    after = read_manifests(out)[1].set_index("clip_id")
+    if model == "tiny":
+        assert after.semantic_similarity.isna().all()
+        assert after.drop_reason.equals(clips.set_index("clip_id").drop_reason)
+        return
+    pair = after.loc[[source, other]]
+    assert pair.drop_reason.tolist().count("duplicate") == 1
+    dropped = pair[pair.drop_reason == "duplicate"].iloc[0]
+    assert dropped.semantic_duplicate_of in (source, other) and dropped.semantic_similarity >= 0.98
+    assert dropped.duplicate_similarity < 0.75  # not the same pictures: the embeddings said so
+    kept = after[after.drop_reason.isna()]
+    assert (kept.semantic_similarity.fillna(0) < 0.98).all()
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_nearest_finds_planted_copies_exactly_and_through_the_index(exact):
+    from curate.stages.dedup.neighbours import nearest
+
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((3000, 96)).astype(np.float32)
+    vectors[2900:] = vectors[:100] + rng.standard_normal((100, 96)).astype(np.float32) * 0.15
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    rows, sims = nearest(vectors.astype(np.float16), k=4, exact=exact)
+    assert (rows[2900:, 0] == np.arange(100)).all() and (rows[:100, 0] == np.arange(2900, 3000)).all()
+    assert (sims[2900:, 0] > 0.97).all() and (np.diff(sims, axis=1) <= 0).all()  # closest first
+    assert (rows != np.arange(3000)[:, None]).all()  # never itself

@@ -88,3 +88,23 @@ def _best(ids: list[str], videos: np.ndarray, signatures: dict, row: int, near: 
         if best_sim is None or value > best_sim:
             best_id, best_sim = ids[other], value
     return Match(ids[row], best_id, best_sim)
+
+
+def semantic_matches(clips: pd.DataFrame, embeddings: dict[str, np.ndarray], candidates: int) -> list[Match]:
+    """For each clip of `clips` that has a CLIP embedding (unit length): its closest clip by
+    cosine above it in keep order, from another video, among its `candidates` nearest
+    (`curate.stages.dedup.neighbours`: exact for small sets, an approximate index for millions)."""
+    from curate.stages.dedup.neighbours import nearest
+
+    ranked = keep_order(clips[clips.clip_id.isin(embeddings.keys())])
+    ids = ranked.clip_id.tolist()
+    if not ids:
+        return []
+    videos = ranked.video_id.to_numpy()
+    rows, sims = nearest(np.stack([embeddings[i] for i in ids]), candidates)
+    matches = []
+    for row, (near, cosine) in enumerate(zip(rows, sims, strict=True)):
+        usable = (near >= 0) & (near < row) & (videos[np.maximum(near, 0)] != videos[row])
+        hit = int(np.argmax(usable)) if usable.any() else None
+        matches.append(Match(ids[row], None if hit is None else ids[near[hit]], None if hit is None else float(cosine[hit])))
+    return matches

@@ -20,7 +20,7 @@ from curate.config import DedupConfig
 from curate.framepool import decode_frames, frame_indices, uniform_positions
 from curate.manifest import ClipRef
 from curate.stages.clipstage import ClipStage
-from curate.stages.dedup.match import best_matches
+from curate.stages.dedup.match import best_matches, semantic_matches
 from curate.stages.dedup.signature import HASH_SIDE, frame_hash
 from curate.storage import read_parquet
 
@@ -37,6 +37,8 @@ class DedupStage(ClipStage):
             ("dedup_signature", pa.list_(pa.int64())),
             ("duplicate_of", pa.string()),
             ("duplicate_similarity", pa.float32()),
+            ("semantic_duplicate_of", pa.string()),
+            ("semantic_similarity", pa.float32()),
         ]
     )
 
@@ -69,23 +71,29 @@ class DedupStage(ClipStage):
 
     def finish(self, layout, work_dir, done: set[str], progress: bool) -> tuple[object, pa.Table | None]:
         """Every clip's best match: among the clips the stages before kept, and that have a
-        signature. Returns how many clips the rule drops now, and the two match columns."""
+        signature (and its closest by CLIP embedding, where those are real). Returns how many
+        clips the rule drops now, and the match columns."""
         clips = read_parquet(layout.clips).to_pandas()
         if "dedup_signature" not in clips:
             return None, None
         kept = clips[clips.drop_reason.isna() & clips.dedup_signature.notna()]
         signatures = {c: [int(h) for h in s] for c, s in zip(kept.clip_id, kept.dedup_signature, strict=True)}
-        matches = {m.clip_id: m for m in best_matches(kept, signatures, self.config.candidates)}
+        near = {m.clip_id: m for m in best_matches(kept, signatures, self.config.candidates)}
+        embeddings = real_embeddings(layout, set(kept.clip_id))
+        semantic = {m.clip_id: m for m in semantic_matches(kept, embeddings, self.config.candidates)}
         ids = clips.clip_id.tolist()
         table = pa.table(
             {
                 "clip_id": pa.array(ids, pa.string()),
-                "duplicate_of": pa.array([matches[i].match if i in matches else None for i in ids], pa.string()),
-                "duplicate_similarity": pa.array([matches[i].similarity if i in matches else None for i in ids], pa.float32()),
+                "duplicate_of": pa.array([near[i].match if i in near else None for i in ids], pa.string()),
+                "duplicate_similarity": pa.array([near[i].similarity if i in near else None for i in ids], pa.float32()),
+                "semantic_duplicate_of": pa.array([semantic[i].match if i in semantic else None for i in ids], pa.string()),
+                "semantic_similarity": pa.array([semantic[i].similarity if i in semantic else None for i in ids], pa.float32()),
             }
         )
-        found = sum(m.similarity is not None and m.similarity >= self.config.threshold for m in matches.values())
-        return DedupSummary(compared=len(matches), duplicates=found), table
+        found = {i for i, m in near.items() if m.similarity is not None and m.similarity >= self.config.threshold}
+        found |= {i for i, m in semantic.items() if m.similarity is not None and m.similarity >= self.config.semantic_threshold}
+        return DedupSummary(compared=len(near), duplicates=len(found)), table
 
 
 class DedupSummary:
@@ -96,6 +104,29 @@ class DedupSummary:
 
     def __str__(self) -> str:
         return f"{self.duplicates} of {self.compared} clips duplicate a clip ranked above them"
+
+
+def real_embeddings(layout, wanted: set[str]) -> dict[str, np.ndarray]:
+    """The CLIP embeddings (manifests/embeddings/) of the `wanted` clips, as float32 unit vectors;
+    none when the aesthetic stage last ran a random model (`--models tiny`, or no weights), whose
+    embeddings would call unrelated clips alike."""
+    import yaml
+
+    folder = layout.manifests / "embeddings"
+    if not wanted or not layout.config.exists() or not folder.exists():
+        return {}
+    aesthetic = (yaml.safe_load(layout.config.read_text()) or {}).get("aesthetic", {})
+    if aesthetic.get("model", "tiny") == "tiny" or not aesthetic.get("pretrained"):
+        return {}
+    parts = sorted(folder.glob("*.parquet"))
+    if not parts:
+        return {}
+    table = pa.concat_tables([read_parquet(p) for p in parts])
+    ids = table.column("clip_id").to_pylist()
+    dims = table.schema.field("embedding").type.list_size
+    flat = table.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    vectors = flat.reshape(-1, dims)
+    return {clip_id: vectors[row] for row, clip_id in enumerate(ids) if clip_id in wanted}
 
 
 def _hash(frame, view) -> int:
