@@ -179,3 +179,31 @@ def test_nearest_finds_planted_copies_exactly_and_through_the_index(exact):
     assert (rows[2900:, 0] == np.arange(100)).all() and (rows[:100, 0] == np.arange(2900, 3000)).all()
     assert (sims[2900:, 0] > 0.97).all() and (np.diff(sims, axis=1) <= 0).all()  # closest first
     assert (rows != np.arange(3000)[:, None]).all()  # never itself
+
+
+def test_a_later_run_drops_new_copies_of_old_footage_and_keeps_old_decisions(copies, tmp_path):
+    """Run 1 on the source and other footage; run 2 adds a copy, an excerpt and a re-encode at
+    twice the size. The new clips are deduplicated against the old ones, and the old clips stay
+    kept, even where a new clip has the larger picture."""
+    videos, out = tmp_path / "videos", tmp_path / "out"
+    videos.mkdir()
+    for name in ("source.mp4", "other.mp4"):
+        shutil.copy(copies / name, videos / name)
+    curate("split", videos, "--out", out)
+    curate("dedup", "--out", out)
+    first = read_manifests(out)[1].set_index("clip_id")
+    assert first.drop_reason.isna().all() and (first.dedup_round == 1).all()
+    for name in ("copy.mp4", "excerpt.mp4"):
+        shutil.copy(copies / name, videos / name)
+    frames = list(render(SHOTS, [Join("cut")], 320, 180))
+    write_video(videos / "big.mp4", (f.repeat(2, axis=0).repeat(2, axis=1) for f in frames), fps=FPS)
+    curate("split", videos, "--out", out)
+    assert "dedup: 6 clips hashed" in curate("dedup", "--out", out)  # only the new ones
+    second = _by_file(read_manifests(out)[1])
+    old = second[second.clip_id.isin(first.index)].set_index("clip_id")
+    columns = ["drop_reason", "dedup_round", "duplicate_of", "duplicate_similarity"]
+    assert old[columns].equals(first[columns])
+    new = second[~second.clip_id.isin(first.index)]
+    assert (new.dedup_round == 2).all() and (new.drop_reason == "duplicate").all()
+    files = second.set_index("clip_id").file
+    assert new.duplicate_of.map(lambda clip: files[_kept_above(second, clip)]).eq("source.mp4").all()

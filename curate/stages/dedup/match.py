@@ -1,7 +1,10 @@
 """Each clip's best match among the clips that rank above it, and how alike the two are.
 
 The rank is the keep rule: a larger picture first, then a higher aesthetic score, then a longer
-clip (then the clip id, so ties break the same way every run). A clip is only ever matched with
+clip (then the clip id, so ties break the same way every run). Before all of those comes the clip's
+`dedup_round`, the dedup run that first compared it: clips an earlier run decided on rank above the
+new ones, so a later run on new videos drops the new copies of old footage and leaves every
+earlier decision as it was. A clip is only ever matched with
 clips above it, so whatever threshold `curate filter` later sets, the top clip of any group of
 alike clips is kept and each of the others names a clip above it (`duplicate_of`).
 
@@ -36,8 +39,12 @@ def keep_order(clips: pd.DataFrame) -> pd.DataFrame:
     width = clips.crop_width.fillna(clips.width) if "crop_width" in clips else clips.width
     height = clips.crop_height.fillna(clips.height) if "crop_height" in clips else clips.height
     aesthetic = clips.aesthetic_score.fillna(-np.inf) if "aesthetic_score" in clips else pd.Series(0.0, index=clips.index)
-    ranked = clips.assign(_area=-(width * height).astype(float), _aesthetic=-aesthetic, _length=-(clips.end_s - clips.start_s))
-    return ranked.sort_values(["_area", "_aesthetic", "_length", "clip_id"], kind="stable").drop(columns=["_area", "_aesthetic", "_length"])
+    first = clips.dedup_round.fillna(np.inf) if "dedup_round" in clips else pd.Series(0.0, index=clips.index)
+    ranked = clips.assign(
+        _round=first.astype(float), _area=-(width * height).astype(float), _aesthetic=-aesthetic, _length=-(clips.end_s - clips.start_s)
+    )
+    keys = ["_round", "_area", "_aesthetic", "_length"]
+    return ranked.sort_values([*keys, "clip_id"], kind="stable").drop(columns=keys)
 
 
 def best_matches(clips: pd.DataFrame, signatures: dict[str, list[int]], candidates: int) -> list[Match]:

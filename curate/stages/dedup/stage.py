@@ -19,6 +19,7 @@ import pyarrow as pa
 from curate.config import DedupConfig
 from curate.framepool import decode_frames, frame_indices, uniform_positions
 from curate.manifest import ClipRef
+from curate.pipeline import STAGES
 from curate.stages.clipstage import ClipStage
 from curate.stages.dedup.match import best_matches, semantic_matches
 from curate.stages.dedup.signature import HASH_SIDE, frame_hash
@@ -29,12 +30,12 @@ class DedupStage(ClipStage):
     """Perceptual signatures per unit; duplicates across all clips in `finish`."""
 
     name = "dedup"
-    # duplicate_of and duplicate_similarity are filled by `finish`, over all clips at once; score
-    # parts leave them empty.
+    # What a unit's score part holds; `finish` adds the others, over all clips at once.
+    hashed = pa.schema([("dedup_frames", pa.int32()), ("dedup_signature", pa.list_(pa.int64()))])
     columns = pa.schema(
         [
-            ("dedup_frames", pa.int32()),
-            ("dedup_signature", pa.list_(pa.int64())),
+            *hashed,
+            ("dedup_round", pa.int32()),
             ("duplicate_of", pa.string()),
             ("duplicate_similarity", pa.float32()),
             ("semantic_duplicate_of", pa.string()),
@@ -44,6 +45,12 @@ class DedupStage(ClipStage):
 
     def __init__(self, config: DedupConfig):
         self.config = config
+
+    @property
+    def schema(self) -> pa.Schema:
+        """Score parts hold the hashes alone: storing them leaves the matches of the last `finish`
+        (and each clip's `dedup_round`) in clips.parquet for the next one to build on."""
+        return pa.schema([("clip_id", pa.string()), ("picture_box", pa.string()), *self.hashed, (self.error_column, pa.string())])
 
     def frame_count(self, clip: ClipRef) -> int:
         """How many frames of the clip are hashed."""
@@ -76,15 +83,19 @@ class DedupStage(ClipStage):
         clips = read_parquet(layout.clips).to_pandas()
         if "dedup_signature" not in clips:
             return None, None
-        kept = clips[clips.drop_reason.isna() & clips.dedup_signature.notna()]
+        kept = clips[_kept_before_dedup(clips) & clips.dedup_signature.notna()]
+        kept = kept.assign(dedup_round=_rounds(clips, kept))
         signatures = {c: [int(h) for h in s] for c, s in zip(kept.clip_id, kept.dedup_signature, strict=True)}
         near = {m.clip_id: m for m in best_matches(kept, signatures, self.config.candidates)}
         embeddings = real_embeddings(layout, set(kept.clip_id))
         semantic = {m.clip_id: m for m in semantic_matches(kept, embeddings, self.config.candidates)}
         ids = clips.clip_id.tolist()
+        rounds = dict(zip(kept.clip_id, kept.dedup_round, strict=True))
+        old = clips.set_index("clip_id").dedup_round.to_dict() if "dedup_round" in clips else {}
         table = pa.table(
             {
                 "clip_id": pa.array(ids, pa.string()),
+                "dedup_round": pa.array([_int_or_none(rounds.get(i, old.get(i))) for i in ids], pa.int32()),
                 "duplicate_of": pa.array([near[i].match if i in near else None for i in ids], pa.string()),
                 "duplicate_similarity": pa.array([near[i].similarity if i in near else None for i in ids], pa.float32()),
                 "semantic_duplicate_of": pa.array([semantic[i].match if i in semantic else None for i in ids], pa.string()),
@@ -104,6 +115,27 @@ class DedupSummary:
 
     def __str__(self) -> str:
         return f"{self.duplicates} of {self.compared} clips duplicate a clip ranked above them"
+
+
+def _kept_before_dedup(clips):
+    """Clips no stage before dedup drops: kept, or dropped by dedup or a stage after it (their
+    drop_reason hides no earlier one: the first rule that fires names it)."""
+    names = [spec.name for spec in STAGES]
+    later = {rule.reason for spec in STAGES[names.index("dedup") :] for rule in spec.rules}
+    return clips.drop_reason.isna() | clips.drop_reason.isin(later)
+
+
+def _rounds(clips, kept):
+    """Each kept clip's dedup_round: the one it has, or, for a clip never compared before, the next."""
+    import pandas as pd
+
+    current = kept.dedup_round if "dedup_round" in kept else pd.Series(np.nan, index=kept.index)
+    latest = clips.dedup_round.max() if "dedup_round" in clips else np.nan
+    return current.fillna(1 if pd.isna(latest) else int(latest) + 1).astype(int)
+
+
+def _int_or_none(value) -> int | None:
+    return None if value is None or value != value else int(value)
 
 
 def real_embeddings(layout, wanted: set[str]) -> dict[str, np.ndarray]:
