@@ -86,7 +86,19 @@ def _add_stage(commands, spec: StageSpec) -> None:
     _add_common(parser, spec.example)
     if spec.loads_model:
         _add_models(parser)
+    if spec.name == "dedup":
+        _add_against(parser)
     parser.set_defaults(func=_split if spec.units is None else _clip_stage, stage=spec.name)
+
+
+def _add_against(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--against",
+        metavar="OTHER_OUT",
+        action="append",
+        default=[],
+        help="dedup: also against the kept clips of this curated output folder, which rank above these (repeatable; dedup.against)",
+    )
 
 
 def _add_models(parser: argparse.ArgumentParser) -> None:
@@ -126,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("inputs", nargs="+", metavar="INPUT", help=_INPUT_HELP)
     _add_common(run, "caption.num_frames=16 pack.short_side=256")
     _add_models(run)
+    _add_against(run)
     run.set_defaults(func=_run)
 
     filter = commands.add_parser(
@@ -174,7 +187,10 @@ def _load(args: argparse.Namespace):
         raise ConfigError("--workers must be at least 1")
     if getattr(args, "ray_address", None) and args.executor != "ray":
         raise ConfigError("--ray-address needs --executor ray")
-    return layout, load_config(args.config, overrides, remembered=layout.config)
+    config = load_config(args.config, overrides, remembered=layout.config)
+    if getattr(args, "against", None):
+        config.dedup.against = [*config.dedup.against, *args.against]
+    return layout, config
 
 
 def _layout(out: str):

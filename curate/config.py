@@ -326,6 +326,17 @@ class DedupConfig:
         "above it, 0-1; re-encodes and resizes score about 0.95, a 10% crop about 0.86, other footage 0.5-0.65) reaches this; "
         "above 1 keeps every clip.",
     )
+    against: list = field(
+        default_factory=list,
+        metadata={
+            # Remembered by the folder like a threshold (and out of the section hash: the stored
+            # hashes stay), so a later dedup run keeps matching against them; it takes effect at
+            # the next `curate dedup`, which matches over all clips again in seconds.
+            "threshold": True,
+            "help": "Other output folders (already through dedup) whose kept clips rank above every clip here: a clip "
+            "duplicating one of theirs is dropped, with duplicate_in naming the folder (`--against OTHER_OUT`; remembered).",
+        },
+    )
     semantic_threshold: float = _threshold(
         0.98,
         "Drop as 'duplicate' a clip whose semantic_similarity (cosine of its CLIP embedding with the closest one ranked above "
@@ -339,6 +350,8 @@ class DedupConfig:
         _require(self.candidates >= 1, "dedup.candidates must be >= 1")
         _require(0 <= self.threshold, "dedup.threshold must be >= 0")
         _require(-1 <= self.semantic_threshold, "dedup.semantic_threshold must be >= -1")
+        _require(all(isinstance(f, str) and f for f in self.against), "dedup.against must be a list of output folders")
+        self.against = list(self.against)
 
 
 _CAPTION_PROMPT = (

@@ -207,3 +207,21 @@ def test_a_later_run_drops_new_copies_of_old_footage_and_keeps_old_decisions(cop
     assert (new.dedup_round == 2).all() and (new.drop_reason == "duplicate").all()
     files = second.set_index("clip_id").file
     assert new.duplicate_of.map(lambda clip: files[_kept_above(second, clip)]).eq("source.mp4").all()
+
+
+def test_against_another_folder(deduped, copies, tmp_path):
+    """A new folder deduplicated against a curated one: its clips of the same footage (the very
+    same file included) are dropped, duplicate_in naming the other folder, whose clips rank first;
+    a later dedup run remembers the other folder."""
+    videos, out = tmp_path / "videos", tmp_path / "out"
+    videos.mkdir()
+    for name in ("source.mp4", "small.mp4"):
+        shutil.copy(copies / name, videos / name)
+    curate("split", videos, "--out", out)
+    curate("dedup", "--out", out, "--against", deduped)
+    clips = read_manifests(out)[1]
+    theirs = read_manifests(deduped)[1].set_index("clip_id")
+    assert (clips.drop_reason == "duplicate").all() and (clips.duplicate_in == str(deduped)).all()
+    assert theirs.loc[clips.duplicate_of].drop_reason.isna().all()  # their kept clips
+    curate("dedup", "--out", out)
+    assert read_manifests(out)[1].equals(clips)

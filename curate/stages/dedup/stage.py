@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from curate.config import DedupConfig
@@ -37,6 +38,7 @@ class DedupStage(ClipStage):
             *hashed,
             ("dedup_round", pa.int32()),
             ("duplicate_of", pa.string()),
+            ("duplicate_in", pa.string()),
             ("duplicate_similarity", pa.float32()),
             ("semantic_duplicate_of", pa.string()),
             ("semantic_similarity", pa.float32()),
@@ -78,33 +80,54 @@ class DedupStage(ClipStage):
 
     def finish(self, layout, work_dir, done: set[str], progress: bool) -> tuple[object, pa.Table | None]:
         """Every clip's best match: among the clips the stages before kept, and that have a
-        signature (and its closest by CLIP embedding, where those are real). Returns how many
-        clips the rule drops now, and the match columns."""
+        signature (and its closest by CLIP embedding, where those are real), and the kept clips
+        of the `dedup.against` folders, which rank above all of them. Returns how many clips the
+        rule drops now, and the match columns."""
         clips = read_parquet(layout.clips).to_pandas()
         if "dedup_signature" not in clips:
             return None, None
         kept = clips[_kept_before_dedup(clips) & clips.dedup_signature.notna()]
         kept = kept.assign(dedup_round=_rounds(clips, kept))
+        embeddings = real_embeddings(layout, set(kept.clip_id))
+        for number, folder in enumerate(self.config.against):
+            theirs, their_embeddings = _other_folder(folder, number)
+            kept = pd.concat([theirs, kept], ignore_index=True)
+            embeddings.update(their_embeddings if embeddings else {})  # both real, or no semantic test
         signatures = {c: [int(h) for h in s] for c, s in zip(kept.clip_id, kept.dedup_signature, strict=True)}
         near = {m.clip_id: m for m in best_matches(kept, signatures, self.config.candidates)}
-        embeddings = real_embeddings(layout, set(kept.clip_id))
         semantic = {m.clip_id: m for m in semantic_matches(kept, embeddings, self.config.candidates)}
         ids = clips.clip_id.tolist()
         rounds = dict(zip(kept.clip_id, kept.dedup_round, strict=True))
         old = clips.set_index("clip_id").dedup_round.to_dict() if "dedup_round" in clips else {}
+        folders = list(self.config.against)
+
+        def matched(found: dict, i: str) -> tuple[str | None, str | None]:
+            """(clip_id, folder) of clip i's match; the folder is None for this one."""
+            match = found[i].match if i in found else None
+            if match is None or _AGAINST not in match:
+                return match, None
+            number, _, clip_id = match.partition(_AGAINST)
+            return clip_id, folders[int(number)]
+
+        near_of = [matched(near, i) for i in ids]
         table = pa.table(
             {
                 "clip_id": pa.array(ids, pa.string()),
                 "dedup_round": pa.array([_int_or_none(rounds.get(i, old.get(i))) for i in ids], pa.int32()),
-                "duplicate_of": pa.array([near[i].match if i in near else None for i in ids], pa.string()),
+                "duplicate_of": pa.array([m for m, _ in near_of], pa.string()),
+                "duplicate_in": pa.array([f for _, f in near_of], pa.string()),
                 "duplicate_similarity": pa.array([near[i].similarity if i in near else None for i in ids], pa.float32()),
-                "semantic_duplicate_of": pa.array([semantic[i].match if i in semantic else None for i in ids], pa.string()),
+                "semantic_duplicate_of": pa.array([matched(semantic, i)[0] for i in ids], pa.string()),
                 "semantic_similarity": pa.array([semantic[i].similarity if i in semantic else None for i in ids], pa.float32()),
             }
         )
-        found = {i for i, m in near.items() if m.similarity is not None and m.similarity >= self.config.threshold}
-        found |= {i for i, m in semantic.items() if m.similarity is not None and m.similarity >= self.config.semantic_threshold}
-        return DedupSummary(compared=len(near), duplicates=len(found)), table
+        ours = set(ids)
+        found = {i for i, m in near.items() if i in ours and m.similarity is not None and m.similarity >= self.config.threshold}
+        found |= {
+            i for i, m in semantic.items() if i in ours and m.similarity is not None and m.similarity >= self.config.semantic_threshold
+        }
+        compared = sum(i in ours for i in near)
+        return DedupSummary(compared=compared, duplicates=len(found)), table
 
 
 class DedupSummary:
@@ -117,6 +140,29 @@ class DedupSummary:
         return f"{self.duplicates} of {self.compared} clips duplicate a clip ranked above them"
 
 
+_AGAINST = "\t"  # joins an --against folder's number and a clip id of it (no clip id holds a tab)
+
+
+def _other_folder(folder: str, number: int):
+    """The kept clips of another output folder that have signatures, as dedup candidates ranked
+    above every clip here (round 0; ids and video ids marked with the folder's number, so the same
+    video curated in both is compared with itself), and their real CLIP embeddings."""
+    from curate.errors import InputError
+    from curate.manifest import OutputLayout
+
+    other = OutputLayout(folder)
+    if not other.clips.exists():
+        raise InputError(f"dedup.against: no clips manifest in {other.manifests}/")
+    theirs = read_parquet(other.clips).to_pandas()
+    if "dedup_signature" not in theirs:
+        raise InputError(f"dedup.against: {folder} has no dedup signatures (run `python -m curate dedup --out {folder}` first)")
+    theirs = theirs[theirs.drop_reason.isna() & theirs.dedup_signature.notna()]
+    embeddings = real_embeddings(other, set(theirs.clip_id))
+    mark = f"{number}{_AGAINST}"
+    theirs = theirs.assign(clip_id=mark + theirs.clip_id, video_id=mark + theirs.video_id, dedup_round=0)
+    return theirs, {mark + clip_id: vector for clip_id, vector in embeddings.items()}
+
+
 def _kept_before_dedup(clips):
     """Clips no stage before dedup drops: kept, or dropped by dedup or a stage after it (their
     drop_reason hides no earlier one: the first rule that fires names it)."""
@@ -127,8 +173,6 @@ def _kept_before_dedup(clips):
 
 def _rounds(clips, kept):
     """Each kept clip's dedup_round: the one it has, or, for a clip never compared before, the next."""
-    import pandas as pd
-
     current = kept.dedup_round if "dedup_round" in kept else pd.Series(np.nan, index=kept.index)
     latest = clips.dedup_round.max() if "dedup_round" in clips else np.nan
     return current.fillna(1 if pd.isna(latest) else int(latest) + 1).astype(int)
