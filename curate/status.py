@@ -77,6 +77,15 @@ def _stale_shards(clips: pd.DataFrame, layout: OutputLayout) -> list[str]:
     return [f"  shards are out of date: {', '.join(what)}; `python -m curate pack --out {layout.out}` updates them"]
 
 
+def _duplicates_line(duplicates: pd.DataFrame, config: Config) -> str:
+    """What the dropped duplicates duplicate: the same footage (frame hashes), the same content
+    (CLIP embeddings), clips of other folders (--against)."""
+    footage = int((duplicates.duplicate_similarity >= config.dedup.threshold).sum()) if "duplicate_similarity" in duplicates else 0
+    semantic = int((duplicates.semantic_similarity >= config.dedup.semantic_threshold).sum()) if "semantic_similarity" in duplicates else 0
+    elsewhere = int(duplicates.duplicate_in.notna().sum()) if "duplicate_in" in duplicates else 0
+    return f"    {footage} same footage (duplicate_of), {semantic} same content by CLIP embedding, {elsewhere} of clips in other folders"
+
+
 def summarize(layout: OutputLayout) -> str:
     """A one-screen summary of the manifests under `layout` (after every command, and `status`):
     totals, each stage's progress, drops, the shards and whether they are out of date."""
@@ -106,5 +115,7 @@ def summarize(layout: OutputLayout) -> str:
             lines.extend(_stage_line(clips, spec, config, _units_done(layout, spec.name)))
         for reason, count in clips.drop_reason.value_counts().items():
             lines.append(f"  dropped ({reason}): {count}" + (f"  [{REASONS[reason]}]" if reason in REASONS else ""))
+            if reason == "duplicate":
+                lines.append(_duplicates_line(clips[clips.drop_reason == reason], config))
     lines.extend(_shards_line(layout, clips))
     return "\n".join(lines)

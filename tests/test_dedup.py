@@ -223,5 +223,6 @@ def test_against_another_folder(deduped, copies, tmp_path):
     theirs = read_manifests(deduped)[1].set_index("clip_id")
     assert (clips.drop_reason == "duplicate").all() and (clips.duplicate_in == str(deduped)).all()
     assert theirs.loc[clips.duplicate_of].drop_reason.isna().all()  # their kept clips
-    curate("dedup", "--out", out)
+    printed = curate("dedup", "--out", out)
     assert read_manifests(out)[1].equals(clips)
+    assert f"{len(clips)} same footage (duplicate_of), 0 same content by CLIP embedding, {len(clips)} of clips in other folders" in printed
