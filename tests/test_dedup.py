@@ -77,7 +77,7 @@ def test_each_moment_is_kept_once(deduped):
     exact = clips[clips.file.isin(["source.mp4", "copy.mp4"]) & clips.drop_reason.notna()]
     assert (exact.duplicate_similarity == 1.0).all()  # the same decoded pictures
     other = clips[clips.file == "other.mp4"]
-    assert (other.duplicate_similarity < 0.75).all(), other.duplicate_similarity
+    assert (other.duplicate_similarity.fillna(0) < 0.75).all(), other.duplicate_similarity  # null: no candidate came near
 
 
 def test_the_threshold_retunes_without_decoding(deduped, tmp_path):
@@ -162,7 +162,7 @@ def test_semantic_duplicates_from_real_clip_embeddings_only(deduped, tmp_path, m
     assert pair.drop_reason.tolist().count("duplicate") == 1
     dropped = pair[pair.drop_reason == "duplicate"].iloc[0]
     assert dropped.semantic_duplicate_of in (source, other) and dropped.semantic_similarity >= 0.98
-    assert dropped.duplicate_similarity < 0.75  # not the same pictures: the embeddings said so
+    assert not dropped.duplicate_similarity >= 0.75  # not the same pictures (null: none near): the embeddings said so
     kept = after[after.drop_reason.isna()]
     assert (kept.semantic_similarity.fillna(0) < 0.98).all()
 
@@ -226,3 +226,37 @@ def test_against_another_folder(deduped, copies, tmp_path):
     printed = curate("dedup", "--out", out)
     assert read_manifests(out)[1].equals(clips)
     assert f"{len(clips)} same footage (duplicate_of), 0 same content by CLIP embedding, {len(clips)} of clips in other folders" in printed
+
+
+@pytest.mark.parametrize("exact_max", [20_000, 10])
+def test_best_matches_exactly_and_through_the_index(monkeypatch, exact_max):
+    """300 clips of random hashes, 20 of them copies (3 bits of each hash flipped) of clips of other
+    videos that rank above them: each copy finds its original, by exact search or (more clips than
+    `exact_max`) through the approximate index; no other clip finds anything alike."""
+    from curate.stages.dedup import neighbours
+    from curate.stages.dedup.match import best_matches
+
+    monkeypatch.setattr(neighbours, "EXACT_MAX", exact_max)
+    rng = np.random.default_rng(5)
+    hashes = rng.integers(-(2**63), 2**63 - 1, size=(300, 8), dtype=np.int64)
+    for copy in range(280, 300):
+        flips = np.zeros(8, np.int64)
+        for bit in rng.choice(64, size=3, replace=False):
+            flips ^= np.int64(1) << np.int64(bit) if bit < 63 else np.int64(-(2**63))
+        hashes[copy] = hashes[copy - 280] ^ flips
+    clips = pd.DataFrame(
+        {
+            "clip_id": [f"c{i:03d}" for i in range(300)],
+            "video_id": [f"v{i:03d}" for i in range(300)],
+            "width": [640] * 280 + [320] * 20,  # the copies are smaller: they rank below
+            "height": [360] * 280 + [180] * 20,
+            "start_s": 0.0,
+            "end_s": 4.0,
+        }
+    )
+    signatures = {f"c{i:03d}": [int(h) for h in hashes[i]] for i in range(300)}
+    matches = {m.clip_id: m for m in best_matches(clips, signatures, candidates=4)}
+    for copy in range(280, 300):
+        found = matches[f"c{copy:03d}"]
+        assert found.match == f"c{copy - 280:03d}" and found.similarity == pytest.approx(1 - 3 / 64)
+    assert all(matches[f"c{i:03d}"].similarity is None or matches[f"c{i:03d}"].similarity < 0.75 for i in range(20, 280))

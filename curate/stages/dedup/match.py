@@ -10,12 +10,14 @@ alike clips is kept and each of the others names a clip above it (`duplicate_of`
 
 Clips of the same video are never matched: split cuts a video into clips that share no moment.
 Exact copies (the same frames' hashes) are found by a dictionary; for the others, the clips whose
-signature vectors are closest (`candidates` of them) are compared frame by frame.
+signature vectors are closest (`candidates` of them, and within cosine FLOOR) are compared frame by
+frame. The search is exact up to `neighbours.EXACT_MAX` clips, through an approximate index beyond.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -49,35 +51,58 @@ def keep_order(clips: pd.DataFrame) -> pd.DataFrame:
 
 def best_matches(clips: pd.DataFrame, signatures: dict[str, list[int]], candidates: int) -> list[Match]:
     """For each clip of `clips` (clip_id, video_id, sizes, aesthetic_score, times) that has a
-    signature: its most alike clip above it in keep order, from another video."""
+    signature: its most alike clip above it in keep order, from another video (None where no
+    candidate's signature vector comes within cosine FLOOR of its own)."""
+    from curate.stages.dedup.neighbours import EXACT_MAX, nearest
+
     ranked = keep_order(clips[clips.clip_id.isin(signatures.keys())])
     ids = ranked.clip_id.tolist()
     videos = ranked.video_id.to_numpy()
     if not ids:
         return []
     vectors = np.stack([clip_vector(signatures[i]) for i in ids])
+    if len(ids) <= EXACT_MAX:
+        search = partial(_nearest_above, vectors, videos=videos, k=candidates)
+    else:  # more clips than an exact search takes: the approximate index's neighbours, found once
+        search = partial(_indexed_above, *nearest(vectors, 2 * candidates), videos=videos, k=candidates)
     first_of: dict[tuple, int] = {}  # an exact signature -> the highest-ranked clip that has it
     matches = []
     for start in range(0, len(ids), _CHUNK):
         stop = min(start + _CHUNK, len(ids))
-        near = _nearest_above(vectors, start, stop, videos, candidates)
+        near = search(start=start, stop=stop)
         for row in range(start, stop):
             matches.append(_best(ids, videos, signatures, row, near[row - start], first_of))
     return matches
 
 
+# Signature vectors of the same footage (re-encodes, crops, excerpts) measured 0.77-1.0 in cosine,
+# of other footage about 0.1: candidates below this are not compared frame by frame.
+FLOOR = 0.3
+
+
 def _nearest_above(vectors: np.ndarray, start: int, stop: int, videos: np.ndarray, k: int) -> list[np.ndarray]:
     """For rows start..stop: the up to `k` rows above each (in keep order), of other videos,
-    whose vectors are closest."""
+    whose vectors are closest, if within FLOOR (exact: a matrix product)."""
     above = vectors[:stop]
     cosine = vectors[start:stop] @ above.T
     rows = np.arange(start, stop)[:, None]
-    cosine[(np.arange(stop)[None, :] >= rows) | (videos[start:stop, None] == videos[None, :stop])] = -np.inf
+    cosine[(np.arange(stop)[None, :] >= rows) | (videos[start:stop, None] == videos[None, :stop]) | (cosine < FLOOR)] = -np.inf
     if stop <= k:
         order = np.argsort(-cosine, axis=1)
     else:
         order = np.argpartition(-cosine, k - 1, axis=1)[:, :k]
     return [o[np.isfinite(cosine[n, o])] for n, o in enumerate(order)]
+
+
+def _indexed_above(rows: np.ndarray, sims: np.ndarray, start: int, stop: int, videos: np.ndarray, k: int) -> list[np.ndarray]:
+    """Like _nearest_above, from the approximate index's nearest rows and their cosines (closest
+    first): those above in keep order, of other videos, within FLOOR, `k` at most."""
+    out = []
+    for row in range(start, stop):
+        near, cosine = rows[row], sims[row]
+        usable = (near >= 0) & (near < row) & (videos[np.maximum(near, 0)] != videos[row]) & (cosine >= FLOOR)
+        out.append(near[usable][:k])
+    return out
 
 
 def _best(ids: list[str], videos: np.ndarray, signatures: dict, row: int, near: np.ndarray, first_of: dict) -> Match:
