@@ -64,7 +64,9 @@ def best_matches(clips: pd.DataFrame, signatures: dict[str, list[int]], candidat
     if len(ids) <= EXACT_MAX:
         search = partial(_nearest_above, vectors, videos=videos, k=candidates)
     else:  # more clips than an exact search takes: the approximate index's neighbours, found once
-        search = partial(_indexed_above, *nearest(vectors, 2 * candidates), videos=videos, k=candidates)
+        # Copies' signature vectors are looser pairs (cosine 0.77 and up) than CLIP's near-duplicates
+        # (0.98): more cells are searched (bench/dedup.py --hashes: recall 0.955 with 8 at 100k clips).
+        search = partial(_indexed_above, *nearest(vectors, 2 * candidates, probes=32), videos=videos, k=candidates)
     first_of: dict[tuple, int] = {}  # an exact signature -> the highest-ranked clip that has it
     matches = []
     for start in range(0, len(ids), _CHUNK):

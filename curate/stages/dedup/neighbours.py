@@ -19,15 +19,16 @@ PCA_DIMS = 128
 _CHUNK = 4096  # query vectors per block
 
 
-def nearest(vectors: np.ndarray, k: int, exact: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+def nearest(vectors: np.ndarray, k: int, exact: bool | None = None, probes: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """For each row of `vectors` (unit length, float16 or float32): the rows of its `k` closest
-    other rows (-1 where fewer exist) and their cosines, closest first."""
+    other rows (-1 where fewer exist) and their cosines, closest first. `probes`: the cells each
+    query looks in, for the approximate search (more: higher recall of looser pairs, slower)."""
     n = len(vectors)
     k = max(1, min(k, n - 1)) if n > 1 else 1
     if exact if exact is not None else n <= EXACT_MAX:
         rows = _exact(vectors, k)
     else:
-        rows = _approximate(vectors, k)
+        rows = _approximate(vectors, k, probes)
     return _rescored(vectors, rows)
 
 
@@ -43,7 +44,7 @@ def _exact(vectors: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def _approximate(vectors: np.ndarray, k: int) -> np.ndarray:
+def _approximate(vectors: np.ndarray, k: int, probes: int) -> np.ndarray:
     import faiss  # only for large sets: the exact search needs nothing but numpy
 
     n, dims = vectors.shape
@@ -57,7 +58,7 @@ def _approximate(vectors: np.ndarray, k: int) -> np.ndarray:
     index.train(_unit(pca.apply(sample[: min(len(sample), 40 * cells)])))
     for start in range(0, n, _CHUNK * 4):
         index.add(_unit(pca.apply(vectors[start : start + _CHUNK * 4].astype(np.float32))))
-    index.nprobe = 8
+    index.nprobe = probes
     out = np.empty((n, k), np.int64)
     for start in range(0, n, _CHUNK * 4):
         _, rows = index.search(_unit(pca.apply(vectors[start : start + _CHUNK * 4].astype(np.float32))), k + 1)
