@@ -260,3 +260,20 @@ def test_best_matches_exactly_and_through_the_index(monkeypatch, exact_max):
         found = matches[f"c{copy:03d}"]
         assert found.match == f"c{copy - 280:03d}" and found.similarity == pytest.approx(1 - 3 / 64)
     assert all(matches[f"c{i:03d}"].similarity is None or matches[f"c{i:03d}"].similarity < 0.75 for i in range(20, 280))
+
+
+def test_a_video_gone_bad_after_split_is_a_row_with_an_error(copies, tmp_path):
+    """A file that cannot be read any more when dedup runs: its clips get dedup_error and are
+    dropped as dedup_failed; the other video's clips are hashed and the command succeeds."""
+    videos, out = tmp_path / "videos", tmp_path / "out"
+    videos.mkdir()
+    for name in ("source.mp4", "other.mp4"):
+        shutil.copy(copies / name, videos / name)
+    curate("split", videos, "--out", out)
+    data = (videos / "source.mp4").read_bytes()
+    (videos / "source.mp4").write_bytes(data[: len(data) // 3])  # the index at the end is gone
+    curate("dedup", "--out", out)
+    clips = _by_file(read_manifests(out)[1])
+    bad, good = clips[clips.file == "source.mp4"], clips[clips.file == "other.mp4"]
+    assert bad.dedup_error.notna().all() and (bad.drop_reason == "dedup_failed").all()
+    assert good.dedup_frames.notna().all() and good.drop_reason.isna().all()
