@@ -25,7 +25,7 @@ import pandas as pd
 from curate.framepool import decode_frames, frame_indices, uniform_positions
 from curate.manifest import OutputLayout, clip_refs
 from curate.picture import Upright
-from curate.pipeline import REASONS, STAGES
+from curate.pipeline import CLIP_STAGES, REASONS, STAGES
 from curate.shards import INDEX_NAME
 from curate.storage import makedirs, read_parquet, write_text_atomic
 
@@ -39,6 +39,7 @@ SCORES = {
 KEPT_COLOUR, DROPPED_COLOUR = "#2f7ed8", "#e4572e"
 TEXT_BOX_COLOUR = (255, 40, 200)  # overlay text boxes drawn on previews: a colour footage rarely has
 _BINS = 24
+_ERROR_COLUMNS = [spec.error_column for spec in reversed(CLIP_STAGES)]  # the latest stage's first
 
 
 def build_report(layout: OutputLayout, folder, max_clips: int = 300, preview_frames: int = 8,
@@ -210,8 +211,7 @@ def _card(row, preview: str | None) -> str:
     scores = {column: getattr(row, column) for column in SCORES}
     data = " ".join(f'data-{c.replace("_", "-")}="{v:.6g}"' for c, v in scores.items() if not pd.isna(v))
     caption = row.caption if isinstance(getattr(row, "caption", None), str) else ""
-    error = next((getattr(row, c) for c in ("pack_error", "caption_error", "dedup_error", "aesthetic_error", "text_error", "motion_error")
-                  if isinstance(getattr(row, c, None), str)), "")  # fmt: skip
+    error = next((getattr(row, c) for c in _ERROR_COLUMNS if isinstance(getattr(row, c, None), str)), "")
     media = (
         f'<img class="preview" src="{preview}" alt="preview of {html.escape(row.clip_id)}">'
         if preview
