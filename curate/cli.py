@@ -250,14 +250,8 @@ def _print_stage(stage: str, stats, out: str) -> None:
     if stats.tokens and stats.seconds:
         speed += f", {stats.tokens / stats.seconds:.0f} tokens/s"
     say(f"{stage}: {stats.clips} clips {stage_spec(stage).done_word} in {stats.units - stats.skipped} units, {stats.seconds:.1f} s{speed}")
-    if stats.summary is not None and not hasattr(stats.summary, "shards"):  # dedup's duplicates
-        say(f"{stage}: {stats.summary}")
-    elif stats.summary is not None:  # pack's shards
-        shards = stats.summary
-        say(
-            f"shards: {shards.shards} in {out}/shards ({shards.written} written now), {shards.samples} samples, "
-            f"{shards.bytes / 1e9:.2f} GB" + (f"; {shards.uncaptioned} samples have no caption" if shards.uncaptioned else "")
-        )
+    if stats.summary is not None:  # what the stage's `finish` found (pack: the shards; dedup: the duplicates)
+        say(stats.summary.line(out))
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -86,8 +86,8 @@ class ClipStage(Stage):
     def finish(self, layout, work_dir, done: set[str], progress: bool) -> tuple[object, pa.Table | None]:
         """Work on all the finished units (`done`, ids of units in `work_dir`) together, once
         clips.parquet holds the stage's columns (pack writes its shards here). Returns a summary
-        for the command's output (or None) and more clip columns as a table keyed by clip_id (or
-        None)."""
+        for the command's output (or None: an object whose `line(out)` is the line printed) and
+        more clip columns as a table keyed by clip_id (or None)."""
         return None, None
 
     def failed(self, unit: Unit, message: str) -> tuple[dict, dict]:

@@ -136,8 +136,9 @@ class DedupSummary:
     def __init__(self, compared: int, duplicates: int):
         self.compared, self.duplicates = compared, duplicates
 
-    def __str__(self) -> str:
-        return f"{self.duplicates} of {self.compared} clips duplicate a clip ranked above them"
+    def line(self, out: str) -> str:
+        """The command's line on what dedup found."""
+        return f"dedup: {self.duplicates} of {self.compared} clips duplicate a clip ranked above them"
 
 
 _AGAINST = "\t"  # joins an --against folder's number and a clip id of it (no clip id holds a tab)

@@ -39,6 +39,12 @@ class ShardStats:
     written: int = 0  # shards (re)written by this run; the others were already up to date
     uncaptioned: int = 0  # samples with an empty .txt
 
+    def line(self, out: str) -> str:
+        """The command's line on the shards in `out` (the --out folder as the user gave it)."""
+        missing = f"; {self.uncaptioned} samples have no caption" if self.uncaptioned else ""
+        size = f"{self.samples} samples, {self.bytes / 1e9:.2f} GB"
+        return f"shards: {self.shards} in {out}/shards ({self.written} written now), {size}{missing}"
+
 
 def write_shards(layout: OutputLayout, pack: PackConfig, work_dir: Path, done: set[str], progress: bool) -> tuple[ShardStats, pa.Table]:
     """Bring OUT/shards in line with the packable clips of clips.parquet, from the encoded samples
