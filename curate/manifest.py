@@ -234,9 +234,10 @@ def read_scores(parts: list, schema: pa.Schema, boxes: dict[str, str | None] | N
     seen: set[str] = set()
     keep = []
     for clip_id, box in zip(table.column("clip_id").to_pylist(), measured_on, strict=True):
-        current = boxes is None or clip_id not in boxes or boxes[clip_id] == box
-        keep.append(current and clip_id not in seen)
-        seen.update([clip_id] if current else [])
+        first = clip_id not in seen and (boxes is None or clip_id not in boxes or boxes[clip_id] == box)
+        keep.append(first)
+        if first:
+            seen.add(clip_id)
     table = table.filter(pa.array(keep, pa.bool_()))
     return table.drop_columns(["picture_box"]) if "picture_box" in table.column_names else table
 

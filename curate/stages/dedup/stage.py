@@ -24,7 +24,7 @@ from curate.pipeline import STAGES
 from curate.stages.clipstage import ClipStage
 from curate.stages.dedup.match import best_matches, semantic_matches
 from curate.stages.dedup.signature import HASH_SIDE, frame_hash
-from curate.storage import read_parquet
+from curate.storage import read_parquet, read_parquets
 
 
 class DedupStage(ClipStage):
@@ -198,7 +198,7 @@ def real_embeddings(layout, wanted: set[str]) -> dict[str, np.ndarray]:
     parts = sorted(folder.glob("*.parquet"))
     if not parts:
         return {}
-    table = pa.concat_tables([read_parquet(p) for p in parts])
+    table = pa.concat_tables(read_parquets(parts))  # fetched concurrently from an object store
     ids = table.column("clip_id").to_pylist()
     dims = table.schema.field("embedding").type.list_size
     flat = table.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False).astype(np.float32)
