@@ -49,7 +49,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from common import load_averages, make_clips, sync, wait_for_idle  # noqa: E402  (bench/common.py)
+from common import load_averages, make_clips, sync, time_stage, wait_for_idle  # noqa: E402  (bench/common.py)
 from curate.config import AestheticConfig  # noqa: E402
 from curate.framepool import decode_frames, frame_indices  # noqa: E402
 from curate.pipeline import stage_spec  # noqa: E402
@@ -68,15 +68,6 @@ def time_bare(stage: AestheticStage, num_frames: int) -> float:
         embeddings, scores = model.forward(batch[: min(batch_size, num_frames - first)])
         scores.cpu()  # the stage reads every result back, so this does too
     sync(model.device)
-    return time.perf_counter() - started
-
-
-def time_stage(stage: AestheticStage, units: list[Unit]) -> float:
-    """(b): the stage's whole `process` on every unit."""
-    started = time.perf_counter()
-    for unit in units:
-        tables, _ = stage.process(unit)
-        assert tables["scores"].column("aesthetic_error").null_count == tables["scores"].num_rows
     return time.perf_counter() - started
 
 

@@ -33,6 +33,17 @@ def load_averages() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def time_stage(stage, units: list[Unit]) -> float:
+    """Seconds of a clip stage's whole `process` on every unit; every clip must be scored (none
+    may come back with the stage's error column set)."""
+    started = time.perf_counter()
+    for unit in units:
+        tables, _ = stage.process(unit)
+        scores = tables["scores"]
+        assert scores.column(stage.error_column).null_count == scores.num_rows, stage.error_column
+    return time.perf_counter() - started
+
+
 def sync(device) -> None:
     """Wait for queued CUDA work on `device` (timings must include it); nothing on the CPU."""
     if device.type == "cuda":

@@ -32,6 +32,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from motion import real_inputs, synthetic_inputs  # noqa: E402  (bench/motion.py: the same inputs, rendered once)
+
 from common import cpu_model, load_averages  # noqa: E402  (bench/common.py)
 from curate.config import Config, MotionConfig, SplitConfig  # noqa: E402
 from curate.filters import drop_reasons  # noqa: E402
@@ -40,31 +42,6 @@ from curate.manifest import clip_refs  # noqa: E402
 from curate.stages.base import Unit  # noqa: E402
 from curate.stages.motion.stage import MotionStage  # noqa: E402
 from curate.stages.split.stage import SplitStage  # noqa: E402
-from curate.synthetic import edited_video, make_video  # noqa: E402
-
-OUT = REPO / "bench" / "out" / "motion"
-REAL = REPO / ".realdata"
-SEEDS = (1, 2, 4)
-SIZE, FPS = (1280, 720), 24
-
-
-def synthetic_inputs() -> list[Path]:
-    paths = []
-    for seed in SEEDS:
-        path = OUT / f"edit_seed{seed:03d}_{SIZE[0]}x{SIZE[1]}.mp4"
-        if not path.exists():
-            print(f"rendering {path.name} ...", flush=True)
-            shots, joins = edited_video(seed, num_shots=6, fps=FPS)
-            make_video(path, shots, joins, *SIZE, fps=FPS)
-        paths.append(path)
-    return paths
-
-
-def real_inputs() -> list[Path]:
-    if not REAL.is_dir():
-        print(f"{REAL} not found: synthetic inputs only")
-        return []
-    return sorted(p for p in REAL.iterdir() if p.suffix.lower() in (".mp4", ".avi", ".mkv", ".mov", ".webm"))
 
 
 def split_and_motion(path: Path, samples_per_s: float) -> tuple[float, float, float, float, int]:

@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from common import cpu_model, load_averages, make_clips, wait_for_idle  # noqa: E402  (bench/common.py)
+from common import cpu_model, load_averages, make_clips, time_stage, wait_for_idle  # noqa: E402  (bench/common.py)
 from curate.config import TextConfig  # noqa: E402
 from curate.framepool import decode_frames, frame_indices  # noqa: E402
 from curate.pipeline import stage_spec  # noqa: E402
@@ -72,15 +72,6 @@ def time_bare(stage: TextStage, frames: list[np.ndarray]) -> float:
     started = time.perf_counter()
     for batch in batches:
         stage.detector(batch)
-    return time.perf_counter() - started
-
-
-def time_stage(stage: TextStage, units: list[Unit]) -> float:
-    """(b): the stage's whole `process` on every unit."""
-    started = time.perf_counter()
-    for unit in units:
-        tables, _ = stage.process(unit)
-        assert tables["scores"].column("text_error").null_count == tables["scores"].num_rows
     return time.perf_counter() - started
 
 
