@@ -35,6 +35,14 @@ def frame_indices(clip: ClipRef, positions: list[float]) -> list[int]:
     return [clip.start_frame + math.floor(p * last + 0.5) for p in positions]
 
 
+def count_at_rate(clip: ClipRef, per_s: float, least: int, most: int) -> int:
+    """How many frames `per_s` frames a second of the clip come to (rounded up), kept between
+    `least` and `most`, and never more than the clip has."""
+    seconds = clip.num_frames / clip.fps if clip.fps > 0 else 0.0
+    wanted = math.ceil(seconds * per_s)
+    return max(1, min(clip.num_frames, max(least, min(most, wanted))))
+
+
 def uniform_positions(count: int) -> list[float]:
     """`count` positions spread evenly over a clip: the middles of `count` equal parts."""
     return [(i + 0.5) / count for i in range(count)]

@@ -11,14 +11,12 @@ it without decoding anything. No model: it runs the same with `--models tiny`.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from curate.config import DedupConfig
-from curate.framepool import decode_frames, frame_indices, uniform_positions
+from curate.framepool import count_at_rate, decode_frames, frame_indices, uniform_positions
 from curate.manifest import ClipRef
 from curate.pipeline import STAGES
 from curate.stages.clipstage import ClipStage
@@ -56,9 +54,7 @@ class DedupStage(ClipStage):
 
     def frame_count(self, clip: ClipRef) -> int:
         """How many frames of the clip are hashed."""
-        seconds = clip.num_frames / clip.fps if clip.fps > 0 else 0.0
-        wanted = math.ceil(seconds * self.config.frames_per_s)
-        return max(1, min(clip.num_frames, max(self.config.min_frames, min(self.config.max_frames, wanted))))
+        return count_at_rate(clip, self.config.frames_per_s, self.config.min_frames, self.config.max_frames)
 
     def score(self, clips: list[ClipRef]) -> list[dict]:
         wanted = [frame_indices(clip, uniform_positions(self.frame_count(clip))) for clip in clips]

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from curate.config import TextConfig
 from curate.devices import visible_ids
-from curate.framepool import decode_frames, frame_indices, uniform_positions
+from curate.framepool import count_at_rate, decode_frames, frame_indices, uniform_positions
 from curate.manifest import ClipRef
 from curate.models.text_detector import TextDetector, boxes, input_size, load_text_detector, model_path, providers
 from curate.stages.clipstage import ClipStage
@@ -83,11 +83,9 @@ class TextStage(ClipStage):
 
     def positions(self, clip: ClipRef) -> list[float]:
         """Where frames are taken, as fractions of the clip: `frames` of them, or `frames_per_s`."""
-        count = self.config.frames
-        if self.config.frames_per_s > 0:
-            count = round((clip.end_s - clip.start_s) * self.config.frames_per_s)
-            count = min(max(count, 2), self.config.max_frames)
-        return uniform_positions(count)
+        if self.config.frames_per_s <= 0:
+            return uniform_positions(self.config.frames)
+        return uniform_positions(count_at_rate(clip, self.config.frames_per_s, 2, self.config.max_frames))
 
     def to_input(self, frame, upright) -> np.ndarray:
         """The frame as the detector's input: upright RGB at its input size (FFmpeg scales once)."""
