@@ -13,8 +13,9 @@ whose closest neighbour found is their original (exact search finds every one of
 
 With --hashes, the clips are 8-frame signatures of random 64-bit hashes, 1% of them copies (3 bits
 of each hash flipped) of clips of other videos ranked above them, and the whole best-match pass of
-curate/stages/dedup/match.py runs (exact search up to 20k clips, the index beyond, then frame
-comparisons); recall is the share of copies whose match is their original.
+curate/stages/dedup/match.py runs (exact search up to 20k clips; beyond, the index and the
+frames' shared half-hashes propose candidates; then the frame comparisons); recall is the share
+of copies whose match is their original.
 """
 
 from __future__ import annotations

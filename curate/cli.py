@@ -83,12 +83,21 @@ def _add_stage(commands, spec: StageSpec) -> None:
     parser = commands.add_parser(spec.name, help=spec.help, description=f"{spec.description} {_THRESHOLDS_NOTE}")
     if spec.units is None:  # split: the stage that reads the inputs
         parser.add_argument("inputs", nargs="+", metavar="INPUT", help=_INPUT_HELP)
+        _add_replace(parser)
     _add_common(parser, spec.example)
     if spec.loads_model:
         _add_models(parser)
     if spec.name == "dedup":
         _add_against(parser)
     parser.set_defaults(func=_split if spec.units is None else _clip_stage, stage=spec.name)
+
+
+def _add_replace(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--replace",
+        action="store_true",
+        help="the manifests list only these inputs; without it, the videos earlier runs put in OUT stay (a run on new videos adds them)",
+    )
 
 
 def _add_against(parser: argparse.ArgumentParser) -> None:
@@ -136,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     run.add_argument("inputs", nargs="+", metavar="INPUT", help=_INPUT_HELP)
+    _add_replace(run)
     _add_common(run, "caption.num_frames=16 pack.short_side=256")
     _add_models(run)
     _add_against(run)
@@ -189,7 +199,11 @@ def _load(args: argparse.Namespace):
         raise ConfigError("--ray-address needs --executor ray")
     config = load_config(args.config, overrides, remembered=layout.config)
     if getattr(args, "against", None):
-        config.dedup.against = [*config.dedup.against, *args.against]
+        from curate.storage import is_url
+
+        # Remembered by the folder: stored absolute, so a later command from elsewhere finds it.
+        typed = [folder if is_url(folder) else os.path.abspath(folder) for folder in args.against]
+        config.dedup.against = list(dict.fromkeys([*config.dedup.against, *typed]))
     return layout, config
 
 
@@ -224,7 +238,7 @@ def _split(args: argparse.Namespace) -> int:
     if not inputs:
         raise InputError("no video files found in the given inputs")
     with _executor_session(args):
-        stats = run_split(inputs, layout, config, args.workers, progress=not args.quiet, executor=args.executor)
+        stats = run_split(inputs, layout, config, args.workers, progress=not args.quiet, executor=args.executor, replace=args.replace)
     done = stats.units - stats.skipped
     speed = f", {stats.frames / stats.seconds:.0f} frames/s" if stats.frames and stats.seconds else ""
     print(f"split: {done} videos processed, {stats.skipped} already done, {stats.seconds:.1f} s{speed}")
@@ -267,7 +281,7 @@ def _run(args: argparse.Namespace) -> int:
     if not inputs:
         raise InputError("no video files found in the given inputs")
     with _executor_session(args):  # one Ray session for every stage: starting Ray takes seconds
-        stats = run_split(inputs, layout, config, args.workers, progress=not args.quiet, executor=args.executor)
+        stats = run_split(inputs, layout, config, args.workers, progress=not args.quiet, executor=args.executor, replace=args.replace)
         say(f"split: {stats.units - stats.skipped} videos processed, {stats.skipped} already done, {stats.seconds:.1f} s")
         failed = dict(stats.failed)
         for spec in CLIP_STAGES:

@@ -56,3 +56,44 @@ def picture_boxes(clips: pd.DataFrame, config: Config, before: str) -> pd.DataFr
         crop_y=clips.crop_y.where(~croppable, clips.crop_y + cut_top),
         crop_height=clips.crop_height.where(~croppable, clips.crop_height - cut_top - cut_bottom),
     )
+
+
+def duplicate_originals(clips: pd.DataFrame, reasons: pd.Series, config: Config) -> tuple[list, list]:
+    """For each clip dropped as `duplicate`: the kept clip it duplicates (`duplicate_of`) and, when
+    that clip is in a `dedup.against` folder, the folder (`duplicate_in`); None for the others.
+
+    The dedup stage stores each clip's best match ranked above it (`duplicate_match`, by frame
+    hashes; `semantic_match`, by CLIP embedding). Under the current thresholds a duplicate's match
+    may be a duplicate too; its own match ranks higher still, so following the matches ends at a
+    clip the rule keeps, wherever the thresholds are set."""
+    none = [None] * len(clips)
+    if "duplicate_match" not in clips:
+        return none, none
+    footage = (clips.duplicate_similarity >= config.dedup.threshold).fillna(False).tolist()
+    match = []  # each clip's match under the thresholds: (clip_id, folder or None)
+    columns = (clips.duplicate_match, clips.duplicate_match_in, clips.semantic_match, clips.semantic_match_in)
+    for use_footage, *found in zip(footage, *columns, strict=True):
+        clip_id, folder = found[:2] if use_footage else found[2:]
+        match.append((clip_id, _none_if_missing(folder)))
+    row_of = {clip_id: row for row, clip_id in enumerate(clips.clip_id)}
+    dropped = (reasons == "duplicate").tolist()
+    original: dict[int, tuple] = {}  # row -> (clip_id, folder) its chain of matches ends at
+    for row in (r for r, d in enumerate(dropped) if d):
+        chain, at = [], row
+        while at not in original:
+            chain.append(at)
+            clip_id, folder = match[at]
+            above = row_of.get(clip_id) if folder is None else None
+            if above is None or not dropped[above] or above in chain:  # kept (here or there): the end
+                original[at] = (_none_if_missing(clip_id), folder)
+                break
+            at = above
+        for step in chain:
+            original[step] = original[at]
+    ends = [original.get(row, (None, None)) for row in range(len(clips))]
+    return [clip_id for clip_id, _ in ends], [folder for _, folder in ends]
+
+
+def _none_if_missing(value):
+    """`value`, or None for pandas' missing values (None, NaN)."""
+    return None if value is None or value != value else value

@@ -24,7 +24,7 @@ import yaml
 
 from curate.config import Config
 from curate.errors import InputError
-from curate.filters import drop_reasons
+from curate.filters import drop_reasons, duplicate_originals
 from curate.inputs import VideoInput
 from curate.storage import as_path, copy_atomic, makedirs, read_parquet, read_parquets, write_atomic, write_text_atomic
 
@@ -193,6 +193,18 @@ def require_clips(layout: OutputLayout) -> None:
         raise InputError(f"no clips manifest in {layout.manifests}/ (run `python -m curate split INPUT... --out {layout.out}` first)")
 
 
+def with_earlier_inputs(layout: OutputLayout, inputs: list[VideoInput]) -> list[VideoInput]:
+    """The videos an earlier run put in this folder that `inputs` does not name again, then
+    `inputs`: a run on new videos adds them to the folder (their clips are deduplicated against
+    the earlier ones) instead of replacing it. The earlier ones are not decoded again unless the
+    split settings changed."""
+    if not layout.videos.exists():
+        return inputs
+    given = {v.video_id for v in inputs}
+    earlier = read_parquet(layout.videos, columns=["video_id", "path", "source_caption"]).to_pylist()
+    return [VideoInput(row["video_id"], row["path"], row["source_caption"]) for row in earlier if row["video_id"] not in given] + inputs
+
+
 def merge_split(layout: OutputLayout, config: Config, inputs: list[VideoInput], videos_parts: list, clips_parts: list, source: str) -> None:
     """Concatenate split's unit parts (one per input, in input order) into the two manifests.
 
@@ -273,9 +285,18 @@ def _left_join(left: pa.Table, right: pa.Table) -> pa.Table:
 
 
 def _with_drop_reasons(clips: pa.Table, config: Config) -> pa.Table:
-    reasons = drop_reasons(clips.to_pandas(), config)
-    column = pa.array(reasons.tolist(), pa.string())
-    return clips.set_column(clips.schema.get_field_index("drop_reason"), "drop_reason", column)
+    """`clips` with every drop_reason recomputed, and what follows from them: each dropped
+    duplicate's `duplicate_of` and `duplicate_in` (the kept clip it duplicates)."""
+    frame = clips.to_pandas()
+    reasons = drop_reasons(frame, config)
+    clips = clips.set_column(clips.schema.get_field_index("drop_reason"), "drop_reason", pa.array(reasons.tolist(), pa.string()))
+    if "duplicate_match" in frame:
+        duplicate_of, duplicate_in = duplicate_originals(frame, reasons, config)
+        # Last, after the stage's columns (which each run re-appends), so the order stays put.
+        clips = clips.drop_columns([c for c in ("duplicate_of", "duplicate_in") if c in clips.column_names])
+        clips = clips.append_column("duplicate_of", pa.array(duplicate_of, pa.string()))
+        clips = clips.append_column("duplicate_in", pa.array(duplicate_in, pa.string()))
+    return clips
 
 
 def refilter(layout: OutputLayout, config: Config) -> tuple[int, int]:

@@ -238,9 +238,10 @@ STAGES: tuple[StageSpec, ...] = (
             "Hash a few frames of each kept clip (a 64-bit DCT hash of a small grey picture each; no model), "
             "store them as dedup_signature, then give every clip its most alike clip of another video that "
             "ranks above it (a larger picture, then a higher aesthetic_score, then a longer clip) as "
-            "duplicate_of and duplicate_similarity in OUT/manifests/clips.parquet, and, where the aesthetic stage "
-            "ran real CLIP weights, the closest by embedding as semantic_duplicate_of and semantic_similarity. Clips "
-            "whose similarity reaches dedup.threshold (or dedup.semantic_threshold) get drop_reason='duplicate'. "
+            "duplicate_match and duplicate_similarity in OUT/manifests/clips.parquet, and, where the aesthetic stage "
+            "ran real CLIP weights, the closest by embedding as semantic_match and semantic_similarity. Clips "
+            "whose similarity reaches dedup.threshold (or dedup.semantic_threshold) get drop_reason='duplicate', "
+            "and duplicate_of names the kept clip they duplicate. "
             "Interrupted runs resume."
         ),
         example="dedup.threshold=0.9",
@@ -254,8 +255,8 @@ STAGES: tuple[StageSpec, ...] = (
             _failed("dedup", "the dedup stage could not read the clip's frames"),
             DropRule(
                 "duplicate",
-                "duplicate_similarity >= dedup.threshold (the clip in duplicate_of, ranked above it, holds the same footage) or "
-                "semantic_similarity >= dedup.semantic_threshold (the clip in semantic_duplicate_of shows the same thing)",
+                "duplicate_similarity >= dedup.threshold (the clip in duplicate_match, ranked above it, holds the same footage) or "
+                "semantic_similarity >= dedup.semantic_threshold (the clip in semantic_match shows the same thing)",
                 lambda clips, dedup: (column(clips, "duplicate_similarity") >= dedup.threshold)
                 | (column(clips, "semantic_similarity") >= dedup.semantic_threshold),
             ),

@@ -22,7 +22,17 @@ from curate.errors import ConfigError
 from curate.executor import LocalExecutor, done_units, part_path
 from curate.filters import drop_reasons, picture_boxes
 from curate.inputs import VideoInput
-from curate.manifest import OutputLayout, clip_refs, merge_split, publish, read_scores, require_clips, save_config, update_clips
+from curate.manifest import (
+    OutputLayout,
+    clip_refs,
+    merge_split,
+    publish,
+    read_scores,
+    require_clips,
+    save_config,
+    update_clips,
+    with_earlier_inputs,
+)
 from curate.pipeline import stage_spec
 from curate.stages.base import Stage, Unit
 from curate.stages.clipstage import clip_units
@@ -44,11 +54,20 @@ class RunStats:
 
 
 def run_split(
-    inputs: list[VideoInput], layout: OutputLayout, config: Config, workers: int | None, progress: bool = True, executor: str = "local"
+    inputs: list[VideoInput],
+    layout: OutputLayout,
+    config: Config,
+    workers: int | None,
+    progress: bool = True,
+    executor: str = "local",
+    replace: bool = False,
 ) -> RunStats:
-    """Split every input video (resuming earlier work), then write videos.parquet and clips.parquet.
+    """Split every input video, and those earlier runs put in this folder unless `replace`
+    (resuming earlier work), then write videos.parquet and clips.parquet.
     `executor` is "local" (a process pool) or "ray" (see `make_executor`)."""
     started = time.perf_counter()
+    if not replace:  # a folder gathers videos: a run on new ones adds them
+        inputs = with_earlier_inputs(layout, inputs)
     units = [Unit(v.video_id, v) for v in inputs]
     work_dir = layout.stage_work("split", config.section_hash("split"))
     stage = make_stage("split", config)  # numpy and PyAV load only when a split really runs

@@ -3,13 +3,14 @@ shards once; other footage of the same colours is kept; the threshold re-tunes w
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import curate, read_manifests
+from conftest import REPO, curate, read_manifests, run_module
 
 from curate.synthetic import Join, Shot, render, write_video
 
@@ -53,10 +54,9 @@ def _by_file(clips: pd.DataFrame) -> pd.DataFrame:
     return clips.assign(file=clips.path.str.rsplit("/", n=1).str[-1])
 
 
-def _kept_above(clips: pd.DataFrame, clip_id: str) -> str:
-    """Follow duplicate_of from a clip up to the kept clip it leads to."""
-    row = clips.set_index("clip_id").loc[clip_id]
-    return clip_id if pd.isna(row.drop_reason) else _kept_above(clips, row.duplicate_of)
+def _kept(clips: pd.DataFrame, clip_ids: pd.Series) -> bool:
+    """Whether every clip of `clip_ids` is a kept clip of `clips`."""
+    return bool(clips.set_index("clip_id").loc[clip_ids].drop_reason.isna().all())
 
 
 def test_each_moment_is_kept_once(deduped):
@@ -72,7 +72,8 @@ def test_each_moment_is_kept_once(deduped):
     assert kept.file.isin(["source.mp4", "copy.mp4", "other.mp4"]).all()
     copies = clips[clips.file != "other.mp4"].drop(kept.index, errors="ignore")
     assert (copies.drop_reason == "duplicate").all(), copies[["file", "start_s", "drop_reason", "duplicate_similarity"]]
-    assert copies.duplicate_of.map(lambda clip: files[_kept_above(clips, clip)]).isin(["source.mp4", "copy.mp4"]).all()
+    assert _kept(clips, copies.duplicate_of) and files[copies.duplicate_of].isin(["source.mp4", "copy.mp4"]).all()
+    assert clips[clips.drop_reason != "duplicate"].duplicate_of.isna().all()  # named for dropped duplicates only
     assert copies.duplicate_similarity.between(0.8, 1.0).all()
     exact = clips[clips.file.isin(["source.mp4", "copy.mp4"]) & clips.drop_reason.notna()]
     assert (exact.duplicate_similarity == 1.0).all()  # the same decoded pictures
@@ -161,7 +162,8 @@ def test_semantic_duplicates_from_real_clip_embeddings_only(deduped, tmp_path, m
     pair = after.loc[[source, other]]
     assert pair.drop_reason.tolist().count("duplicate") == 1
     dropped = pair[pair.drop_reason == "duplicate"].iloc[0]
-    assert dropped.semantic_duplicate_of in (source, other) and dropped.semantic_similarity >= 0.98
+    assert dropped.semantic_match in (source, other) and dropped.semantic_similarity >= 0.98
+    assert dropped.duplicate_of == dropped.semantic_match  # kept: the rule keeps the other
     assert not dropped.duplicate_similarity >= 0.75  # not the same pictures (null: none near): the embeddings said so
     kept = after[after.drop_reason.isna()]
     assert (kept.semantic_similarity.fillna(0) < 0.98).all()
@@ -182,9 +184,10 @@ def test_nearest_finds_planted_copies_exactly_and_through_the_index(exact):
 
 
 def test_a_later_run_drops_new_copies_of_old_footage_and_keeps_old_decisions(copies, tmp_path):
-    """Run 1 on the source and other footage; run 2 adds a copy, an excerpt and a re-encode at
-    twice the size. The new clips are deduplicated against the old ones, and the old clips stay
-    kept, even where a new clip has the larger picture."""
+    """Run 1 on the source and other footage; run 2, given only the new videos, adds a copy, an
+    excerpt and a re-encode at twice the size. The folder keeps the old videos' clips, the new
+    clips are deduplicated against them, and the old clips stay kept, even where a new clip has
+    the larger picture."""
     videos, out = tmp_path / "videos", tmp_path / "out"
     videos.mkdir()
     for name in ("source.mp4", "other.mp4"):
@@ -193,37 +196,42 @@ def test_a_later_run_drops_new_copies_of_old_footage_and_keeps_old_decisions(cop
     curate("dedup", "--out", out)
     first = read_manifests(out)[1].set_index("clip_id")
     assert first.drop_reason.isna().all() and (first.dedup_round == 1).all()
+    new_videos = tmp_path / "new"
+    new_videos.mkdir()
     for name in ("copy.mp4", "excerpt.mp4"):
-        shutil.copy(copies / name, videos / name)
+        shutil.copy(copies / name, new_videos / name)
     frames = list(render(SHOTS, [Join("cut")], 320, 180))
-    write_video(videos / "big.mp4", (f.repeat(2, axis=0).repeat(2, axis=1) for f in frames), fps=FPS)
-    curate("split", videos, "--out", out)
+    write_video(new_videos / "big.mp4", (f.repeat(2, axis=0).repeat(2, axis=1) for f in frames), fps=FPS)
+    curate("split", new_videos, "--out", out)  # the new videos only: the folder keeps the old ones
     assert "dedup: 6 clips hashed" in curate("dedup", "--out", out)  # only the new ones
     second = _by_file(read_manifests(out)[1])
     old = second[second.clip_id.isin(first.index)].set_index("clip_id")
+    assert len(old) == len(first) and set(second.file) == {"source.mp4", "other.mp4", "copy.mp4", "excerpt.mp4", "big.mp4"}
     columns = ["drop_reason", "dedup_round", "duplicate_of", "duplicate_similarity"]
     assert old[columns].equals(first[columns])
     new = second[~second.clip_id.isin(first.index)]
     assert (new.dedup_round == 2).all() and (new.drop_reason == "duplicate").all()
     files = second.set_index("clip_id").file
-    assert new.duplicate_of.map(lambda clip: files[_kept_above(second, clip)]).eq("source.mp4").all()
+    assert _kept(second, new.duplicate_of) and files[new.duplicate_of].eq("source.mp4").all()
 
 
 def test_against_another_folder(deduped, copies, tmp_path):
     """A new folder deduplicated against a curated one: its clips of the same footage (the very
     same file included) are dropped, duplicate_in naming the other folder, whose clips rank first;
-    a later dedup run remembers the other folder."""
+    a later dedup run remembers the other folder (stored absolute: it runs from anywhere)."""
     videos, out = tmp_path / "videos", tmp_path / "out"
     videos.mkdir()
     for name in ("source.mp4", "small.mp4"):
         shutil.copy(copies / name, videos / name)
     curate("split", videos, "--out", out)
-    curate("dedup", "--out", out, "--against", deduped)
+    curate("dedup", "--out", out, "--against", os.path.relpath(deduped, REPO))  # as typed in the repo folder
     clips = read_manifests(out)[1]
     theirs = read_manifests(deduped)[1].set_index("clip_id")
     assert (clips.drop_reason == "duplicate").all() and (clips.duplicate_in == str(deduped)).all()
     assert theirs.loc[clips.duplicate_of].drop_reason.isna().all()  # their kept clips
-    printed = curate("dedup", "--out", out)
+    again = run_module("dedup", "--out", str(out), cwd=tmp_path)  # from another folder
+    assert again.returncode == 0, again.stderr
+    printed = again.stdout
     assert read_manifests(out)[1].equals(clips)
     assert f"{len(clips)} same footage (duplicate_of), 0 same content by CLIP embedding, {len(clips)} of clips in other folders" in printed
 
@@ -277,3 +285,82 @@ def test_a_video_gone_bad_after_split_is_a_row_with_an_error(copies, tmp_path):
     bad, good = clips[clips.file == "source.mp4"], clips[clips.file == "other.mp4"]
     assert bad.dedup_error.notna().all() and (bad.drop_reason == "dedup_failed").all()
     assert good.dedup_frames.notna().all() and good.drop_reason.isna().all()
+
+
+def test_signature_table_compares_like_the_pairwise_similarity():
+    """The vectorised comparison (thousands of clip pairs at once) gives `similarity`'s value for
+    every pair, clips of different lengths and ties included, and -inf where there is no candidate."""
+    from curate.stages.dedup.match import Signatures
+    from curate.stages.dedup.signature import similarity
+
+    rng = np.random.default_rng(11)
+    base = rng.integers(-(2**63), 2**63 - 1, size=16, dtype=np.int64)
+    signatures = []
+    for _ in range(60):  # one footage's frames, a few bits flipped, of 3-16 frames, starting anywhere
+        start, length = rng.integers(0, 8), rng.integers(3, 9)
+        flips = np.int64(1) << rng.integers(0, 63, size=length).astype(np.int64)
+        signatures.append([int(h) for h in base[start : start + length] ^ flips])
+    table = Signatures(signatures)
+    near = rng.integers(-1, 60, size=(60, 5))
+    found = table.similarities(near)
+    for row in range(60):
+        for column, other in enumerate(near[row]):
+            expected = -np.inf if other < 0 else similarity(signatures[row], signatures[other])
+            assert found[row, column] == pytest.approx(expected, abs=1e-6)
+    assert len({round(float(v), 6) for v in found[near >= 0]}) > 5  # a spread of values, not one
+
+
+def test_duplicate_of_names_the_kept_clip_the_matches_lead_to_at_any_threshold():
+    """Each clip stores its best match ranked above; whatever the thresholds, a dropped duplicate's
+    duplicate_of is the kept clip at the end of its chain of matches (here, or in an --against
+    folder, then named in duplicate_in), and a kept clip names none."""
+    from curate.config import Config
+    from curate.filters import drop_reasons, duplicate_originals
+
+    clips = pd.DataFrame(
+        {
+            "clip_id": ["a", "b", "c", "d", "e", "f"],
+            "duplicate_match": ["x", "a", "b", None, "x", "e"],
+            "duplicate_match_in": ["/other", None, None, None, "/other", None],
+            "duplicate_similarity": [0.5, 0.9, 0.85, None, 0.95, 0.83],
+            "semantic_match": [None, None, None, "c", None, None],
+            "semantic_match_in": [None] * 6,
+            "semantic_similarity": [None, None, None, 0.99, None, None],
+        }
+    )
+
+    def originals(**thresholds):
+        config = Config()
+        for name, value in thresholds.items():
+            setattr(config.dedup, name, value)
+        reasons = drop_reasons(clips, config)
+        of, folder = duplicate_originals(clips, reasons, config)
+        return dict(zip(clips.clip_id, zip(of, folder, strict=True), strict=True))
+
+    loose = originals(threshold=0.8)  # b, c, e, f are footage duplicates, d a semantic one
+    assert loose == {"a": (None, None), "b": ("a", None), "c": ("a", None), "d": ("a", None), "e": ("x", "/other"), "f": ("x", "/other")}
+    strict = originals(threshold=0.88, semantic_threshold=1.01)  # c (0.85) and f (0.83) are kept now
+    assert strict == {"a": (None, None), "b": ("a", None), "c": (None, None), "d": (None, None), "e": ("x", "/other"), "f": (None, None)}
+    semantic = originals(threshold=0.88)  # d's semantic match c is kept now: the chain ends there
+    assert semantic["d"] == ("c", None)
+
+
+def test_a_copy_the_index_misses_is_found_by_a_shared_half_hash(monkeypatch):
+    """Beyond the exact search's size, a copy's frames that keep half of their hash whole propose
+    its original even where the index proposes nothing; a half-hash that many clips share (a flat
+    frame's) proposes no one."""
+    from curate.stages.dedup import match, neighbours
+
+    monkeypatch.setattr(neighbours, "EXACT_MAX", 10)
+    monkeypatch.setattr(neighbours, "nearest", lambda vectors, k, probes: (np.full((len(vectors), k), -1), np.zeros((len(vectors), k))))
+    rng = np.random.default_rng(8)
+    hashes = rng.integers(-(2**63), 2**63 - 1, size=(200, 6), dtype=np.int64)
+    hashes[:, 0] = 12345  # every clip's first frame alike: shared by more than SHARED_HALF_MAX clips
+    hashes[190:] = hashes[:10] ^ np.int64(0b111)  # copies: 3 low bits of every frame flipped, upper halves whole
+    clips = pd.DataFrame(
+        {"clip_id": [f"c{i:03d}" for i in range(200)], "video_id": [f"v{i:03d}" for i in range(200)], "width": [640] * 190 + [320] * 10}
+    ).assign(height=360, start_s=0.0, end_s=4.0)
+    signatures = {f"c{i:03d}": [int(h) for h in hashes[i]] for i in range(200)}
+    found = {m.clip_id: m for m in match.best_matches(clips, signatures, candidates=4)}
+    assert [found[f"c{i:03d}"].match for i in range(190, 200)] == [f"c{i:03d}" for i in range(10)]
+    assert all(found[f"c{i:03d}"].match is None for i in range(10, 190))  # the shared flat frame proposed no one

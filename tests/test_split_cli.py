@@ -234,8 +234,12 @@ def test_new_input_added_to_a_finished_run(static, edited, tmp_path):
     videos, clips = read_manifests(out)
     assert videos.path.tolist() == [str(static.path), str(edited.path)]
     assert set(clips.path) == {str(static.path), str(edited.path)}
-    # Dropping an input from the command drops it from the manifests.
-    assert split_cli(edited.path, "--out", out, "--workers", 1)[0] == 0
+    # An input left out of the command stays: a folder gathers what its runs were given ...
+    code, stdout = split_cli(edited.path, "--out", out, "--workers", 1)
+    assert code == 0 and "split: 0 videos processed, 2 already done" in stdout
+    assert read_manifests(out)[0].path.tolist() == [str(static.path), str(edited.path)]
+    # ... unless --replace says the manifests list only this command's inputs.
+    assert split_cli(edited.path, "--out", out, "--workers", 1, "--replace")[0] == 0
     videos, clips = read_manifests(out)
     assert videos.path.tolist() == [str(edited.path)] and set(clips.path) == {str(edited.path)}
 

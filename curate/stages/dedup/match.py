@@ -9,20 +9,21 @@ clips above it, so whatever threshold `curate filter` later sets, the top clip o
 alike clips is kept and each of the others names a clip above it (`duplicate_of`).
 
 Clips of the same video are never matched: split cuts a video into clips that share no moment.
-Exact copies (the same frames' hashes) are found by a dictionary; for the others, the clips whose
+Exact copies (the same frames' hashes) are found by sorting; for the others, the clips whose
 signature vectors are closest (`candidates` of them, and within cosine FLOOR) are compared frame by
-frame. The search is exact up to `neighbours.EXACT_MAX` clips, through an approximate index beyond.
+frame, thousands of pairs at once. The search is exact up to `neighbours.EXACT_MAX` clips; beyond,
+an approximate index proposes the closest, and clips that share half of a frame's hash exactly
+propose themselves too (what the index misses).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 import pandas as pd
 
-from curate.stages.dedup.signature import clip_vector, similarity
+from curate.stages.dedup.signature import BITS, bit_matrix
 
 _CHUNK = 2048  # clips whose neighbours are searched at once (a CHUNK x N matrix of floats)
 
@@ -57,24 +58,28 @@ def best_matches(clips: pd.DataFrame, signatures: dict[str, list[int]], candidat
 
     ranked = keep_order(clips[clips.clip_id.isin(signatures.keys())])
     ids = ranked.clip_id.tolist()
-    videos = ranked.video_id.to_numpy()
     if not ids:
         return []
-    vectors = np.stack([clip_vector(signatures[i]) for i in ids])
+    videos = pd.factorize(ranked.video_id)[0]
+    hashes = Signatures([signatures[i] for i in ids])
+    vectors = hashes.vectors()
     if len(ids) <= EXACT_MAX:
-        search = partial(_nearest_above, vectors, videos=videos, k=candidates)
-    else:  # more clips than an exact search takes: the approximate index's neighbours, found once
-        # Copies' signature vectors are looser pairs (cosine 0.77 and up) than CLIP's near-duplicates
-        # (0.98): more cells are searched (bench/dedup.py --hashes: recall 0.955 with 8 at 100k clips).
-        search = partial(_indexed_above, *nearest(vectors, 2 * candidates, probes=32), videos=videos, k=candidates)
-    first_of: dict[tuple, int] = {}  # an exact signature -> the highest-ranked clip that has it
-    matches = []
-    for start in range(0, len(ids), _CHUNK):
-        stop = min(start + _CHUNK, len(ids))
-        near = search(start=start, stop=stop)
-        for row in range(start, stop):
-            matches.append(_best(ids, videos, signatures, row, near[row - start], first_of))
-    return matches
+        near = _nearest_above(vectors, videos, candidates)
+    else:  # more clips than an exact search takes: the approximate index's neighbours
+        rows, sims = nearest(vectors, 2 * candidates, probes=32)
+        # A copy the index misses (its vector fell outside the cells searched) is still likely
+        # to share half of some frame's hash exactly with its original: those are candidates too.
+        near = np.concatenate([_indexed_above(rows, sims, videos, candidates), _sharing_a_half(hashes, videos)], axis=1)
+    similarities = hashes.similarities(near)
+    best = np.argmax(similarities, axis=1)  # the first of equally alike candidates
+    match = near[np.arange(len(ids)), best]
+    value = similarities[np.arange(len(ids)), best].astype(float)
+    copy = _exact_copies(hashes, videos)  # the same hashes: found whatever the index proposed
+    match, value = np.where(copy >= 0, copy, match), np.where(copy >= 0, 1.0, value)
+    return [
+        Match(clip_id, None, None) if row < 0 else Match(clip_id, ids[row], float(sim))
+        for clip_id, row, sim in zip(ids, match.tolist(), value.tolist(), strict=True)
+    ]
 
 
 # Signature vectors of the same footage (re-encodes, crops, excerpts) measured 0.77-1.0 in cosine,
@@ -82,46 +87,116 @@ def best_matches(clips: pd.DataFrame, signatures: dict[str, list[int]], candidat
 FLOOR = 0.3
 
 
-def _nearest_above(vectors: np.ndarray, start: int, stop: int, videos: np.ndarray, k: int) -> list[np.ndarray]:
-    """For rows start..stop: the up to `k` rows above each (in keep order), of other videos,
-    whose vectors are closest, if within FLOOR (exact: a matrix product)."""
-    above = vectors[:stop]
-    cosine = vectors[start:stop] @ above.T
-    rows = np.arange(start, stop)[:, None]
-    cosine[(np.arange(stop)[None, :] >= rows) | (videos[start:stop, None] == videos[None, :stop]) | (cosine < FLOOR)] = -np.inf
-    if stop <= k:
-        order = np.argsort(-cosine, axis=1)
-    else:
-        order = np.argpartition(-cosine, k - 1, axis=1)[:, :k]
-    return [o[np.isfinite(cosine[n, o])] for n, o in enumerate(order)]
+class Signatures:
+    """Clips' frame hashes as one array, so thousands of clip pairs compare at once: `hashes`
+    (clips x most frames, int64; padding past each clip's `counts` is never read)."""
+
+    def __init__(self, signatures: list[list[int]]):
+        self.counts = np.array([len(s) for s in signatures], np.int64)
+        self.hashes = np.zeros((len(signatures), max(1, int(self.counts.max(initial=1)))), np.int64)
+        for row, signature in enumerate(signatures):
+            self.hashes[row, : len(signature)] = signature
+
+    def vectors(self) -> np.ndarray:
+        """Each clip's `signature.clip_vector`, as rows of one float32 array."""
+        out = np.empty((len(self.counts), BITS), np.float32)
+        for start in range(0, len(out), _CHUNK):
+            hashes, counts = self.hashes[start : start + _CHUNK], self.counts[start : start + _CHUNK]
+            signs = bit_matrix(hashes.ravel()).reshape(*hashes.shape, BITS).astype(np.float32) * 2 - 1
+            valid = np.arange(hashes.shape[1])[None, :, None] < counts[:, None, None]
+            mean = (signs * valid).sum(axis=1) / np.maximum(counts, 1)[:, None]
+            out[start : start + len(mean)] = mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-6)
+        return out
+
+    def similarities(self, near: np.ndarray) -> np.ndarray:
+        """`signature.similarity` of each clip (row) and each of its candidates (`near`, rows of
+        this table, -1 for none): -inf where there is no candidate."""
+        out = np.full(near.shape, -np.inf, np.float32)
+        for start in range(0, len(near), _CHUNK // 2):
+            block = near[start : start + _CHUNK // 2]
+            own = np.arange(start, start + len(block))[:, None].repeat(block.shape[1], axis=1)
+            valid = block >= 0
+            if valid.any():
+                out[start : start + len(block)][valid] = self._pairs(own[valid], block[valid])
+        return out
+
+    def _pairs(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """`signature.similarity` of clip rows a[i] and b[i]: for each frame of the clip with fewer
+        (a's on a tie), the bits its closest frame of the other shares, and of those the median."""
+        a_short = self.counts[a] <= self.counts[b]
+        short, other = np.where(a_short, a, b), np.where(a_short, b, a)
+        pairs = self.hashes[short][:, :, None] ^ self.hashes[other][:, None, :]
+        distance = np.bitwise_count(pairs.view(np.uint64))  # unsigned: on signed ints it counts the absolute value's bits
+        frames = np.arange(self.hashes.shape[1])
+        distance = np.where(frames[None, None, :] < self.counts[other][:, None, None], distance, BITS + 1)  # past its end
+        closest = distance.min(axis=2)  # per frame of the shorter clip
+        closest[frames[None, :] >= self.counts[short][:, None]] = BITS + 1  # past its end: sorts last
+        ordered = np.sort(closest, axis=1)
+        count = np.maximum(self.counts[short], 1)[:, None]
+        middle = (np.take_along_axis(ordered, (count - 1) // 2, 1) + np.take_along_axis(ordered, count // 2, 1))[:, 0] / 2
+        return np.where(self.counts[short] > 0, 1 - middle / BITS, 0.0)
 
 
-def _indexed_above(rows: np.ndarray, sims: np.ndarray, start: int, stop: int, videos: np.ndarray, k: int) -> list[np.ndarray]:
-    """Like _nearest_above, from the approximate index's nearest rows and their cosines (closest
-    first): those above in keep order, of other videos, within FLOOR, `k` at most."""
-    out = []
-    for row in range(start, stop):
-        near, cosine = rows[row], sims[row]
-        usable = (near >= 0) & (near < row) & (videos[np.maximum(near, 0)] != videos[row]) & (cosine >= FLOOR)
-        out.append(near[usable][:k])
+SHARED_HALF_MAX = 64  # clips sharing one half-hash, at most, for it to propose candidates
+
+
+def _sharing_a_half(hashes: Signatures, videos: np.ndarray) -> np.ndarray:
+    """For each clip (row, in keep order): the highest-ranked clips of other videos that have a
+    frame hash with the same upper or lower 32 bits as one of its own (-1 where none; a column
+    per frame and half). A re-encode flips a few bits of a frame's 64, so some frame of a copy
+    almost always keeps one half whole. Halves that many clips share (the hash of a flat or
+    black frame) say nothing about footage and propose no one."""
+    width = hashes.hashes.shape[1]
+    present = np.flatnonzero((np.arange(width)[None, :] < hashes.counts[:, None]).ravel())  # (row, frame) as row * width + frame
+    values = hashes.hashes.ravel().view(np.uint64)[present]
+    out = np.full((len(hashes.counts), 2 * width), -1, np.int64)
+    for half, key in enumerate((values >> np.uint64(32), values & np.uint64(0xFFFFFFFF))):
+        order = np.lexsort((present, key))  # by half, then rank: each run starts at its highest-ranked clip
+        key, slot = key[order], present[order]
+        row = slot // width
+        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        run_length = np.diff(np.r_[starts, len(key)])
+        first = np.repeat(row[starts], run_length)  # each entry's run's highest-ranked clip
+        usable = (first != row) & (videos[first] != videos[row]) & (np.repeat(run_length, run_length) <= SHARED_HALF_MAX)
+        out[row[usable], half * width + slot[usable] % width] = first[usable]
     return out
 
 
-def _best(ids: list[str], videos: np.ndarray, signatures: dict, row: int, near: np.ndarray, first_of: dict) -> Match:
-    """The clip at `row`'s best match among `near` (and an exact copy above it, if any)."""
-    own = signatures[ids[row]]
-    exact = tuple(own)
-    best_id, best_sim = None, None
-    if exact in first_of and videos[first_of[exact]] != videos[row]:
-        best_id, best_sim = ids[first_of[exact]], 1.0
-    first_of.setdefault(exact, row)
-    for other in near.tolist():
-        if best_sim == 1.0:
-            break
-        value = similarity(own, signatures[ids[other]])
-        if best_sim is None or value > best_sim:
-            best_id, best_sim = ids[other], value
-    return Match(ids[row], best_id, best_sim)
+def _exact_copies(hashes: Signatures, videos: np.ndarray) -> np.ndarray:
+    """For each clip (row, in keep order): the highest-ranked clip with the very same hashes, when
+    that one is of another video (-1 otherwise)."""
+    padding = np.arange(hashes.hashes.shape[1])[None, :] >= hashes.counts[:, None]
+    keys = np.concatenate([hashes.counts[:, None], np.where(padding, 0, hashes.hashes)], axis=1)
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    top = first[inverse.ravel()]  # np.unique's index is each value's first row: the highest-ranked
+    rows = np.arange(len(top))
+    return np.where((top != rows) & (videos[top] != videos), top, -1)
+
+
+def _nearest_above(vectors: np.ndarray, videos: np.ndarray, k: int) -> np.ndarray:
+    """For each row: the up to `k` rows above it (in keep order), of other videos, whose vectors
+    are closest, if within FLOOR (-1 past those); exact, by chunks of a matrix product."""
+    n = len(vectors)
+    out = np.full((n, k), -1, np.int64)
+    for start in range(0, n, _CHUNK):
+        stop = min(start + _CHUNK, n)
+        cosine = vectors[start:stop] @ vectors[:stop].T
+        rows = np.arange(start, stop)[:, None]
+        cosine[(np.arange(stop)[None, :] >= rows) | (videos[start:stop, None] == videos[None, :stop]) | (cosine < FLOOR)] = -np.inf
+        take = min(k, stop)
+        order = np.argpartition(-cosine, take - 1, axis=1)[:, :take] if take < stop else np.argsort(-cosine, axis=1)[:, :take]
+        found = np.isfinite(np.take_along_axis(cosine, order, axis=1))
+        out[start:stop, :take] = np.where(found, order, -1)
+    return out
+
+
+def _indexed_above(rows: np.ndarray, sims: np.ndarray, videos: np.ndarray, k: int) -> np.ndarray:
+    """Like _nearest_above, from the approximate index's nearest rows and their cosines (closest
+    first): those above in keep order, of other videos, within FLOOR, `k` at most."""
+    own = np.arange(len(rows))[:, None]
+    usable = (rows >= 0) & (rows < own) & (videos[np.maximum(rows, 0)] != videos[:, None]) & (sims >= FLOOR)
+    first = np.argsort(~usable, axis=1, kind="stable")[:, :k]  # the usable ones, closest first
+    return np.where(np.take_along_axis(usable, first, axis=1), np.take_along_axis(rows, first, axis=1), -1)
 
 
 def semantic_matches(clips: pd.DataFrame, embeddings: dict[str, np.ndarray], candidates: int) -> list[Match]:

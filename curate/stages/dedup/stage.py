@@ -4,9 +4,10 @@ Unit: all the kept clips of one video (the file opened once). `score` hashes a f
 clip (`dedup.frames_per_s`, between `min_frames` and `max_frames`, spread over it) and stores the
 hashes as the clip's `dedup_signature`. `finish` then looks at every clip at once: for each clip
 kept by the stages before, the most alike clip of another video that ranks above it in the keep
-rule (`curate.stages.dedup.match`), stored as `duplicate_of` and `duplicate_similarity`. Which of
-them are dropped is the `duplicate` rule's call (`dedup.threshold`), so `curate filter` re-tunes
-it without decoding anything. No model: it runs the same with `--models tiny`.
+rule (`curate.stages.dedup.match`), stored as `duplicate_match` and `duplicate_similarity`. Which
+of them are dropped is the `duplicate` rule's call (`dedup.threshold`), so `curate filter` re-tunes
+it without decoding anything; each dropped clip's `duplicate_of` names the kept clip its matches
+lead to (`curate.filters.duplicate_originals`). No model: it runs the same with `--models tiny`.
 """
 
 from __future__ import annotations
@@ -35,10 +36,11 @@ class DedupStage(ClipStage):
         [
             *hashed,
             ("dedup_round", pa.int32()),
-            ("duplicate_of", pa.string()),
-            ("duplicate_in", pa.string()),
+            ("duplicate_match", pa.string()),
+            ("duplicate_match_in", pa.string()),
             ("duplicate_similarity", pa.float32()),
-            ("semantic_duplicate_of", pa.string()),
+            ("semantic_match", pa.string()),
+            ("semantic_match_in", pa.string()),
             ("semantic_similarity", pa.float32()),
         ]
     )
@@ -78,10 +80,37 @@ class DedupStage(ClipStage):
         """Every clip's best match: among the clips the stages before kept, and that have a
         signature (and its closest by CLIP embedding, where those are real), and the kept clips
         of the `dedup.against` folders, which rank above all of them. Returns how many clips the
-        rule drops now, and the match columns."""
+        rule drops now, and the match columns (`duplicate_of`, the kept clip, follows from them
+        and the thresholds: `curate.filters.duplicate_originals`)."""
         clips = read_parquet(layout.clips).to_pandas()
         if "dedup_signature" not in clips:
             return None, None
+        candidates, embeddings = self._candidates(layout, clips)
+        signatures = {c: [int(h) for h in s] for c, s in zip(candidates.clip_id, candidates.dedup_signature, strict=True)}
+        near = {m.clip_id: m for m in best_matches(candidates, signatures, self.config.candidates)}
+        semantic = {m.clip_id: m for m in semantic_matches(candidates, embeddings, self.config.candidates)}
+        ids = clips.clip_id.tolist()
+        rounds = dict(zip(candidates.clip_id, candidates.dedup_round, strict=True))
+        old = clips.set_index("clip_id").dedup_round.to_dict() if "dedup_round" in clips else {}
+        near_match, near_in = self._matched(near, ids)
+        semantic_match, semantic_in = self._matched(semantic, ids)
+        table = pa.table(
+            {
+                "clip_id": pa.array(ids, pa.string()),
+                "dedup_round": pa.array([_int_or_none(rounds.get(i, old.get(i))) for i in ids], pa.int32()),
+                "duplicate_match": pa.array(near_match, pa.string()),
+                "duplicate_match_in": pa.array(near_in, pa.string()),
+                "duplicate_similarity": pa.array(_similarities(near, ids), pa.float32()),
+                "semantic_match": pa.array(semantic_match, pa.string()),
+                "semantic_match_in": pa.array(semantic_in, pa.string()),
+                "semantic_similarity": pa.array(_similarities(semantic, ids), pa.float32()),
+            }
+        )
+        return self._summary(set(ids), near, semantic), table
+
+    def _candidates(self, layout, clips: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+        """The clips to match (this folder's, with their dedup_round, after the `dedup.against`
+        folders' kept clips) and their real CLIP embeddings (none where any were random)."""
         kept = clips[_kept_before_dedup(clips) & clips.dedup_signature.notna()]
         kept = kept.assign(dedup_round=_rounds(clips, kept))
         embeddings = real_embeddings(layout, set(kept.clip_id))
@@ -89,41 +118,31 @@ class DedupStage(ClipStage):
             theirs, their_embeddings = _other_folder(folder, number)
             kept = pd.concat([theirs, kept], ignore_index=True)
             embeddings.update(their_embeddings if embeddings else {})  # both real, or no semantic test
-        signatures = {c: [int(h) for h in s] for c, s in zip(kept.clip_id, kept.dedup_signature, strict=True)}
-        near = {m.clip_id: m for m in best_matches(kept, signatures, self.config.candidates)}
-        semantic = {m.clip_id: m for m in semantic_matches(kept, embeddings, self.config.candidates)}
-        ids = clips.clip_id.tolist()
-        rounds = dict(zip(kept.clip_id, kept.dedup_round, strict=True))
-        old = clips.set_index("clip_id").dedup_round.to_dict() if "dedup_round" in clips else {}
-        folders = list(self.config.against)
+        return kept, embeddings
 
-        def matched(found: dict, i: str) -> tuple[str | None, str | None]:
-            """(clip_id, folder) of clip i's match; the folder is None for this one."""
+    def _matched(self, found: dict, ids: list[str]) -> tuple[list[str | None], list[str | None]]:
+        """For each clip of `ids`: its match's clip_id and the `dedup.against` folder holding it
+        (None: this folder)."""
+        clip_ids, folders = [], []
+        for i in ids:
             match = found[i].match if i in found else None
-            if match is None or _AGAINST not in match:
-                return match, None
-            number, _, clip_id = match.partition(_AGAINST)
-            return clip_id, folders[int(number)]
+            number, tab, clip_id = match.partition(_AGAINST) if match else (None, "", None)
+            clip_ids.append(clip_id if tab else match)
+            folders.append(self.config.against[int(number)] if tab else None)
+        return clip_ids, folders
 
-        near_of = [matched(near, i) for i in ids]
-        table = pa.table(
-            {
-                "clip_id": pa.array(ids, pa.string()),
-                "dedup_round": pa.array([_int_or_none(rounds.get(i, old.get(i))) for i in ids], pa.int32()),
-                "duplicate_of": pa.array([m for m, _ in near_of], pa.string()),
-                "duplicate_in": pa.array([f for _, f in near_of], pa.string()),
-                "duplicate_similarity": pa.array([near[i].similarity if i in near else None for i in ids], pa.float32()),
-                "semantic_duplicate_of": pa.array([matched(semantic, i)[0] for i in ids], pa.string()),
-                "semantic_similarity": pa.array([semantic[i].similarity if i in semantic else None for i in ids], pa.float32()),
-            }
-        )
-        ours = set(ids)
-        found = {i for i, m in near.items() if i in ours and m.similarity is not None and m.similarity >= self.config.threshold}
-        found |= {
-            i for i, m in semantic.items() if i in ours and m.similarity is not None and m.similarity >= self.config.semantic_threshold
-        }
-        compared = sum(i in ours for i in near)
-        return DedupSummary(compared=compared, duplicates=len(found)), table
+    def _summary(self, ours: set[str], near: dict, semantic: dict) -> DedupSummary:
+        """How many of this folder's clips were compared, and how many the rule drops now."""
+
+        def reaching(found: dict, threshold: float) -> set[str]:
+            return {i for i, m in found.items() if i in ours and m.similarity is not None and m.similarity >= threshold}
+
+        duplicates = reaching(near, self.config.threshold) | reaching(semantic, self.config.semantic_threshold)
+        return DedupSummary(compared=sum(i in ours for i in near), duplicates=len(duplicates))
+
+
+def _similarities(found: dict, ids: list[str]) -> list[float | None]:
+    return [found[i].similarity if i in found else None for i in ids]
 
 
 class DedupSummary:
