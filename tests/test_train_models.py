@@ -10,7 +10,7 @@ import torch
 from curate.errors import ConfigError, ModelUnavailable
 from curate.models import hub
 from train.models import FAMILIES, load_family, pixels_to_frames, presets
-from train.models.wan import HUB_ID, TINY_LATENT_CHANNELS, TINY_TEXT_MAX_LENGTH
+from train.models.wan import HUB_ID, HUB_ID_14B, TINY_LATENT_CHANNELS, TINY_TEXT_MAX_LENGTH
 
 FRAMES, HEIGHT, WIDTH = 9, 32, 32
 CAPTION = "A red car drives down a winding mountain road"
@@ -32,7 +32,7 @@ def tiny(offline):
 
 
 def test_registry_lists_presets_and_rejects_unknown(offline):
-    assert {"tiny", "wan2.1-t2v-1.3b"} <= set(presets()) == set(FAMILIES)
+    assert {"tiny", "wan2.1-t2v-1.3b", "wan2.1-t2v-14b"} <= set(presets()) == set(FAMILIES)
     with pytest.raises(ConfigError, match="unknown model preset 'nope'.*tiny"):
         load_family("nope")
 
@@ -163,22 +163,23 @@ def empty_hub(tmp_path, monkeypatch):
 
 
 @pytest.mark.timeout(60)
-def test_pretrained_preset_offline_is_one_clear_line(offline, empty_hub, monkeypatch):
+@pytest.mark.parametrize(("preset", "hub_id"), [("wan2.1-t2v-1.3b", HUB_ID), ("wan2.1-t2v-14b", HUB_ID_14B)])
+def test_pretrained_preset_offline_is_one_clear_line(offline, empty_hub, monkeypatch, preset, hub_id):
     from huggingface_hub import constants
 
     started = time.monotonic()
     with pytest.raises(ModelUnavailable) as missing:
-        load_family("wan2.1-t2v-1.3b")
+        load_family(preset)
     message = str(missing.value)
-    assert "\n" not in message and HUB_ID in message and "HF_HUB_OFFLINE" in message
-    assert f"hf download {HUB_ID}" in message and "local folder" in message
+    assert "\n" not in message and hub_id in message and "HF_HUB_OFFLINE" in message
+    assert f"hf download {hub_id}" in message and "local folder" in message
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(hub, "reachable", lambda url, timeout=0: False)
     with pytest.raises(ModelUnavailable, match="unreachable") as unreachable:
-        load_family("wan2.1-t2v-1.3b")
-    assert "\n" not in str(unreachable.value) and HUB_ID in str(unreachable.value)
+        load_family(preset)
+    assert "\n" not in str(unreachable.value) and hub_id in str(unreachable.value)
     with pytest.raises(ModelUnavailable, match="folder not found"):
-        load_family("wan2.1-t2v-1.3b", source="/nonexistent/wan")
+        load_family(preset, source="/nonexistent/wan")
     assert time.monotonic() - started < 30  # no retries against a missing network
 
 

@@ -3,6 +3,9 @@
 Presets:
 - `wan2.1-t2v-1.3b`: `Wan-AI/Wan2.1-T2V-1.3B-Diffusers` (subfolders transformer, vae,
   text_encoder, tokenizer), or any local folder / hub id with that layout (`source`).
+- `wan2.1-t2v-14b`: `Wan-AI/Wan2.1-T2V-14B-Diffusers`, the same layout, VAE and text encoder
+  around a wider, deeper transformer (5120 wide, 40 blocks; 1536 and 30 in the 1.3B), read from
+  its config.
 - `tiny`: the same classes with random weights of a few hundred thousand parameters, built from
   config in a fraction of a second, with a byte-level BPE tokenizer trained here under T5's
   conventions (<pad> = 0, </s> = 1 appended to every prompt, <unk> = 2). Nothing is downloaded.
@@ -27,6 +30,7 @@ from curate.models.hub import hub_offline, quiet_logs, reason, seeded
 from train.models.family import VideoFamily, fetch_snapshot, frames_to_pixels, pixels_to_frames, register
 
 HUB_ID = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
+HUB_ID_14B = "Wan-AI/Wan2.1-T2V-14B-Diffusers"
 # What training needs from the diffusers repo (the scheduler and pipeline config are not used).
 _FILES = ["model_index.json", "transformer/*", "vae/*", "text_encoder/*", "tokenizer/*"]
 TEXT_MAX_LENGTH = 512  # WanPipeline's prompt length
@@ -44,6 +48,10 @@ _CALIBRATION_SHAPE = (4, 3, 9, 32, 32)  # (clips, channels, frames, height, widt
 
 class WanFamily(VideoFamily):
     """Wan 2.1 T2V behind the VideoFamily interface (see `train.models`)."""
+
+    # q, k, v and output projections of self-attention (attn1) and cross-attention (attn2), and
+    # both feed-forward layers, in every block: the layers Wan's LoRA trainers adapt.
+    lora_targets = ("to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2")
 
     def __init__(self, **parts):
         super().__init__(**parts)
@@ -129,12 +137,22 @@ def _neighbours(value: int, step: int, first: int) -> str:
 
 @register("wan2.1-t2v-1.3b")
 def load_wan21_t2v_1_3b(device: torch.device, dtype: torch.dtype, seed: int, source: str | None) -> WanFamily:
-    """The pretrained 1.3B model. The VAE stays float32 whatever `dtype`, as Wan's diffusers
-    examples keep it; `seed` is unused (nothing is random)."""
+    """The pretrained 1.3B model (see `load_pretrained`); `seed` is unused (nothing is random)."""
+    return load_pretrained(source or HUB_ID, "wan2.1-t2v-1.3b", device, dtype)
+
+
+@register("wan2.1-t2v-14b")
+def load_wan21_t2v_14b(device: torch.device, dtype: torch.dtype, seed: int, source: str | None) -> WanFamily:
+    """The pretrained 14B model (see `load_pretrained`); `seed` is unused (nothing is random)."""
+    return load_pretrained(source or HUB_ID_14B, "wan2.1-t2v-14b", device, dtype)
+
+
+def load_pretrained(model: str, preset: str, device: torch.device, dtype: torch.dtype) -> WanFamily:
+    """A Wan 2.1 T2V model in diffusers' layout: a hub id or a local folder. The VAE stays
+    float32 whatever `dtype`, as Wan's diffusers examples keep it."""
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import AutoTokenizer, UMT5EncoderModel
 
-    model = source or HUB_ID
     folder = fetch_snapshot(model, _FILES)
     try:
         with hub_offline(), quiet_logs():  # everything is local by now: never wait on the network
@@ -151,7 +169,7 @@ def load_wan21_t2v_1_3b(device: torch.device, dtype: torch.dtype, seed: int, sou
         tokenizer=tokenizer,
         text_max_length=TEXT_MAX_LENGTH,
         device=device,
-        preset="wan2.1-t2v-1.3b",
+        preset=preset,
         source=folder,
     )
 
