@@ -18,7 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Train a text-to-video diffusion model (flow matching on VAE latents) on the WebDataset shards "
             "`python -m curate pack` writes, streamed with no conversion. RUN_DIR gets config.json, "
-            "metrics.jsonl and checkpoints/step-N/; running the same command again resumes from the newest "
+            "metrics.jsonl and checkpoints/step-N/, and with lora_rank > 0 (the Wan presets' default; "
+            "--set lora_rank=0 lr=1e-5 for a full fine-tune) lora/pytorch_lora_weights.safetensors for diffusers' "
+            "load_lora_weights; running the same command again resumes from the newest "
             "checkpoint, and SIGTERM saves one before stopping. Under `torchrun --nproc_per_node N -m train ...` "
             "each rank trains on its own share of the shards (DDP). `python -m train precompute --help`: latent "
             "shards that skip the encoders."
@@ -28,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(local or s3://..., gs://... through fsspec), or pipe: commands")
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (created; resumed when it has checkpoints)")
     parser.add_argument("--config", metavar="FILE", help="YAML file of training settings (train/config.py lists them)")
-    parser.add_argument("--preset", help="model and settings preset: tiny (offline, CPU) or wan2.1-t2v-1.3b")
+    parser.add_argument("--preset", help="model and settings preset: tiny (offline, CPU), wan2.1-t2v-1.3b or wan2.1-t2v-14b")
     parser.add_argument("--steps", type=int, help="train until this many optimiser steps in all")
     parser.add_argument("--set", dest="overrides", metavar="KEY=VALUE", nargs="+", action="extend", default=[],
                         help="override settings, e.g. --set lr=1e-4 batch_size=4")  # fmt: skip
@@ -53,7 +55,7 @@ def build_precompute_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="local folder for the latent shards and their index.json")
     parser.add_argument("--config", metavar="FILE", help="YAML file of training settings (the model and video size are used)")
-    parser.add_argument("--preset", help="model preset: tiny or wan2.1-t2v-1.3b")
+    parser.add_argument("--preset", help="model preset: tiny, wan2.1-t2v-1.3b or wan2.1-t2v-14b")
     parser.add_argument("--set", dest="overrides", metavar="KEY=VALUE", nargs="+", action="extend", default=[],
                         help="override settings, e.g. --set num_frames=33 batch_size=4 (clips per encoder batch)")  # fmt: skip
     parser.add_argument(

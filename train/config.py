@@ -69,6 +69,13 @@ class TrainConfig(DataConfig):
     mixed_precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on the CPU; or "no"
     gradient_checkpointing: bool = False
     device: str = "auto"
+    # LoRA (train/lora.py): low-rank adapters train instead of the transformer's weights
+    lora_rank: int = 0  # 0 = full fine-tune: every transformer weight trains
+    lora_alpha: float = 0.0  # the adapters are scaled by lora_alpha / lora_rank; 0 = the rank (scale 1)
+    lora_dropout: float = 0.0
+    # Layer-name endings that get adapters; [] = the model family's (Wan: to_q, to_k, to_v, to_out.0 of both
+    # attentions, ffn.net.0.proj, ffn.net.2)
+    lora_targets: list = field(default_factory=list)
     # outputs
     log_every: int = 10
     tensorboard: bool = True  # also log to RUN_DIR/tensorboard when TensorBoard is installed
@@ -86,20 +93,29 @@ class TrainConfig(DataConfig):
         _require(0 <= self.ema_decay < 1 and 0 <= self.caption_dropout <= 1, "ema_decay must be in [0, 1), caption_dropout in [0, 1]")
         _require(self.timestep_std > 0 and self.shift >= 0, "timestep_std must be > 0 and shift >= 0")
         _require(self.mixed_precision in ("auto", "no"), "mixed_precision must be auto or no")
+        _require(self.lora_rank >= 0 and self.lora_alpha >= 0, "lora_rank and lora_alpha must be >= 0")
+        _require(0 <= self.lora_dropout < 1, "lora_dropout must be in [0, 1)")
         _require(
             self.log_every >= 1 and self.checkpoint_every >= 1 and self.keep_checkpoints >= 1,
             "log_every, checkpoint_every, keep_checkpoints must be >= 1",
         )
 
 
-# Preset defaults: what a model family needs to train sensibly (sizes, learning rate).
+# Wan 2.1 at 480p, the size both Wan presets train at.
+_WAN_480P = {
+    "num_frames": 33, "height": 480, "width": 832, "batch_size": 1, "weight_decay": 0.01,
+    "warmup_steps": 100, "ema_decay": 0.999, "steps": 10_000, "checkpoint_every": 500, "log_every": 10,
+    "sample_every": 1000, "sample_steps": 40, "gradient_checkpointing": True, "num_workers": 4,
+}  # fmt: skip
+# The Wan presets train LoRA adapters of rank 32 at lr 1e-4. A full fine-tune of the 1.3B model:
+# --set lora_rank=0 lr=1e-5 (the 14B model's weights, optimiser state and EMA do not fit one GPU).
+_WAN_LORA = {"lora_rank": 32, "lora_alpha": 32.0, "lr": 1e-4}
+
+# Preset defaults: what a model family needs to train sensibly (sizes, learning rate, LoRA).
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {},
-    "wan2.1-t2v-1.3b": {
-        "num_frames": 33, "height": 480, "width": 832, "batch_size": 1, "lr": 1e-5, "weight_decay": 0.01,
-        "warmup_steps": 100, "ema_decay": 0.999, "steps": 10_000, "checkpoint_every": 500, "log_every": 10,
-        "sample_every": 1000, "sample_steps": 40, "gradient_checkpointing": True, "num_workers": 4,
-    },  # fmt: skip
+    "tiny": {},  # a full fine-tune: lora_rank=0
+    "wan2.1-t2v-1.3b": {**_WAN_480P, **_WAN_LORA},
+    "wan2.1-t2v-14b": {**_WAN_480P, **_WAN_LORA},
 }
 
 

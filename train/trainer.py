@@ -6,6 +6,10 @@ and the step number, so a resumed run repeats exactly what the uninterrupted one
 the data position (epoch, each worker's place in its stream, for every rank) is saved with every
 checkpoint. A SIGTERM finishes the current step, saves a checkpoint and stops.
 
+With `lora_rank > 0` only LoRA adapters train (`train.lora`): the optimiser, the EMA and the
+checkpoints hold them alone, and each checkpoint also exports them for diffusers to
+RUN_DIR/lora/pytorch_lora_weights.safetensors.
+
 Under torchrun each rank trains on its own share of the shards with the transformer wrapped in
 DDP; rank 0 writes the run folder (see `train.distributed`). Batches of latent shards (`python -m
 train precompute`) carry VAE latents and text embeddings, and the step skips both encoders.
@@ -27,7 +31,7 @@ from tqdm import tqdm
 
 from curate.models.hub import resolve_device
 from curate.storage import write_text_atomic
-from train import checkpoint, distributed
+from train import checkpoint, distributed, lora
 from train.config import TrainConfig, to_json
 from train.data import make_loader
 from train.flow import noised, resolution_shift, sample_timesteps
@@ -45,6 +49,9 @@ class Trainer:
         self.family = load_family(config.preset, self.device, self._text_dtype(), seed=config.seed, source=config.model_source or None)
         self.family.check_video_shape(config.num_frames, config.height, config.width)
         model = self.family.transformer.train()
+        if config.lora_rank:  # freezes the transformer's own weights
+            targets = config.lora_targets or self.family.lora_targets
+            lora.add_adapter(model, config.lora_rank, config.lora_alpha, config.lora_dropout, targets)
         if config.gradient_checkpointing and hasattr(model, "enable_gradient_checkpointing"):
             model.enable_gradient_checkpointing()
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -73,7 +80,7 @@ class Trainer:
     def state_dict(self) -> dict:
         return {
             "step": self.step,
-            "model": self.family.state_dict(),
+            "model": lora.adapter_state_dict(self.family.transformer) if self.config.lora_rank else self.family.state_dict(),
             "ema": self.ema,
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
@@ -83,7 +90,16 @@ class Trainer:
 
     def load_state_dict(self, state: dict) -> None:
         self.step = int(state["step"])
-        self.family.load_state_dict(state["model"])
+        saved_rank = state["config"].get("lora_rank", 0)
+        if saved_rank != self.config.lora_rank:  # the checkpoint holds other weights than this run trains
+            raise ValueError(
+                f"the checkpoints in {self.run_dir / 'checkpoints'} were trained with lora_rank={saved_rank}, this run has "
+                f"lora_rank={self.config.lora_rank}: resume with the same setting or use another run folder"
+            )
+        if self.config.lora_rank:
+            lora.load_adapter_state_dict(self.family.transformer, state["model"])
+        else:
+            self.family.load_state_dict(state["model"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema = [t.to(self.device) for t in state["ema"]]
         self.optimizer.load_state_dict(state["optimizer"])
@@ -118,7 +134,8 @@ class Trainer:
         t = sample_timesteps(len(dropped), generator, config.timestep_mean, config.timestep_std, self.shift)
         noise = torch.randn(x0.shape, generator=generator).to(self.device)
         x_t, target = noised(x0, noise, t.to(self.device))
-        with self._autocast():
+        forward_seed = int(torch.randint(2**62, (1,), generator=generator))
+        with self._autocast(), self._seeded_forward(forward_seed):
             velocity = self.family.predict(x_t, t.to(self.device), text)
         loss = torch.nn.functional.mse_loss(velocity.float(), target)
         self.optimizer.zero_grad(set_to_none=True)
@@ -132,6 +149,14 @@ class Trainer:
                     average.lerp_(param.detach(), 1 - config.ema_decay)
         self.step += 1
         return loss.item(), float(norm)
+
+    @contextlib.contextmanager
+    def _seeded_forward(self, seed: int):
+        """The forward's own random draws (LoRA dropout) from `seed`, so a resumed run repeats
+        them; the global generators get their state back afterwards."""
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            yield
 
     def _encode(self, batch: dict, dropped: list[bool]) -> tuple[torch.Tensor, torch.Tensor]:
         """(latents, text embeddings) of a batch, with the dropped captions replaced by "":
@@ -306,12 +331,22 @@ class Trainer:
             write_text_atomic("".join(f"{line}\n" for line in kept), path)
 
     def save(self) -> Path | None:
-        """Checkpoint the run (every rank takes part; rank 0 writes); the folder, on rank 0."""
+        """Checkpoint the run (every rank takes part; rank 0 writes); the folder, on rank 0.
+        With LoRA, rank 0 also exports the adapters (`export_lora`)."""
         distributed.check_in_sync(self.world, self.params)
         state = self.state_dict()  # gathers every rank's data position
         if not self.world.is_main:
             return None
-        return checkpoint.save(self.run_dir, self.step, state, self.config.keep_checkpoints)
+        folder = checkpoint.save(self.run_dir, self.step, state, self.config.keep_checkpoints)
+        if self.config.lora_rank:
+            self.export_lora()
+        return folder
+
+    def export_lora(self) -> Path:
+        """RUN_DIR/lora/pytorch_lora_weights.safetensors for diffusers' `load_lora_weights`: the
+        EMA adapter weights when EMA is on (those the samples are drawn with), else the current ones."""
+        with self._ema_weights():
+            return lora.export(self.family.transformer, self.run_dir / "lora")
 
     # -- helpers --------------------------------------------------------------------------------
 

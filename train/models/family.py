@@ -37,6 +37,10 @@ class VideoFamily(ABC):
     in float32 whatever the encoders' dtype.
     """
 
+    # The transformer layers LoRA adapts when the lora_targets setting is empty: endings of
+    # module names, as peft's target_modules matches them.
+    lora_targets: tuple[str, ...] = ()
+
     def __init__(self, *, transformer, vae, text_encoder, tokenizer, text_max_length: int, device, preset: str, source: str):
         self.transformer = transformer.to(device)  # the trainable nn.Module
         # What `predict` calls: the transformer itself, or the trainer's DDP wrapper around it
