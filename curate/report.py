@@ -234,12 +234,16 @@ def _card(row, preview: str | None) -> str:
 
 
 def _duplicate_of(row) -> str:
-    """For a dropped duplicate: a link to the card of the clip it duplicates (when that clip is
-    among the cards shown), with their similarity."""
+    """For a dropped duplicate: a link to the card of the kept clip it duplicates (or the folder
+    holding it, for a clip of an --against folder), with the similarity to its best match."""
     if row.reason != "duplicate" or not isinstance(getattr(row, "duplicate_of", None), str):
         return ""
     target = html.escape(row.duplicate_of)
-    return f'<div class="facts">duplicate of <a href="#clip-{target}">{target}</a> (similarity {row.duplicate_similarity:.3g})</div>'
+    folder = getattr(row, "duplicate_in", None)
+    where = f"{target} in {html.escape(folder)}" if isinstance(folder, str) else f'<a href="#clip-{target}">{target}</a>'
+    scores = [("frame hashes", getattr(row, "duplicate_similarity", None)), ("CLIP cosine", getattr(row, "semantic_similarity", None))]
+    similar = ", ".join(f"{name} {value:.3g}" for name, value in scores if value is not None and value == value)
+    return f'<div class="facts">duplicate of {where} (best matches: {similar})</div>'
 
 
 _STYLE = """
