@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shards", required=True, help="shards: a brace pattern, a quoted glob, a folder, an index.json "
                         "(local or s3://..., gs://... through fsspec), or pipe: commands")
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (created; resumed when it has checkpoints)")
+    parser.add_argument("--val-shards", metavar="PATTERN", help="validation shards (any form --shards takes): val_loss every "
+                        "val_every steps in metrics.jsonl; or hold out a share of --shards with --set val_fraction=0.01")  # fmt: skip
     parser.add_argument("--config", metavar="FILE", help="YAML file of training settings (train/config.py lists them)")
     parser.add_argument("--preset", help="model and settings preset: tiny (offline, CPU), wan2.1-t2v-1.3b or wan2.1-t2v-14b")
     parser.add_argument("--steps", type=int, help="train until this many optimiser steps in all")
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from train.trainer import Trainer
 
     try:
-        config = resolve(args.preset, args.config, args.overrides, args.steps, args.shards)
+        config = resolve(args.preset, args.config, args.overrides, args.steps, args.shards, args.val_shards)
         trainer = Trainer(config, args.out)
         logged = trainer.run(progress=not args.quiet)
     except (UserError, ValueError, UnreadableCheckpoints) as exc:

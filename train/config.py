@@ -16,6 +16,7 @@ from typing import Any
 
 from curate.errors import ConfigError
 from curate.settings import build, parse_assignment, read_yaml
+from train.buckets import DEFAULT_ASPECTS, parse_aspect
 
 DEFAULT_PROMPTS = [
     "A red car drives down a winding mountain road between tall green trees.",
@@ -38,10 +39,25 @@ class DataConfig:
     shuffle_buffer: int = 64  # samples shuffled per worker (0 = read in shard order)
     resampled: bool = False  # draw shards with replacement: every rank and worker has data, however few shards
     seed: int = 0  # the data order and frame offsets; the trainer seeds weights and steps with it too
+    # buckets (train/buckets.py): each clip trains at the shape nearest its own, height * width at most the configured
+    buckets: bool = True  # false: every clip resized to cover height x width and centre-cropped (one shape)
+    bucket_aspects: list = field(default_factory=lambda: list(DEFAULT_ASPECTS))  # "W:H", quoted in YAML
+    bucket_max_crop: float = 0.1  # share of a side a clip may lose to fit its bucket; more: skipped (crop_too_large)
+    bucket_min_frames: int = 1  # frames of the shortest bucket; a clip too short for it is skipped (too_short)
+    # validation data: other shards, or a share of these held out by key hash (never trained on)
+    val_shards: str = ""  # set by --val-shards
+    val_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         _require(self.batch_size >= 1 and self.num_frames >= 1, "batch_size and num_frames must be >= 1")
         _require(self.num_workers >= 0, "num_workers must be >= 0")
+        _require(0 <= self.bucket_max_crop < 1, "bucket_max_crop must be in [0, 1)")
+        _require(1 <= self.bucket_min_frames <= self.num_frames, "bucket_min_frames must be in [1, num_frames]")
+        _require(bool(self.bucket_aspects), "bucket_aspects must list at least one aspect")
+        for aspect in self.bucket_aspects:
+            parse_aspect(aspect)
+        _require(0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)")
+        _require(not (self.val_shards and self.val_fraction), "set val_shards or val_fraction, not both")
 
     @property
     def workers(self) -> int:
@@ -85,6 +101,8 @@ class TrainConfig(DataConfig):
     sample_prompts: list = field(default_factory=lambda: list(DEFAULT_PROMPTS))
     sample_steps: int = 20
     sample_guidance: float = 5.0
+    val_every: int = 100  # steps between validation losses (0 = none); only with val_shards or val_fraction
+    val_batches: int = 4  # batches of the validation data the loss is computed on (the same ones every time)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -99,6 +117,7 @@ class TrainConfig(DataConfig):
             self.log_every >= 1 and self.checkpoint_every >= 1 and self.keep_checkpoints >= 1,
             "log_every, checkpoint_every, keep_checkpoints must be >= 1",
         )
+        _require(self.val_every >= 0 and self.val_batches >= 1, "val_every must be >= 0 and val_batches >= 1")
 
 
 # Wan 2.1 at 480p, the size both Wan presets train at.
@@ -113,13 +132,17 @@ _WAN_LORA = {"lora_rank": 32, "lora_alpha": 32.0, "lr": 1e-4}
 
 # Preset defaults: what a model family needs to train sensibly (sizes, learning rate, LoRA).
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {},  # a full fine-tune: lora_rank=0
+    # 32x32 at the model's 16-pixel steps leaves room for one shape: tiny trains at that fixed size,
+    # a full fine-tune (lora_rank=0).
+    "tiny": {"buckets": False},
     "wan2.1-t2v-1.3b": {**_WAN_480P, **_WAN_LORA},
     "wan2.1-t2v-14b": {**_WAN_480P, **_WAN_LORA},
 }
 
 
-def resolve(preset: str | None, path: str | None, overrides: list[str], steps: int | None, shards: str | None) -> TrainConfig:
+def resolve(
+    preset: str | None, path: str | None, overrides: list[str], steps: int | None, shards: str | None, val_shards: str | None = None
+) -> TrainConfig:
     """The run's settings (see the module docstring)."""
     values = read_yaml(Path(path)) if path else {}
     name = preset or values.get("preset") or "tiny"
@@ -131,6 +154,8 @@ def resolve(preset: str | None, path: str | None, overrides: list[str], steps: i
         merged["steps"] = steps
     if shards:
         merged["shards"] = shards
+    if val_shards:
+        merged["val_shards"] = val_shards
     return build(TrainConfig, merged, what="training setting")
 
 

@@ -3,10 +3,13 @@
 Every sample of the video shards becomes a latent sample (`train.latents`: latents, trimmed text
 embedding, caption, metadata) with the same key in a shard of the same name under OUT.
 
-The frames are those the loader picks for the sample (its fixed seeded offset, `num_frames` at the
-stride or fps), so a latent shard holds one temporal crop per clip. Each output shard is written
-atomically, and shards already written are skipped, so a killed precompute resumes where it
-stopped. Samples that cannot be decoded are left out and counted.
+The frames are those the loader picks for the sample (its bucket's shape, its fixed seeded offset,
+at the stride or fps), so a latent shard holds one temporal crop per clip. With buckets, each clip
+is encoded at its own bucket's shape (the encoder's batches group clips of one bucket) and its
+json records that shape under "latent"; the loader batches latents by it, as it batches videos.
+A latent shard keeps its video shard's sample order. Each output shard is written atomically, and
+shards already written are skipped, so a killed precompute resumes where it stopped. Samples that
+cannot be decoded or fit no bucket are left out and counted.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ from tqdm import tqdm
 from curate.models.hub import resolve_device
 from curate.shards import Sample, wids_index, write_shard
 from curate.storage import write_text_atomic
+from train.buckets import Bucket, Buckets
 from train.config import TrainConfig
-from train.data import decode_clip, read_shards, shard_urls
+from train.data import choose_bucket, decode_clip, read_shards, shard_urls
 from train.latents import encode_sample
 from train.models import VideoFamily, load_family
 
@@ -56,6 +60,7 @@ def precompute(config: TrainConfig, out: Path, dtype: str = "float16", progress:
     text_dtype = torch.bfloat16 if device.type == "cuda" and config.mixed_precision == "auto" else torch.float32
     family = load_family(config.preset, device, text_dtype, seed=config.seed, source=config.model_source or None)
     family.check_video_shape(config.num_frames, config.height, config.width)
+    buckets = Buckets.for_run(config, *family.shape_steps())
     _claim(out, _recipe(config, family, dtype))
     stats, counts = PrecomputeStats(), []
     for url, name in tqdm(list(zip(urls, names, strict=True)), desc="precompute", unit="shard", disable=not progress, file=sys.stderr):
@@ -63,7 +68,7 @@ def precompute(config: TrainConfig, out: Path, dtype: str = "float16", progress:
         if target.exists():
             stats.shards_skipped += 1
         else:
-            samples = list(_latent_samples(url, family, config, DTYPES[dtype], stats))
+            samples = _latent_samples(url, family, config, buckets, DTYPES[dtype], stats)
             write_shard(target, samples)
             stats.shards_written += 1
         counts.append((name, _count_samples(target), target.stat().st_size))
@@ -71,28 +76,32 @@ def precompute(config: TrainConfig, out: Path, dtype: str = "float16", progress:
     return stats
 
 
-def _latent_samples(url: str, family: VideoFamily, config: TrainConfig, dtype, stats: PrecomputeStats) -> Iterator[Sample]:
-    """The latent samples of one video shard, encoded `config.batch_size` clips at a time."""
-    batch: list[tuple[dict, np.ndarray]] = []
+def _latent_samples(url: str, family: VideoFamily, config: TrainConfig, buckets: Buckets, dtype, stats: PrecomputeStats) -> list[Sample]:
+    """The latent samples of one video shard, in its order, encoded `config.batch_size` clips of
+    one bucket at a time."""
+    keys: list[str] = []
+    waiting: dict[Bucket, list[tuple[dict, np.ndarray]]] = {}
+    encoded: dict[str, Sample] = {}
     for sample in read_shards([url], _warn_and_continue):
         try:
-            if "mp4" not in sample:
-                raise ValueError("no .mp4 member")
-            frames = decode_clip(sample["mp4"], config, sample["__key__"])
-        except ValueError as exc:  # too short, corrupt: the loader would skip it too
+            bucket = choose_bucket(sample, buckets, config)
+            frames = decode_clip(sample["mp4"], config, sample["__key__"], bucket)
+        except ValueError as exc:  # too short, cropped too much, corrupt: the loader would skip it too
             log.warning("left out %s: %s", sample["__key__"], exc)
             stats.bad_samples += 1
             continue
-        batch.append((sample, frames))
-        if len(batch) == config.batch_size:
-            yield from _encode_batch(batch, family, config, dtype, stats)
-            batch = []
-    if batch:
-        yield from _encode_batch(batch, family, config, dtype, stats)
+        keys.append(sample["__key__"])
+        group = waiting.setdefault(bucket, [])
+        group.append((sample, frames))
+        if len(group) == config.batch_size:
+            encoded.update((s.key, s) for s in _encode_batch(waiting.pop(bucket), bucket, family, config, dtype, stats))
+    for bucket, group in sorted(waiting.items()):
+        encoded.update((s.key, s) for s in _encode_batch(group, bucket, family, config, dtype, stats))
+    return [encoded[key] for key in keys]
 
 
 def _encode_batch(
-    batch: list[tuple[dict, np.ndarray]], family: VideoFamily, config: TrainConfig, dtype, stats: PrecomputeStats
+    batch: list[tuple[dict, np.ndarray]], bucket: Bucket, family: VideoFamily, config: TrainConfig, dtype, stats: PrecomputeStats
 ) -> Iterator[Sample]:
     captions = [sample.get("txt", b"").decode("utf-8", errors="replace").strip() for sample, _ in batch]
     frames = torch.from_numpy(np.stack([f for _, f in batch]))
@@ -101,7 +110,7 @@ def _encode_batch(
     recipe = _recipe(config, family, np.dtype(dtype).name)
     for (sample, _), latent, text, caption in zip(batch, latents, texts, captions, strict=True):
         meta = json.loads(sample["json"]) if "json" in sample else {}
-        meta["latent"] = recipe
+        meta["latent"] = {**recipe, "num_frames": bucket.num_frames, "height": bucket.height, "width": bucket.width}
         stats.samples += 1
         yield Sample(sample["__key__"], encode_sample(latent, text, caption, meta, dtype))
 
@@ -113,11 +122,15 @@ def _warn_and_continue(exc: Exception) -> bool:
 
 def _recipe(config: TrainConfig, family: VideoFamily, dtype: str) -> dict:
     """What the latents depend on (the input shards too): a folder holds latents of one recipe only."""
-    return {
+    recipe = {
         "shards": config.shards, "preset": config.preset, "source": family.source, "num_frames": config.num_frames,
         "height": config.height, "width": config.width, "frame_stride": config.frame_stride, "fps": config.fps,
         "seed": config.seed, "dtype": dtype,
     }  # fmt: skip
+    if config.buckets:  # (a recipe without buckets reads as before they existed)
+        bucketing = ("buckets", "bucket_aspects", "bucket_max_crop", "bucket_min_frames")
+        recipe.update({name: getattr(config, name) for name in bucketing})
+    return recipe
 
 
 def _claim(out: Path, recipe: dict) -> None:

@@ -79,7 +79,7 @@ def sample(
     guided = guidance_scale != 1.0
     times = timesteps(num_steps, shift).tolist()
 
-    with torch.no_grad(), _eval_mode(family.transformer):
+    with torch.no_grad(), eval_mode(family.transformer):
         text = family.encode_text(list(prompts) + [negative_prompt] * batch if guided else list(prompts))
         for t, t_next in itertools.pairwise(times):
             model_input = torch.cat([latents, latents]) if guided else latents
@@ -120,24 +120,32 @@ def write_mp4(frames: torch.Tensor | np.ndarray, path: str | Path, fps: int = DE
 
 
 def sample_to_files(
-    family: VideoFamily, prompts: list[str], out_dir: str | Path, step: int, fps: int = DEFAULT_FPS, autocast=None, **settings
+    family: VideoFamily,
+    prompts: list[str],
+    out_dir: str | Path,
+    step: int,
+    fps: int = DEFAULT_FPS,
+    autocast=None,
+    name: str = "",
+    **settings,
 ) -> list[Path]:
     """Sample the prompts with `sample` (`settings` are its keyword arguments: num_frames, height,
     width, num_steps, ...) and write `out_dir/step-{step}-{i}.mp4`, one per prompt, plus
-    `out_dir/step-{step}.json` with the prompts and settings; return the mp4 paths."""
+    `out_dir/step-{step}.json` with the prompts and settings; return the mp4 paths. A `name`
+    goes after the step (`step-{step}-{name}-{i}.mp4`): samples of another shape at that step."""
     defaults = {n: p.default for n, p in inspect.signature(sample).parameters.items() if p.default is not inspect.Parameter.empty}
     settings = {**defaults, **settings}
     settings.pop("autocast", None)  # how to compute, not what: not recorded
     videos = sample(family, prompts, autocast=autocast, **settings)
-    out_dir = Path(out_dir)
-    paths = [write_mp4(video, out_dir / f"step-{step}-{i}.mp4", fps=fps) for i, video in enumerate(videos)]
+    out_dir, base = Path(out_dir), f"step-{step}-{name}" if name else f"step-{step}"
+    paths = [write_mp4(video, out_dir / f"{base}-{i}.mp4", fps=fps) for i, video in enumerate(videos)]
     record = {"step": step, "preset": family.preset, "prompts": list(prompts), "files": [p.name for p in paths], "fps": fps, **settings}
-    write_text_atomic(json.dumps(record, indent=2) + "\n", out_dir / f"step-{step}.json")
+    write_text_atomic(json.dumps(record, indent=2) + "\n", out_dir / f"{base}.json")
     return paths
 
 
 @contextlib.contextmanager
-def _eval_mode(module: torch.nn.Module):
+def eval_mode(module: torch.nn.Module):
     """Eval mode inside (no dropout); afterwards every submodule gets its own previous mode back,
     since a trainer may keep some parts in eval while the rest trains."""
     modes = [(m, m.training) for m in module.modules()]

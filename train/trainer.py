@@ -32,10 +32,12 @@ from tqdm import tqdm
 from curate.models.hub import resolve_device
 from curate.storage import write_text_atomic
 from train import checkpoint, distributed, lora
+from train.buckets import Bucket, Buckets
 from train.config import TrainConfig, to_json
 from train.data import make_loader
 from train.flow import noised, resolution_shift, sample_timesteps
 from train.models import load_family
+from train.validation import has_validation, validation_batches, validation_loss
 
 
 class Trainer:
@@ -48,6 +50,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.family = load_family(config.preset, self.device, self._text_dtype(), seed=config.seed, source=config.model_source or None)
         self.family.check_video_shape(config.num_frames, config.height, config.width)
+        self.buckets = Buckets.for_run(config, *self.family.shape_steps())
         model = self.family.transformer.train()
         if config.lora_rank:  # freezes the transformer's own weights
             targets = config.lora_targets or self.family.lora_targets
@@ -70,7 +73,9 @@ class Trainer:
         self.shift = config.shift or resolution_shift(frames * (height // 2) * (width // 2))  # 2x2 patches
         self.step, self.epoch, self.next_worker = 0, 0, 0  # epoch: of the latest batch (metrics)
         self.first_epoch = 0  # where loader workers with no position yet begin
-        self.start: dict[int, tuple[int, int]] = {}  # loader worker -> (epoch, samples handed out)
+        self.start: dict[int, tuple[int, int]] = {}  # loader worker -> (epoch, batches handed on)
+        self.counts = _new_counts()  # this rank's samples trained per bucket and skipped per reason, all run long
+        self.val_examples: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # encoded once, on the CPU
         self.stop_requested = False
         self.null_text: torch.Tensor | None = None  # the "" embedding, for latent batches
         self.tensorboard = None
@@ -106,12 +111,16 @@ class Trainer:
         self.schedule.load_state_dict(state["schedule"])
         ranks = state["data"]["ranks"]
         mine = ranks[self.world.rank] if len(ranks) == self.world.world_size else None
-        if mine is not None and int(mine["workers"]) == self.config.workers:
+        # Positions count batches (a checkpoint without "counts" counted samples: start afresh too).
+        if mine is not None and int(mine["workers"]) == self.config.workers and "counts" in mine:
             self.epoch, self.first_epoch, self.next_worker = int(mine["epoch"]), int(mine["first_epoch"]), int(mine["next_worker"])
             self.start = {int(w): (int(e), int(n)) for w, (e, n) in mine["start"].items()}
+            self.counts = mine["counts"]
         else:  # other ranks or loader workers split the shards otherwise: start the next epoch afresh
             self.epoch = self.first_epoch = max(int(r["epoch"]) for r in ranks) + 1
             self.start, self.next_worker = {}, 0
+            if self.world.is_main:  # every rank's counts so far, summed, so the logged totals go on
+                self.counts = _summed([r["counts"] for r in ranks if "counts" in r])
 
     def _data_position(self) -> dict:
         return {
@@ -120,6 +129,7 @@ class Trainer:
             "workers": self.config.workers,
             "start": {worker: [epoch, number] for worker, (epoch, number) in self.start.items()},
             "next_worker": self.next_worker,
+            "counts": self.counts,
         }
 
     # -- one step -------------------------------------------------------------------------------
@@ -162,15 +172,18 @@ class Trainer:
         """(latents, text embeddings) of a batch, with the dropped captions replaced by "":
         encoded here from frames and captions, or read from a latent shard's batch."""
         if "latents" in batch:
-            return self._stored_latents(batch["latents"]), self._stored_text(batch["text"], dropped)
+            return self._stored_latents(batch["latents"], Bucket.from_name(batch["bucket"])), self._stored_text(batch["text"], dropped)
         captions = ["" if drop else caption for caption, drop in zip(batch["captions"], dropped, strict=True)]
         return self.family.encode_video(batch["frames"].to(self.device)), self.family.encode_text(captions)
 
-    def _stored_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        expected = self.family.latent_shape(self.config.num_frames, self.config.height, self.config.width)
-        if tuple(latents.shape[1:]) != expected:
-            raise ValueError(f"latent shards hold latents of shape {tuple(latents.shape[1:])}, but this run's model and "
-                             f"video size need {expected}: precompute them with the same preset, num_frames, height and width")  # fmt: skip
+    def _stored_latents(self, latents: torch.Tensor, bucket: Bucket) -> torch.Tensor:
+        """Latents made from clips of `bucket`'s shape, which must be one of this run's."""
+        shape = tuple(latents.shape[1:])
+        if bucket not in self.buckets.shapes or shape != self.family.latent_shape(bucket.num_frames, bucket.height, bucket.width):
+            raise ValueError(
+                f"latent shards hold latents of shape {shape} (of {bucket.name} clips), which this run's model and shapes do not "
+                "take: precompute them with the same preset, num_frames, height, width and bucket settings"
+            )
         return latents.to(self.device, torch.float32)
 
     def _stored_text(self, text: torch.Tensor, dropped: list[bool]) -> torch.Tensor:
@@ -200,6 +213,8 @@ class Trainer:
         if main:
             self._forget_metrics_after(self.step)  # logged by a run killed after its last checkpoint
             self.tensorboard = _tensorboard_writer(self.run_dir, self.step) if self.config.tensorboard else None
+            if self.config.val_every and self.step < self.config.steps:
+                self._load_validation()  # now, so that a validation set without a usable clip fails before training
         logged: list[dict] = []
         previous = signal.signal(signal.SIGTERM, self._on_sigterm) if _main_thread() else None
         try:
@@ -218,7 +233,7 @@ class Trainer:
         config, world = self.config, self.world
         window, window_start = _new_window(), time.perf_counter()
         # One loader for the whole run: its workers go on from epoch to epoch by themselves.
-        loader = make_loader(config, world.rank, world.world_size, self.first_epoch, self.start, self.next_worker, epochs=None)
+        loader = make_loader(config, world.rank, world.world_size, self.first_epoch, self.start, self.next_worker, None, self.buckets)
         batches = iter(loader)
         while self.step < config.steps and not self.stop_requested:
             waited = time.perf_counter()
@@ -233,11 +248,16 @@ class Trainer:
             window["loss"] += loss
             window["steps"] += 1
             window["samples"] += len(batch["keys"])
-            window["skipped"] += batch["skipped"]
+            window["skipped"] += sum(batch["skipped"].values())
+            _count(self.counts, batch)
             bar.update(1)
             self.stop_requested = distributed.any_rank(self.world, self.stop_requested, self.device)
-            if self.step % config.log_every == 0 or self.step == config.steps:
-                logged.append(self._log(window, time.perf_counter() - window_start))
+            validating = self._validation_due()
+            val_started = time.perf_counter()
+            val_loss = self.validate() if validating and world.is_main else None
+            window_start += time.perf_counter() - val_started  # samples/s measures training alone
+            if self.step % config.log_every == 0 or self.step == config.steps or validating:
+                logged.append(self._log(window, time.perf_counter() - window_start, val_loss))
                 bar.set_postfix(loss=f"{logged[-1]['loss']:.4f}", samples_per_s=f"{logged[-1]['samples_per_s']:.1f}")
                 window, window_start = _new_window(), time.perf_counter()
             if self.step % config.checkpoint_every == 0:
@@ -250,9 +270,9 @@ class Trainer:
         if self.step == config.steps and not self.stop_requested:
             self.samples()
 
-    def _log(self, window: dict, seconds: float) -> dict:
+    def _log(self, window: dict, seconds: float, val_loss: float | None = None) -> dict:
         """One metrics line (rank 0 writes it): the window's means over its steps and the ranks;
-        samples/s counts every rank's samples."""
+        samples/s counts every rank's samples; the counts are every rank's since the run began."""
         steps, seconds = max(window["steps"], 1), max(seconds, 1e-9)
         loss, wait, samples, skipped = distributed.mean(
             self.world, [window["loss"] / steps, window["wait"] / seconds, window["samples"], window["skipped"]], self.device
@@ -265,30 +285,58 @@ class Trainer:
             "data_wait_frac": wait,
             "epoch": self.epoch,
             "skipped_samples": round(skipped * self.world.world_size),
+            **_summed(distributed.gather(self.world, self.counts)),
         }
+        if val_loss is not None:
+            entry["val_loss"] = val_loss
         if self.world.is_main:
             with open(self.run_dir / "metrics.jsonl", "a") as file:
                 file.write(json.dumps(entry) + "\n")
             if self.tensorboard is not None:
-                for name, value in entry.items():
-                    if name != "step":
-                        self.tensorboard.add_scalar(f"train/{name}", value, self.step)
+                _log_scalars(self.tensorboard, entry)
         return entry
 
+    # -- validation -----------------------------------------------------------------------------
+
+    def _validation_due(self) -> bool:
+        every = self.config.val_every
+        return bool(every) and has_validation(self.config) and (self.step % every == 0 or self.step == self.config.steps)
+
+    def _load_validation(self) -> None:
+        """Encode the validation clips once (train.validation), kept on the CPU."""
+        if self.val_examples is None:
+            batches = validation_batches(self.config, self.buckets)
+            self.val_examples = [tuple(t.cpu() for t in self._encode(b, [False] * len(b["keys"]))) for b in batches]
+
+    def validate(self) -> float | None:
+        """The validation loss of the current weights (deterministic: see train.validation), or
+        None without validation data. Rank 0 alone computes it, on the bare transformer."""
+        self._load_validation()
+        if not self.val_examples:
+            return None
+        with self._bare_denoiser():
+            return validation_loss(self.family, self.val_examples, self._autocast)
+
     def samples(self) -> list[Path]:
-        """Videos for the validation prompts (EMA weights when kept), RUN_DIR/samples/step-N-<i>.mp4."""
+        """Videos for the validation prompts (EMA weights when kept), RUN_DIR/samples/step-N-<i>.mp4
+        at the configured size and, with buckets, step-N-HxW-<i>.mp4 at the portrait bucket."""
         from train.sampler import sample_to_files
 
         config = self.config
         if not config.sample_prompts or not self.world.is_main:
             return []
+        # The configured size and, with buckets, the portrait size nearest its transpose.
+        sizes = dict.fromkeys([(config.height, config.width), self.buckets.portrait_of(config.height, config.width)])
+        paths = []
         with self._ema_weights(), self._bare_denoiser():
-            return sample_to_files(
-                self.family, list(config.sample_prompts), self.run_dir / "samples", self.step,
-                num_frames=config.num_frames, height=config.height, width=config.width,
-                num_steps=config.sample_steps, guidance_scale=config.sample_guidance,
-                shift=self.shift, seed=config.seed, autocast=torch.bfloat16 if self._mixed() else None,
-            )  # fmt: skip
+            for index, (height, width) in enumerate(sizes):
+                paths += sample_to_files(
+                    self.family, list(config.sample_prompts), self.run_dir / "samples", self.step,
+                    name=f"{height}x{width}" if index else "", num_frames=config.num_frames, height=height, width=width,
+                    num_steps=config.sample_steps, guidance_scale=config.sample_guidance,
+                    shift=self.shift, seed=config.seed, autocast=torch.bfloat16 if self._mixed() else None,
+                )  # fmt: skip
+        return paths
 
     @contextlib.contextmanager
     def _ema_weights(self):
@@ -369,6 +417,42 @@ def _new_window() -> dict:
     return {"loss": 0.0, "steps": 0, "samples": 0, "wait": 0.0, "skipped": 0}
 
 
+def _new_counts() -> dict[str, dict[str, int]]:
+    """metrics.jsonl's counts: samples trained per bucket ("HxWxF") and skipped per reason."""
+    return {"bucket_counts": {}, "skipped": {}}
+
+
+def _count(counts: dict[str, dict[str, int]], batch: dict) -> None:
+    """Add a batch's samples to its bucket's count and its skips to theirs."""
+    buckets = counts["bucket_counts"]
+    buckets[batch["bucket"]] = buckets.get(batch["bucket"], 0) + len(batch["keys"])
+    for reason, number in batch["skipped"].items():
+        counts["skipped"][reason] = counts["skipped"].get(reason, 0) + number
+
+
+def _summed(every: list[dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
+    """Counts of several ranks added up, keys sorted."""
+    total = _new_counts()
+    for counts in every:
+        for kind, values in counts.items():
+            for key, number in values.items():
+                total[kind][key] = total[kind].get(key, 0) + number
+    return {kind: dict(sorted(values.items())) for kind, values in total.items()}
+
+
+def _log_scalars(writer, entry: dict) -> None:
+    """A metrics line in TensorBoard: train/<name> per number, train/<name>/<key> per count,
+    val/loss for the validation loss."""
+    for name, value in entry.items():
+        if name == "step":
+            continue
+        if isinstance(value, dict):
+            for key, number in value.items():
+                writer.add_scalar(f"train/{name}/{key}", number, entry["step"])
+        else:
+            writer.add_scalar("val/loss" if name == "val_loss" else f"train/{name}", value, entry["step"])
+
+
 def _tensorboard_writer(run_dir: Path, step: int):
     """A TensorBoard writer for RUN_DIR/tensorboard when TensorBoard is installed, else None.
     `purge_step` drops the events a killed run logged after the checkpoint it resumes from."""
@@ -382,9 +466,8 @@ def _tensorboard_writer(run_dir: Path, step: int):
 def _no_samples_message(shards: str, world: distributed.World) -> str:
     where = f"rank {world.rank} of {world.world_size}" if world.distributed else "this run"
     return (
-        f"{where} got no usable training sample from {shards!r}: every sample was skipped, "
-        f"or there are fewer shards than ranks ({world.world_size}); write more, smaller shards "
-        "(pack.max_shard_samples) or set resampled=true"
+        f"{where} got no usable training sample from {shards!r}: every sample was skipped (undecodable, "
+        "too short for bucket_min_frames or num_frames, cropped more than bucket_max_crop allows, or held out by val_fraction)"
     )
 
 

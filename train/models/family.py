@@ -83,6 +83,11 @@ class VideoFamily(ABC):
     def check_video_shape(self, num_frames: int, height: int, width: int) -> None:
         """Raise ConfigError (a ValueError) naming the valid values when the shape does not fit."""
 
+    @abstractmethod
+    def shape_steps(self) -> tuple[int, int]:
+        """(frame_step, side_multiple): the model takes clips of 1 + k * frame_step frames whose
+        height and width are multiples of side_multiple (what `check_video_shape` checks)."""
+
     def check_frames(self, frames: torch.Tensor) -> None:
         """Raise ConfigError unless `frames` is a uint8 (B, T, H, W, 3) tensor of a valid shape."""
         if not isinstance(frames, torch.Tensor) or frames.dtype != torch.uint8 or frames.ndim != 5 or frames.shape[-1] != 3:

@@ -120,6 +120,9 @@ class WanFamily(VideoFamily):
         if problems:
             raise ConfigError(f"video shape does not fit {self.label}: {'; '.join(problems)}")
 
+    def shape_steps(self) -> tuple[int, int]:
+        return self.temporal_factor, self.spatial_multiple
+
     @property
     def label(self) -> str:
         return f"Wan ({self.preset})"
