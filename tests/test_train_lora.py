@@ -37,7 +37,8 @@ def latent_batch(family: VideoFamily) -> dict:
     """Two random clips and their captions as a latent shard's batch (the step skips the encoders)."""
     frames = torch.randint(0, 256, (2, 9, 32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     captions = ["a red car on a road", "waves at sunset"]
-    return {"latents": family.encode_video(frames), "text": family.encode_text(captions), "captions": captions}
+    # The shape the frames were made at: a batch of latents names its bucket, as the loader's do.
+    return {"latents": family.encode_video(frames), "text": family.encode_text(captions), "captions": captions, "bucket": "32x32x9"}
 
 
 def fixed_loss(family: VideoFamily, batch: dict, pairs: int = 16) -> float:
