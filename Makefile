@@ -21,7 +21,9 @@ demo: $(VENV)
 	$(PY) -m curate run $(DEMO_DIR)/videos --out $(DEMO_DIR) --models tiny --set aesthetic.min=0 pack.short_side=256
 	$(PY) -m curate report --out $(DEMO_DIR)
 	@# Train the tiny video diffusion model on the shards for a minute (CPU); it resumes if run again.
-	$(PY) -m train --shards $(DEMO_DIR)/shards --out $(DEMO_DIR)/train --preset tiny --steps 60 --set num_workers=0 sample_steps=8 --quiet
+	@# LoRA adapters (exported for diffusers), aspect/length buckets, a validation loss on 20% held out.
+	$(PY) -m train --shards $(DEMO_DIR)/shards --out $(DEMO_DIR)/train --preset tiny --steps 60 --quiet \
+		--set num_workers=0 sample_steps=8 lora_rank=8 lr=1e-2 buckets=true height=48 width=80 val_fraction=0.2 val_every=20
 	@echo
 	@$(PY) -c "import pandas as pd; pd.set_option('display.width', 160); \
 	v = pd.read_parquet('$(DEMO_DIR)/manifests/videos.parquet'); \
@@ -36,7 +38,11 @@ demo: $(VENV)
 	@echo "Manifests: $(DEMO_DIR)/manifests/videos.parquet, $(DEMO_DIR)/manifests/clips.parquet, CLIP embeddings in $(DEMO_DIR)/manifests/embeddings/"
 	@echo "Shards:    $(DEMO_DIR)/shards/*.tar (WebDataset: <key>.mp4, <key>.txt, <key>.json), index $(DEMO_DIR)/shards/index.json"
 	@echo "Report:    $(DEMO_DIR)/report/index.html (open it in a browser)"
-	@echo "Training:  $(DEMO_DIR)/train (metrics.jsonl, checkpoints/step-60/, samples/step-60-*.mp4 from the tiny model)"
+	@$(PY) -c "import json; m = [json.loads(l) for l in open('$(DEMO_DIR)/train/metrics.jsonl')][-1]; \
+	print('training, step', m['step'], ': loss', round(m['loss'], 3), ' val_loss', round(m.get('val_loss', float('nan')), 3), \
+	' bucket_counts', m['bucket_counts'], ' skipped', m['skipped'])"
+	@echo "Training:  $(DEMO_DIR)/train (metrics.jsonl, checkpoints/step-60/, samples/step-60-*.mp4 from the tiny model,"
+	@echo "           LoRA adapters for diffusers in lora/pytorch_lora_weights.safetensors)"
 	@echo "Read them with: import pandas as pd; pd.read_parquet('$(DEMO_DIR)/manifests/clips.parquet')"
 	@echo "Burned-in text: subtitled.mp4 is dropped as text_overlay for its subtitles (text_area), not for the sign it pans past (scene text)"
 	@echo "Duplicates: damaged.mp4 is the first part of cuts_and_dissolves.mp4: its clip is dropped as duplicate (duplicate_of names the kept one), packed once"
