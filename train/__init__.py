@@ -3,18 +3,18 @@ from the WebDataset shards `python -m curate pack` writes; `python -m train` run
 
 Modules: `config` the settings, `buckets` the training shapes a clip can go to, `latents` the
 latent-sample format, `flow` noising and timesteps, `distributed` torchrun ranks, `checkpoint` the
-run folder's checkpoints, `lora` LoRA adapters and their diffusers export, `models` the model
-families behind one interface, `data` the streaming loader, `sampler` sample videos, `validation`
-the validation loss, `precompute` latent shards, `trainer` the training loop, `__main__` the
-command lines.
+run folder's checkpoints, `lora` LoRA adapters and their diffusers export, `offload` block-wise
+CPU offload of a frozen base, `models` the model families behind one interface, `data` the
+streaming loader, `sampler` sample videos, `validation` the validation loss, `precompute` latent
+shards, `trainer` the training loop, `__main__` the command lines.
 
 Imports, lowest first: a module imports train modules of the lines above it only, so none is in a cycle.
 
-    buckets; config (buckets); latents, flow, distributed, checkpoint, lora   (no other train module)
+    buckets; config (buckets); latents, flow, distributed, checkpoint, lora, offload   (no other train module)
     models.family -> models.wan -> models              (the package finds its family modules)
     data (buckets, config, latents); sampler (flow, models)
     precompute (buckets, config, data, latents, models); validation (buckets, config, data, flow, models, sampler)
-    trainer (buckets, checkpoint, config, data, distributed, flow, lora, models, sampler, validation)
+    trainer (buckets, checkpoint, config, data, distributed, flow, lora, offload, models, sampler, validation)
     __main__ (config, checkpoint, precompute, trainer; inside its functions, so --help stays quick)
 
 From curate, train imports these modules and no others (curate.config and the stages stay the

@@ -92,6 +92,12 @@ class TrainConfig(DataConfig):
     # Layer-name endings that get adapters; [] = the model family's (Wan: to_q, to_k, to_v, to_out.0 of both
     # attentions, ffn.net.0.proj, ffn.net.2)
     lora_targets: list = field(default_factory=list)
+    # Memory (train/offload.py). The frozen transformer weights of a LoRA run: auto = bfloat16 on CUDA with
+    # bf16 autocast (the adapters still train in float32), else float32; or float32, bfloat16 (bf16 compute)
+    base_dtype: str = "auto"
+    # blocks: the frozen weights of the transformer's blocks stay in pinned CPU memory and visit the GPU one
+    # block at a time (LoRA with gradient_checkpointing only); none: all on the device
+    offload: str = "none"
     # outputs
     log_every: int = 10
     tensorboard: bool = True  # also log to RUN_DIR/tensorboard when TensorBoard is installed
@@ -113,11 +119,31 @@ class TrainConfig(DataConfig):
         _require(self.mixed_precision in ("auto", "no"), "mixed_precision must be auto or no")
         _require(self.lora_rank >= 0 and self.lora_alpha >= 0, "lora_rank and lora_alpha must be >= 0")
         _require(0 <= self.lora_dropout < 1, "lora_dropout must be in [0, 1)")
+        _require(self.base_dtype in ("auto", "float32", "bfloat16"), "base_dtype must be auto, float32 or bfloat16")
+        _require(
+            self.base_dtype != "bfloat16" or (self.lora_rank > 0 and self.mixed_precision == "auto"),
+            "base_dtype=bfloat16 needs lora_rank > 0 (a full fine-tune trains those weights, in float32) and "
+            "mixed_precision=auto (bf16 compute)",
+        )
+        _require(self.offload in ("none", "blocks"), "offload must be none or blocks")
+        _require(
+            self.offload == "none" or (self.lora_rank > 0 and self.gradient_checkpointing),
+            "offload=blocks needs lora_rank > 0 (only frozen weights are offloaded) and gradient_checkpointing=true "
+            "(without it backward keeps every block's weights on the device)",
+        )
         _require(
             self.log_every >= 1 and self.checkpoint_every >= 1 and self.keep_checkpoints >= 1,
             "log_every, checkpoint_every, keep_checkpoints must be >= 1",
         )
         _require(self.val_every >= 0 and self.val_batches >= 1, "val_every must be >= 0 and val_batches >= 1")
+
+    def base_weights_dtype(self, device_type: str) -> str:
+        """The dtype the transformer's weights load in on a `device_type` device: base_dtype, where
+        auto is bfloat16 for a frozen LoRA base under bf16 autocast (CUDA) and float32 otherwise."""
+        if self.base_dtype != "auto":
+            return self.base_dtype
+        bf16_compute = device_type == "cuda" and self.mixed_precision == "auto"
+        return "bfloat16" if self.lora_rank > 0 and bf16_compute else "float32"
 
 
 # Wan 2.1 at 480p, the size both Wan presets train at.

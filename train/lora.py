@@ -32,8 +32,10 @@ ADAPTER = "default"  # peft's name for the one adapter a run trains
 def add_adapter(transformer: torch.nn.Module, rank: int, alpha: float, dropout: float, targets: list[str]) -> None:
     """Give `transformer` (a diffusers model) LoRA adapters of `rank` on the layers named by
     `targets` and freeze everything else. `alpha` 0 means the rank (the adapters' scale is
-    alpha / rank). lora_B starts at zero, so the model first predicts what it did without them."""
+    alpha / rank). lora_B starts at zero, so the model first predicts what it did without them.
+    The adapters are float32 whatever the frozen weights' dtype (a bf16 base included)."""
     from peft import LoraConfig
+    from peft.tuners.tuners_utils import cast_adapter_dtype
 
     config = LoraConfig(r=rank, lora_alpha=alpha or rank, lora_dropout=dropout, target_modules=list(targets))
     try:
@@ -42,6 +44,9 @@ def add_adapter(transformer: torch.nn.Module, rank: int, alpha: float, dropout: 
         raise ConfigError(
             f"lora_targets {list(targets)} must each end the name of Linear layers of the transformer (e.g. attn1.to_q, ffn.net.2)"
         ) from None
+    # peft gives new adapters the dtype of the layer they adapt, and diffusers' add_adapter does not
+    # ask it to upcast them as peft's own get_peft_model does: bf16 weights would lose small updates.
+    cast_adapter_dtype(transformer, ADAPTER)
 
 
 def adapter_state_dict(transformer: torch.nn.Module) -> dict[str, torch.Tensor]:

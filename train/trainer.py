@@ -8,7 +8,9 @@ checkpoint. A SIGTERM finishes the current step, saves a checkpoint and stops.
 
 With `lora_rank > 0` only LoRA adapters train (`train.lora`): the optimiser, the EMA and the
 checkpoints hold them alone, and each checkpoint also exports them for diffusers to
-RUN_DIR/lora/pytorch_lora_weights.safetensors.
+RUN_DIR/lora/pytorch_lora_weights.safetensors. The frozen weights they adapt can be bf16
+(`base_dtype`, the default on CUDA) and can wait in CPU memory between uses (`offload: blocks`,
+`train.offload`).
 
 Under torchrun each rank trains on its own share of the shards with the transformer wrapped in
 DDP; rank 0 writes the run folder (see `train.distributed`). Batches of latent shards (`python -m
@@ -31,7 +33,7 @@ from tqdm import tqdm
 
 from curate.models.hub import resolve_device
 from curate.storage import write_text_atomic
-from train import checkpoint, distributed, lora
+from train import checkpoint, distributed, lora, offload
 from train.buckets import Bucket, Buckets
 from train.config import TrainConfig, to_json
 from train.data import make_loader
@@ -48,7 +50,11 @@ class Trainer:
         self.world = distributed.from_environment()
         self.device = distributed.start(self.world, resolve_device(config.device, "device"))
         torch.manual_seed(config.seed)
-        self.family = load_family(config.preset, self.device, self._text_dtype(), seed=config.seed, source=config.model_source or None)
+        self.base_dtype = getattr(torch, config.base_weights_dtype(self.device.type))
+        self.family = load_family(
+            config.preset, self.device, self._text_dtype(), seed=config.seed, source=config.model_source or None,
+            transformer_dtype=self.base_dtype,
+        )  # fmt: skip
         self.family.check_video_shape(config.num_frames, config.height, config.width)
         self.buckets = Buckets.for_run(config, *self.family.shape_steps())
         model = self.family.transformer.train()
@@ -65,6 +71,8 @@ class Trainer:
             # broadcast_buffers=False: the buffers are constants (RoPE tables), and rank 0 runs
             # the model alone while sampling, so a forward must never wait on the other ranks.
             self.family.denoiser = DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+        # After DDP, which broadcasts every weight from the device when it wraps the model.
+        self.block_offload = offload.BlockOffload(model, self.device) if config.offload == "blocks" else None
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.99))
         warmup = max(1, config.warmup_steps)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: min(1.0, (step + 1) / warmup))
@@ -399,14 +407,16 @@ class Trainer:
     # -- helpers --------------------------------------------------------------------------------
 
     def _mixed(self) -> bool:
-        """bf16 compute: on CUDA unless switched off; the CPU trains in fp32."""
-        return self.device.type == "cuda" and self.config.mixed_precision == "auto"
+        """bf16 compute: on CUDA unless switched off, and wherever the frozen weights are bf16 (their
+        matmuls take bf16 inputs); the CPU otherwise trains in fp32."""
+        bf16_weights = self.base_dtype == torch.bfloat16
+        return self.config.mixed_precision == "auto" and (self.device.type == "cuda" or bf16_weights)
 
     def _text_dtype(self) -> torch.dtype:
-        return torch.bfloat16 if self._mixed() else torch.float32
+        return torch.bfloat16 if self._mixed() and self.device.type == "cuda" else torch.float32
 
     def _autocast(self):
-        return torch.autocast("cuda", dtype=torch.bfloat16) if self._mixed() else contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self._mixed() else contextlib.nullcontext()
 
     def _on_sigterm(self, signum, frame) -> None:
         self.stop_requested = True  # the loop finishes its step, saves and returns

@@ -14,7 +14,7 @@ Presets register themselves: every module of this package is imported on the fir
 each family module (`wan`) decorates its builders with `@register("preset-name")`. The interface
 and the registry live in `family`, which family modules import instead of this package, so no
 import goes in a circle. Adding a family (LTX-Video, CogVideoX) is a new file here, never a change
-to the trainer. Builders take `(device, dtype, seed, source)`; see `load_family`.
+to the trainer. Builders take `(device, dtype, seed, source, transformer_dtype)`; see `load_family`.
 """
 
 from __future__ import annotations
@@ -25,9 +25,12 @@ import pkgutil
 import torch
 
 from curate.errors import ConfigError
-from train.models.family import FAMILIES, VideoFamily, fetch_snapshot, frames_to_pixels, pixels_to_frames, register
+from train.models.family import FAMILIES, VideoFamily, cast_weights, fetch_snapshot, frames_to_pixels, pixels_to_frames, register
 
-__all__ = ["FAMILIES", "VideoFamily", "fetch_snapshot", "frames_to_pixels", "load_family", "pixels_to_frames", "presets", "register"]
+__all__ = [
+    "FAMILIES", "VideoFamily", "cast_weights", "fetch_snapshot", "frames_to_pixels", "load_family", "pixels_to_frames",
+    "presets", "register",
+]  # fmt: skip
 
 
 def presets() -> list[str]:
@@ -43,12 +46,14 @@ def load_family(
     *,
     seed: int = 0,
     source: str | None = None,
+    transformer_dtype: torch.dtype = torch.float32,
 ) -> VideoFamily:
     """The model family of `preset` on `device`.
 
-    `dtype` is the dtype of the frozen text encoder (bf16 halves its memory on a GPU); the
-    transformer is always float32, because it holds the trained weights (autocast gives bf16
-    compute), and each family picks its VAE dtype. `seed` sets the weights of randomly
+    `dtype` is the dtype of the frozen text encoder (bf16 halves its memory on a GPU), and each
+    family picks its VAE dtype. The transformer's weights are `transformer_dtype`: float32 when
+    they train (autocast gives bf16 compute), bfloat16 for a frozen LoRA base (half the memory;
+    the modules diffusers keeps in float32 stay float32). `seed` sets the weights of randomly
     initialised presets (`tiny`); `source` replaces a pretrained preset's hub id with a local
     folder in diffusers format or another hub id of the same architecture.
     """
@@ -56,7 +61,7 @@ def load_family(
     builder = FAMILIES.get(preset)
     if builder is None:
         raise ConfigError(f"unknown model preset {preset!r}; known presets: {', '.join(sorted(FAMILIES))}")
-    return builder(device=torch.device(device), dtype=dtype, seed=seed, source=source)
+    return builder(device=torch.device(device), dtype=dtype, seed=seed, source=source, transformer_dtype=transformer_dtype)
 
 
 def _discover() -> None:

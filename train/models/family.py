@@ -115,6 +115,17 @@ def pixels_to_frames(pixels: torch.Tensor) -> torch.Tensor:
     return levels.to(torch.uint8).permute(0, 2, 3, 4, 1).contiguous()
 
 
+def cast_weights(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """`model` (a diffusers model) with its floating-point weights in `dtype`, except those of the
+    modules it keeps in float32 (`_keep_in_fp32_modules`; Wan: norms, time embedding, modulation
+    tables), as `from_pretrained(..., dtype=dtype)` loads them: for models built from config."""
+    keep = set(getattr(model, "_keep_in_fp32_modules", None) or [])
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and keep.isdisjoint(name.split(".")):
+            tensor.data = tensor.data.to(dtype)
+    return model
+
+
 def fetch_snapshot(model: str, allow_patterns: list[str]) -> str:
     """The local folder of a pretrained preset's `model` (see `curate.models.hub.fetch_snapshot`)."""
     return hub.fetch_snapshot(model, allow_patterns, "video model", "give a local folder in diffusers format as the model source")

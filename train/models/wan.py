@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from curate.errors import ConfigError, ModelUnavailable
 from curate.models.hub import hub_offline, quiet_logs, reason, seeded
-from train.models.family import VideoFamily, fetch_snapshot, frames_to_pixels, pixels_to_frames, register
+from train.models.family import VideoFamily, cast_weights, fetch_snapshot, frames_to_pixels, pixels_to_frames, register
 
 HUB_ID = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
 HUB_ID_14B = "Wan-AI/Wan2.1-T2V-14B-Diffusers"
@@ -139,20 +139,27 @@ def _neighbours(value: int, step: int, first: int) -> str:
 
 
 @register("wan2.1-t2v-1.3b")
-def load_wan21_t2v_1_3b(device: torch.device, dtype: torch.dtype, seed: int, source: str | None) -> WanFamily:
+def load_wan21_t2v_1_3b(
+    device: torch.device, dtype: torch.dtype, seed: int, source: str | None, transformer_dtype: torch.dtype
+) -> WanFamily:
     """The pretrained 1.3B model (see `load_pretrained`); `seed` is unused (nothing is random)."""
-    return load_pretrained(source or HUB_ID, "wan2.1-t2v-1.3b", device, dtype)
+    return load_pretrained(source or HUB_ID, "wan2.1-t2v-1.3b", device, dtype, transformer_dtype)
 
 
 @register("wan2.1-t2v-14b")
-def load_wan21_t2v_14b(device: torch.device, dtype: torch.dtype, seed: int, source: str | None) -> WanFamily:
+def load_wan21_t2v_14b(
+    device: torch.device, dtype: torch.dtype, seed: int, source: str | None, transformer_dtype: torch.dtype
+) -> WanFamily:
     """The pretrained 14B model (see `load_pretrained`); `seed` is unused (nothing is random)."""
-    return load_pretrained(source or HUB_ID_14B, "wan2.1-t2v-14b", device, dtype)
+    return load_pretrained(source or HUB_ID_14B, "wan2.1-t2v-14b", device, dtype, transformer_dtype)
 
 
-def load_pretrained(model: str, preset: str, device: torch.device, dtype: torch.dtype) -> WanFamily:
-    """A Wan 2.1 T2V model in diffusers' layout: a hub id or a local folder. The VAE stays
-    float32 whatever `dtype`, as Wan's diffusers examples keep it."""
+def load_pretrained(
+    model: str, preset: str, device: torch.device, dtype: torch.dtype, transformer_dtype: torch.dtype = torch.float32
+) -> WanFamily:
+    """A Wan 2.1 T2V model in diffusers' layout: a hub id or a local folder. The text encoder is
+    `dtype`, the transformer `transformer_dtype` (read in that dtype: a bf16 14B never exists in
+    float32), the VAE float32 whatever both, as Wan's diffusers examples keep it."""
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import AutoTokenizer, UMT5EncoderModel
 
@@ -162,7 +169,7 @@ def load_pretrained(model: str, preset: str, device: torch.device, dtype: torch.
             tokenizer = AutoTokenizer.from_pretrained(folder, subfolder="tokenizer")
             text_encoder = UMT5EncoderModel.from_pretrained(folder, subfolder="text_encoder", dtype=dtype)
             vae = AutoencoderKLWan.from_pretrained(folder, subfolder="vae", dtype=torch.float32)
-            transformer = WanTransformer3DModel.from_pretrained(folder, subfolder="transformer", dtype=torch.float32)
+            transformer = WanTransformer3DModel.from_pretrained(folder, subfolder="transformer", dtype=transformer_dtype)
     except Exception as exc:
         raise ModelUnavailable(f"cannot load video model {model} from {folder}: {reason(exc)}") from None
     return WanFamily(
@@ -177,8 +184,28 @@ def load_pretrained(model: str, preset: str, device: torch.device, dtype: torch.
     )
 
 
+# transformer/config.json of Wan-AI/Wan2.1-T2V-1.3B-Diffusers (diffusers' defaults are the 14B's: 40 heads,
+# ffn_dim 13824, 40 layers): its architecture with random weights where the weights cannot be had.
+WAN21_T2V_1_3B_TRANSFORMER = {
+    "patch_size": (1, 2, 2), "num_attention_heads": 12, "attention_head_dim": 128, "in_channels": 16,
+    "out_channels": 16, "text_dim": 4096, "freq_dim": 256, "ffn_dim": 8960, "num_layers": 30,
+    "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "eps": 1e-6, "rope_max_seq_len": 1024,
+}  # fmt: skip
+
+
+def random_transformer(config: dict, dtype: torch.dtype, device: torch.device | str):
+    """A WanTransformer3DModel of `config` with random weights, made on `device` (on a GPU, never
+    through CPU memory) and cast as `from_pretrained(dtype=dtype)` would load it: to measure memory
+    and speed without the published weights (bench/train_memory.py)."""
+    from diffusers import WanTransformer3DModel
+
+    with torch.device(device):
+        transformer = WanTransformer3DModel(**config)
+    return cast_weights(transformer, dtype)
+
+
 @register("tiny")
-def build_tiny(device: torch.device, dtype: torch.dtype, seed: int, source: str | None) -> WanFamily:
+def build_tiny(device: torch.device, dtype: torch.dtype, seed: int, source: str | None, transformer_dtype: torch.dtype) -> WanFamily:
     """Random tiny Wan, the same weights for the same seed (built on the CPU, then moved)."""
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import UMT5EncoderModel
@@ -192,7 +219,7 @@ def build_tiny(device: torch.device, dtype: torch.dtype, seed: int, source: str 
         transformer = WanTransformer3DModel(**tiny_transformer_config(text_dim=text_encoder.config.d_model))
     calibrate_latents(vae.eval(), seed)
     return WanFamily(
-        transformer=transformer,
+        transformer=cast_weights(transformer, transformer_dtype),
         vae=vae,
         text_encoder=text_encoder.to(dtype),
         tokenizer=tokenizer,
