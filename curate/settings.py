@@ -71,7 +71,9 @@ def coerce(name: str, value: Any, default: Any) -> Any:
         if kind is float or float(value).is_integer():
             return kind(value)
     elif kind is str:
-        return str(value)
+        # YAML 1.1 reads an unquoted no/off/false as False (yes/on/true as True): a text setting
+        # such as mixed_precision=no means the word.
+        return ("yes" if value else "no") if isinstance(value, bool) else str(value)
     elif isinstance(value, kind):
         return value
     raise ConfigError(f"{name} expects a {kind.__name__}, got {value!r}")

@@ -185,3 +185,11 @@ def test_config_command_bad_key(capsys):
     assert main(["config", "--set", "split.nope=1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "split.nope" in err[0]
+
+
+def test_a_yaml_boolean_word_given_to_a_text_setting_is_the_word():
+    """YAML 1.1 reads an unquoted `no` as False: `--set mixed_precision=no` is the setting "no"."""
+    from train.config import resolve
+
+    assert resolve("tiny", None, ["mixed_precision=no"], None, None).mixed_precision == "no"
+    assert resolve("tiny", None, ["mixed_precision=auto"], None, None).mixed_precision == "auto"
