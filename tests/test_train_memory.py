@@ -33,7 +33,8 @@ def latent_batch(trainer: Trainer) -> dict:
     """Two random clips' latents and captions' embeddings, as a latent shard's batch."""
     latents = torch.randn((2, *trainer.family.latent_shape(9, 32, 32)), generator=torch.Generator().manual_seed(0))
     captions = ["a red car on a road", "waves at sunset"]
-    return {"latents": latents, "text": trainer.family.encode_text(captions), "captions": captions}
+    # A batch of latents names the shape its clips were encoded at, as the loader's batches do.
+    return {"latents": latents, "text": trainer.family.encode_text(captions), "captions": captions, "bucket": "32x32x9"}
 
 
 def test_base_dtype_auto_is_bf16_for_a_lora_base_under_cuda_autocast():
