@@ -580,6 +580,31 @@ def test_forty_eight_frame_dissolve_is_found_and_kept_out_of_clips():
     assert all(end <= 52 or start >= 100 for start, end in spans), spans
 
 
+def _rendered_grids(shots, joins) -> list[np.ndarray]:
+    """`curate.synthetic`'s frames of an edit at 320x180, as 64x36 luma grids (5x5 block means)."""
+    from curate import synthetic
+
+    luma = [frame.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) for frame in synthetic.render(shots, joins, 320, 180)]
+    return [plane.reshape(36, 5, 64, 5).mean(axis=(1, 3)) for plane in luma]
+
+
+def test_dissolve_out_of_a_fast_pan_is_found_and_kept_out_of_clips():
+    """A 16-frame dissolve from a fast pan (10 pixels a frame at 320x180) into a still shot. The
+    pan changes the windows before the dissolve nearly as much as the dissolve changes its own, so
+    it does not stand out twice over; but its middle frames, an even blend of two unrelated
+    pictures, are far flatter than its ends, as a pan's are not: a dissolve, and no clip holds it.
+    The same pan alone is no boundary."""
+    from curate.synthetic import Join, Shot
+
+    pan, still = Shot(96, 701, pan=(10.0, 0.0)), Shot(96, 801, moving_object=False)
+    frames = _rendered_grids([pan, still], [Join("dissolve", 16)])  # the dissolve: frames 80..95
+    transitions = _detect(frames)
+    assert [t.kind for t in transitions] == ["dissolve"], transitions
+    assert abs(transitions[0].cut_frame - 88) <= GRADUAL_TOL, transitions
+    assert all(end <= 80 or start >= 96 for start, end in _clip_spans_of(frames))
+    assert _detection(_rendered_grids([Shot(192, 701, pan=(10.0, 0.0))], [])).transitions == []
+
+
 # -- wipes (issue 17) ----------------------------------------------------------------------------
 
 

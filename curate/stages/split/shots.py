@@ -12,7 +12,9 @@ towards the zero vector, which is at distance 1 from any picture.
   what the shot's own motion explains (a flash, something passing close to the lens).
 - Cross-dissolve centred at t with half-width h: the pictures at t-h and t+h differ, frame t is
   a least-squares blend of the two with comparable weights, and the window changes much more
-  than the same-length windows beside it, in picture or in luma histogram.
+  than the same-length windows beside it, in picture or in luma histogram; or, between shots in
+  motion (which change those windows too), somewhat more, while frame t's contrast dips well
+  below its ends' (a blend of unrelated pictures is flatter than either; a pan is not).
 - Fade: a dip in contrast (blank frames, or frames far flatter than both sides), widened over
   the ramps around it; an abrupt dip of a few frames is a flash and left to the cut test. A dip
   that stays well clear of blank counts only if its ramps head for black or white (mean luma
@@ -73,6 +75,8 @@ _SHORT_SHOT_S = 0.3  # a short shot between two cuts lasts at least this (a flas
 _STEADY = 0.5  # the frames of such a short shot change at most this share of its cuts' steps
 _SATURATED = 0.97  # share of the widest span that marks the ends of a dissolve
 _CONTRAST = 2.0  # a dissolve window changes this many times more than its neighbours
+_BLEND_DIP = 0.8  # a dissolve's middle frame has at most this share of its ends' mean contrast (luma std)...
+_DIP_CONTRAST = 1.5  # ...and then its window need change only this many times more than its neighbours
 _MIN_HIST_CHANGE = 0.2  # histogram change (total variation) that a dissolve must make
 _HIST_BINS = 16
 _HIST_JUMP = 0.25  # histogram change (total variation) of one frame that confirms a doubtful cut...
@@ -428,6 +432,7 @@ class ShotDetector:
         cfg = self.config
         n = self.num_frames
         best_score = np.zeros(n, np.float32)
+        dip_half = np.zeros(n, np.int32)  # half-width of the best window, where only the contrast dip found it
         for h in self.widths:
             span, residual, weight = scores[f"span{h}"], scores[f"residual{h}"], scores[f"weight{h}"]
             # The same-length windows just before and after must change much less: a pan or a
@@ -438,10 +443,18 @@ class ShotDetector:
             hist = scores[f"hist{h}"]
             hist_outside = np.maximum(_at(hist, -2 * h), _at(hist, 2 * h))
             stands_out = (span >= _CONTRAST * outside) | (hist >= np.maximum(_MIN_HIST_CHANGE, _CONTRAST * hist_outside))
+            # Between two shots in motion the windows beside a dissolve change nearly as much as
+            # it does. But an even blend of two unrelated pictures is flatter than either (its luma
+            # std about 0.7 times theirs), where a pan or a moving crowd keeps its contrast.
+            dips = std <= _BLEND_DIP * (_at(std, -h) + _at(std, h)) / 2
+            by_dip = ~stands_out & dips & (span >= _DIP_CONTRAST * outside)
+            stands_out |= by_dip
             balance = 1 - 2 * np.abs(weight - 0.5)  # 1 when the centre is an even blend
             ok = (span >= cfg.gradual_min_diff * self._presence(std, h)) & (residual <= cfg.gradual_max_residual)
             ok &= (balance >= 0.5) & stands_out
             score = np.where(ok, (span - outside) * (1 - residual) * balance, 0.0)
+            better = score > best_score
+            dip_half[better] = np.where(by_dip[better], h, 0)
             best_score = np.maximum(best_score, score)
         found = []
         limit = self._max_transition()
@@ -450,13 +463,17 @@ class ShotDetector:
                 break
             h = self._extent(scores, int(t))
             start, end = int(t) - h + 1, int(t) + h
+            if dip_half[t]:
+                start, end = _dip_arms(std, int(t), int(dip_half[t]), limit)
             if start <= 0 or end >= n or taken[start:end].any() or in_fade[start:end].any():
                 continue
             taken[max(0, start - self._min_gap()) : end + self._min_gap()] = True
             # A dissolve longer than the widest window, or easing out, goes on moving brightness
-            # or contrast beyond the window: those frames are blends too.
-            start = min(_settling(std, start, int(t), -1, limit), _settling(mean, start, int(t), -1, limit))
-            end = max(_settling(std, end - 1, int(t), 1, limit), _settling(mean, end - 1, int(t), 1, limit)) + 1
+            # or contrast beyond the window: those frames are blends too. (Not so between shots in
+            # motion, whose contrast drifts anyway: there the dip's arms mark the blend.)
+            if not dip_half[t]:
+                start = min(_settling(std, start, int(t), -1, limit), _settling(mean, start, int(t), -1, limit))
+                end = max(_settling(std, end - 1, int(t), 1, limit), _settling(mean, end - 1, int(t), 1, limit)) + 1
             found.append(Transition(start, end, int(t), "dissolve"))
         return found
 
@@ -597,13 +614,27 @@ def _settling(values: np.ndarray, edge: int, reference: int, direction: int, lim
     (`direction` -1 or +1), at most `limit` frames, while `values` (mean luma or contrast) keep
     moving away from their value at frame `reference` inside the transition by at least
     _SETTLING per frame (averaged over two frames, so one wobbling frame does not stop it)."""
-    away = np.sign(values[edge] - values[reference])
+    return _walk(values, edge, np.sign(values[edge] - values[reference]), direction, limit)
+
+
+def _walk(values: np.ndarray, edge: int, away: float, direction: int, limit: int) -> int:
+    """The last frame reached walking from `edge` (`direction` -1 or +1), at most `limit` frames,
+    while `values` move by at least _SETTLING per frame in the sense of `away` (+1 rising, -1
+    falling), averaged over two frames so one wobbling frame does not stop it."""
     position = edge
     while 0 <= position + 2 * direction < len(values) and abs(position - edge) < limit:
         if (values[position + 2 * direction] - values[position]) * away < 2 * _SETTLING:
             break
         position += direction
     return position
+
+
+def _dip_arms(std: np.ndarray, t: int, least: int, most: int) -> tuple[int, int]:
+    """[start, end) of a dissolve between shots in motion, centred at t: the frames over which
+    contrast climbs out of its dip at t on either side (blending two unrelated pictures flattens
+    them), at least `least` and at most `most` frames each way. In motion, the windows' ends keep
+    moving apart however wide they get, so the widest span does not say where the blend ends."""
+    return min(t - least + 1, _walk(std, t, 1.0, -1, most)), max(t + least, _walk(std, t, 1.0, 1, most) + 1)
 
 
 def _abrupt_blip(std: np.ndarray, start: int, end: int) -> bool:
