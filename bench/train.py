@@ -77,10 +77,22 @@ def train(preset: str, settings: list[str], steps: int, run: Path) -> dict:
     windows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][1:]
     result = {key: statistics.mean(w[key] for w in windows) for key in ("samples_per_s", "data_wait_frac", "loss")}
     result["buckets"] = windows[-1]["bucket_counts"]
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    result["peak_rss_mb"] = peak_rss_mb()
     if trainer.device.type == "cuda":
         result["peak_gpu_mb"] = torch.cuda.max_memory_allocated(trainer.device) / 2**20
     return result
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set. On Linux from /proc (VmHWM): getrusage's ru_maxrss keeps
+    what the process held before exec, so a spawned child would report at least its parent's size."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # KiB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux, bytes on macOS
 
 
 def in_child(preset: str, settings: list[str], steps: int, run: Path) -> dict:
