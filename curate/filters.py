@@ -58,6 +58,15 @@ def picture_boxes(clips: pd.DataFrame, config: Config, before: str) -> pd.DataFr
     )
 
 
+def derived_columns(clips: pd.DataFrame, reasons: pd.Series, config: Config) -> dict[str, list]:
+    """Columns that follow from the drop reasons, recomputed with them (every `curate filter`
+    too): for now the dedup stage's `duplicate_of` and `duplicate_in`, once it has run."""
+    if "duplicate_match" not in clips:
+        return {}
+    duplicate_of, duplicate_in = duplicate_originals(clips, reasons, config)
+    return {"duplicate_of": duplicate_of, "duplicate_in": duplicate_in}
+
+
 def duplicate_originals(clips: pd.DataFrame, reasons: pd.Series, config: Config) -> tuple[list, list]:
     """For each clip dropped as `duplicate`: the kept clip it duplicates (`duplicate_of`) and, when
     that clip is in a `dedup.against` folder, the folder (`duplicate_in`); None for the others.
@@ -66,15 +75,11 @@ def duplicate_originals(clips: pd.DataFrame, reasons: pd.Series, config: Config)
     hashes; `semantic_match`, by CLIP embedding). Under the current thresholds a duplicate's match
     may be a duplicate too; its own match ranks higher still, so following the matches ends at a
     clip the rule keeps, wherever the thresholds are set."""
-    none = [None] * len(clips)
-    if "duplicate_match" not in clips:
-        return none, none
-    footage = (clips.duplicate_similarity >= config.dedup.threshold).fillna(False).tolist()
-    match = []  # each clip's match under the thresholds: (clip_id, folder or None)
-    columns = (clips.duplicate_match, clips.duplicate_match_in, clips.semantic_match, clips.semantic_match_in)
-    for use_footage, *found in zip(footage, *columns, strict=True):
-        clip_id, folder = found[:2] if use_footage else found[2:]
-        match.append((clip_id, _none_if_missing(folder)))
+    footage = (clips.duplicate_similarity >= config.dedup.threshold).fillna(False)
+    # Each clip's match under the thresholds (by frame hashes where they decide, else by
+    # embedding), with pandas' missing values (NaN) as None.
+    match = _or_none(clips.duplicate_match.where(footage, clips.semantic_match))
+    folder = _or_none(clips.duplicate_match_in.where(footage, clips.semantic_match_in))
     row_of = {clip_id: row for row, clip_id in enumerate(clips.clip_id)}
     dropped = (reasons == "duplicate").tolist()
     original: dict[int, tuple] = {}  # row -> (clip_id, folder) its chain of matches ends at
@@ -82,10 +87,9 @@ def duplicate_originals(clips: pd.DataFrame, reasons: pd.Series, config: Config)
         chain, at = [], row
         while at not in original:
             chain.append(at)
-            clip_id, folder = match[at]
-            above = row_of.get(clip_id) if folder is None else None
+            above = row_of.get(match[at]) if folder[at] is None else None
             if above is None or not dropped[above] or above in chain:  # kept (here or there): the end
-                original[at] = (_none_if_missing(clip_id), folder)
+                original[at] = (match[at], folder[at])
                 break
             at = above
         for step in chain:
@@ -94,6 +98,5 @@ def duplicate_originals(clips: pd.DataFrame, reasons: pd.Series, config: Config)
     return [clip_id for clip_id, _ in ends], [folder for _, folder in ends]
 
 
-def _none_if_missing(value):
-    """`value`, or None for pandas' missing values (None, NaN)."""
-    return None if value is None or value != value else value
+def _or_none(values: pd.Series) -> list:
+    return values.astype(object).where(values.notna(), None).tolist()

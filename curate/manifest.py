@@ -24,7 +24,7 @@ import yaml
 
 from curate.config import Config
 from curate.errors import InputError
-from curate.filters import drop_reasons, duplicate_originals
+from curate.filters import derived_columns, drop_reasons
 from curate.inputs import VideoInput
 from curate.storage import as_path, copy_atomic, makedirs, read_parquet, read_parquets, write_atomic, write_text_atomic
 
@@ -285,17 +285,16 @@ def _left_join(left: pa.Table, right: pa.Table) -> pa.Table:
 
 
 def _with_drop_reasons(clips: pa.Table, config: Config) -> pa.Table:
-    """`clips` with every drop_reason recomputed, and what follows from them: each dropped
-    duplicate's `duplicate_of` and `duplicate_in` (the kept clip it duplicates)."""
+    """`clips` with every drop_reason recomputed, and the columns that follow from them
+    (`filters.derived_columns`: a dropped duplicate's `duplicate_of`, the kept clip)."""
     frame = clips.to_pandas()
     reasons = drop_reasons(frame, config)
     clips = clips.set_column(clips.schema.get_field_index("drop_reason"), "drop_reason", pa.array(reasons.tolist(), pa.string()))
-    if "duplicate_match" in frame:
-        duplicate_of, duplicate_in = duplicate_originals(frame, reasons, config)
-        # Last, after the stage's columns (which each run re-appends), so the order stays put.
-        clips = clips.drop_columns([c for c in ("duplicate_of", "duplicate_in") if c in clips.column_names])
-        clips = clips.append_column("duplicate_of", pa.array(duplicate_of, pa.string()))
-        clips = clips.append_column("duplicate_in", pa.array(duplicate_in, pa.string()))
+    derived = derived_columns(frame, reasons, config)
+    # Last, after the stages' columns (which each run re-appends), so the order stays put.
+    clips = clips.drop_columns([name for name in derived if name in clips.column_names])
+    for name, values in derived.items():
+        clips = clips.append_column(name, pa.array(values, pa.string()))
     return clips
 
 
