@@ -287,11 +287,23 @@ def test_a_video_gone_bad_after_split_is_a_row_with_an_error(copies, tmp_path):
     assert good.dedup_frames.notna().all() and good.drop_reason.isna().all()
 
 
+def similarity(a: list[int], b: list[int]) -> float:
+    """How alike two clips are, written plainly, one pair at a time: for each frame of the clip
+    with fewer, the share of bits its closest frame in the other shares; the median of those."""
+    from curate.stages.dedup.signature import BITS, bit_matrix
+
+    if not a or not b:
+        return 0.0
+    short, other = (a, b) if len(a) <= len(b) else (b, a)
+    x, y = bit_matrix(short).astype(np.int16), bit_matrix(other).astype(np.int16)
+    distance = (x[:, None, :] != y[None, :, :]).sum(axis=2)  # Hamming distance of every frame pair
+    return float(np.median(1 - distance.min(axis=1) / BITS))
+
+
 def test_signature_table_compares_like_the_pairwise_similarity():
     """The vectorised comparison (thousands of clip pairs at once) gives `similarity`'s value for
     every pair, clips of different lengths and ties included, and -inf where there is no candidate."""
     from curate.stages.dedup.match import Signatures
-    from curate.stages.dedup.signature import similarity
 
     rng = np.random.default_rng(11)
     base = rng.integers(-(2**63), 2**63 - 1, size=16, dtype=np.int64)

@@ -98,7 +98,9 @@ class Signatures:
             self.hashes[row, : len(signature)] = signature
 
     def vectors(self) -> np.ndarray:
-        """Each clip's `signature.clip_vector`, as rows of one float32 array."""
+        """Each clip as one unit vector (rows of one float32 array): its frames' bits as +-1,
+        averaged. Alike clips point alike, so a nearest-neighbour search over these vectors finds
+        the candidates worth comparing frame by frame."""
         out = np.empty((len(self.counts), BITS), np.float32)
         for start in range(0, len(out), _CHUNK):
             hashes, counts = self.hashes[start : start + _CHUNK], self.counts[start : start + _CHUNK]
@@ -109,8 +111,8 @@ class Signatures:
         return out
 
     def similarities(self, near: np.ndarray) -> np.ndarray:
-        """`signature.similarity` of each clip (row) and each of its candidates (`near`, rows of
-        this table, -1 for none): -inf where there is no candidate."""
+        """How alike each clip (row) and each of its candidates are (`near`, rows of this table, -1
+        for none), 0-1 as `_pairs` measures it; -inf where there is no candidate."""
         out = np.full(near.shape, -np.inf, np.float32)
         for start in range(0, len(near), _CHUNK // 2):
             block = near[start : start + _CHUNK // 2]
@@ -121,8 +123,9 @@ class Signatures:
         return out
 
     def _pairs(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """`signature.similarity` of clip rows a[i] and b[i]: for each frame of the clip with fewer
-        (a's on a tie), the bits its closest frame of the other shares, and of those the median."""
+        """How alike clip rows a[i] and b[i] are (0-1): for each frame of the clip with fewer (a's
+        on a tie), the share of its 64 bits its closest frame in the other shares, and of those
+        values the median (half of the shorter clip's frames match at least that well)."""
         a_short = self.counts[a] <= self.counts[b]
         short, other = np.where(a_short, a, b), np.where(a_short, b, a)
         pairs = self.hashes[short][:, :, None] ^ self.hashes[other][:, None, :]

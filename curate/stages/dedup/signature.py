@@ -7,7 +7,7 @@ those frequencies, while other footage, even of the same colours, flips about ha
 
 Two clips are alike where most of the shorter one's frames have a close frame in the other, so
 an excerpt that overlaps another clip's time window for most of its length matches it, wherever
-the two windows start.
+the two windows start (`match.Signatures.similarities` compares many clips that way at once).
 """
 
 from __future__ import annotations
@@ -45,24 +45,3 @@ def frame_hash(rgb: np.ndarray) -> int:
 def bit_matrix(hashes: list[int]) -> np.ndarray:
     """Hashes as rows of 64 bits (uint8 0/1)."""
     return np.unpackbits(np.array(hashes, ">i8").view(np.uint8).reshape(-1, 8), axis=1)
-
-
-def clip_vector(hashes: list[int]) -> np.ndarray:
-    """A clip as one unit vector (its frames' bits as +-1, averaged): alike clips point alike, so
-    a nearest-neighbour search over these vectors finds the candidates worth comparing frame by frame."""
-    signs = bit_matrix(hashes).astype(np.float32) * 2 - 1
-    mean = signs.mean(axis=0)
-    return mean / max(float(np.linalg.norm(mean)), 1e-6)
-
-
-def similarity(a: list[int], b: list[int]) -> float:
-    """How alike two clips are (0-1): for each frame of the clip with fewer frames, the share of
-    its 64 bits its closest frame in the other clip shares, and of those values the median (half
-    of the shorter clip's frames match at least that well)."""
-    if not a or not b:
-        return 0.0
-    short, other = (a, b) if len(a) <= len(b) else (b, a)
-    x, y = bit_matrix(short).astype(np.int16), bit_matrix(other).astype(np.int16)
-    distance = (x[:, None, :] != y[None, :, :]).sum(axis=2)  # Hamming distance of every frame pair
-    best = 1 - distance.min(axis=1) / BITS
-    return float(np.median(best))
