@@ -33,6 +33,21 @@ def load_averages() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set, MiB. On Linux from /proc (VmHWM): getrusage's ru_maxrss
+    keeps what the process held before exec, so a child the benchmark starts would report at
+    least its parent's size at the fork."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # KiB
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux, bytes on macOS
+
+
 def time_stage(stage, units: list[Unit]) -> float:
     """Seconds of a clip stage's whole `process` on every unit; every clip must be scored (none
     may come back with the stage's error column set)."""

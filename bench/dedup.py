@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -32,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import cpu_model, load_averages  # noqa: E402
+from bench.common import cpu_model, load_averages, peak_rss_mb  # noqa: E402
 from curate.stages.dedup.neighbours import nearest  # noqa: E402
 
 DIMS = 768
@@ -62,7 +61,7 @@ def one_size(n: int) -> dict:
     result = {
         "clips": n,
         "seconds": round(seconds, 1),
-        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "peak_rss_gb": round(peak_rss_mb() / 1024, 2),
         "planted": len(copies),
         "planted_recall": float(np.mean(rows[copies, 0] == originals)),
         "planted_min_cosine": float(sims[copies, 0].min()),
@@ -99,7 +98,7 @@ def one_size_hashes(n: int) -> dict:
     return {
         "clips": n,
         "seconds": round(seconds, 1),
-        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "peak_rss_gb": round(peak_rss_mb() / 1024, 2),
         "planted": len(copies),
         "planted_recall": float(np.mean(found)),
     }

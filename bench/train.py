@@ -29,7 +29,6 @@ import argparse
 import dataclasses
 import json
 import os
-import resource
 import shutil
 import statistics
 import sys
@@ -43,7 +42,7 @@ REPO = BENCH.parent
 OUT = BENCH / "out" / "train"
 sys.path.insert(0, str(REPO))
 
-from common import cpu_model, load_averages, make_shards  # noqa: E402  (bench/common.py)
+from common import cpu_model, load_averages, make_shards, peak_rss_mb  # noqa: E402  (bench/common.py)
 from curate.errors import ConfigError  # noqa: E402
 from train.config import resolve  # noqa: E402
 from train.precompute import precompute  # noqa: E402
@@ -81,18 +80,6 @@ def train(preset: str, settings: list[str], steps: int, run: Path) -> dict:
     if trainer.device.type == "cuda":
         result["peak_gpu_mb"] = torch.cuda.max_memory_allocated(trainer.device) / 2**20
     return result
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set. On Linux from /proc (VmHWM): getrusage's ru_maxrss keeps
-    what the process held before exec, so a spawned child would report at least its parent's size."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024  # KiB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux, bytes on macOS
 
 
 def in_child(preset: str, settings: list[str], steps: int, run: Path) -> dict:
