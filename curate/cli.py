@@ -198,12 +198,13 @@ def _load(args: argparse.Namespace):
     if getattr(args, "ray_address", None) and args.executor != "ray":
         raise ConfigError("--ray-address needs --executor ray")
     config = load_config(args.config, overrides, remembered=layout.config)
-    if getattr(args, "against", None):
+    against = [*config.dedup.against, *(getattr(args, "against", None) or [])]
+    if against:
         from curate.storage import is_url
 
-        # Remembered by the folder: stored absolute, so a later command from elsewhere finds it.
-        typed = [folder if is_url(folder) else os.path.abspath(folder) for folder in args.against]
-        config.dedup.against = list(dict.fromkeys([*config.dedup.against, *typed]))
+        # Remembered by the folder (from --against, --set or --config alike): stored absolute, so a
+        # later command run from elsewhere finds it.
+        config.dedup.against = list(dict.fromkeys(a if is_url(a) else os.path.abspath(a) for a in against))
     return layout, config
 
 
