@@ -507,9 +507,9 @@ def startup_costs() -> None:
         "bare decode script (import av + decode)": bare_decode_command(tiny),
         "scenedetect -q detect-adaptive": scenedetect_command(tiny),
         "fork server's imports (once per command; workers are its forks)": [
-            PYTHON, "-c", "import curate.executor, curate.stages.split.stage, pandas",
+            PYTHON, "-c", "import curate.executor, curate.stages.split.stage",
         ],
-        "  of which: import pandas (pyarrow needs it to build arrays)": [PYTHON, "-c", "import pandas"],
+        "import pandas (the main process's merge only; workers build tables without it)": [PYTHON, "-c", "import pandas"],
         "  of which: import av, numpy, pyarrow.parquet": [PYTHON, "-c", "import av, numpy, pyarrow.parquet"],
         "curate split --workers 1 (whole command)": None,
         "curate split --workers 2 (whole command, 2 inputs)": None,

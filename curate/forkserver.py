@@ -2,7 +2,7 @@
 
 Workers are not forked from the command's own process: it may run threads (FFmpeg's, torch's,
 a progress bar's), and a fork copies their locks in whatever state they are in. The fork server
-is a fresh process that does nothing but import the executor, the stage's module and pandas (no
+is a fresh process that does nothing but import the executor and the stage's module (no
 decoding, no model, no progress bar). Each worker is a fork of it and starts with those imports
 done, instead of paying about 0.6 CPU-s to import them anew as a spawned worker would. Where no
 fork server exists (Windows), workers are spawned.
@@ -48,10 +48,10 @@ def context(stage_module: str) -> multiprocessing.context.BaseContext:
     if not available():
         return multiprocessing.get_context("spawn")
     server = multiprocessing.get_context("forkserver")
-    # pandas: pyarrow imports it the first time a worker builds an array (to check whether the
-    # values are a pandas object). The list takes effect when the server starts (the first pool
-    # of this process); workers of later stages import what it lacks themselves.
-    server.set_forkserver_preload(["curate._forkserver_boot", "curate.executor", stage_module, "pandas"])
+    # No pandas: split's workers build their tables without it (`curate.arrow`). The list takes
+    # effect when the server starts (the first pool of this process); workers of later stages
+    # import what it lacks themselves.
+    server.set_forkserver_preload(["curate._forkserver_boot", "curate.executor", stage_module])
     _ensure_running()
     return server
 

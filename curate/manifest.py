@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from curate import arrow
 from curate.config import Config
 from curate.errors import InputError
 from curate.filters import derived_columns, drop_reasons
@@ -101,9 +102,10 @@ class OutputLayout:
 
 
 def to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
-    """Rows (dicts) as a table with exactly the schema's columns, in order; missing keys are null."""
-    columns = {name: [row.get(name) for row in rows] for name in schema.names}
-    return pa.table(columns, schema=schema)
+    """Rows (dicts) as a table with exactly the schema's columns, in order; missing keys are null.
+    Built without pandas where the types allow (`curate.arrow`): a split worker never loads it."""
+    columns = [arrow.array([row.get(field.name) for row in rows], field.type) for field in schema]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def write_parquet_atomic(table: pa.Table, path) -> None:

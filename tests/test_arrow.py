@@ -1,0 +1,47 @@
+"""curate.arrow builds the same arrays as pyarrow.array, without importing pandas."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from curate import arrow
+
+CASES = [
+    (pa.string(), ["a", None, "", "ünï", "x" * 300]),
+    (pa.int64(), [1, None, -(2**62), 0]),
+    (pa.int32(), [7, None, -3]),
+    (pa.float64(), [1.5, None, float("nan"), 0.1]),
+    (pa.float32(), [0.1, None, 3.0, 1e-40]),
+    (pa.bool_(), [True, None, False, True, True, False, False, False, True]),
+    (pa.list_(pa.int64()), [[1, 2], [], None, [3]]),
+    (pa.list_(pa.string()), [["cut", "fade"], [], None, [None, "wipe"]]),
+    (pa.list_(pa.float32(), 2), [[1.0, 2.0], None]),  # not built here: pyarrow's own conversion
+]
+
+
+@pytest.mark.parametrize(("type", "values"), CASES, ids=[str(t) for t, _ in CASES])
+def test_same_array_as_pyarrow(type, values):
+    for given in (values, [], [None] * 3):
+        built = arrow.array(given, type)
+        built.validate(full=True)
+        assert built.type == type
+        expected = pa.array(given, type)
+        # to_string: NaN is no match for itself in equals
+        assert (built.null_count, built.to_string()) == (expected.null_count, expected.to_string())
+
+
+def test_split_tables_without_pandas():
+    """A split worker's tables (both manifests' schemas, a clip with nulls) leave pandas unloaded."""
+    code = (
+        "import sys\n"
+        "from curate.manifest import to_table, CLIP_SCHEMA, VIDEO_SCHEMA\n"
+        "to_table([{'video_id': 'v', 'cut_frames': [3], 'cut_kinds': ['cut'], 'fps': 30.0, 'interlaced': False}], VIDEO_SCHEMA)\n"
+        "to_table([{'clip_id': 'c', 'start_frame': 0, 'brightness': 0.5}, {}], CLIP_SCHEMA)\n"
+        "print('pandas' in sys.modules)\n"
+    )
+    repo = Path(__file__).resolve().parents[1]  # this checkout's curate, not an installed one
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo).stdout
+    assert out.strip() == "False"
