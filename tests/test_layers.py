@@ -26,7 +26,7 @@ PACKAGES = ("curate", "train")
 # Lowest first. A module may import modules of its own layer or a lower one; patterns match
 # module names (fnmatch), and a module takes the first layer that matches it.
 LAYERS: list[tuple[str, list[str]]] = [
-    ("foundation", ["curate.errors", "curate.console", "curate.storage", "curate.settings", "curate.devices"]),
+    ("foundation", ["curate.errors", "curate.console", "curate.storage", "curate.settings", "curate.devices", "curate.arrow"]),
     ("definitions", ["curate.config", "curate.pipeline", "curate.filters", "curate.inputs", "curate.manifest", "curate.shards"]),
     ("media", ["curate.picture", "curate.videoio", "curate.x264", "curate.framepool", "curate.synthetic"]),
     ("models", ["curate.models", "curate.models.*"]),
