@@ -657,3 +657,51 @@ def test_a_large_object_crossing_the_picture_is_no_wipe():
         frames.append(_noisy(frame, rng))
     frames = [_noisy(scene, rng) for _ in range(48)] + frames + [_noisy(scene, rng) for _ in range(48)]
     assert not [t for t in _detect(frames) if t.kind == "wipe"]
+
+
+def test_wipe_span_widens_over_the_frames_its_front_still_changes():
+    """The windows that find a wipe may be centred a frame or two off its middle. Its span then
+    widens over the neighbouring frames that change as much as its own (the front entering or
+    leaving the picture), up to a limit, and never over the calmer frames of the shots around it."""
+    from curate.stages.split.shots import _moving_edges
+
+    step = np.full(60, 0.03)
+    step[20:37] = 0.4  # a 16-frame front: frames 20..35 blended, frame 36 the first of the new shot
+    assert _moving_edges(step, 23, 35, limit=8) == (20, 37)
+    assert _moving_edges(step, 23, 35, limit=2) == (21, 37)
+    assert _moving_edges(np.full(60, 0.4), 23, 35, limit=5) == (18, 40)  # a pan goes on: the limit holds
+
+
+@pytest.mark.parametrize("length", [12, 16])
+def test_slide_is_kept_out_of_clips_to_its_first_and_last_frames(length):
+    """A slide: the new picture pushes the old one out sideways over `length` frames, both moving
+    with the front, so its frames match neither end cell by cell. However the detector takes it,
+    every frame the front crosses changes as much as the ones in the middle, and no clip holds any."""
+    rng = np.random.default_rng(40 + length)
+    old, new = _picture(41), _picture(42)
+    frames = [_noisy(old, rng) for _ in range(72)]
+    for share in np.arange(1, length + 1) / (length + 1):
+        offset = round(share * GRID_W)
+        frames.append(_noisy(np.concatenate([old[:, offset:], new[:, :offset]], axis=1), rng))
+    frames += [_noisy(new, rng) for _ in range(72)]
+    spans = _clip_spans_of(frames)
+    assert spans and all(end <= 72 or start >= 72 + length for start, end in spans), spans
+
+
+def test_dissolve_between_shots_alike_on_the_grid_is_found_by_its_histogram():
+    """Two shots with the same broad layout (bright above, darker below) but different content and
+    tones: on the coarse grid they are 0.58 apart (unrelated pictures: about 1.41), too close for
+    the dissolve test alone, but their luma histograms differ by 0.69 (total variation). The
+    12-frame dissolve between them is found, and no clip holds any of its frames."""
+    rng = np.random.default_rng(43)
+    layout = np.linspace(40.0, -40.0, GRID_H)[:, None] * np.ones((1, GRID_W), np.float32)
+    a = 150 + layout + 0.4 * (_picture(44, contrast=25.0) - 128)
+    b = 95 + layout + 0.4 * (_picture(45, contrast=25.0) - 128)
+    frames = [_noisy(a, rng) for _ in range(88)]
+    frames += [_noisy((1 - w) * a + w * b, rng) for w in np.arange(1, 13) / 13]
+    frames += [_noisy(b, rng) for _ in range(88)]
+    transitions = _detect(frames)
+    assert [t.kind for t in transitions] == ["dissolve"], transitions
+    assert abs(transitions[0].cut_frame - 94) <= GRADUAL_TOL, transitions
+    spans = _clip_spans_of(frames)
+    assert spans and all(end <= 88 or start >= 100 for start, end in spans), spans

@@ -78,6 +78,10 @@ _CONTRAST = 2.0  # a dissolve window changes this many times more than its neigh
 _BLEND_DIP = 0.8  # a dissolve's middle frame has at most this share of its ends' mean contrast (luma std)...
 _DIP_CONTRAST = 1.5  # ...and then its window need change only this many times more than its neighbours
 _MIN_HIST_CHANGE = 0.2  # histogram change (total variation) that a dissolve must make
+_HIST_LED = 0.5  # a window whose histogram changes this much...
+_HIST_LED_CONTRAST = 3.0  # ...and this many times more than the windows beside it...
+_HIST_LED_SPAN = 0.5  # ...need change the picture only this share of split.gradual_min_diff
+_HIST_LED_STEP = 0.4  # (unless one frame makes more than this share of its histogram change)
 _HIST_BINS = 16
 _HIST_JUMP = 0.25  # histogram change (total variation) of one frame that confirms a doubtful cut...
 _HIST_ISOLATED = 4.0  # ...when it is this many times the largest change of the three frames on either side
@@ -104,6 +108,7 @@ _WIPE_CONTRAST = 1.2  # a wipe window's ends differ this many times more than th
 _WIPE_MIN_SPAN = 0.6  # windows whose ends are closer (unit-vector distance) are no wipe: not tested
 _WIPE_MIN_HALF = 4  # a wipe takes 8 frames at least: faster ones are left to the cut and burst tests
 _WIPE_REACH = 1.25  # a wipe spans this many half-widths of the narrowest window that found it, each side
+_EDGE_STEP = 0.5  # a frame beside a wipe that changes this share of its frames' median change belongs to it
 _WIPE_LASTS = 0.7  # pictures beyond a wipe's window differ from its other end by this share of its span
 
 
@@ -413,7 +418,10 @@ class ShotDetector:
             held_hist = np.min([_at(hist, k) for k in range(-_FLASH_FRAMES, _FLASH_FRAMES + 1)], axis=0)
             hist_outside = np.maximum(_at(hist, -2 * h), _at(hist, 2 * h))
             stands_out = (held_span >= _WIDE_CONTRAST * outside) | (held_hist >= np.maximum(_WIDE_HIST, _WIDE_CONTRAST * hist_outside))
-            burst = (held_span >= _WIDE_SPAN * presence) & stands_out & fits
+            burst = (held_span >= _WIDE_SPAN * presence) & stands_out
+            # Two shots alike on the coarse grid (see _dissolves) differ in their histograms.
+            burst |= (held_hist >= _HIST_LED) & (held_hist >= _HIST_LED_CONTRAST * hist_outside) & (held_span >= outside)
+            burst &= fits
         return [
             _trimmed(scores["step"], t - h + 1, t + h)
             for t in np.flatnonzero(burst).tolist()
@@ -433,6 +441,7 @@ class ShotDetector:
         n = self.num_frames
         best_score = np.zeros(n, np.float32)
         dip_half = np.zeros(n, np.int32)  # half-width of the best window, where only the contrast dip found it
+        by_histogram = np.zeros(n, bool)  # where the best window changes the picture too little but its histogram much
         for h in self.widths:
             span, residual, weight = scores[f"span{h}"], scores[f"residual{h}"], scores[f"weight{h}"]
             # The same-length windows just before and after must change much less: a pan or a
@@ -449,19 +458,30 @@ class ShotDetector:
             dips = std <= _BLEND_DIP * (_at(std, -h) + _at(std, h)) / 2
             by_dip = ~stands_out & dips & (span >= _DIP_CONTRAST * outside)
             stands_out |= by_dip
+            # Two shots alike in layout (bright above, darker below) are close on the coarse grid
+            # however different their content; their histograms still tell them apart. The
+            # picture must still change more than beside the window: a low-contrast pan's narrow
+            # histogram swings too, while its picture changes all along. And a dissolve spreads its
+            # change over its frames: one frame that makes most of it is a cut, judged as one.
+            hist_led = (hist >= _HIST_LED) & (hist >= _HIST_LED_CONTRAST * hist_outside) & (span >= outside)
+            hist_led &= _window_max(scores["hist_step"], h) <= _HIST_LED_STEP * hist
+            picture_led = span >= cfg.gradual_min_diff * self._presence(std, h)
+            least_span = cfg.gradual_min_diff * self._presence(std, h) * np.where(hist_led, _HIST_LED_SPAN, 1.0)
             balance = 1 - 2 * np.abs(weight - 0.5)  # 1 when the centre is an even blend
-            ok = (span >= cfg.gradual_min_diff * self._presence(std, h)) & (residual <= cfg.gradual_max_residual)
+            ok = (span >= least_span) & (residual <= cfg.gradual_max_residual)
             ok &= (balance >= 0.5) & stands_out
-            score = np.where(ok, (span - outside) * (1 - residual) * balance, 0.0)
+            change = np.maximum(span - outside, np.where(hist_led, hist - hist_outside, 0.0))
+            score = np.where(ok, change * (1 - residual) * balance, 0.0)
             better = score > best_score
             dip_half[better] = np.where(by_dip[better], h, 0)
+            by_histogram[better] = ~picture_led[better]
             best_score = np.maximum(best_score, score)
         found = []
         limit = self._max_transition()
         for t in np.argsort(-best_score, kind="stable"):
             if best_score[t] <= 0:
                 break
-            h = self._extent(scores, int(t))
+            h = self._extent(scores, int(t), by_histogram[t])
             start, end = int(t) - h + 1, int(t) + h
             if dip_half[t]:
                 start, end = _dip_arms(std, int(t), int(dip_half[t]), limit)
@@ -477,12 +497,16 @@ class ShotDetector:
             found.append(Transition(start, end, int(t), "dissolve"))
         return found
 
-    def _extent(self, scores, t: int) -> int:
+    def _extent(self, scores, t: int, by_histogram: bool = False) -> int:
         """Half-width of the dissolve centred at t: the narrowest window whose ends are (nearly)
-        as far apart as they get, so blended frames on either side are all inside it."""
-        spans = np.array([scores[f"span{h}"][t] for h in self.widths])
-        reached = np.flatnonzero(spans >= _SATURATED * spans.max())
-        return self.widths[int(reached[0])]
+        as far apart as they get, so blended frames on either side are all inside it. For a
+        dissolve only the histogram found, in histogram too: between two shots alike on the
+        coarse grid the picture distance is small and noisy, and may level off too soon."""
+        widest = 0
+        for name in ("span", "hist") if by_histogram else ("span",):
+            values = np.array([scores[f"{name}{h}"][t] for h in self.widths])
+            widest = max(widest, int(np.flatnonzero(values >= _SATURATED * values.max())[0]))
+        return self.widths[widest]
 
     def _wipes(self, scores: dict[str, np.ndarray], in_fade: np.ndarray, taken: np.ndarray) -> list[Transition]:
         """Windows whose frames pass the wipe test (`_wipe_like`) and whose ends differ more than
@@ -506,7 +530,7 @@ class ShotDetector:
             # already differ in most cells): the wipe spans about the narrowest one, and a margin.
             middle = int(np.median([(a + b) // 2 for a, b, _ in inside]))
             reach = math.ceil(_WIPE_REACH * min(h for _, _, h in inside))
-            start, end = max(0, middle - reach), min(n, middle + reach + 1)
+            start, end = _moving_edges(scores["step"], max(0, middle - reach), min(n, middle + reach + 1), reach)
             taken[max(0, start - self._min_gap()) : end + self._min_gap()] = True
             wipes.append(Transition(start, end, middle, "wipe"))
         return wipes
@@ -601,6 +625,20 @@ def _trimmed(step: np.ndarray, start: int, end: int) -> Transition:
     holds still frames of the shots around it too, and those may go into clips."""
     moved = np.flatnonzero(step[start:end] > _TRIM * step[start:end].max())
     return Transition(start + int(moved[0]), start + int(moved[-1]) + 1, None, "uncertain")
+
+
+def _moving_edges(step: np.ndarray, start: int, end: int, limit: int) -> tuple[int, int]:
+    """[start, end) widened, at most `limit` frames each side, over the frames next to it that still
+    change about as much as those inside (steps of at least _EDGE_STEP times their median): where
+    the front of a wipe or slide enters and leaves the picture, its change is as plain as in the
+    middle, but the windows that found it may have been centred a little off."""
+    least = _EDGE_STEP * float(np.median(step[start:end]))
+    first, stop = start, end
+    while first > 0 and start - first < limit and step[first - 1] >= least:
+        first -= 1
+    while stop < len(step) and stop - end < limit and step[stop] >= least:
+        stop += 1
+    return first, stop
 
 
 def _merged(changes: list[Transition]) -> list[Transition]:
@@ -833,6 +871,13 @@ def _typical_step(step: np.ndarray) -> np.ndarray:
 def _at(values: np.ndarray, offset: int) -> np.ndarray:
     """values[t + offset] for every t, clamped at both ends of the video."""
     return values[np.clip(np.arange(len(values)) + offset, 0, len(values) - 1)]
+
+
+def _window_max(values: np.ndarray, h: int) -> np.ndarray:
+    """Per centre t, the largest of values[t-h+1 .. t+h] (the steps into the frames of the window
+    [t-h, t+h]), clamped at the ends."""
+    padded = np.concatenate([np.full(h - 1, values[0]), values, np.full(h, values[-1])])
+    return np.lib.stride_tricks.sliding_window_view(padded, 2 * h).max(axis=1)
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
