@@ -408,6 +408,7 @@ class ShotDetector:
         # pan's histogram drifts): a wide window counts only where both windows beside it fit.
         t = np.arange(len(span))
         fits = (t - 3 * h >= 0) & (t + 3 * h < len(span))
+        by_histogram = np.zeros(len(span), bool)
         if h == self.widths[0]:
             burst = (span >= _BURST_SPAN * presence) & (span >= _BURST_CONTRAST * outside)
         else:
@@ -420,12 +421,12 @@ class ShotDetector:
             stands_out = (held_span >= _WIDE_CONTRAST * outside) | (held_hist >= np.maximum(_WIDE_HIST, _WIDE_CONTRAST * hist_outside))
             burst = (held_span >= _WIDE_SPAN * presence) & stands_out
             # Two shots alike on the coarse grid (see _dissolves) differ in their histograms.
-            burst |= (held_hist >= _HIST_LED) & (held_hist >= _HIST_LED_CONTRAST * hist_outside) & (held_span >= outside)
-            burst &= fits
+            by_histogram = ~burst & (held_hist >= _HIST_LED) & (held_hist >= _HIST_LED_CONTRAST * hist_outside) & (held_span >= outside)
+            burst = (burst | by_histogram) & fits
         return [
             _trimmed(scores["step"], t - h + 1, t + h)
             for t in np.flatnonzero(burst).tolist()
-            if h <= t < len(span) - h and not explained[t - h + 1 : t + h].any() and h <= self._extent(scores, t)
+            if h <= t < len(span) - h and not explained[t - h + 1 : t + h].any() and h <= self._extent(scores, t, by_histogram[t])
         ]
 
     def _presence(self, std: np.ndarray, h: int) -> np.ndarray:
