@@ -1,6 +1,6 @@
 """A zoo of edited transitions between REAL shots, with exact ground truth (issue 17).
 
-    python bench/transitions.py [--real DIR] [--set tuning|held-out|both] [-v]
+    python bench/transitions.py [--real DIR] [--set tuning|tuning-b|held-out|both|all] [-v]
 
 Cuts segments (2.3 s plus the transition at each end) from inside the shots of the hand-labelled real videos in DIR (default
 `.realdata/`, labels in bench/realdata/), and joins them, alternating source files, with
@@ -36,6 +36,7 @@ from accuracy import GRADUAL_TOLERANCE, LABELS, CachedModel, f1, run_stage, scor
 from curate.config import SplitConfig  # noqa: E402
 from curate.synthetic import write_video  # noqa: E402
 
+# A set's source files, and whether its segments come from late in their shots (see pick_segments).
 SETS = {
     # Bright, low-texture hand-held shots (cup), a street seen from above, and the animated film.
     "tuning": ["cup.mp4", "vtest.avi", "bbb.mp4"],
@@ -46,6 +47,11 @@ KINDS = ["dissolve8", "dissolve16", "dissolve32", "dissolve48", "black16", "whit
 # Added after the wipe test was tuned on the wipe16 videos of both halves: other directions and
 # lengths, never looked at while tuning.
 KINDS += ["wipedown24", "wipeleft12"]
+# TUNING-B looks again at the tuning files only: segments from late in their shots, joined by
+# transitions of other lengths (dissolves of 12, 24 and 40 frames, slides of 12 to 32). Added while
+# tuning the histogram-led dissolves; as much a tuning set as TUNING.
+SETS["tuning-b"] = SETS["tuning"]
+KINDS_B = ["dissolve12", "dissolve24", "dissolve40", "black8", "white32", "slide12", "slide24", "slide32", "wipedown16", "wipeleft24"]
 BODY_FRAMES = 56  # frames of each segment that no transition touches: a shot of 2.3 s
 CLEAR_FRAMES = 12  # a segment keeps this far from any labelled boundary
 SEGMENTS_PER_FILE = 4
@@ -73,17 +79,24 @@ def shot_spans(truth: dict, length: int) -> list[tuple[int, int]]:
     return [(a + CLEAR_FRAMES, b - CLEAR_FRAMES) for a, b in spans if b - a - 2 * CLEAR_FRAMES >= length]
 
 
-def pick_segments(truth: dict, length: int) -> list[tuple[int, int]]:
+def kinds_of(name: str) -> list[str]:
+    """The kinds of transition in the set called `name`."""
+    return KINDS_B if name == "tuning-b" else KINDS
+
+
+def pick_segments(truth: dict, length: int, late: bool = False) -> list[tuple[int, int]]:
     """Up to SEGMENTS_PER_FILE segments of `length` frames from shots spread over the file, or
-    from distant parts of its one long shot."""
+    from distant parts of its one long shot; from their starts, or (`late`) two thirds of the way in."""
     spans = shot_spans(truth, length)
     if len(spans) > SEGMENTS_PER_FILE:
         spans = [spans[round(i * (len(spans) - 1) / (SEGMENTS_PER_FILE - 1))] for i in range(SEGMENTS_PER_FILE)]
     if len(spans) == 1:
         a, b = spans[0]
         count = min(SEGMENTS_PER_FILE, (b - a) // length)
-        return [(s, s + length) for s in (a + i * (b - a - length) // max(1, count - 1) for i in range(count))]
-    return [(a, a + length) for a, _ in spans]
+        gap = (b - a - length) // max(1, count - 1)
+        first = a + (gap // 3 if late and count > 1 else 0)
+        return [(s, s + length) for s in (first + i * gap for i in range(count)) if s + length <= b]
+    return [((a + (b - a - length) * 2 // 3) if late else a, ((a + (b - a - length) * 2 // 3) if late else a) + length) for a, b in spans]
 
 
 def decode_frames(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
@@ -100,16 +113,16 @@ def decode_frames(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
     return frames
 
 
-def source_segments(folder: Path, names: list[str]) -> dict[str, list[np.ndarray]]:
+def source_segments(folder: Path, names: list[str], kinds: list[str], late: bool = False) -> dict[str, list[np.ndarray]]:
     """Per kind of transition, segments (BODY_FRAMES plus the transition's length at each end)
     of the named files, interleaved so that neighbours come from different files."""
-    per_kind: dict[str, list[list[np.ndarray]]] = {kind: [] for kind in KINDS}
+    per_kind: dict[str, list[list[np.ndarray]]] = {kind: [] for kind in kinds}
     for name in names:
         truth_file, path = LABELS / f"{name}.truth.json", folder / name
         if not (path.exists() and truth_file.exists()):
             continue
         truth = json.loads(truth_file.read_text())
-        picks = {kind: pick_segments(truth, BODY_FRAMES + 2 * length_of(kind)) for kind in KINDS}
+        picks = {kind: pick_segments(truth, BODY_FRAMES + 2 * length_of(kind), late) for kind in kinds}
         frames = decode_frames(path, {i for segments in picks.values() for a, b in segments for i in range(a, b)})
         for kind, segments in picks.items():
             per_kind[kind].append([np.stack([frames[i] for i in range(a, b)]) for a, b in segments if b - 1 in frames])
@@ -184,10 +197,22 @@ def evaluate(videos: list[tuple[str, Path, list[tuple[int, int]]]], config: Spli
     return rows
 
 
+def print_table(results: dict, names: list[str], kinds: list[str]) -> None:
+    print(f"{'kind':12}" + "".join(f" | {n:^40}" for n in names))
+    print(f"{'':12}" + " | transitions  found  false  straddling clips" * len(names))
+    for kind in [*kinds, "all"]:
+        cells = []
+        for name in names:
+            r = results[name][kind]
+            cells.append(f" | {r['tp'] + r['fn']:11d} {r['tp']:6d} {r['fp']:6d} {r['straddle']:6d} of {r['clips']:3d}")
+        print(f"{kind:12}" + "".join(cells))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--real", type=Path, default=ROOT / ".realdata", help="folder of the real videos")
-    parser.add_argument("--set", choices=["tuning", "held-out", "both"], default="both")
+    parser.add_argument("--set", choices=["tuning", "tuning-b", "held-out", "both", "all"], default="both",
+                        help="both: tuning and held-out; all: tuning, tuning-b and held-out")
     parser.add_argument("--set-config", dest="overrides", nargs="*", default=[], help="split.* overrides to try")
     parser.add_argument("--detector", choices=["heuristic", "transnetv2", "ensemble"], default="heuristic", help="split.detector")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -198,24 +223,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"split.detector = {config.detector}")
     folder = ROOT / "bench" / "out" / "transitions"
     folder.mkdir(parents=True, exist_ok=True)
-    names = ["tuning", "held-out"] if args.set == "both" else [args.set]
+    names = {"both": ["tuning", "held-out"], "all": ["tuning", "tuning-b", "held-out"]}.get(args.set, [args.set])
     results = {}
     for name in names:
-        videos = [(kind, folder / f"{name}-{kind}.mp4") for kind in KINDS]
+        videos = [(kind, folder / f"{name}-{kind}.mp4") for kind in kinds_of(name)]
         labels = folder / f"{name}.truth.json"
         if not (labels.exists() and all(path.exists() for _, path in videos)):
-            segments = source_segments(args.real, SETS[name])
+            segments = source_segments(args.real, SETS[name], kinds_of(name), late=name == "tuning-b")
             labels.write_text(json.dumps({kind: build(kind, segments[kind], path) for kind, path in videos}))
         truth = json.loads(labels.read_text())
         results[name] = evaluate([(kind, path, [tuple(g) for g in truth[kind]]) for kind, path in videos], config, args.verbose)
-    print(f"{'kind':12}" + "".join(f" | {n:^40}" for n in names))
-    print(f"{'':12}" + " | transitions  found  false  straddling clips" * len(names))
-    for kind in [*KINDS, "all"]:
-        cells = []
-        for name in names:
-            r = results[name][kind]
-            cells.append(f" | {r['tp'] + r['fn']:11d} {r['tp']:6d} {r['fp']:6d} {r['straddle']:6d} of {r['clips']:3d}")
-        print(f"{kind:12}" + "".join(cells))
+    for kinds in (KINDS, KINDS_B):  # one table per list of kinds, its sets side by side
+        shown = [name for name in names if kinds_of(name) == kinds]
+        if shown:
+            print_table(results, shown, kinds)
     for name in names:
         r = results[name]["all"]
         print(f"{name}: gradual F1 {f1(r['tp'], r['fp'], r['fn']):.3f}, frames in clips {r['kept'] / max(1, r['frames']):.3f}")

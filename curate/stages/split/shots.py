@@ -418,11 +418,12 @@ class ShotDetector:
             held_span = np.min([_at(span, k) for k in range(-_FLASH_FRAMES, _FLASH_FRAMES + 1)], axis=0)
             held_hist = np.min([_at(hist, k) for k in range(-_FLASH_FRAMES, _FLASH_FRAMES + 1)], axis=0)
             hist_outside = np.maximum(_at(hist, -2 * h), _at(hist, 2 * h))
-            stands_out = (held_span >= _WIDE_CONTRAST * outside) | (held_hist >= np.maximum(_WIDE_HIST, _WIDE_CONTRAST * hist_outside))
-            burst = (held_span >= _WIDE_SPAN * presence) & stands_out
+            by_picture = (held_span >= _WIDE_SPAN * presence) & (held_span >= _WIDE_CONTRAST * outside)
+            by_histogram = (held_span >= _WIDE_SPAN * presence) & (held_hist >= np.maximum(_WIDE_HIST, _WIDE_CONTRAST * hist_outside))
             # Two shots alike on the coarse grid (see _dissolves) differ in their histograms.
-            by_histogram = ~burst & (held_hist >= _HIST_LED) & (held_hist >= _HIST_LED_CONTRAST * hist_outside) & (held_span >= outside)
-            burst = (burst | by_histogram) & fits
+            by_histogram |= (held_hist >= _HIST_LED) & (held_hist >= _HIST_LED_CONTRAST * hist_outside) & (held_span >= outside)
+            by_histogram &= ~by_picture  # (its extent, below, is then the histogram's too)
+            burst = (by_picture | by_histogram) & fits
         return [
             _trimmed(scores["step"], t - h + 1, t + h)
             for t in np.flatnonzero(burst).tolist()
