@@ -384,13 +384,13 @@ def test_object_entering_close_to_the_lens_and_staying_is_no_cut():
 
 
 
-def _restless(seed: int, num_frames: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """A shot in heavy motion: every frame replaces a random quarter of the previous picture's
+def _restless(seed: int, num_frames: int, rng: np.random.Generator, share: float = 0.25) -> list[np.ndarray]:
+    """A shot in heavy motion: every frame replaces a random `share` of the previous picture's
     coarse cells (as a crowd or foliage moving close to the lens does)."""
     field = np.random.default_rng(seed).standard_normal((9, 16))
     frames = []
     for _ in range(num_frames):
-        cells = rng.random((9, 16)) < 0.25
+        cells = rng.random((9, 16)) < share
         field = np.where(cells, rng.standard_normal((9, 16)), field)
         frames.append(_noisy(128 + 40 * np.kron(field, np.ones((4, 4))), rng))
     return frames
@@ -407,6 +407,27 @@ def test_cut_inside_heavy_motion_is_kept_out_of_clips_though_no_boundary():
     assert [(t.start, t.end) for t in detection.uncertain] == [(72, 72)], detection.uncertain
     spans = clip_spans(len(frames), detection.transitions + detection.uncertain, 24.0, DEFAULT)
     assert spans and not any(start < 72 < end for start, end in spans), spans
+
+
+@pytest.mark.parametrize("calm_first", [True, False])
+def test_cut_between_a_calm_shot_and_one_in_heavy_motion_is_a_cut(calm_first):
+    """A music video's cut from a dim, slowly panning singer into dancing (or back): beside the
+    dancing, whose every frame replaces most of the picture, the cut's step does not stand out.
+    But on the calm side neither the picture nor its histogram moved much, and the histogram
+    jumps on the cut: a boundary, not merely an uncertain change. A whip pan starting at once
+    inside one shot jumps in picture as much, but not in histogram: no cut."""
+    import cv2
+
+    rng = np.random.default_rng(16)
+    dim = cv2.resize(_picture(17, contrast=25.0)[::6, ::6] - 38.0, (GRID_W, GRID_H), interpolation=cv2.INTER_CUBIC)
+    calm = [_noisy(np.roll(dim, i, axis=1), rng) for i in range(72)]
+    moving = _restless(18, 72, rng, share=0.6)
+    frames = calm + moving if calm_first else moving + calm
+    assert [(t.kind, t.cut_frame) for t in _detect(frames)] == [("cut", 72)]
+
+    scene = _picture(19)
+    whip = [_noisy(np.roll(scene, 6 * i, axis=1), rng) for i in range(72)]  # a grid column's width every 3 frames
+    assert [t for t in _detect([_noisy(scene, rng) for _ in range(72)] + whip) if t.kind == "cut"] == []
 
 
 def test_wipe_is_kept_out_of_clips():

@@ -27,7 +27,11 @@ towards the zero vector, which is at distance 1 from any picture.
   transitions.
 - A return counts only inside one shot: a cut-like jump at least _SHORT_SHOT_S away, with steady
   frames between, makes those frames a short shot (an A-B-A cut-back), not a flash. A whole-picture
-  jump the picture tests doubt is still a cut when the luma histogram jumps on that frame alone.
+  jump the picture tests doubt is still a cut when the luma histogram jumps on that frame alone;
+  so is a cut into (or out of) heavy motion that stands out against its calm side alone.
+- Two shots alike in layout are close on the coarse grid: a dissolve or burst whose luma
+  histogram changes far more than beside it needs less picture change, and its extent follows
+  the histogram's.
 - Thresholds on the distance between two pictures scale with their vectors' lengths, which
   shrink for low-contrast (bright, flat) pictures.
 - A dissolve or fade whose brightness or contrast goes on moving beyond its window (a long or
@@ -85,6 +89,7 @@ _HIST_LED_STEP = 0.4  # (unless one frame makes more than this share of its hist
 _HIST_BINS = 16
 _HIST_JUMP = 0.25  # histogram change (total variation) of one frame that confirms a doubtful cut...
 _HIST_ISOLATED = 4.0  # ...when it is this many times the largest change of the three frames on either side
+_MOTION_CUT = 3.0  # a cut into heavy motion changes this many times more than any of the 3 calm frames beside it
 _WHOLE_PICTURE = 0.2  # a cut's median cell change is at least this share of its RMS cell change
 _FADE_LEVEL_MARGIN = 64.0  # a fade heads for a luma level this close to black (0) or white (255)
 _SETTLING = 0.25  # luma levels per frame by which brightness or contrast still moves in a transition's tail
@@ -325,6 +330,7 @@ class ShotDetector:
         candidate &= spread >= _WHOLE_PICTURE
         candidate[0] = False
         candidate[1:] &= ~(in_fade[1:] | in_fade[:-1])
+        candidate |= self._cuts_into_motion(scores, in_fade, spread)
         candidate &= self._not_undone(candidate, step, scores["returns_at"], scores["seen_at"])
         candidate |= self._histogram_cuts(scores, ratio, in_fade, spread)
         positions = np.flatnonzero(candidate)
@@ -343,6 +349,25 @@ class ShotDetector:
         found = (step >= self.config.cut_min_diff) & (ratio >= _UNCERTAIN_RATIO) & (spread >= _WHOLE_PICTURE)
         found &= (hist_step >= _HIST_JUMP) & (hist_step >= _HIST_ISOLATED * around)
         found &= np.minimum(scores["returns"], scores["seen_before"]) >= _RETURNED * step
+        found[0] = False
+        found[1:] &= ~(in_fade[1:] | in_fade[:-1])
+        return found
+
+    def _cuts_into_motion(self, scores: dict[str, np.ndarray], in_fade: np.ndarray, spread: np.ndarray) -> np.ndarray:
+        """Cuts into (or out of) heavy motion, judged against their calm side alone. Beside a shot
+        whose every frame changes a lot (dancing), a cut does not stand out from the steps around
+        it. But on its calm side neither the picture nor its histogram moved much, and the
+        histogram jumps on the cut: motion starting inside a shot (a whip pan) moves the picture
+        at once, but the histogram only as new parts of the scene come in. Like every cut, it must
+        not be undone (`_not_undone`: a flash)."""
+        step, hist_step = scores["step"], scores["hist_step"]
+        found = np.zeros(len(step), bool)
+        for side in (-1, 1):  # the calm side: before the cut, or after it
+            calm = np.max([_at(step, side * k) for k in (1, 2, 3)], axis=0)
+            calm_hist = np.max([_at(hist_step, side * k) for k in (1, 2, 3)], axis=0)
+            jumps = hist_step >= np.maximum(_HIST_JUMP, _HIST_ISOLATED * calm_hist)
+            found |= jumps & (step >= _MOTION_CUT * np.maximum(calm, _DIFF_FLOOR))
+        found &= (step >= self.config.cut_min_diff) & (spread >= _WHOLE_PICTURE)
         found[0] = False
         found[1:] &= ~(in_fade[1:] | in_fade[:-1])
         return found
