@@ -492,10 +492,10 @@ class ShotDetector:
             # change over its frames: one frame that makes most of it is a cut, judged as one.
             hist_led = (hist >= _HIST_LED) & (hist >= _HIST_LED_CONTRAST * hist_outside) & (span >= outside)
             hist_led &= _window_max(scores["hist_step"], h) <= _HIST_LED_STEP * hist
-            picture_led = span >= cfg.gradual_min_diff * self._presence(std, h)
-            least_span = cfg.gradual_min_diff * self._presence(std, h) * np.where(hist_led, _HIST_LED_SPAN, 1.0)
+            apart = cfg.gradual_min_diff * self._presence(std, h)  # how far apart the ends of a dissolve are
+            picture_led = span >= apart
             balance = 1 - 2 * np.abs(weight - 0.5)  # 1 when the centre is an even blend
-            ok = (span >= least_span) & (residual <= cfg.gradual_max_residual)
+            ok = (span >= apart * np.where(hist_led, _HIST_LED_SPAN, 1.0)) & (residual <= cfg.gradual_max_residual)
             ok &= (balance >= 0.5) & stands_out
             change = np.maximum(span - outside, np.where(hist_led, hist - hist_outside, 0.0))
             score = np.where(ok, change * (1 - residual) * balance, 0.0)
