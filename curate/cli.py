@@ -230,7 +230,7 @@ def _split(args: argparse.Namespace) -> int:
     if args.executor == "local":
         from curate import forkserver
 
-        forkserver.start(stage_spec("split").module)  # its imports overlap with this process's own
+        forkserver.start(stage_spec("split").preload)  # its imports overlap with this process's own
     from curate.runner import run_split
     from curate.status import summarize
 

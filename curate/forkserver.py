@@ -2,9 +2,10 @@
 
 Workers are not forked from the command's own process: it may run threads (FFmpeg's, torch's,
 a progress bar's), and a fork copies their locks in whatever state they are in. The fork server
-is a fresh process that does nothing but import the executor and the stage's module (no
-decoding, no model, no progress bar). Each worker is a fork of it and starts with those imports
-done, instead of paying about 0.6 CPU-s to import them anew as a spawned worker would. Where no
+is a fresh process that does nothing but import the executor, the stage's module and what only
+its workers need (`StageSpec.preload`; no decoding, no model, no progress bar). Each worker is a
+fork of it and starts with those imports done, instead of paying about 0.6 CPU-s to import them
+anew as a spawned worker would. Where no
 fork server exists (Windows), workers are spawned.
 
 The server and its workers die with the command: on Linux each asks the kernel for SIGKILL when
@@ -31,6 +32,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 from multiprocessing import forkserver
 
 # How the server learns which process must be its parent (read by curate._forkserver_boot).
@@ -42,25 +44,25 @@ def available() -> bool:
     return "forkserver" in multiprocessing.get_all_start_methods()
 
 
-def context(stage_module: str) -> multiprocessing.context.BaseContext:
-    """The multiprocessing context for a pool running a stage defined in `stage_module`, with
-    its fork server running."""
+def context(modules: Sequence[str]) -> multiprocessing.context.BaseContext:
+    """The multiprocessing context for a pool of a stage's workers, with its fork server running,
+    `modules` imported there (the stage's `StageSpec.preload`)."""
     if not available():
         return multiprocessing.get_context("spawn")
     server = multiprocessing.get_context("forkserver")
     # No pandas: split's workers build their tables without it (`curate.arrow`). The list takes
     # effect when the server starts (the first pool of this process); workers of later stages
     # import what it lacks themselves.
-    server.set_forkserver_preload(["curate._forkserver_boot", "curate.executor", stage_module])
+    server.set_forkserver_preload(["curate._forkserver_boot", "curate.executor", *modules])
     _ensure_running()
     return server
 
 
-def start(stage_module: str) -> None:
-    """Start the server now (if it is not running yet), so that it imports while the caller
-    goes on with its own imports."""
+def start(modules: Sequence[str]) -> None:
+    """Start the server now (if it is not running yet), so that it imports `modules` while the
+    caller goes on with its own imports."""
     if available():
-        context(stage_module)
+        context(modules)
 
 
 def _ensure_running() -> None:

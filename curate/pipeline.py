@@ -54,6 +54,9 @@ class StageSpec:
     rules: tuple[DropRule, ...] = ()  # in order: the first that fires names the drop_reason
     done_word: str = "scored"  # what the stage did to a clip: "12 clips scored"
     loads_model: bool = False  # True: `--models tiny` applies; one local worker per GPU; Ray actors
+    # Modules only its workers import (in setup or process), which the command's own process does
+    # not need: the fork server imports them once, before forking the workers (see `preload`).
+    worker_modules: tuple[str, ...] = ()
 
     @property
     def error_column(self) -> str:
@@ -64,6 +67,11 @@ class StageSpec:
     def module(self) -> str:
         """The module that defines the stage's class."""
         return self.class_path.partition(":")[0]
+
+    @property
+    def preload(self) -> tuple[str, ...]:
+        """What the fork server imports before forking this stage's workers."""
+        return (self.module, *self.worker_modules)
 
     def load(self) -> type:
         """The stage's class (imports its module: torch, for a model stage)."""
@@ -114,6 +122,7 @@ STAGES: tuple[StageSpec, ...] = (
             "stopped when the same command is run again."
         ),
         example="split.max_clip_s=8 split.min_clip_s=3",
+        worker_modules=("curate.stages.split.frame_quality",),  # OpenCV: 0.16 CPU-s to import
         rules=(
             DropRule(
                 "too_small",

@@ -186,12 +186,14 @@ print(json.dumps({"imports": imported, "control": calls[len(imported):]}), flush
 """
 
 
-@pytest.mark.parametrize("stage_module", ["curate.stages.aesthetic", "curate.stages.caption"])
-def test_the_fork_servers_imports_leave_cuda_uninitialised(stage_module):
-    """Workers are forks of the fork server, which imports the executor, the stage's module (and
-    with it torch) and pandas. Had any of that initialised CUDA, a worker could no longer choose its
-    GPU (and CUDA refuses to work in a fork of a process that initialised it)."""
-    preload = ["curate._forkserver_boot", "curate.executor", stage_module, "pandas"]  # as curate.forkserver.context
+@pytest.mark.parametrize("stage", ["aesthetic", "caption"])
+def test_the_fork_servers_imports_leave_cuda_uninitialised(stage):
+    """Workers are forks of the fork server, which imports the executor and the stage's module
+    (and with it torch), and what only its workers need. Had any of that initialised CUDA, a worker
+    could no longer choose its GPU (and CUDA refuses to work in a fork of a process that initialised it)."""
+    from curate.pipeline import stage_spec
+
+    preload = ["curate._forkserver_boot", "curate.executor", *stage_spec(stage).preload]  # as curate.forkserver.context
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run([sys.executable, "-c", _WATCH_CUDA, *preload], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0 and result.stdout, result.stderr  # (the fork server's atexit exits 0 whatever happened)

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 import pyarrow as pa
 
@@ -25,7 +25,6 @@ from curate.manifest import CLIP_SCHEMA, VIDEO_SCHEMA, to_table
 from curate.picture import Picture, picture_of
 from curate.stages.base import Stage, Unit
 from curate.stages.split import transnet
-from curate.stages.split.frame_quality import FrameQuality
 from curate.stages.split.shots import Detection, ShotDetector, Transition, shots_between
 from curate.videoio import (
     DecodeLog,
@@ -39,6 +38,9 @@ from curate.videoio import (
     open_video,
     still_image,
 )
+
+if TYPE_CHECKING:  # loads OpenCV: imported where used (see `_frame_quality`)
+    from curate.stages.split.frame_quality import FrameQuality
 
 
 class SplitStage(Stage):
@@ -72,7 +74,10 @@ class SplitStage(Stage):
 
     def setup(self) -> None:
         # One video per worker and core: OpenCV's own threads (the frame-quality samples) would
-        # only fight the other workers for the cores, at twice the CPU time per sample.
+        # only fight the other workers for the cores, at twice the CPU time per sample. OpenCV
+        # loads in workers only (the fork server's preload): the command's process never needs it.
+        import cv2
+
         cv2.setNumThreads(1)
         if self._learned and self._model is None:
             self._model = transnet.TransNet(self.config.transnet_device, self.config.transnet_batch_windows)
@@ -91,7 +96,7 @@ class SplitStage(Stage):
         try:
             detector = ShotDetector(info.fps, self.config)
             rate = self.config.quality_samples_per_s
-            quality = FrameQuality(info.fps, rate, self.config.min_clip_s) if rate > 0 else None  # crop box, exposure, sharpness
+            quality = _frame_quality(info.fps, rate, self.config.min_clip_s) if rate > 0 else None  # crop box, exposure, sharpness
             picture = _feed(detector, stream, iter_frames(container, stream, log), self.config, windows, quality)
             rates = nominal_rates(stream)
         finally:
@@ -150,6 +155,13 @@ class SplitStage(Stage):
 TRANSITIONS_SCHEMA = pa.schema(
     [("video_id", pa.string()), ("single_frame_probs", pa.list_(pa.float32())), ("many_hot_probs", pa.list_(pa.float32()))]
 )
+
+
+def _frame_quality(fps: float, rate: float, min_clip_s: float) -> FrameQuality:
+    """The frame-quality sampler (imported here: it loads OpenCV, which only workers need)."""
+    from curate.stages.split.frame_quality import FrameQuality
+
+    return FrameQuality(fps, rate, min_clip_s)
 
 
 def transitions_table(video_id: str, probabilities: transnet.Probabilities) -> pa.Table:
