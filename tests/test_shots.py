@@ -693,6 +693,19 @@ def test_wipe_span_widens_over_the_frames_its_front_still_changes():
     assert _moving_edges(np.full(60, 0.4), 23, 35, limit=5) == (18, 40)  # a pan goes on: the limit holds
 
 
+def test_dissolve_in_motion_spans_its_contrast_dip_across_a_flat_bottom():
+    """Between shots in motion a dissolve spans the frames over which contrast climbs out of its
+    dip on either side. The middle of an even blend changes little from frame to frame, so the
+    dip may be flat for a few frames: the climb is followed from the edges of the window that
+    found it, not from its middle, and reaches the first and last blended frames."""
+    from curate.stages.split.shots import _dip_arms
+
+    # blended frames 20..36: contrast falls over 20..27, stays flat over 28..31, climbs over 32..36
+    falling, bottom, climbing = np.linspace(26.0, 16.0, 8), [15.4, 15.1, 15.1, 15.3], np.linspace(16.5, 21.0, 5)
+    std = np.concatenate([np.full(20, 27.0), falling, bottom, climbing, np.full(20, 21.0)])
+    assert _dip_arms(std, 30, least=3, most=24) == (19, 37)
+
+
 @pytest.mark.parametrize("length", [12, 16])
 def test_slide_is_kept_out_of_clips_to_its_first_and_last_frames(length):
     """A slide: the new picture pushes the old one out sideways over `length` frames, both moving

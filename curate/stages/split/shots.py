@@ -698,8 +698,12 @@ def _dip_arms(std: np.ndarray, t: int, least: int, most: int) -> tuple[int, int]
     """[start, end) of a dissolve between shots in motion, centred at t: the frames over which
     contrast climbs out of its dip at t on either side (blending two unrelated pictures flattens
     them), at least `least` and at most `most` frames each way. In motion, the windows' ends keep
-    moving apart however wide they get, so the widest span does not say where the blend ends."""
-    return min(t - least + 1, _walk(std, t, 1.0, -1, most)), max(t + least, _walk(std, t, 1.0, 1, most) + 1)
+    moving apart however wide they get, so the widest span does not say where the blend ends. The
+    climb is followed from the ends of the `least` window: the dip's bottom may be flat for a few
+    frames (an even blend changes little from one frame to the next), which a walk from t would
+    take for its end."""
+    reach = most - least + 1
+    return _walk(std, t - least + 1, 1.0, -1, reach), _walk(std, t + least - 1, 1.0, 1, reach) + 1
 
 
 def _abrupt_blip(std: np.ndarray, start: int, end: int) -> bool:
