@@ -36,7 +36,7 @@ from accuracy import GRADUAL_TOLERANCE, LABELS, CachedModel, f1, run_stage, scor
 from curate.config import SplitConfig  # noqa: E402
 from curate.synthetic import write_video  # noqa: E402
 
-# A set's source files, and whether its segments come from late in their shots (see pick_segments).
+# Each set's source files.
 SETS = {
     # Bright, low-texture hand-held shots (cup), a street seen from above, and the animated film.
     "tuning": ["cup.mp4", "vtest.avi", "bbb.mp4"],
@@ -96,7 +96,8 @@ def pick_segments(truth: dict, length: int, late: bool = False) -> list[tuple[in
         gap = (b - a - length) // max(1, count - 1)
         first = a + (gap // 3 if late and count > 1 else 0)
         return [(s, s + length) for s in (first + i * gap for i in range(count)) if s + length <= b]
-    return [((a + (b - a - length) * 2 // 3) if late else a, ((a + (b - a - length) * 2 // 3) if late else a) + length) for a, b in spans]
+    starts = [a + (b - a - length) * 2 // 3 if late else a for a, b in spans]
+    return [(start, start + length) for start in starts]
 
 
 def decode_frames(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
