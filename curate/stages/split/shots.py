@@ -41,6 +41,9 @@ towards the zero vector, which is at distance 1 from any picture.
   cell of the frames at t-h/2, t and t+h/2 matches one of them (where a dissolve blends every
   cell); the cells matching the new picture form one region, which grows across the window from
   under to over a third of the picture; and the window changes more than the ones beside it.
+- Slide (or push), where the front carries both pictures along so no cell matches either end: a
+  burst whose every frame changes about as much, starting and stopping at once between frames
+  that change far less. Kind "wipe" too.
 
 `split.detector` may join these boundaries with TransNetV2's (`transnet.py`: every boundary either
 finds, ours where both do); this module knows nothing of it.
@@ -114,6 +117,9 @@ _WIPE_MIN_SPAN = 0.6  # windows whose ends are closer (unit-vector distance) are
 _WIPE_MIN_HALF = 4  # a wipe takes 8 frames at least: faster ones are left to the cut and burst tests
 _WIPE_REACH = 1.25  # a wipe spans this many half-widths of the narrowest window that found it, each side
 _EDGE_STEP = 0.5  # a frame beside a wipe that changes this share of its frames' median change belongs to it
+_SLIDE_STEADY = 0.4  # the steps of a slide's frames stay within this share of their median (and its inverse)
+_SLIDE_CONTRAST = 3.0  # ...and are this many times those of the 3 frames on either side
+_SLIDE_MIN_FRAMES = 8  # a slide takes at least this many frames (a shorter burst is a flash or a cut's blur)
 _WIPE_LASTS = 0.7  # pictures beyond a wipe's window differ from its other end by this share of its span
 
 
@@ -243,7 +249,9 @@ class ShotDetector:
         dissolves = self._dissolves(scores, in_fade, taken, std, mean)
         wipes = self._wipes(scores, in_fade, taken)
         transitions = sorted(fades + cuts + dissolves + wipes, key=lambda t: (t.start, t.end))
-        return Detection(transitions, self._uncertain(scores, ratio, spread, transitions, std))
+        uncertain = self._uncertain(scores, ratio, spread, transitions, std)
+        slides = self._slides(scores["step"], uncertain, std)
+        return Detection(sorted(transitions + slides, key=lambda t: (t.start, t.end)), uncertain)
 
     # -- scoring ---------------------------------------------------------------------------
 
@@ -454,6 +462,30 @@ class ShotDetector:
             for t in np.flatnonzero(burst).tolist()
             if h <= t < len(span) - h and not explained[t - h + 1 : t + h].any() and h <= self._extent(scores, t, by_histogram[t])
         ]
+
+    def _slides(self, step: np.ndarray, bursts: list[Transition], std: np.ndarray) -> list[Transition]:
+        """Bursts (whose ends are unrelated pictures) that are a slide or push: every frame of it
+        changes about as much (the front moves both pictures at a steady pace), and it starts and
+        stops at once, the frames on both sides changing far less. The wipe test fails on a slide
+        (its cells match neither end). A whip pan inside one shot would pass too; clips leave it
+        out as a burst either way. Runs of large steps that no burst holds are not looked at:
+        most are shots in motion, and slides there came with too many false boundaries."""
+        slides = []
+        for burst in (b for b in bursts if b.end - b.start >= _SLIDE_MIN_FRAMES):
+            # The frames that change with the front: from the first step into a blended frame to
+            # the step out of the last one (into the new shot's first frame).
+            steps = step[burst.start : burst.end]
+            moving = np.flatnonzero(steps >= _SLIDE_STEADY * steps.max())
+            first, last = burst.start + int(moving[0]), burst.start + int(moving[-1]) + 1
+            run = step[first:last]
+            if not (_SLIDE_MIN_FRAMES <= len(run) <= self._max_transition() + 1) or first < 4 or last + 3 > len(step):
+                continue
+            level = float(np.median(run))
+            calm = max(float(step[first - 3 : first].max()), float(step[last : last + 3].max()))
+            steady = run.min() >= _SLIDE_STEADY * level and run.max() <= level / _SLIDE_STEADY
+            if steady and level >= _SLIDE_CONTRAST * calm and level >= self.config.cut_min_diff / 2:
+                slides.append(Transition(first, last - 1, (first + last - 1) // 2, "wipe"))
+        return slides
 
     def _presence(self, std: np.ndarray, h: int) -> np.ndarray:
         """Per centre t, how far the pictures at t-h and t+h are from blank (the root mean square
