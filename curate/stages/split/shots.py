@@ -250,7 +250,7 @@ class ShotDetector:
         wipes = self._wipes(scores, in_fade, taken)
         transitions = sorted(fades + cuts + dissolves + wipes, key=lambda t: (t.start, t.end))
         uncertain = self._uncertain(scores, ratio, spread, transitions, std)
-        slides = self._slides(scores["step"], uncertain, std)
+        slides = self._slides(scores, uncertain, std)
         return Detection(sorted(transitions + slides, key=lambda t: (t.start, t.end)), uncertain)
 
     # -- scoring ---------------------------------------------------------------------------
@@ -463,13 +463,16 @@ class ShotDetector:
             if h <= t < len(span) - h and not explained[t - h + 1 : t + h].any() and h <= self._extent(scores, t, by_histogram[t])
         ]
 
-    def _slides(self, step: np.ndarray, bursts: list[Transition], std: np.ndarray) -> list[Transition]:
+    def _slides(self, scores: dict[str, np.ndarray], bursts: list[Transition], std: np.ndarray) -> list[Transition]:
         """Bursts (whose ends are unrelated pictures) that are a slide or push: every frame of it
         changes about as much (the front moves both pictures at a steady pace), and it starts and
-        stops at once, the frames on both sides changing far less. The wipe test fails on a slide
-        (its cells match neither end). A whip pan inside one shot would pass too; clips leave it
-        out as a burst either way. Runs of large steps that no burst holds are not looked at:
-        most are shots in motion, and slides there came with too many false boundaries."""
+        stops at once, the frames on both sides changing far less, and the pictures before and
+        after it differ (something sweeping past the lens at a steady pace leaves the old picture
+        behind). The wipe test fails on a slide (its cells match neither end). A whip pan inside
+        one shot would pass too; clips leave it out as a burst either way. Runs of large steps
+        that no burst holds are not looked at: most are shots in motion, and slides there came
+        with too many false boundaries."""
+        step = scores["step"]
         slides = []
         for burst in (b for b in bursts if b.end - b.start >= _SLIDE_MIN_FRAMES):
             # The frames that change with the front: from the first step into a blended frame to
@@ -483,9 +486,20 @@ class ShotDetector:
             level = float(np.median(run))
             calm = max(float(step[first - 3 : first].max()), float(step[last : last + 3].max()))
             steady = run.min() >= _SLIDE_STEADY * level and run.max() <= level / _SLIDE_STEADY
-            if steady and level >= _SLIDE_CONTRAST * calm and level >= self.config.cut_min_diff / 2:
+            moving = level >= _SLIDE_CONTRAST * calm and level >= self.config.cut_min_diff / 2
+            if steady and moving and self._changed(scores, std, first, last):
                 slides.append(Transition(first, last - 1, (first + last - 1) // 2, "wipe"))
         return slides
+
+    def _changed(self, scores: dict[str, np.ndarray], std: np.ndarray, first: int, last: int) -> bool:
+        """Do the pictures before frame `first` and from frame `last - 1` on differ, as the ends of
+        a transition do (at least half of split.gradual_min_diff: shots alike on the coarse grid
+        count)? Read from the narrowest window that reaches over both."""
+        h = next((w for w in self.widths if 2 * w >= last - first), None)
+        if h is None:
+            return False
+        centre = (first + last) // 2 - 1
+        return bool(scores[f"span{h}"][centre] >= _HIST_LED_SPAN * self.config.gradual_min_diff * self._presence(std, h)[centre])
 
     def _presence(self, std: np.ndarray, h: int) -> np.ndarray:
         """Per centre t, how far the pictures at t-h and t+h are from blank (the root mean square
