@@ -486,8 +486,8 @@ class ShotDetector:
             level = float(np.median(run))
             calm = max(float(step[first - 3 : first].max()), float(step[last : last + 3].max()))
             steady = run.min() >= _SLIDE_STEADY * level and run.max() <= level / _SLIDE_STEADY
-            moving = level >= _SLIDE_CONTRAST * calm and level >= self.config.cut_min_diff / 2
-            if steady and moving and self._changed(scores, std, first, last):
+            fast = level >= _SLIDE_CONTRAST * calm and level >= self.config.cut_min_diff / 2
+            if steady and fast and self._changed(scores, std, first, last):
                 slides.append(Transition(first, last - 1, (first + last - 1) // 2, "wipe"))
         return slides
 
