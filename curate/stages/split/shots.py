@@ -119,6 +119,7 @@ _WIPE_REACH = 1.25  # a wipe spans this many half-widths of the narrowest window
 _EDGE_STEP = 0.5  # a frame beside a wipe that changes this share of its frames' median change belongs to it
 _SLIDE_STEADY = 0.4  # the steps of a slide's frames stay within this share of their median (and its inverse)
 _SLIDE_CONTRAST = 3.0  # ...and are this many times those of the 3 frames on either side
+_SLIDE_APART = 0.5  # ...and its pictures before and after differ by this share of split.gradual_min_diff
 _SLIDE_MIN_FRAMES = 8  # a slide takes at least this many frames (a shorter burst is a flash or a cut's blur)
 _WIPE_LASTS = 0.7  # pictures beyond a wipe's window differ from its other end by this share of its span
 
@@ -330,20 +331,24 @@ class ShotDetector:
 
     def _cuts(self, scores: dict[str, np.ndarray], ratio: np.ndarray, in_fade: np.ndarray, spread: np.ndarray) -> list[Transition]:
         step = scores["step"]
-        candidate = (step >= self.config.cut_min_diff) & (ratio >= self.config.cut_threshold)
-        candidate &= _isolated(step)
-        # A cut replaces the whole picture. Something entering the frame close to the lens and
-        # staying (a hand, a tree trunk the camera passes) changes a large but partial area: most
-        # cells keep their luma, so the median cell change is far below the mean one.
-        candidate &= spread >= _WHOLE_PICTURE
-        candidate[0] = False
-        candidate[1:] &= ~(in_fade[1:] | in_fade[:-1])
+        candidate = self._cut_like(step, spread, in_fade) & (ratio >= self.config.cut_threshold) & _isolated(step)
         candidate |= self._cuts_into_motion(scores, in_fade, spread)
         candidate &= self._not_undone(candidate, step, scores["returns_at"], scores["seen_at"])
         candidate |= self._histogram_cuts(scores, ratio, in_fade, spread)
         positions = np.flatnonzero(candidate)
         strongest_first = positions[np.argsort(-step[positions], kind="stable")]
         return [Transition(t, t, t, "cut") for t in _spread(strongest_first, self._min_gap())]
+
+    def _cut_like(self, step: np.ndarray, spread: np.ndarray, in_fade: np.ndarray) -> np.ndarray:
+        """What every cut test asks first: a step of at least split.cut_min_diff that changes the
+        whole picture, not into the first frame, nor into or out of a fade. (Something entering
+        the frame close to the lens and staying, a hand or a tree trunk the camera passes, changes
+        a large but partial area: most cells keep their luma, so the median cell change is far
+        below the mean one.)"""
+        found = (step >= self.config.cut_min_diff) & (spread >= _WHOLE_PICTURE)
+        found[0] = False
+        found[1:] &= ~(in_fade[1:] | in_fade[:-1])
+        return found
 
     def _histogram_cuts(self, scores: dict[str, np.ndarray], ratio: np.ndarray, in_fade: np.ndarray, spread: np.ndarray) -> np.ndarray:
         """Cuts that the picture tests doubt but the luma histogram confirms. Between two shots
@@ -354,11 +359,9 @@ class ShotDetector:
         come back closer than half the step: a flash or a short blink is no cut."""
         step, hist_step = scores["step"], scores["hist_step"]
         around = np.max([_at(hist_step, k) for k in (-3, -2, -1, 1, 2, 3)], axis=0)
-        found = (step >= self.config.cut_min_diff) & (ratio >= _UNCERTAIN_RATIO) & (spread >= _WHOLE_PICTURE)
+        found = self._cut_like(step, spread, in_fade) & (ratio >= _UNCERTAIN_RATIO)
         found &= (hist_step >= _HIST_JUMP) & (hist_step >= _HIST_ISOLATED * around)
         found &= np.minimum(scores["returns"], scores["seen_before"]) >= _RETURNED * step
-        found[0] = False
-        found[1:] &= ~(in_fade[1:] | in_fade[:-1])
         return found
 
     def _cuts_into_motion(self, scores: dict[str, np.ndarray], in_fade: np.ndarray, spread: np.ndarray) -> np.ndarray:
@@ -370,15 +373,11 @@ class ShotDetector:
         not be undone (`_not_undone`: a flash)."""
         step, hist_step = scores["step"], scores["hist_step"]
         found = np.zeros(len(step), bool)
-        for side in (-1, 1):  # the calm side: before the cut, or after it
-            calm = np.max([_at(step, side * k) for k in (1, 2, 3)], axis=0)
-            calm_hist = np.max([_at(hist_step, side * k) for k in (1, 2, 3)], axis=0)
+        # The calm side: the 3 frames before the cut, or the 3 after it.
+        for calm, calm_hist in zip(_side_maxima(step, 3), _side_maxima(hist_step, 3), strict=True):
             jumps = hist_step >= np.maximum(_HIST_JUMP, _HIST_ISOLATED * calm_hist)
             found |= jumps & (step >= _MOTION_CUT * np.maximum(calm, _DIFF_FLOOR))
-        found &= (step >= self.config.cut_min_diff) & (spread >= _WHOLE_PICTURE)
-        found[0] = False
-        found[1:] &= ~(in_fade[1:] | in_fade[:-1])
-        return found
+        return found & self._cut_like(step, spread, in_fade)
 
     def _not_undone(self, jumps: np.ndarray, step: np.ndarray, returns_at: np.ndarray, seen_at: np.ndarray) -> np.ndarray:
         """Which cut-like jumps are not undone: neither does the old picture come back soon, nor
@@ -454,7 +453,7 @@ class ShotDetector:
             by_picture = (held_span >= _WIDE_SPAN * presence) & (held_span >= _WIDE_CONTRAST * outside)
             by_histogram = (held_span >= _WIDE_SPAN * presence) & (held_hist >= np.maximum(_WIDE_HIST, _WIDE_CONTRAST * hist_outside))
             # Two shots alike on the coarse grid (see _dissolves) differ in their histograms.
-            by_histogram |= (held_hist >= _HIST_LED) & (held_hist >= _HIST_LED_CONTRAST * hist_outside) & (held_span >= outside)
+            by_histogram |= _histogram_led(held_hist, hist_outside, held_span, outside)
             by_histogram &= ~by_picture  # (its extent, below, is then the histogram's too)
             burst = (by_picture | by_histogram) & fits
         return [
@@ -493,13 +492,13 @@ class ShotDetector:
 
     def _changed(self, scores: dict[str, np.ndarray], std: np.ndarray, first: int, last: int) -> bool:
         """Do the pictures before frame `first` and from frame `last - 1` on differ, as the ends of
-        a transition do (at least half of split.gradual_min_diff: shots alike on the coarse grid
+        a transition do (_SLIDE_APART of split.gradual_min_diff: shots alike on the coarse grid
         count)? Read from the narrowest window that reaches over both."""
         h = next((w for w in self.widths if 2 * w >= last - first), None)
         if h is None:
             return False
         centre = (first + last) // 2 - 1
-        return bool(scores[f"span{h}"][centre] >= _HIST_LED_SPAN * self.config.gradual_min_diff * self._presence(std, h)[centre])
+        return bool(scores[f"span{h}"][centre] >= _SLIDE_APART * self.config.gradual_min_diff * self._presence(std, h)[centre])
 
     def _presence(self, std: np.ndarray, h: int) -> np.ndarray:
         """Per centre t, how far the pictures at t-h and t+h are from blank (the root mean square
@@ -532,12 +531,10 @@ class ShotDetector:
             by_dip = ~stands_out & dips & (span >= _DIP_CONTRAST * outside)
             stands_out |= by_dip
             # Two shots alike in layout (bright above, darker below) are close on the coarse grid
-            # however different their content; their histograms still tell them apart. The
-            # picture must still change more than beside the window: a low-contrast pan's narrow
-            # histogram swings too, while its picture changes all along. And a dissolve spreads its
-            # change over its frames: one frame that makes most of it is a cut, judged as one.
-            hist_led = (hist >= _HIST_LED) & (hist >= _HIST_LED_CONTRAST * hist_outside) & (span >= outside)
-            hist_led &= _window_max(scores["hist_step"], h) <= _HIST_LED_STEP * hist
+            # however different their content; their histograms still tell them apart. A dissolve
+            # spreads that change over its frames: one frame that makes most of it is a cut.
+            spread_out = _window_max(scores["hist_step"], h) <= _HIST_LED_STEP * hist
+            hist_led = _histogram_led(hist, hist_outside, span, outside) & spread_out
             apart = cfg.gradual_min_diff * self._presence(std, h)  # how far apart the ends of a dissolve are
             picture_led = span >= apart
             balance = 1 - 2 * np.abs(weight - 0.5)  # 1 when the centre is an even blend
@@ -948,6 +945,14 @@ def _typical_step(step: np.ndarray) -> np.ndarray:
 def _at(values: np.ndarray, offset: int) -> np.ndarray:
     """values[t + offset] for every t, clamped at both ends of the video."""
     return values[np.clip(np.arange(len(values)) + offset, 0, len(values) - 1)]
+
+
+def _histogram_led(hist: np.ndarray, hist_outside: np.ndarray, span: np.ndarray, outside: np.ndarray) -> np.ndarray:
+    """Windows whose luma histogram changes far more (_HIST_LED, _HIST_LED_CONTRAST times the
+    windows beside them) than their picture says, between two shots alike on the coarse grid;
+    the picture must still change at least as much as beside them (a low-contrast pan's narrow
+    histogram swings too, while its picture changes all along)."""
+    return (hist >= _HIST_LED) & (hist >= _HIST_LED_CONTRAST * hist_outside) & (span >= outside)
 
 
 def _window_max(values: np.ndarray, h: int) -> np.ndarray:
