@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import av
@@ -36,22 +36,33 @@ from accuracy import GRADUAL_TOLERANCE, LABELS, CachedModel, f1, run_stage, scor
 from curate.config import SplitConfig  # noqa: E402
 from curate.synthetic import write_video  # noqa: E402
 
-# Each set's source files.
-SETS = {
-    # Bright, low-texture hand-held shots (cup), a street seen from above, and the animated film.
-    "tuning": ["cup.mp4", "vtest.avi", "bbb.mp4"],
-    # Other files altogether: a box on a table, a car interior, an animated trailer, a music video.
-    "held-out": ["box.mp4", "carphone_pristine.mp4", "Megamind.avi", "transnetv2_test.mp4"],
-}
 KINDS = ["dissolve8", "dissolve16", "dissolve32", "dissolve48", "black16", "white16", "wipe16", "slide16"]
 # Added after the wipe test was tuned on the wipe16 videos of both halves: other directions and
 # lengths, never looked at while tuning.
 KINDS += ["wipedown24", "wipeleft12"]
-# TUNING-B looks again at the tuning files only: segments from late in their shots, joined by
-# transitions of other lengths (dissolves of 12, 24 and 40 frames, slides of 12 to 32). Added while
-# tuning the histogram-led dissolves; as much a tuning set as TUNING.
-SETS["tuning-b"] = SETS["tuning"]
 KINDS_B = ["dissolve12", "dissolve24", "dissolve40", "black8", "white32", "slide12", "slide24", "slide32", "wipedown16", "wipeleft24"]
+
+
+@dataclass(frozen=True)
+class ZooSet:
+    """The source files of a set, the kinds of transition joining their segments, and whether the
+    segments come from late in their shots (see pick_segments) rather than from their starts."""
+
+    files: list[str]
+    kinds: list[str]
+    late: bool = False
+
+
+TUNING_FILES = ["cup.mp4", "vtest.avi", "bbb.mp4"]
+SETS = {
+    # Bright, low-texture hand-held shots (cup), a street seen from above, and the animated film.
+    "tuning": ZooSet(TUNING_FILES, KINDS),
+    # A second look at the tuning files only: segments from late in their shots, transitions of
+    # other lengths. Added while tuning the histogram-led dissolves; as much a tuning set as TUNING.
+    "tuning-b": ZooSet(TUNING_FILES, KINDS_B, late=True),
+    # Other files altogether: a box on a table, a car interior, an animated trailer, a music video.
+    "held-out": ZooSet(["box.mp4", "carphone_pristine.mp4", "Megamind.avi", "transnetv2_test.mp4"], KINDS),
+}
 BODY_FRAMES = 56  # frames of each segment that no transition touches: a shot of 2.3 s
 CLEAR_FRAMES = 12  # a segment keeps this far from any labelled boundary
 SEGMENTS_PER_FILE = 4
@@ -77,11 +88,6 @@ def shot_spans(truth: dict, length: int) -> list[tuple[int, int]]:
         position = max(position, last + 1)
     spans.append((position, truth["num_frames"]))
     return [(a + CLEAR_FRAMES, b - CLEAR_FRAMES) for a, b in spans if b - a - 2 * CLEAR_FRAMES >= length]
-
-
-def kinds_of(name: str) -> list[str]:
-    """The kinds of transition in the set called `name`."""
-    return KINDS_B if name == "tuning-b" else KINDS
 
 
 def pick_segments(truth: dict, length: int, late: bool = False) -> list[tuple[int, int]]:
@@ -227,15 +233,15 @@ def main(argv: list[str] | None = None) -> int:
     names = {"both": ["tuning", "held-out"], "all": ["tuning", "tuning-b", "held-out"]}.get(args.set, [args.set])
     results = {}
     for name in names:
-        videos = [(kind, folder / f"{name}-{kind}.mp4") for kind in kinds_of(name)]
+        videos = [(kind, folder / f"{name}-{kind}.mp4") for kind in SETS[name].kinds]
         labels = folder / f"{name}.truth.json"
         if not (labels.exists() and all(path.exists() for _, path in videos)):
-            segments = source_segments(args.real, SETS[name], kinds_of(name), late=name == "tuning-b")
+            segments = source_segments(args.real, SETS[name].files, SETS[name].kinds, SETS[name].late)
             labels.write_text(json.dumps({kind: build(kind, segments[kind], path) for kind, path in videos}))
         truth = json.loads(labels.read_text())
         results[name] = evaluate([(kind, path, [tuple(g) for g in truth[kind]]) for kind, path in videos], config, args.verbose)
     for kinds in (KINDS, KINDS_B):  # one table per list of kinds, its sets side by side
-        shown = [name for name in names if kinds_of(name) == kinds]
+        shown = [name for name in names if SETS[name].kinds == kinds]
         if shown:
             print_table(results, shown, kinds)
     for name in names:
