@@ -156,7 +156,7 @@ def choose_bucket(sample: dict, buckets: Buckets, config: DataConfig) -> Bucket:
     as pack's json gives them (`pack_width`, `pack_height`, `pack_num_frames`, `pack_fps`), else
     as its first frame shows them. Raises SkippedSample when no bucket fits."""
     key = sample["__key__"]
-    meta = _meta(sample)
+    meta = sample_meta(sample)
     if is_latent_sample(sample):
         made = meta.get("latent") or {}
         if not all(made.get(k) for k in ("num_frames", "height", "width")):
@@ -169,7 +169,9 @@ def choose_bucket(sample: dict, buckets: Buckets, config: DataConfig) -> Bucket:
     return buckets.choose(int(width), int(height), int(total), frame_step(config, float(fps)))
 
 
-def _meta(sample: dict) -> dict:
+def sample_meta(sample: dict) -> dict:
+    """A shard sample's json as a dict: empty when it has none, or one that is not a JSON object
+    (a bad json never stops a run)."""
     try:
         meta = json.loads(sample["json"]) if "json" in sample else {}
     except ValueError:
@@ -399,12 +401,16 @@ def _shuffled(samples, bufsize: int, rng: random.Random):
 def _to_training_sample(sample: dict, config: DataConfig, bucket: Bucket) -> dict:
     """A video sample's decoded frames at `bucket`'s shape, or a latent sample's latents and text embedding."""
     key = sample["__key__"]
-    caption = sample.get("txt", b"").decode("utf-8", errors="replace").strip()
-    common = {"key": key, "caption": caption}
+    common = {"key": key, "caption": caption_of(sample)}
     if is_latent_sample(sample):  # written by `python -m train precompute`
         latents, text = decode_sample(sample)
         return {**common, "latents": latents, "text": text}
     return {**common, "frames": decode_clip(sample["mp4"], config, key, bucket)}
+
+
+def caption_of(sample: dict) -> str:
+    """A shard sample's caption (its .txt member), empty when it has none."""
+    return sample.get("txt", b"").decode("utf-8", errors="replace").strip()
 
 
 def collate(samples: list[dict], bucket: Bucket) -> dict:

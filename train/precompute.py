@@ -31,7 +31,7 @@ from curate.shards import Sample, wids_index, write_shard
 from curate.storage import write_text_atomic
 from train.buckets import Bucket, Buckets
 from train.config import TrainConfig
-from train.data import choose_bucket, decode_clip, read_shards, shard_urls
+from train.data import caption_of, choose_bucket, decode_clip, read_shards, sample_meta, shard_urls
 from train.latents import encode_sample
 from train.models import VideoFamily, load_family
 
@@ -103,13 +103,13 @@ def _latent_samples(url: str, family: VideoFamily, config: TrainConfig, buckets:
 def _encode_batch(
     batch: list[tuple[dict, np.ndarray]], bucket: Bucket, family: VideoFamily, config: TrainConfig, dtype, stats: PrecomputeStats
 ) -> Iterator[Sample]:
-    captions = [sample.get("txt", b"").decode("utf-8", errors="replace").strip() for sample, _ in batch]
+    captions = [caption_of(sample) for sample, _ in batch]
     frames = torch.from_numpy(np.stack([f for _, f in batch]))
     latents = family.encode_video(frames).cpu().numpy()
     texts = family.encode_text(captions).cpu().numpy()
     recipe = _recipe(config, family, np.dtype(dtype).name)
     for (sample, _), latent, text, caption in zip(batch, latents, texts, captions, strict=True):
-        meta = json.loads(sample["json"]) if "json" in sample else {}
+        meta = sample_meta(sample)
         meta["latent"] = {**recipe, "num_frames": bucket.num_frames, "height": bucket.height, "width": bucket.width}
         stats.samples += 1
         yield Sample(sample["__key__"], encode_sample(latent, text, caption, meta, dtype))
