@@ -19,7 +19,7 @@ import pyarrow as pa
 from curate.config import DedupConfig
 from curate.framepool import count_at_rate, decode_frames, frame_indices, uniform_positions
 from curate.manifest import ClipRef
-from curate.pipeline import STAGES
+from curate.pipeline import STAGES, stage_spec
 from curate.stages.clipstage import ClipStage
 from curate.stages.dedup.match import best_matches, semantic_matches
 from curate.stages.dedup.signature import HASH_SIDE, frame_hash
@@ -106,7 +106,7 @@ class DedupStage(ClipStage):
                 "semantic_similarity": pa.array(_similarities(semantic, ids), pa.float32()),
             }
         )
-        return self._summary(set(ids), near, semantic), table
+        return self._summary(table, near), table
 
     def _candidates(self, layout, clips: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
         """The clips to match (this folder's, with their dedup_round, after the `dedup.against`
@@ -131,14 +131,12 @@ class DedupStage(ClipStage):
             folders.append(self.config.against[int(number)] if tab else None)
         return clip_ids, folders
 
-    def _summary(self, ours: set[str], near: dict, semantic: dict) -> DedupSummary:
-        """How many of this folder's clips were compared, and how many the rule drops now."""
-
-        def reaching(found: dict, threshold: float) -> set[str]:
-            return {i for i, m in found.items() if i in ours and m.similarity is not None and m.similarity >= threshold}
-
-        duplicates = reaching(near, self.config.threshold) | reaching(semantic, self.config.semantic_threshold)
-        return DedupSummary(compared=sum(i in ours for i in near), duplicates=len(duplicates))
+    def _summary(self, table: pa.Table, near: dict) -> DedupSummary:
+        """How many of this folder's clips (the rows of `table`) were compared, and how many the
+        `duplicate` rule of the stage table drops now."""
+        rule = next(r for r in stage_spec("dedup").rules if r.reason == "duplicate")
+        dropped = rule.fires(table.to_pandas(), self.config).fillna(False)
+        return DedupSummary(compared=sum(i in near for i in table.column("clip_id").to_pylist()), duplicates=int(dropped.sum()))
 
 
 def _similarities(found: dict, ids: list[str]) -> list[float | None]:
