@@ -732,6 +732,42 @@ def test_slide_is_a_boundary_at_its_middle(length):
     assert [t for t in _detect(frames) if t.kind == "wipe"] == []
 
 
+@pytest.mark.parametrize("length", [12, 16, 24, 32])
+def test_slide_into_a_shaking_shot_is_a_boundary(length):
+    """A slide from a still shot into a handheld one: once the slide is over, the new picture
+    shakes by up to a grid column and a half each frame, so the frames after it change a third to
+    two thirds as much as the slide's own. It starts and stops at once all the same: calm on one
+    side, slower on the other. One transition of kind "wipe" over its frames, its boundary near
+    the middle. (A slide had to change three times more than the frames on both sides before.)"""
+    import cv2
+
+    rng = np.random.default_rng(length)
+    old, new = (cv2.resize(_picture(seed)[::6, ::6], (GRID_W, GRID_H), interpolation=cv2.INTER_CUBIC) for seed in (31, 32))
+
+    def shaken(picture: np.ndarray) -> np.ndarray:
+        shift = np.float32([[1, 0, rng.uniform(-1.5, 1.5)], [0, 1, rng.uniform(-1.5, 1.5)]])
+        return cv2.warpAffine(picture, shift, (GRID_W, GRID_H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+    frames = [_noisy(old, rng) for _ in range(72)]
+    for share in np.arange(1, length + 1) / (length + 1):
+        offset = round(share * GRID_W)
+        frames.append(_noisy(np.concatenate([old[:, offset:], new[:, :offset]], axis=1), rng))
+    frames += [_noisy(shaken(new), rng) for _ in range(72)]
+    slides = [t for t in _detect(frames) if t.kind == "wipe"]
+    assert len(slides) == 1, slides
+    assert slides[0].start == 72 and slides[0].end >= 72 + length and abs(slides[0].cut_frame - (72 + length // 2)) <= 3, slides
+
+
+def test_slide_front_is_one_run_of_steps_at_its_pace():
+    """The frames a slide's front moves through, among a burst's steps: one uneven step inside it
+    (under 0.4 of the largest, not of its median) stays in, and a shot in motion after it, whose
+    steps are as large as the slide's smallest but come after a calmer frame, stays out."""
+    from curate.stages.split.shots import _front
+
+    steps = np.array([0.02, 0.02] + [0.6, 0.5, 0.7, 0.25, 0.6, 0.55, 0.65, 0.6, 0.5, 0.58] + [0.1, 0.3, 0.28, 0.05, 0.3, 0.25])
+    assert _front(steps) == (2, 12)
+
+
 @pytest.mark.parametrize("length", [12, 16])
 def test_slide_is_kept_out_of_clips_to_its_first_and_last_frames(length):
     """A slide: the new picture pushes the old one out sideways over `length` frames, both moving

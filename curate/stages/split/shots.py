@@ -118,7 +118,8 @@ _WIPE_MIN_HALF = 4  # a wipe takes 8 frames at least: faster ones are left to th
 _WIPE_REACH = 1.25  # a wipe spans this many half-widths of the narrowest window that found it, each side
 _EDGE_STEP = 0.5  # a frame beside a wipe that changes this share of its frames' median change belongs to it
 _SLIDE_STEADY = 0.4  # the steps of a slide's frames stay within this share of their median (and its inverse)
-_SLIDE_CONTRAST = 3.0  # ...and are this many times those of the 3 frames on either side
+_SLIDE_CONTRAST = 3.0  # ...and are this many times those of the 3 frames on one side...
+_SLIDE_BUSY = 1.0  # ...and at least those on the other side (the shot there may be in motion)
 _SLIDE_APART = 0.5  # ...and its pictures before and after differ by this share of split.gradual_min_diff
 _SLIDE_MIN_FRAMES = 8  # a slide takes at least this many frames (a shorter burst is a flash or a cut's blur)
 _WIPE_LASTS = 0.7  # pictures beyond a wipe's window differ from its other end by this share of its span
@@ -469,27 +470,24 @@ class ShotDetector:
     def _slides(self, scores: dict[str, np.ndarray], bursts: list[Transition], std: np.ndarray) -> list[Transition]:
         """Bursts (whose ends are unrelated pictures) that are a slide or push: every frame of it
         changes about as much (the front moves both pictures at a steady pace), and it starts and
-        stops at once, the frames on both sides changing far less, and the pictures before and
-        after it differ (something sweeping past the lens at a steady pace leaves the old picture
-        behind). The wipe test fails on a slide (its cells match neither end). A whip pan inside
-        one shot would pass too; clips leave it out as a burst either way. Runs of large steps
-        that no burst holds are not looked at: most are shots in motion, and slides there came
-        with too many false boundaries."""
+        stops at once: the frames on one side change far less, and those on the other no more
+        (the shot there may be in motion). The pictures before and after it differ (something
+        sweeping past the lens at a steady pace leaves the old picture behind). The wipe test
+        fails on a slide (its cells match neither end). A whip pan inside one shot would pass too;
+        clips leave it out as a burst either way. Runs of large steps that no burst holds are not
+        looked at: most are shots in motion, and slides there came with too many false boundaries."""
         step = scores["step"]
         slides = []
         for burst in (b for b in bursts if b.end - b.start >= _SLIDE_MIN_FRAMES):
-            # The frames that change with the front: from the first step into a blended frame to
-            # the step out of the last one (into the new shot's first frame).
-            steps = step[burst.start : burst.end]
-            moving = np.flatnonzero(steps >= _SLIDE_STEADY * steps.max())
-            first, last = burst.start + int(moving[0]), burst.start + int(moving[-1]) + 1
+            first, last = _front(step[burst.start : burst.end])
+            first, last = burst.start + first, burst.start + last
             run = step[first:last]
             if not (_SLIDE_MIN_FRAMES <= len(run) <= self._max_transition() + 1) or first < 4 or last + 3 > len(step):
                 continue
             level = float(np.median(run))
-            calm = max(float(step[first - 3 : first].max()), float(step[last : last + 3].max()))
+            calm, busy = sorted([float(step[first - 3 : first].max()), float(step[last : last + 3].max())])
             steady = run.min() >= _SLIDE_STEADY * level and run.max() <= level / _SLIDE_STEADY
-            fast = level >= _SLIDE_CONTRAST * calm and level >= self.config.cut_min_diff / 2
+            fast = level >= _SLIDE_CONTRAST * calm and level >= _SLIDE_BUSY * busy and level >= self.config.cut_min_diff / 2
             if steady and fast and self._changed(scores, std, first, last):
                 slides.append(Transition(first, last - 1, (first + last - 1) // 2, "wipe"))
         return slides
@@ -713,6 +711,17 @@ def _moving_edges(step: np.ndarray, start: int, end: int, limit: int) -> tuple[i
     while stop < len(step) and stop - end < limit and step[stop] >= least:
         stop += 1
     return first, stop
+
+
+def _front(steps: np.ndarray) -> tuple[int, int]:
+    """[first, last) of the frames a slide's front moves through, among a burst's steps: from the
+    step into its first blended frame to the step out of its last. The longest run of steps near
+    the largest one, widened over the steps still near its own pace (its median): one uneven step
+    inside a slide does not cut it short, and the frames of a shot in motion beside it, often as
+    fast as its slowest steps but not in one run with them, stay out."""
+    first, last = max(_runs(steps >= _SLIDE_STEADY * steps.max()), key=lambda run: run[1] - run[0])
+    pace = float(np.median(steps[first:last]))
+    return next((a, b) for a, b in _runs(steps >= _SLIDE_STEADY * pace) if a <= first and last <= b)
 
 
 def _merged(changes: list[Transition]) -> list[Transition]:
