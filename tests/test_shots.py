@@ -758,6 +758,31 @@ def test_slide_into_a_shaking_shot_is_a_boundary(length):
     assert slides[0].start == 72 and slides[0].end >= 72 + length and abs(slides[0].cut_frame - (72 + length // 2)) <= 3, slides
 
 
+def test_long_dissolve_found_only_as_a_burst_is_kept_out_of_clips_to_its_ends():
+    """A 48-frame dissolve between two shots panning in opposite directions: the middle frame is
+    no blend of the frames 24 away, so the dissolve test fails and only the burst test sees it.
+    Its first and last frames are barely blended and change no more than the pans do, so the
+    burst alone stops a few frames short (a clip held frames 116-119 before). It is widened, as a
+    dissolve is, over the frames whose contrast still moves: no clip holds a blended frame."""
+    import cv2
+
+    rng = np.random.default_rng(48)
+    a, b = (cv2.resize(_picture(seed)[::6, ::6], (GRID_W, GRID_H), interpolation=cv2.INTER_CUBIC) for seed in (51, 52))
+
+    def pan(picture: np.ndarray, shift: float) -> np.ndarray:
+        matrix = np.float32([[1, 0, shift], [0, 1, 0]])
+        return cv2.warpAffine(picture, matrix, (GRID_W, GRID_H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+    frames = [_noisy(pan(a, 0.6 * i), rng) for i in range(72)]
+    for i, share in enumerate(np.arange(1, 49) / 49, start=72):
+        frames.append(_noisy((1 - share) * pan(a, 0.6 * i) + share * pan(b, -0.6 * i), rng))
+    frames += [_noisy(pan(b, -0.6 * i), rng) for i in range(120, 192)]
+    detection = _detection(frames)
+    assert not [t for t in detection.transitions if t.kind == "dissolve"], detection  # what this test is about
+    spans = clip_spans(len(frames), detection.transitions + detection.uncertain, 24.0, DEFAULT)
+    assert spans and all(end <= 72 or start >= 120 for start, end in spans), spans
+
+
 def test_slide_front_is_one_run_of_steps_at_its_pace():
     """The frames a slide's front moves through, among a burst's steps: one uneven step inside it
     (under 0.4 of the largest, not of its median) stays in, and a shot in motion after it, whose

@@ -251,7 +251,7 @@ class ShotDetector:
         dissolves = self._dissolves(scores, in_fade, taken, std, mean)
         wipes = self._wipes(scores, in_fade, taken)
         transitions = sorted(fades + cuts + dissolves + wipes, key=lambda t: (t.start, t.end))
-        uncertain = self._uncertain(scores, ratio, spread, transitions, std)
+        uncertain = self._uncertain(scores, ratio, spread, transitions, std, mean)
         slides = self._slides(scores, uncertain, std)
         return Detection(sorted(transitions + slides, key=lambda t: (t.start, t.end)), uncertain)
 
@@ -411,12 +411,15 @@ class ShotDetector:
         return ok
 
     def _uncertain(
-        self, scores: dict[str, np.ndarray], ratio: np.ndarray, spread: np.ndarray, transitions: list[Transition], std: np.ndarray
-    ) -> list[Transition]:
+        self, scores: dict[str, np.ndarray], ratio: np.ndarray, spread: np.ndarray, transitions: list[Transition],
+        std: np.ndarray, mean: np.ndarray,
+    ) -> list[Transition]:  # fmt: skip
         """Abrupt changes that no boundary test accepted: a jump of the whole picture well above
         the motion around it (a cut inside heavy motion or beside a glitch, or a flash), and a
         burst of a few frames that change the picture far more than the frames beside them (a
-        wipe, a very fast transition) unless a transition found there explains it. Clips leave
+        wipe, a very fast transition) unless a transition found there explains it. A burst is
+        widened, as a dissolve is, over the frames around it whose brightness or contrast still
+        moves (a long dissolve that failed the blend test, its ends barely blended). Clips leave
         them out: a boundary missed inside a clip costs more than the frames around a flash."""
         step = scores["step"]
         jump = (step >= self.config.cut_min_diff) & (ratio >= _UNCERTAIN_RATIO) & (spread >= _UNCERTAIN_SPREAD)
@@ -426,7 +429,10 @@ class ShotDetector:
         explained = _near(len(step), transitions, margin=self._min_gap())
         for h in self.widths:
             found += self._bursts(scores, h, explained, self._presence(std, h))
-        return _merged(sorted(found, key=lambda t: (t.start, t.end)))
+        found = _merged(sorted(found, key=lambda t: (t.start, t.end)))
+        bursts = (t for t in found if t.end > t.start)
+        widened = [Transition(*self._settled(t.start, t.end, (t.start + t.end - 1) // 2, std, mean), None, t.kind) for t in bursts]
+        return _merged(sorted([t for t in found if t.end == t.start] + widened, key=lambda t: (t.start, t.end)))
 
     def _bursts(self, scores: dict[str, np.ndarray], h: int, explained: np.ndarray, presence: np.ndarray) -> list[Transition]:
         """Windows of 2h frames whose ends differ far more than those of the same-length windows
@@ -564,10 +570,17 @@ class ShotDetector:
             # or contrast beyond the window: those frames are blends too. (Not so between shots in
             # motion, whose contrast drifts anyway: there the dip's arms mark the blend.)
             if not dip_half[t]:
-                start = min(_settling(std, start, int(t), -1, limit), _settling(mean, start, int(t), -1, limit))
-                end = max(_settling(std, end - 1, int(t), 1, limit), _settling(mean, end - 1, int(t), 1, limit)) + 1
+                start, end = self._settled(start, end, int(t), std, mean)
             found.append(Transition(start, end, int(t), "dissolve"))
         return found
+
+    def _settled(self, start: int, end: int, centre: int, std: np.ndarray, mean: np.ndarray) -> tuple[int, int]:
+        """[start, end) widened on either side over the frames whose contrast or mean luma still
+        moves away from its value at `centre` (see _settling), up to the longest transition."""
+        limit = self._max_transition()
+        start = min(_settling(std, start, centre, -1, limit), _settling(mean, start, centre, -1, limit))
+        end = max(_settling(std, end - 1, centre, 1, limit), _settling(mean, end - 1, centre, 1, limit)) + 1
+        return start, end
 
     def _extent(self, scores, t: int, by_histogram: bool = False) -> int:
         """Half-width of the dissolve centred at t: the narrowest window whose ends are (nearly)
