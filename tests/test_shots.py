@@ -783,6 +783,22 @@ def test_long_dissolve_found_only_as_a_burst_is_kept_out_of_clips_to_its_ends():
     assert spans and all(end <= 72 or start >= 120 for start, end in spans), spans
 
 
+def test_near_blank_dip_whose_ramps_keep_a_mid_grey_mean_is_no_fade():
+    """A fade maps every pixel p to c + a * (p - c), c the fade colour: across its ramps mean luma
+    is a straight line in contrast that meets black or white at zero contrast. A pan across a
+    flat, mid-grey stretch dips in contrast just as smoothly, here to 4.5 (near blank: under twice
+    split.flat_max_std, where the ramps used not to be asked), but keeps its mean: no fade. The
+    same contrast with the mean heading for black is one."""
+    from curate.stages.split.shots import ShotDetector
+
+    std = np.concatenate([np.full(30, 40.0), np.linspace(40.0, 4.5, 12), np.full(10, 4.5), np.linspace(4.5, 40.0, 12), np.full(30, 40.0)])
+    step, returns = np.full(len(std), 0.1), np.full(len(std), 1.0)  # calm frames; the old picture never comes back
+    detector = ShotDetector(24.0, DEFAULT)
+    assert detector._fades(std, np.full(len(std), 90.0), returns, step) == []
+    towards_black = 16.0 + (90.0 - 16.0) * std / 40.0
+    assert [t.kind for t in detector._fades(std, towards_black, returns, step)] == ["fade"]
+
+
 def test_slide_front_is_one_run_of_steps_at_its_pace():
     """The frames a slide's front moves through, among a burst's steps: one uneven step inside it
     (under 0.4 of the largest, not of its median) stays in, and a shot in motion after it, whose

@@ -16,9 +16,9 @@ towards the zero vector, which is at distance 1 from any picture.
   motion (which change those windows too), somewhat more, while frame t's contrast dips well
   below its ends' (a blend of unrelated pictures is flatter than either; a pan is not).
 - Fade: a dip in contrast (blank frames, or frames far flatter than both sides), widened over
-  the ramps around it; an abrupt dip of a few frames is a flash and left to the cut test. A dip
-  that stays well clear of blank counts only if its ramps head for black or white (mean luma
-  against contrast extrapolates there): a dim, mid-grey stretch of one shot is no fade.
+  the ramps around it; an abrupt dip of a few frames is a flash and left to the cut test. Its
+  ramps count only if they head for black or white (mean luma against contrast extrapolates
+  there): a dim, mid-grey stretch of one shot is no fade, even one flat enough to look blank.
 
 - Uncertain changes: a jump of the whole picture well above the motion around it that failed
   the cut tests, or a burst: a window (of any dissolve width) whose ends differ far more than
@@ -652,15 +652,13 @@ class ShotDetector:
             # dim shot, or into black), which the cut detector judges.
             left_ramp = start - lo >= 2 and std[lo] > _RAMP * std[start]
             right_ramp = hi - end >= 2 and std[hi - 1] > _RAMP * std[end - 1]
-            if std[start:end].min() >= 2 * self.config.flat_max_std:
-                # A dip that does not even come near blank (where frame vectors start to shrink)
-                # is a fade only if its ramps head for black or white. A fade maps every pixel p
-                # to c + a * (p - c) (c the fade colour, a its progress), so across a ramp mean
-                # luma is a straight line in contrast that meets c at zero contrast. A dim stretch
-                # of one shot (a low-contrast fast pan between brighter pictures) dips in contrast
-                # alone and keeps its mid-grey mean: its line meets zero contrast mid-range.
-                left_ramp = left_ramp and _heads_for_blank(std[lo : start + 1], mean[lo : start + 1])
-                right_ramp = right_ramp and _heads_for_blank(std[end - 1 : hi], mean[end - 1 : hi])
+            # A ramp counts only if it heads for black or white. A fade maps every pixel p to
+            # c + a * (p - c) (c the fade colour, a its progress), so across a ramp mean luma is a
+            # straight line in contrast that meets c at zero contrast. A dim stretch of one shot (a
+            # fast pan across a flat, mid-grey area, even one flat enough to count as blank) dips in
+            # contrast alone and keeps its mean: its line meets zero contrast mid-range.
+            left_ramp = left_ramp and _heads_for_blank(std[lo : start + 1], mean[lo : start + 1])
+            right_ramp = right_ramp and _heads_for_blank(std[end - 1 : hi], mean[end - 1 : hi])
             ramps = left_ramp or right_ramp
             # A fade dims one picture and brightens the next: across it consecutive frames stay
             # alike, apart from the odd frame at the bottom. A dark, fast camera move between two
