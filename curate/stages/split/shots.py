@@ -429,10 +429,13 @@ class ShotDetector:
         explained = _near(len(step), transitions, margin=self._min_gap())
         for h in self.widths:
             found += self._bursts(scores, h, explained, self._presence(std, h))
-        found = _merged(sorted(found, key=lambda t: (t.start, t.end)))
-        bursts = (t for t in found if t.end > t.start)
-        widened = [Transition(*self._settled(t.start, t.end, (t.start + t.end - 1) // 2, std, mean), None, t.kind) for t in bursts]
-        return _merged(sorted([t for t in found if t.end == t.start] + widened, key=lambda t: (t.start, t.end)))
+        spans = []
+        for change in _merged(sorted(found, key=lambda t: (t.start, t.end))):
+            start, end = change.start, change.end
+            if end > start:  # a burst, not a single jump
+                start, end = self._settled(start, end, (start + end - 1) // 2, std, mean)
+            spans.append(Transition(start, end, None, "uncertain"))
+        return _merged(sorted(spans, key=lambda t: (t.start, t.end)))
 
     def _bursts(self, scores: dict[str, np.ndarray], h: int, explained: np.ndarray, presence: np.ndarray) -> list[Transition]:
         """Windows of 2h frames whose ends differ far more than those of the same-length windows
