@@ -1,6 +1,7 @@
 """Shot-boundary accuracy of `curate split`'s detectors against PySceneDetect's.
 
     python bench/accuracy.py [--videos N] [--seeds FIRST] [--size WxH] [--real DIR] [--only GLOB]
+                             [--detectors heuristic,transnetv2,ensemble] [--totals-only] [--no-baseline]
 
 Scores, side by side on the same videos, split.detector heuristic, transnetv2 and ensemble (the
 model's outputs cached per video under bench/out/accuracy/transnet/, so re-tuning the rules costs
@@ -82,18 +83,21 @@ def f1(tp: int, fp: int, fn: int) -> float:
     return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
 
 
-METHODS = ("heuristic", "transnetv2", "ensemble", "psd-adaptive", "psd-content")
+DETECTORS = ("heuristic", "transnetv2", "ensemble")  # split.detector values
+METHODS = (*DETECTORS, "psd-adaptive", "psd-content")
 CACHE = ROOT / "bench" / "out" / "accuracy" / "transnet"  # per-video model outputs, so rules can be re-tuned
 
 
-def detect_all(path: Path, config: SplitConfig, baseline: bool) -> tuple[dict[str, tuple[list[int], list[tuple[int, int]]]], int, dict]:
+def detect_all(
+    path: Path, config: SplitConfig, baseline: bool, detectors: tuple[str, ...] = DETECTORS
+) -> tuple[dict[str, tuple[list[int], list[tuple[int, int]]]], int, dict]:
     """Every method's cut frames and [start, end) clips on one video, its frame count, and seconds
     per method. Our three run through the split stage; the model's outputs are computed once per
     video (and file size) and cached under bench/out/accuracy/transnet/, so the transnetv2 and
     ensemble runs cost one model pass in all. PySceneDetect's cuts are shaped into clips as curate would."""
     found, seconds = {}, {}
     model = CachedModel(path)
-    for detector in ("heuristic", "transnetv2", "ensemble"):
+    for detector in detectors:
         start = time.perf_counter()
         found[detector], num_frames, fps = run_stage(path, replace(config, detector=detector), model)
         seconds[detector] = time.perf_counter() - start
@@ -188,12 +192,15 @@ def real_set(folder: Path) -> list[tuple[Path, list[int], list[tuple[int, int]]]
     return videos
 
 
-def evaluate(name: str, videos, config: SplitConfig, verbose: bool, baseline: bool = True) -> None:
+def evaluate(
+    name: str, videos, config: SplitConfig, verbose: bool, baseline: bool = True, detectors: tuple[str, ...] = DETECTORS,
+    totals_only: bool = False,
+) -> None:  # fmt: skip
     totals = {m: {"clips_bad": 0, "clips": 0, "kept": 0, "frames": 0, "seconds": 0.0} for m in METHODS}
     per_video = []  # (name, cuts, gradual, {method: (hard F1, gradual F1)})
     for path, hard, gradual, ignored in videos:
         middles = [(a + b + 1) // 2 for a, b in gradual]
-        found, num_frames, seconds = detect_all(path, config, baseline)
+        found, num_frames, seconds = detect_all(path, config, baseline, detectors)
         scores = {}
         for method, (cuts, clips) in found.items():
             t = totals[method]
@@ -212,7 +219,7 @@ def evaluate(name: str, videos, config: SplitConfig, verbose: bool, baseline: bo
         per_video.append((path.name, len(hard), len(gradual), scores))
         if verbose:
             print(f"  {path.name:28} truth         hard={hard} gradual={gradual}")
-    methods = [m for m in METHODS if baseline or not m.startswith("psd")]
+    methods = [m for m in METHODS if m in detectors or (baseline and m.startswith("psd"))]
     print(f"\n{name}: {len(videos)} videos")
     print(f"{'method':13} {'hard P':>7} {'hard R':>7} {'hard F1':>8} {'grad P':>7} {'grad R':>7} {'grad F1':>8} "
           f"{'straddling':>11} {'in clips':>9} {'seconds':>8}")  # fmt: skip
@@ -229,6 +236,8 @@ def evaluate(name: str, videos, config: SplitConfig, verbose: bool, baseline: bo
         )
     print("(seconds: the model's pass counts only where it was not cached yet, in transnetv2's run; bench/split.py")
     print(" measures speed. PySceneDetect's clips are shaped from its cuts as curate shapes them)")
+    if totals_only:
+        return
     print("hard-cut F1 / gradual F1 per video:")
     print(f"  {'video':28} {'cuts':>4} {'grad':>4}  " + "  ".join(f"{m:>13}" for m in methods))
     for video, cuts, grad, scores in per_video:
@@ -248,19 +257,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="*", help="real videos whose file name matches this glob (default all)")
     parser.add_argument("-v", "--verbose", action="store_true", help="per-video detail")
     parser.add_argument("--no-baseline", action="store_true", help="skip PySceneDetect (faster tuning runs)")
+    parser.add_argument(
+        "--detectors", default=",".join(DETECTORS),
+        help="split.detector values to score, comma-separated (default all three; heuristic alone needs no model pass)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--totals-only", action="store_true",
+        help="print each set's totals, not its per-video rows (for held-out sets: score them without looking into them)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     from curate.config import load_config
 
     config = load_config(None, args.overrides).split
+    detectors = tuple(d.strip() for d in args.detectors.split(",") if d.strip())
+    unknown = sorted(set(detectors) - set(DETECTORS))
+    if unknown or not detectors:
+        parser.error(f"--detectors takes some of {', '.join(DETECTORS)}; got {args.detectors!r}")
     print(f"date {time.strftime('%Y-%m-%d')}; tolerance: hard +-{HARD_TOLERANCE}, gradual +-{GRADUAL_TOLERANCE} frames")
     folder = ROOT / "bench" / "out" / "accuracy"
     folder.mkdir(parents=True, exist_ok=True)
     if args.videos:
         size = tuple(int(v) for v in args.size.split("x"))
-        evaluate("synthetic edits", synthetic_set(args.videos, folder, args.seeds, size), config, args.verbose, not args.no_baseline)
+        videos = synthetic_set(args.videos, folder, args.seeds, size)
+        evaluate("synthetic edits", videos, config, args.verbose, not args.no_baseline, detectors, args.totals_only)
     real = [v for v in real_set(args.real) if fnmatch.fnmatch(v[0].name, args.only)] if args.real.exists() else []
     if real:
-        evaluate(f"real footage ({args.real})", real, config, args.verbose, not args.no_baseline)
+        evaluate(f"real footage ({args.real})", real, config, args.verbose, not args.no_baseline, detectors, args.totals_only)
     else:
         print(f"\nno real footage with ground truth in {args.real}")
     return 0
