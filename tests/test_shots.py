@@ -799,6 +799,24 @@ def test_near_blank_dip_whose_ramps_keep_a_mid_grey_mean_is_no_fade():
     assert [t.kind for t in detector._fades(std, towards_black, returns, step)] == ["fade"]
 
 
+def test_fade_tail_stops_where_the_next_shot_drifts_on_its_own():
+    """A dip to black, then a shot whose own contrast goes on rising slowly for over two seconds
+    (a camera move bringing in detail). The fade's ramp climbs to the contrast the shot has within
+    a second of the dip, not to the level it drifts to later: the fade ends where its fast climb
+    does, and its boundary is the middle of the dip and the climbs (before, its slow tail ran 15
+    frames into the shot and its boundary sat 7 frames late)."""
+    from curate.stages.split.shots import ShotDetector
+
+    falling, black, rising = np.linspace(40.0, 3.0, 8), np.full(4, 1.5), np.linspace(3.0, 27.0, 8)
+    drifting = 27.0 * 1.008 ** np.arange(1, 57)  # 27 -> 42 over 56 frames
+    std = np.concatenate([np.full(30, 40.0), falling, black, rising, drifting, np.full(30, 42.0)])
+    mean = 16.0 + (120.0 - 16.0) * np.minimum(std, 27.0) / 40.0  # the fade heads for black
+    step, returns = np.full(len(std), 0.1), np.full(len(std), 1.0)
+    fades = ShotDetector(24.0, DEFAULT)._fades(std, mean, returns, step)
+    assert [t.kind for t in fades] == ["fade"], fades
+    assert 50 <= fades[0].end <= 52 and abs(fades[0].cut_frame - 40) <= 2, fades
+
+
 def test_slide_front_is_one_run_of_steps_at_its_pace():
     """The frames a slide's front moves through, among a burst's steps: one uneven step inside it
     (under 0.4 of the largest, not of its median) stays in, and a shot in motion after it, whose

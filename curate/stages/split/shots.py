@@ -630,6 +630,10 @@ class ShotDetector:
         n = len(std)
         limit = self._max_transition()
         left_max, right_max = _side_maxima(std, limit)
+        # The level a ramp climbs to: the shot's contrast within half the longest transition of
+        # the dip. A shot whose contrast goes on drifting up for seconds (a camera move bringing in
+        # detail) would otherwise stretch the fade's slow tail far into it.
+        left_level, right_level = _side_maxima(std, max(2, limit // 2))
         blank = std < self.config.flat_max_std  # as blank_frames()
         low = blank | ((std < _DIP * left_max) & (std < _DIP * right_max))
         fades = []
@@ -639,13 +643,13 @@ class ShotDetector:
             # Walk out while contrast still rises, or is still well below the level it rises to.
             # A frame whose contrast wobbles against the trend (grain, a flicker, a moving bright
             # spot) does not end a ramp: the frame beyond it may carry the fade on.
-            lo, level = start, left_max[start]
+            lo, level = start, left_level[start]
             while lo > 0 and start - lo < limit:
                 move = _ramp_step(std[max(0, lo - 2) : lo][::-1], std[lo], level)
                 if not move:
                     break
                 lo -= move
-            hi, level = end, right_max[end - 1]
+            hi, level = end, right_level[end - 1]
             while hi < n and hi - end < limit:
                 move = _ramp_step(std[hi : hi + 2], std[hi - 1], level)
                 if not move:
