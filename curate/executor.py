@@ -23,7 +23,6 @@ from pathlib import Path
 from curate import forkserver
 from curate.devices import WorkerDevices
 from curate.manifest import write_parquet_atomic
-from curate.pipeline import STAGES
 from curate.stages.base import Stage, Unit
 from curate.storage import makedirs, write_text_atomic
 
@@ -136,7 +135,7 @@ class LocalExecutor:
         """Run `units` on a fresh pool, taking each finished or failed unit out of `todo`;
         return the ids in flight if a worker died (else an empty set)."""
         workers = min(workers, len(units))
-        context = forkserver.context(_preload(stage))
+        context = forkserver.context(stage.preload)
         # The fork server was started with the environment of its first pool: pass the current one.
         # Each pool numbers its own workers, so one started after a worker died hands out every GPU again.
         devices = WorkerDevices(self.gpu_ids, context) if self.gpu_ids else None
@@ -169,10 +168,3 @@ class LocalExecutor:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
         return set()
-
-
-def _preload(stage: Stage) -> tuple[str, ...]:
-    """What the fork server imports for the stage's workers: its row's `preload` in the stage
-    table, or only its own module (a stage outside the table)."""
-    module = type(stage).__module__
-    return next((spec.preload for spec in STAGES if spec.module == module), (module,))

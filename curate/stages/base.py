@@ -45,6 +45,13 @@ class Stage:
         spec = BY_NAME.get(self.name)
         return spec is not None and spec.loads_model
 
+    @property
+    def preload(self) -> tuple[str, ...]:
+        """What the fork server imports before forking this stage's workers: its row's
+        `StageSpec.preload`, or only the stage's own module (a stage outside the table)."""
+        spec = BY_NAME.get(self.name)
+        return spec.preload if spec is not None else (type(self).__module__,)
+
     def resources(self) -> Resources:
         """The request of one worker: the stage config's `ray_num_cpus` / `ray_num_gpus`, when it has them."""
         config = getattr(self, "config", None)
