@@ -118,8 +118,7 @@ _WIPE_MIN_HALF = 4  # a wipe takes 8 frames at least: faster ones are left to th
 _WIPE_REACH = 1.25  # a wipe spans this many half-widths of the narrowest window that found it, each side
 _EDGE_STEP = 0.5  # a frame beside a wipe that changes this share of its frames' median change belongs to it
 _SLIDE_STEADY = 0.4  # the steps of a slide's frames stay within this share of their median (and its inverse)
-_SLIDE_CONTRAST = 3.0  # ...and are this many times those of the 3 frames on one side...
-_SLIDE_BUSY = 1.0  # ...and at least those on the other side (the shot there may be in motion)
+_SLIDE_CONTRAST = 3.0  # ...and are this many times those of the 3 frames on one side (at least those on the other)
 _SLIDE_APART = 0.5  # ...and its pictures before and after differ by this share of split.gradual_min_diff
 _SLIDE_MIN_FRAMES = 8  # a slide takes at least this many frames (a shorter burst is a flash or a cut's blur)
 _WIPE_LASTS = 0.7  # pictures beyond a wipe's window differ from its other end by this share of its span
@@ -496,7 +495,7 @@ class ShotDetector:
             level = float(np.median(run))
             calm, busy = sorted([float(step[first - 3 : first].max()), float(step[last : last + 3].max())])
             steady = run.min() >= _SLIDE_STEADY * level and run.max() <= level / _SLIDE_STEADY
-            fast = level >= _SLIDE_CONTRAST * calm and level >= _SLIDE_BUSY * busy and level >= self.config.cut_min_diff / 2
+            fast = level >= _SLIDE_CONTRAST * calm and level >= busy and level >= self.config.cut_min_diff / 2
             if steady and fast and self._changed(scores, std, first, last):
                 slides.append(Transition(first, last - 1, (first + last - 1) // 2, "wipe"))
         return slides
@@ -717,12 +716,12 @@ def _trimmed(step: np.ndarray, start: int, end: int) -> Transition:
     return Transition(start + int(moved[0]), start + int(moved[-1]) + 1, None, "uncertain")
 
 
-def _moving_edges(step: np.ndarray, start: int, end: int, limit: int) -> tuple[int, int]:
+def _moving_edges(step: np.ndarray, start: int, end: int, limit: int, share: float = _EDGE_STEP) -> tuple[int, int]:
     """[start, end) widened, at most `limit` frames each side, over the frames next to it that still
-    change about as much as those inside (steps of at least _EDGE_STEP times their median): where
+    change about as much as those inside (steps of at least `share` times their median): where
     the front of a wipe or slide enters and leaves the picture, its change is as plain as in the
     middle, but the windows that found it may have been centred a little off."""
-    least = _EDGE_STEP * float(np.median(step[start:end]))
+    least = share * float(np.median(step[start:end]))
     first, stop = start, end
     while first > 0 and start - first < limit and step[first - 1] >= least:
         first -= 1
@@ -738,8 +737,7 @@ def _front(steps: np.ndarray) -> tuple[int, int]:
     inside a slide does not cut it short, and the frames of a shot in motion beside it, often as
     fast as its slowest steps but not in one run with them, stay out."""
     first, last = max(_runs(steps >= _SLIDE_STEADY * steps.max()), key=lambda run: run[1] - run[0])
-    pace = float(np.median(steps[first:last]))
-    return next((a, b) for a, b in _runs(steps >= _SLIDE_STEADY * pace) if a <= first and last <= b)
+    return _moving_edges(steps, first, last, limit=len(steps), share=_SLIDE_STEADY)
 
 
 def _merged(changes: list[Transition]) -> list[Transition]:
