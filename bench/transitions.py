@@ -1,6 +1,6 @@
 """A zoo of edited transitions between REAL shots, with exact ground truth (issue 17).
 
-    python bench/transitions.py [--real DIR] [--set tuning|tuning-b|held-out|both|all] [-v]
+    python bench/transitions.py [--real DIR] [--set tuning|tuning-b|tuning-c|held-out|both|all] [-v]
 
 Cuts segments (2.3 s plus the transition at each end) from inside the shots of the hand-labelled real videos in DIR (default
 `.realdata/`, labels in bench/realdata/), and joins them, alternating source files, with
@@ -11,8 +11,9 @@ and a 16-frame slide; one video per kind of transition, 320x180 at 24 fps, writt
 the ground truth is exact. Scores `curate split` (`--detector`, default heuristic) as bench/accuracy.py does (gradual transitions
 within +-8 frames of their middle frame, clips holding any blended frame).
 
-The source files are split in two: the detector may be tuned on the TUNING set only; the
-HELD-OUT set (other files) says how well that generalises. Both are printed side by side.
+The source files are split in two: the detector may be tuned on the TUNING sets only (tuning,
+tuning-b, tuning-c); the HELD-OUT set (other files) says how well that generalises. Sets of the
+same kinds are printed side by side.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class ZooSet:
     files: list[str]
     kinds: list[str]
     late: bool = False
+    alike: bool = False  # neighbours come from the same file (alike shots), not from different ones
 
 
 TUNING_FILES = ["cup.mp4", "vtest.avi", "bbb.mp4"]
@@ -60,6 +62,11 @@ SETS = {
     # A second look at the tuning files only: segments from late in their shots, transitions of
     # other lengths. Added while tuning the histogram-led dissolves; as much a tuning set as TUNING.
     "tuning-b": ZooSet(TUNING_FILES, KINDS_B, late=True),
+    # A third look, at the hardest pairs: segments in file order, so most transitions join two shots
+    # of one file (alike in brightness, texture and motion): two parts of the hand-held cup shot, two
+    # shots of the film or of its trailer (a real file of bench/accuracy.py's tuning set, in no other
+    # zoo). The street scene is left out: its parts are one still camera's, and no edit joins those.
+    "tuning-c": ZooSet(["cup.mp4", "bbb.mp4", "trailer_bbb.mp4"], KINDS, alike=True),
     # Other files altogether: a box on a table, a car interior, an animated trailer, a music video.
     "held-out": ZooSet(["box.mp4", "carphone_pristine.mp4", "Megamind.avi", "transnetv2_test.mp4"], KINDS),
 }
@@ -120,21 +127,25 @@ def decode_frames(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
     return frames
 
 
-def source_segments(folder: Path, names: list[str], kinds: list[str], late: bool = False) -> dict[str, list[np.ndarray]]:
+def source_segments(zoo: ZooSet, folder: Path) -> dict[str, list[np.ndarray]]:
     """Per kind of transition, segments (BODY_FRAMES plus the transition's length at each end)
-    of the named files, interleaved so that neighbours come from different files."""
-    per_kind: dict[str, list[list[np.ndarray]]] = {kind: [] for kind in kinds}
-    for name in names:
+    of the set's files, interleaved so that neighbours come from different files, or (`alike`)
+    file after file."""
+    per_kind: dict[str, list[list[np.ndarray]]] = {kind: [] for kind in zoo.kinds}
+    for name in zoo.files:
         truth_file, path = LABELS / f"{name}.truth.json", folder / name
         if not (path.exists() and truth_file.exists()):
             continue
         truth = json.loads(truth_file.read_text())
-        picks = {kind: pick_segments(truth, BODY_FRAMES + 2 * length_of(kind), late) for kind in kinds}
+        picks = {kind: pick_segments(truth, BODY_FRAMES + 2 * length_of(kind), zoo.late) for kind in zoo.kinds}
         frames = decode_frames(path, {i for segments in picks.values() for a, b in segments for i in range(a, b)})
         for kind, segments in picks.items():
             per_kind[kind].append([np.stack([frames[i] for i in range(a, b)]) for a, b in segments if b - 1 in frames])
     result = {}
     for kind, per_file in per_kind.items():
+        if zoo.alike:
+            result[kind] = [segment for segments in per_file for segment in segments]
+            continue
         result[kind] = []
         for i in range(max(map(len, per_file), default=0)):
             result[kind] += [segments[i] for segments in per_file if i < len(segments)]
@@ -218,8 +229,8 @@ def print_table(results: dict, names: list[str], kinds: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--real", type=Path, default=ROOT / ".realdata", help="folder of the real videos")
-    parser.add_argument("--set", choices=["tuning", "tuning-b", "held-out", "both", "all"], default="both",
-                        help="both: tuning and held-out; all: tuning, tuning-b and held-out")
+    parser.add_argument("--set", choices=[*SETS, "both", "all"], default="both",
+                        help="both: tuning and held-out; all: every set")
     parser.add_argument("--set-config", dest="overrides", nargs="*", default=[], help="split.* overrides to try")
     parser.add_argument("--detector", choices=["heuristic", "transnetv2", "ensemble"], default="heuristic", help="split.detector")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -230,13 +241,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"split.detector = {config.detector}")
     folder = ROOT / "bench" / "out" / "transitions"
     folder.mkdir(parents=True, exist_ok=True)
-    names = {"both": ["tuning", "held-out"], "all": ["tuning", "tuning-b", "held-out"]}.get(args.set, [args.set])
+    names = {"both": ["tuning", "held-out"], "all": list(SETS)}.get(args.set, [args.set])
     results = {}
     for name in names:
         videos = [(kind, folder / f"{name}-{kind}.mp4") for kind in SETS[name].kinds]
         labels = folder / f"{name}.truth.json"
         if not (labels.exists() and all(path.exists() for _, path in videos)):
-            segments = source_segments(args.real, SETS[name].files, SETS[name].kinds, SETS[name].late)
+            segments = source_segments(SETS[name], args.real)
             labels.write_text(json.dumps({kind: build(kind, segments[kind], path) for kind, path in videos}))
         truth = json.loads(labels.read_text())
         results[name] = evaluate([(kind, path, [tuple(g) for g in truth[kind]]) for kind, path in videos], config, args.verbose)
