@@ -666,6 +666,22 @@ def test_wipe_is_a_boundary_at_its_middle(direction, length):
     assert spans and all(end <= 72 or start >= 72 + length for start, end in spans), spans
 
 
+@pytest.mark.parametrize("direction", ["right", "left"])
+def test_wipe_between_pictures_alike_in_part_is_kept_out_of_clips(direction):
+    """A 16-frame wipe between two still shots that share their upper half (the same sky, the
+    same wall) changes too few cells for a wipe, and no burst test sees it; but its front sweeps
+    straight across the half that changes, so clips leave its frames out."""
+    rng = np.random.default_rng(40)
+    old, new = _picture(41), _picture(42)
+    new[: GRID_H // 2] = old[: GRID_H // 2]
+    frames = [_noisy(old, rng) for _ in range(72)]
+    frames += [_noisy(_wiped(old, new, s, direction), rng) for s in np.arange(1, 17) / 17]  # frames 72..87
+    frames += [_noisy(new, rng) for _ in range(72)]
+    detection = _detection(frames)
+    spans = clip_spans(len(frames), detection.transitions + detection.uncertain, 24.0, DEFAULT)
+    assert spans and all(end <= 72 or start >= 88 for start, end in spans), (spans, detection)
+
+
 def test_a_large_object_crossing_the_picture_is_no_wipe():
     """A flat dark object a third of the picture wide slides across a still shot: its front moves
     like a wipe's, but it never changes most of the picture, and nothing comes after it."""

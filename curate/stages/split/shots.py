@@ -41,6 +41,8 @@ towards the zero vector, which is at distance 1 from any picture.
   cell of the frames at t-h/2, t and t+h/2 matches one of them (where a dissolve blends every
   cell); the cells matching the new picture form one region, which grows across the window from
   under to over a third of the picture; and the window changes more than the ones beside it.
+  Between pictures alike in part (the same sky), which differ in fewer cells, a window that passes
+  the same tests on the cells that differ, split by one straight front at t, is an uncertain change.
 - Slide (or push), where the front carries both pictures along so no cell matches either end: a
   burst whose every frame changes about as much, starting and stopping at once between frames
   that change far less. Kind "wipe" too.
@@ -108,6 +110,8 @@ _TRIM = 0.15  # steps this small against a burst's largest are still frames at i
 _MIN_PRESENCE = 0.5  # the least share of a distance threshold kept for low-contrast pictures
 _CELL_CHANGE = 12.0  # luma levels by which a coarse cell differs between a wipe's two pictures
 _WIPE_CHANGED = 0.8  # share of the cells a wipe changes (the whole picture, give or take flat areas)
+_PARTIAL_WIPE = 0.4  # a wipe between pictures alike in part changes fewer: kept out of clips only...
+_STRAIGHT = 0.9  # ...if one straight front splits this share of the cells it changed
 _WIPE_RESIDUAL = 0.3  # how far a frame inside a wipe may be from the nearer picture, cell by cell
 _WIPE_SHARE = (0.3, 0.7)  # the new picture's share of the changed cells at the wipe's middle...
 _WIPE_PROGRESS = 0.1  # ...which grows by at least this from a quarter of the window to the middle and on
@@ -305,10 +309,11 @@ class ShotDetector:
         self._first = keep_from
 
     def _wipe_scores(self, coarse: _Pairs, blocks: np.ndarray, rows, span: np.ndarray, h: int) -> np.ndarray:
-        """1.0 for the centres whose window of half-width h passes the wipe test (`_wipe_like`)
-        and whose change lasts: the old picture does not come back after the window, nor was the
-        new one there before it (something sweeping past the lens, as a flash would). Only windows
-        whose ends are far apart are tested: the cell-by-cell test is the costly part."""
+        """1.0 (0.5 for a partial wipe) for the centres whose window of half-width h passes the
+        wipe test (`_wipe_like`) and whose change lasts: the old picture does not come back after
+        the window, nor was the new one there before it (something sweeping past the lens, as a
+        flash would). Only windows whose ends are far apart are tested: the cell-by-cell test is
+        the costly part."""
         wipe = np.zeros(len(span), np.float32)
         tested = np.flatnonzero(span >= _WIPE_MIN_SPAN)
         if not len(tested):
@@ -428,6 +433,7 @@ class ShotDetector:
         explained = _near(len(step), transitions, margin=self._min_gap())
         for h in self.widths:
             found += self._bursts(scores, h, explained, self._presence(std, h))
+            found += self._partial_wipes(scores, h, explained)
         spans = []
         for change in _merged(sorted(found, key=lambda t: (t.start, t.end))):
             start, end = change.start, change.end
@@ -474,6 +480,18 @@ class ShotDetector:
             for t in np.flatnonzero(burst).tolist()
             if h <= t < len(span) - h and not explained[t - h + 1 : t + h].any() and h <= self._extent(scores, t, by_histogram[t])
         ]
+
+    def _partial_wipes(self, scores: dict[str, np.ndarray], h: int, explained: np.ndarray) -> list[Transition]:
+        """Windows that pass the wipe test on the cells their ends differ in, though those are too
+        few for a wipe (`_PARTIAL_WIPE`): two pictures alike in part (the same sky, the same wall)."""
+        if h < _WIPE_MIN_HALF:
+            return []
+        span = scores[f"span{h}"]
+        outside = np.maximum(_at(span, -2 * h), _at(span, 2 * h))
+        t = np.arange(len(span))
+        found = (scores[f"wipe{h}"] == 0.5) & (span >= _WIPE_CONTRAST * outside) & (t - 3 * h >= 0) & (t + 3 * h < len(span))
+        centres = [c for c in np.flatnonzero(found).tolist() if not explained[c - h + 1 : c + h].any()]
+        return [_trimmed(scores["step"], c - h + 1, c + h) for c in centres]
 
     def _slides(self, scores: dict[str, np.ndarray], bursts: list[Transition], std: np.ndarray) -> list[Transition]:
         """Bursts (whose ends are unrelated pictures) that are a slide or push: every frame of it
@@ -605,7 +623,7 @@ class ShotDetector:
         for h in (h for h in self.widths if h >= _WIPE_MIN_HALF):
             span = scores[f"span{h}"]
             outside = np.maximum(_at(span, -2 * h), _at(span, 2 * h))
-            found = (scores[f"wipe{h}"] > 0) & (span >= _WIPE_CONTRAST * outside) & (t - 3 * h >= 0) & (t + 3 * h < n)
+            found = (scores[f"wipe{h}"] == 1) & (span >= _WIPE_CONTRAST * outside) & (t - 3 * h >= 0) & (t + 3 * h < n)
             windows += [(c - h + 1, c + h, h) for c in np.flatnonzero(found).tolist()]
         wipes = []
         for start, end in _overlapping(sorted(w[:2] for w in windows)):
@@ -855,34 +873,66 @@ def _wipe_like(blocks: np.ndarray, a: np.ndarray, early: np.ndarray, m: np.ndarr
     and `b`, its middle `m`, and the frames a quarter of the way from the middle, `early` and
     `late`), 1.0 where the window looks like a wipe from picture a to picture b, else 0.0: a and b
     differ in nearly every cell, each cell of the three inner frames is close to a's or to b's,
-    b's cells form one region, and that region grows from `early` through `m` to `late`. Each
-    test runs only on the windows that passed the ones before (most fail the first)."""
+    b's cells form one region, and that region grows from `early` through `m` to `late`. Where a
+    and b differ in fewer cells (down to _PARTIAL_WIPE of them: pictures alike in part), 0.5 if
+    the same holds and one straight front splits the changed cells at the middle (`_straight_front`).
+    Each test runs only on the windows that passed the ones before (most fail the first)."""
     found = np.zeros(len(a), np.float32)
-    ends = np.abs(blocks[a] - blocks[b])
+    grid = blocks.shape[1:]
+    cells = blocks.reshape(len(blocks), -1)  # one row of cells per frame: sums over one axis are cheaper
+    ends = np.abs(cells[a] - cells[b])
     changed = ends > _CELL_CHANGE
-    left = np.flatnonzero(changed.mean(axis=(1, 2)) >= _WIPE_CHANGED)
+    changed_share = changed.mean(axis=1)
+    left = np.flatnonzero(changed_share >= _PARTIAL_WIPE)
     ends, changed = ends[left], changed[left]
-    count = np.maximum(changed.sum(axis=(1, 2)), 1)
-    scale = np.sqrt(np.maximum((ends**2 * changed).sum(axis=(1, 2)) / count, 1e-6))
-    shares = {}
+    count = np.maximum(changed.sum(axis=1), 1)
+    scale = np.sqrt(np.maximum(np.einsum("ij,ij->i", ends**2, changed) / count, 1e-6))
+    shares: dict[str, np.ndarray] = {}
     for name, frame in (("m", m), ("early", early), ("late", late)):
-        inner = blocks[frame[left]]
-        to_a, to_b = np.abs(inner - blocks[a[left]]), np.abs(inner - blocks[b[left]])
-        residual = np.sqrt((np.minimum(to_a, to_b) ** 2 * changed).sum(axis=(1, 2)) / count) / scale
+        inner = cells[frame[left]]
+        to_a, to_b = np.abs(inner - cells[a[left]]), np.abs(inner - cells[b[left]])
+        residual = np.sqrt(np.einsum("ij,ij->i", np.minimum(to_a, to_b) ** 2, changed) / count) / scale
         new = to_b < to_a
-        share = (new & changed).sum(axis=(1, 2)) / count
-        ok = (residual <= _WIPE_RESIDUAL) & (_coherence(new, changed) >= _WIPE_COHERENT)
+        share = (new & changed).sum(axis=1) / count
+        ok = residual <= _WIPE_RESIDUAL
         if name == "m":
             ok &= (share >= _WIPE_SHARE[0]) & (share <= _WIPE_SHARE[1])
         keep = np.flatnonzero(ok)
+        coherent = _coherence(new[keep].reshape(-1, *grid), changed[keep].reshape(-1, *grid)) >= _WIPE_COHERENT
+        keep = keep[coherent]  # the costliest test: last
         left, changed, count, scale = left[keep], changed[keep], count[keep], scale[keep]
         shares = {k: v[keep] for k, v in shares.items()}
         shares[name] = share[keep]
         if not len(left):
             return found
     grows = (shares["early"] < shares["m"] - _WIPE_PROGRESS) & (shares["late"] > shares["m"] + _WIPE_PROGRESS)
-    found[left[grows]] = 1.0
+    # Fewer changed cells than a wipe changes: pictures alike in part, or something moving in
+    # one part of the picture. Only a front straight across the picture tells a wipe there.
+    whole = changed_share[left] >= _WIPE_CHANGED
+    middle = cells[m[left]]
+    new_at_middle = np.abs(middle - cells[b[left]]) < np.abs(middle - cells[a[left]])
+    straight = _straight_front(new_at_middle.reshape(-1, *grid), changed.reshape(-1, *grid)) >= _STRAIGHT
+    found[left] = np.where(grows & whole, 1.0, np.where(grows & straight, 0.5, 0.0))
     return found
+
+
+def _straight_front(new: np.ndarray, changed: np.ndarray) -> np.ndarray:
+    """Per (rows, cols) grid of booleans, the largest share of the `changed` cells that one
+    straight front across the picture (between two columns or two rows, the new picture on either
+    side of it) labels as `new` does."""
+    best = np.zeros(len(new))
+    for axis in (1, 2):  # summed over rows: a front between columns; over columns: between rows
+        fresh = _prefix_sums((new & changed).sum(axis=axis))  # new cells before each place of the front
+        stale = _prefix_sums((~new & changed).sum(axis=axis))
+        new_first = fresh + stale[:, -1:] - stale  # new before the front, old after it
+        old_first = stale + fresh[:, -1:] - fresh
+        best = np.maximum(best, np.maximum(new_first, old_first).max(axis=1))
+    return best / np.maximum(changed.sum(axis=(1, 2)), 1)
+
+
+def _prefix_sums(counts: np.ndarray) -> np.ndarray:
+    """Per row, the sums of its first 0, 1, ..., all values."""
+    return np.pad(np.cumsum(counts, axis=1), ((0, 0), (1, 0)))
 
 
 def _coherence(labels: np.ndarray, changed: np.ndarray) -> np.ndarray:
