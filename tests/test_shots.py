@@ -626,6 +626,20 @@ def test_dissolve_out_of_a_fast_pan_is_found_and_kept_out_of_clips():
     assert _detection(_rendered_grids([Shot(192, 701, pan=(10.0, 0.0))], [])).transitions == []
 
 
+def test_dissolve_between_two_fast_pans_is_kept_out_of_clips():
+    """A 16-frame dissolve between two shots panning fast in different directions (14 and 6-7
+    pixels a frame at 320x180): every window changes alike and its middle frame is no blend of its
+    ends, so no dissolve or burst test fires. But contrast dips to about the level of an even
+    blend of the pictures where the dip's arms end, and clips leave the dip out."""
+    from curate import synthetic
+    from curate.synthetic import Join, Shot
+
+    shots, joins = [Shot(96, 707, pan=(14.0, 0.0)), Shot(96, 708, pan=(-6.0, 4.0))], [Join("dissolve", 16)]
+    first, last = synthetic.truth(shots, joins).gradual[0]  # frames 80..95
+    spans = _clip_spans_of(_rendered_grids(shots, joins))
+    assert spans and all(end <= first or start > last for start, end in spans), spans
+
+
 # -- wipes (issue 17) ----------------------------------------------------------------------------
 
 

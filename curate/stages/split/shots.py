@@ -23,8 +23,9 @@ towards the zero vector, which is at distance 1 from any picture.
 - Uncertain changes: a jump of the whole picture well above the motion around it that failed
   the cut tests, or a burst: a window (of any dissolve width) whose ends differ far more than
   those of the windows beside it (a wipe, a slide, a dissolve that failed the blend test),
-  trimmed to the frames that move. They are no boundaries, but clips leave them out, as they do
-  transitions.
+  trimmed to the frames that move; and a contrast dip between pictures far apart, about as deep
+  as a blend of the pictures where it ends (a dissolve between shots in motion, which no window
+  sees as a blend). They are no boundaries, but clips leave them out, as they do transitions.
 - A return counts only inside one shot: a cut-like jump at least _SHORT_SHOT_S away, with steady
   frames between, makes those frames a short shot (an A-B-A cut-back), not a flash. A whole-picture
   jump the picture tests doubt is still a cut when the luma histogram jumps on that frame alone;
@@ -86,6 +87,9 @@ _SATURATED = 0.97  # share of the widest span that marks the ends of a dissolve
 _CONTRAST = 2.0  # a dissolve window changes this many times more than its neighbours
 _BLEND_DIP = 0.8  # a dissolve's middle frame has at most this share of its ends' mean contrast (luma std)...
 _DIP_CONTRAST = 1.5  # ...and then its window need change only this many times more than its neighbours
+_DEEP_DIP = 0.75  # a frame this much flatter than the pictures at both ends of a window...
+_DIP_CLIMB = 1.3  # ...in a dip whose contrast climbs this far on both sides...
+_BLEND_LEVEL = (0.7, 1.0)  # ...and whose bottom is about as flat as a blend of the pictures there is kept out of clips
 _MIN_HIST_CHANGE = 0.2  # histogram change (total variation) that a dissolve must make
 _HIST_LED = 0.5  # a window whose histogram changes this much...
 _HIST_LED_CONTRAST = 3.0  # ...and this many times more than the windows beside it...
@@ -256,6 +260,10 @@ class ShotDetector:
         transitions = sorted(fades + cuts + dissolves + wipes, key=lambda t: (t.start, t.end))
         uncertain = self._uncertain(scores, ratio, spread, transitions, std, mean)
         slides = self._slides(scores, uncertain, std)
+        # Blend dips join the uncertain changes only now: a whip pan's motion blur dips in contrast
+        # as a blend does, and its steady steps would pass for a slide.
+        dips = self._blend_dips(scores, transitions + slides, std)
+        uncertain = _merged(sorted(uncertain + dips, key=lambda t: (t.start, t.end)))
         return Detection(sorted(transitions + slides, key=lambda t: (t.start, t.end)), uncertain)
 
     # -- scoring ---------------------------------------------------------------------------
@@ -492,6 +500,31 @@ class ShotDetector:
         found = (scores[f"wipe{h}"] == 0.5) & (span >= _WIPE_CONTRAST * outside) & (t - 3 * h >= 0) & (t + 3 * h < len(span))
         centres = [c for c in np.flatnonzero(found).tolist() if not explained[c - h + 1 : c + h].any()]
         return [_trimmed(scores["step"], c - h + 1, c + h) for c in centres]
+
+    def _blend_dips(self, scores: dict[str, np.ndarray], transitions: list[Transition], std: np.ndarray) -> list[Transition]:
+        """Contrast dips between pictures far apart, as deep as a blend of the pictures at their
+        arms' ends would be: a dissolve between shots in motion, whose middle is no blend of the
+        windows' ends (see _dissolves). Each spans the frames over which contrast climbs out of
+        its bottom."""
+        n = len(std)
+        t = np.arange(n)
+        explained = _near(n, transitions, margin=self._min_gap())
+        deep = np.zeros(n, bool)
+        for h in (h for h in self.widths if h >= _WIPE_MIN_HALF):
+            apart = scores[f"span{h}"] >= self.config.gradual_min_diff * self._presence(std, h)
+            deep |= (std <= _DEEP_DIP * np.minimum(_at(std, -h), _at(std, h))) & apart & (t - h >= 0) & (t + h < n)
+        dips = []
+        for first, last in _runs(deep):
+            bottom = first + int(np.argmin(std[first:last]))
+            start, end = _dip_arms(std, bottom, 2, self._max_transition())
+            a, b, low = float(std[start]), float(std[end - 1]), float(std[bottom])
+            # The flattest blend of two unrelated pictures of contrasts (luma std) a and b has
+            # contrast a*b/sqrt(a^2+b^2). A camera move across a flat area can dip far deeper.
+            blended = a * b / max(math.hypot(a, b), 1e-6)
+            as_blended = _BLEND_LEVEL[0] * blended <= low <= _BLEND_LEVEL[1] * blended
+            if min(a, b) >= _DIP_CLIMB * low and as_blended and not explained[start:end].any():
+                dips.append(Transition(start, end, None, "uncertain"))
+        return dips
 
     def _slides(self, scores: dict[str, np.ndarray], bursts: list[Transition], std: np.ndarray) -> list[Transition]:
         """Bursts (whose ends are unrelated pictures) that are a slide or push: every frame of it
