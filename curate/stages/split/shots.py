@@ -90,6 +90,7 @@ _DIP_CONTRAST = 1.5  # ...and then its window need change only this many times m
 _DEEP_DIP = 0.75  # a frame this much flatter than the pictures at both ends of a window...
 _DIP_CLIMB = 1.3  # ...in a dip whose contrast climbs this far on both sides...
 _BLEND_LEVEL = (0.7, 1.0)  # ...and whose bottom is about as flat as a blend of the pictures there is kept out of clips
+_DIP_MIN_HALF = 4  # (windows of fewer frames end inside such a dip)
 _MIN_HIST_CHANGE = 0.2  # histogram change (total variation) that a dissolve must make
 _HIST_LED = 0.5  # a window whose histogram changes this much...
 _HIST_LED_CONTRAST = 3.0  # ...and this many times more than the windows beside it...
@@ -114,8 +115,9 @@ _TRIM = 0.15  # steps this small against a burst's largest are still frames at i
 _MIN_PRESENCE = 0.5  # the least share of a distance threshold kept for low-contrast pictures
 _CELL_CHANGE = 12.0  # luma levels by which a coarse cell differs between a wipe's two pictures
 _WIPE_CHANGED = 0.8  # share of the cells a wipe changes (the whole picture, give or take flat areas)
-_PARTIAL_WIPE = 0.4  # a wipe between pictures alike in part changes fewer: kept out of clips only...
+_PARTIAL_CHANGED = 0.4  # a wipe between pictures alike in part changes fewer: kept out of clips only...
 _STRAIGHT = 0.9  # ...if one straight front splits this share of the cells it changed
+_IS_WIPE, _IS_PARTIAL_WIPE = 1.0, 0.5  # the wipe scores of the two
 _WIPE_RESIDUAL = 0.3  # how far a frame inside a wipe may be from the nearer picture, cell by cell
 _WIPE_SHARE = (0.3, 0.7)  # the new picture's share of the changed cells at the wipe's middle...
 _WIPE_PROGRESS = 0.1  # ...which grows by at least this from a quarter of the window to the middle and on
@@ -317,7 +319,7 @@ class ShotDetector:
         self._first = keep_from
 
     def _wipe_scores(self, coarse: _Pairs, blocks: np.ndarray, rows, span: np.ndarray, h: int) -> np.ndarray:
-        """1.0 (0.5 for a partial wipe) for the centres whose window of half-width h passes the
+        """_IS_WIPE (_IS_PARTIAL_WIPE) for the centres whose window of half-width h passes the
         wipe test (`_wipe_like`) and whose change lasts: the old picture does not come back after
         the window, nor was the new one there before it (something sweeping past the lens, as a
         flash would). Only windows whose ends are far apart are tested: the cell-by-cell test is
@@ -491,14 +493,10 @@ class ShotDetector:
 
     def _partial_wipes(self, scores: dict[str, np.ndarray], h: int, explained: np.ndarray) -> list[Transition]:
         """Windows that pass the wipe test on the cells their ends differ in, though those are too
-        few for a wipe (`_PARTIAL_WIPE`): two pictures alike in part (the same sky, the same wall)."""
+        few for a wipe (`_PARTIAL_CHANGED`): two pictures alike in part (the same sky, the same wall)."""
         if h < _WIPE_MIN_HALF:
             return []
-        span = scores[f"span{h}"]
-        outside = np.maximum(_at(span, -2 * h), _at(span, 2 * h))
-        t = np.arange(len(span))
-        found = (scores[f"wipe{h}"] == 0.5) & (span >= _WIPE_CONTRAST * outside) & (t - 3 * h >= 0) & (t + 3 * h < len(span))
-        centres = [c for c in np.flatnonzero(found).tolist() if not explained[c - h + 1 : c + h].any()]
+        centres = [c for c in _wipe_centres(scores, h, _IS_PARTIAL_WIPE).tolist() if not explained[c - h + 1 : c + h].any()]
         return [_trimmed(scores["step"], c - h + 1, c + h) for c in centres]
 
     def _blend_dips(self, scores: dict[str, np.ndarray], transitions: list[Transition], std: np.ndarray) -> list[Transition]:
@@ -510,7 +508,7 @@ class ShotDetector:
         t = np.arange(n)
         explained = _near(n, transitions, margin=self._min_gap())
         deep = np.zeros(n, bool)
-        for h in (h for h in self.widths if h >= _WIPE_MIN_HALF):
+        for h in (h for h in self.widths if h >= _DIP_MIN_HALF):
             apart = scores[f"span{h}"] >= self.config.gradual_min_diff * self._presence(std, h)
             deep |= (std <= _DEEP_DIP * np.minimum(_at(std, -h), _at(std, h))) & apart & (t - h >= 0) & (t + h < n)
         dips = []
@@ -651,13 +649,9 @@ class ShotDetector:
         those of the same-length windows beside them (a shot moving fast changes those too), where
         no other transition is; overlapping windows are one wipe."""
         n = self.num_frames
-        t = np.arange(n)
         windows = []  # (start, end, half-width) of the windows that found a wipe
         for h in (h for h in self.widths if h >= _WIPE_MIN_HALF):
-            span = scores[f"span{h}"]
-            outside = np.maximum(_at(span, -2 * h), _at(span, 2 * h))
-            found = (scores[f"wipe{h}"] == 1) & (span >= _WIPE_CONTRAST * outside) & (t - 3 * h >= 0) & (t + 3 * h < n)
-            windows += [(c - h + 1, c + h, h) for c in np.flatnonzero(found).tolist()]
+            windows += [(c - h + 1, c + h, h) for c in _wipe_centres(scores, h, _IS_WIPE).tolist()]
         wipes = []
         for start, end in _overlapping(sorted(w[:2] for w in windows)):
             if taken[start:end].any() or in_fade[start:end].any():
@@ -904,19 +898,20 @@ def _blend_scores(pairs: _Pairs, a: np.ndarray, m: np.ndarray, b: np.ndarray, h:
 def _wipe_like(blocks: np.ndarray, a: np.ndarray, early: np.ndarray, m: np.ndarray, late: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per window (rows of `blocks`, one (rows, cols) grid of block means per frame: its ends `a`
     and `b`, its middle `m`, and the frames a quarter of the way from the middle, `early` and
-    `late`), 1.0 where the window looks like a wipe from picture a to picture b, else 0.0: a and b
-    differ in nearly every cell, each cell of the three inner frames is close to a's or to b's,
-    b's cells form one region, and that region grows from `early` through `m` to `late`. Where a
-    and b differ in fewer cells (down to _PARTIAL_WIPE of them: pictures alike in part), 0.5 if
-    the same holds and one straight front splits the changed cells at the middle (`_straight_front`).
-    Each test runs only on the windows that passed the ones before (most fail the first)."""
+    `late`), _IS_WIPE where the window looks like a wipe from picture a to picture b, else 0: a
+    and b differ in nearly every cell, each cell of the three inner frames is close to a's or to
+    b's, b's cells form one region, and that region grows from `early` through `m` to `late`.
+    Where a and b differ in fewer cells (down to _PARTIAL_CHANGED of them: pictures alike in
+    part), _IS_PARTIAL_WIPE if the same holds and one straight front splits the changed cells at
+    the middle (`_straight_front`). Each test runs only on the windows that passed the ones before
+    (most fail the first)."""
     found = np.zeros(len(a), np.float32)
     grid = blocks.shape[1:]
     cells = blocks.reshape(len(blocks), -1)  # one row of cells per frame: sums over one axis are cheaper
     ends = np.abs(cells[a] - cells[b])
     changed = ends > _CELL_CHANGE
     changed_share = changed.mean(axis=1)
-    left = np.flatnonzero(changed_share >= _PARTIAL_WIPE)
+    left = np.flatnonzero(changed_share >= _PARTIAL_CHANGED)
     ends, changed = ends[left], changed[left]
     count = np.maximum(changed.sum(axis=1), 1)
     scale = np.sqrt(np.maximum(np.einsum("ij,ij->i", ends**2, changed) / count, 1e-6))
@@ -945,8 +940,18 @@ def _wipe_like(blocks: np.ndarray, a: np.ndarray, early: np.ndarray, m: np.ndarr
     middle = cells[m[left]]
     new_at_middle = np.abs(middle - cells[b[left]]) < np.abs(middle - cells[a[left]])
     straight = _straight_front(new_at_middle.reshape(-1, *grid), changed.reshape(-1, *grid)) >= _STRAIGHT
-    found[left] = np.where(grows & whole, 1.0, np.where(grows & straight, 0.5, 0.0))
+    found[left] = np.where(grows & whole, _IS_WIPE, np.where(grows & straight, _IS_PARTIAL_WIPE, 0.0))
     return found
+
+
+def _wipe_centres(scores: dict[str, np.ndarray], h: int, kind: float) -> np.ndarray:
+    """Centres whose window of half-width h scored `kind` in the wipe test (`_IS_WIPE` or
+    `_IS_PARTIAL_WIPE`) and changes more than the windows beside it (a shot moving fast changes
+    those too), both of which lie inside the video."""
+    span = scores[f"span{h}"]
+    outside = np.maximum(_at(span, -2 * h), _at(span, 2 * h))
+    t = np.arange(len(span))
+    return np.flatnonzero((scores[f"wipe{h}"] == kind) & (span >= _WIPE_CONTRAST * outside) & (t - 3 * h >= 0) & (t + 3 * h < len(span)))
 
 
 def _straight_front(new: np.ndarray, changed: np.ndarray) -> np.ndarray:
