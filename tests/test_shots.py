@@ -640,6 +640,25 @@ def test_dissolve_between_two_fast_pans_is_kept_out_of_clips():
     assert spans and all(end <= first or start > last for start, end in spans), spans
 
 
+def test_blend_dip_spans_the_blend_and_its_brightening_tail_but_not_a_far_deeper_dip():
+    """A contrast dip between pictures far apart, whose bottom is as flat as a blend of the
+    pictures where it ends (40 and 36: the flattest blend has 26.8), is kept out of clips over the
+    frames its contrast climbs, and over those its brightness still moves (an eased dissolve
+    between a dark and a bright shot: the mean goes on rising after the contrast has settled).
+    A dip to 8, far deeper than any blend of those pictures (a camera move across a flat wall),
+    is no such change."""
+    from curate.stages.split.shots import ShotDetector
+
+    detector = ShotDetector(24.0, DEFAULT)
+    std = np.concatenate([np.full(40, 40.0), np.linspace(40.0, 25.0, 9)[1:], np.linspace(25.0, 36.0, 9)[1:], np.full(40, 36.0)])
+    mean = np.concatenate([np.full(34, 60.0), np.linspace(60.0, 180.0, 30), np.full(32, 180.0)])  # moving over frames 34..63
+    scores = {f"span{h}": np.full(len(std), 1.2, np.float32) for h in detector.widths}  # the pictures are far apart
+    dips = detector._blend_dips(scores, [], std, mean)
+    assert [(t.kind, t.start <= 35, t.end >= 62) for t in dips] == [("uncertain", True, True)], dips
+    deeper = np.concatenate([np.full(40, 40.0), np.linspace(40.0, 8.0, 9)[1:], np.linspace(8.0, 36.0, 9)[1:], np.full(40, 36.0)])
+    assert detector._blend_dips(scores, [], deeper, mean) == []
+
+
 # -- wipes (issue 17) ----------------------------------------------------------------------------
 
 

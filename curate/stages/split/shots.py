@@ -90,7 +90,7 @@ _DIP_CONTRAST = 1.5  # ...and then its window need change only this many times m
 _DEEP_DIP = 0.75  # a frame this much flatter than the pictures at both ends of a window...
 _DIP_CLIMB = 1.3  # ...in a dip whose contrast climbs this far on both sides...
 _BLEND_LEVEL = (0.7, 1.0)  # ...and whose bottom is about as flat as a blend of the pictures there is kept out of clips
-_DIP_MIN_HALF = 4  # (windows of fewer frames end inside such a dip)
+_DIP_MIN_HALF = 4  # such a dip lasts twice this many frames (windows of fewer frames end inside it)
 _MIN_HIST_CHANGE = 0.2  # histogram change (total variation) that a dissolve must make
 _HIST_LED = 0.5  # a window whose histogram changes this much...
 _HIST_LED_CONTRAST = 3.0  # ...and this many times more than the windows beside it...
@@ -264,7 +264,7 @@ class ShotDetector:
         slides = self._slides(scores, uncertain, std)
         # Blend dips join the uncertain changes only now: a whip pan's motion blur dips in contrast
         # as a blend does, and its steady steps would pass for a slide.
-        dips = self._blend_dips(scores, transitions + slides, std)
+        dips = self._blend_dips(scores, transitions + slides, std, mean)
         uncertain = _merged(sorted(uncertain + dips, key=lambda t: (t.start, t.end)))
         return Detection(sorted(transitions + slides, key=lambda t: (t.start, t.end)), uncertain)
 
@@ -499,11 +499,13 @@ class ShotDetector:
         centres = [c for c in _wipe_centres(scores, h, _IS_PARTIAL_WIPE).tolist() if not explained[c - h + 1 : c + h].any()]
         return [_trimmed(scores["step"], c - h + 1, c + h) for c in centres]
 
-    def _blend_dips(self, scores: dict[str, np.ndarray], transitions: list[Transition], std: np.ndarray) -> list[Transition]:
+    def _blend_dips(
+        self, scores: dict[str, np.ndarray], transitions: list[Transition], std: np.ndarray, mean: np.ndarray
+    ) -> list[Transition]:
         """Contrast dips between pictures far apart, as deep as a blend of the pictures at their
         arms' ends would be: a dissolve between shots in motion, whose middle is no blend of the
         windows' ends (see _dissolves). Each spans the frames over which contrast climbs out of
-        its bottom."""
+        its bottom, widened as a burst is over those whose brightness or contrast still moves."""
         n = len(std)
         t = np.arange(n)
         explained = _near(n, transitions, margin=self._min_gap())
@@ -520,8 +522,9 @@ class ShotDetector:
             # contrast a*b/sqrt(a^2+b^2). A camera move across a flat area can dip far deeper.
             blended = a * b / max(math.hypot(a, b), 1e-6)
             as_blended = _BLEND_LEVEL[0] * blended <= low <= _BLEND_LEVEL[1] * blended
-            if min(a, b) >= _DIP_CLIMB * low and as_blended and not explained[start:end].any():
-                dips.append(Transition(start, end, None, "uncertain"))
+            lasting = end - start >= 2 * _DIP_MIN_HALF  # a shorter dip is a flash or a glitch
+            if lasting and min(a, b) >= _DIP_CLIMB * low and as_blended and not explained[start:end].any():
+                dips.append(Transition(*self._settled(start, end, bottom, std, mean), None, "uncertain"))
         return dips
 
     def _slides(self, scores: dict[str, np.ndarray], bursts: list[Transition], std: np.ndarray) -> list[Transition]:
