@@ -629,7 +629,7 @@ def test_dissolve_out_of_a_fast_pan_is_found_and_kept_out_of_clips():
 def test_dissolve_between_two_fast_pans_is_kept_out_of_clips():
     """A 16-frame dissolve between two shots panning fast in different directions (14 and 6-7
     pixels a frame at 320x180): every window changes alike and its middle frame is no blend of its
-    ends, so no dissolve or burst test fires. But contrast dips to about the level of an even
+    ends, so no dissolve or burst test fires. But contrast dips to about the level of the flattest
     blend of the pictures where the dip's arms end, and clips leave the dip out."""
     from curate import synthetic
     from curate.synthetic import Join, Shot
