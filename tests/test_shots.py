@@ -659,6 +659,21 @@ def test_blend_dip_spans_the_blend_and_its_brightening_tail_but_not_a_far_deeper
     assert detector._blend_dips(scores, [], deeper, mean) == []
 
 
+def test_long_blend_dip_with_a_flat_bottom_spans_its_whole_climb():
+    """A 48-frame blend dip whose contrast barely moves near its bottom (under a quarter of a luma
+    level a frame for several frames each side, as in a long dissolve): the climb is followed from
+    the ends of the narrowest window that finds the frame deep, not from the bottom, so the span
+    reaches the dip's first and last frames instead of stopping on the flat bottom."""
+    from curate.stages.split.shots import ShotDetector
+
+    detector = ShotDetector(24.0, DEFAULT)
+    x = np.linspace(0.0, 1.0, 25)[1:]  # 24 frames down to the bottom, 24 back up
+    std = np.concatenate([np.full(40, 40.0), 25.0 + 15.0 * x[::-1] ** 2, 25.0 + 11.0 * x**2, np.full(40, 36.0)])  # frames 40..87
+    scores = {f"span{h}": np.full(len(std), 1.2, np.float32) for h in detector.widths}
+    dips = detector._blend_dips(scores, [], std, np.full(len(std), 100.0))
+    assert [(t.kind, t.start <= 42, t.end >= 86) for t in dips] == [("uncertain", True, True)], dips
+
+
 # -- wipes (issue 17) ----------------------------------------------------------------------------
 
 

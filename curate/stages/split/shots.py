@@ -90,7 +90,9 @@ _DIP_CONTRAST = 1.5  # ...and then its window need change only this many times m
 _DEEP_DIP = 0.75  # a frame this much flatter than the pictures at both ends of a window...
 _DIP_CLIMB = 1.3  # ...in a dip whose contrast climbs this far on both sides...
 _BLEND_LEVEL = (0.7, 1.0)  # ...and whose bottom is about as flat as a blend of the pictures there is kept out of clips
-_DIP_MIN_HALF = 4  # such a dip lasts twice this many frames (windows of fewer frames end inside it)
+_DIP_MIN_HALF = 4  # (windows of fewer frames end inside such a dip)
+_DIP_FRAMES = 3  # frames of such a dip in the lower half of its depth
+_DIP_BOTTOM = 8  # the widest flat bottom of such a dip, in frames either side
 _MIN_HIST_CHANGE = 0.2  # histogram change (total variation) that a dissolve must make
 _HIST_LED = 0.5  # a window whose histogram changes this much...
 _HIST_LED_CONTRAST = 3.0  # ...and this many times more than the windows beside it...
@@ -509,20 +511,24 @@ class ShotDetector:
         n = len(std)
         t = np.arange(n)
         explained = _near(n, transitions, margin=self._min_gap())
-        deep = np.zeros(n, bool)
+        narrowest = np.zeros(n, np.int32)  # the half-width of the narrowest window that finds each frame deep
         for h in (h for h in self.widths if h >= _DIP_MIN_HALF):
             apart = scores[f"span{h}"] >= self.config.gradual_min_diff * self._presence(std, h)
-            deep |= (std <= _DEEP_DIP * np.minimum(_at(std, -h), _at(std, h))) & apart & (t - h >= 0) & (t + h < n)
+            deep = (std <= _DEEP_DIP * np.minimum(_at(std, -h), _at(std, h))) & apart & (t - h >= 0) & (t + h < n)
+            narrowest[deep & (narrowest == 0)] = h
         dips = []
-        for first, last in _runs(deep):
+        for first, last in _runs(narrowest > 0):
             bottom = first + int(np.argmin(std[first:last]))
-            start, end = _dip_arms(std, bottom, 2, self._max_transition())
+            # The climb is followed from the ends of that window, or _DIP_BOTTOM frames out: a long
+            # blend's bottom is flat, but a wide window would reach over a broad valley of one shot.
+            start, end = _dip_arms(std, bottom, min(_DIP_BOTTOM, int(narrowest[bottom])), self._max_transition())
             a, b, low = float(std[start]), float(std[end - 1]), float(std[bottom])
             # The flattest blend of two unrelated pictures of contrasts (luma std) a and b has
             # contrast a*b/sqrt(a^2+b^2). A camera move across a flat area can dip far deeper.
             blended = a * b / max(math.hypot(a, b), 1e-6)
             as_blended = _BLEND_LEVEL[0] * blended <= low <= _BLEND_LEVEL[1] * blended
-            lasting = end - start >= 2 * _DIP_MIN_HALF  # a shorter dip is a flash or a glitch
+            # A flash or a glitch dips for a frame or two: a blend stays low for a while.
+            lasting = np.count_nonzero(std[start:end] <= (low + min(a, b)) / 2) >= _DIP_FRAMES
             if lasting and min(a, b) >= _DIP_CLIMB * low and as_blended and not explained[start:end].any():
                 dips.append(Transition(*self._settled(start, end, bottom, std, mean), None, "uncertain"))
         return dips
