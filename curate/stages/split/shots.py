@@ -267,7 +267,7 @@ class ShotDetector:
         # Blend dips join the uncertain changes only now: a whip pan's motion blur dips in contrast
         # as a blend does, and its steady steps would pass for a slide.
         dips = self._blend_dips(scores, transitions + slides, std, mean)
-        uncertain = _merged(sorted(uncertain + dips, key=lambda t: (t.start, t.end)))
+        uncertain = _merged(uncertain + dips)
         return Detection(sorted(transitions + slides, key=lambda t: (t.start, t.end)), uncertain)
 
     # -- scoring ---------------------------------------------------------------------------
@@ -447,12 +447,12 @@ class ShotDetector:
             found += self._bursts(scores, h, explained, self._presence(std, h))
             found += self._partial_wipes(scores, h, explained)
         spans = []
-        for change in _merged(sorted(found, key=lambda t: (t.start, t.end))):
+        for change in _merged(found):
             start, end = change.start, change.end
             if end > start:  # a burst, not a single jump
                 start, end = self._settled(start, end, (start + end - 1) // 2, std, mean)
             spans.append(Transition(start, end, None, "uncertain"))
-        return _merged(sorted(spans, key=lambda t: (t.start, t.end)))
+        return _merged(spans)
 
     def _bursts(self, scores: dict[str, np.ndarray], h: int, explained: np.ndarray, presence: np.ndarray) -> list[Transition]:
         """Windows of 2h frames whose ends differ far more than those of the same-length windows
@@ -795,9 +795,9 @@ def _front(steps: np.ndarray) -> tuple[int, int]:
 
 
 def _merged(changes: list[Transition]) -> list[Transition]:
-    """Overlapping uncertain spans (sorted by start) merged into one: the same burst seen through
-    windows of several widths."""
-    return [Transition(start, end, None, "uncertain") for start, end in _overlapping([(c.start, c.end) for c in changes])]
+    """Uncertain spans, in order, the overlapping ones merged into one: the same burst seen
+    through windows of several widths, or by two tests."""
+    return [Transition(start, end, None, "uncertain") for start, end in _overlapping(sorted((c.start, c.end) for c in changes))]
 
 
 def _settling(values: np.ndarray, edge: int, reference: int, direction: int, limit: int) -> int:
