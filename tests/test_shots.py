@@ -659,6 +659,25 @@ def test_blend_dip_spans_the_blend_and_its_brightening_tail_but_not_a_far_deeper
     assert detector._blend_dips(scores, [], deeper, mean) == []
 
 
+def test_blend_dip_between_pictures_of_unequal_contrast_is_kept_out_of_clips():
+    """A dissolve from a contrasty picture (40) into a flatter one (24) dips only a little below
+    the flatter: their flattest blend has 20.6, 0.86 of it, never 0.75. A dip to 19.5 there is
+    kept out of clips, over its whole climb; a dip to 21.3, as shallow but above any blend of the
+    two pictures (a contrast wobble of the flatter shot), is not."""
+    from curate.stages.split.shots import ShotDetector
+
+    detector = ShotDetector(24.0, DEFAULT)
+
+    def dip_to(bottom: float) -> np.ndarray:  # frames 40..55 dip, then the flatter picture
+        return np.concatenate([np.full(40, 40.0), np.linspace(40.0, bottom, 9)[1:], np.linspace(bottom, 24.0, 9)[1:], np.full(40, 24.0)])
+
+    scores = {f"span{h}": np.full(96, 1.2, np.float32) for h in detector.widths}  # the pictures are far apart
+    mean = np.full(96, 100.0)
+    dips = detector._blend_dips(scores, [], dip_to(19.5), mean)
+    assert [(t.kind, t.start <= 41, t.end >= 55) for t in dips] == [("uncertain", True, True)], dips
+    assert detector._blend_dips(scores, [], dip_to(21.3), mean) == []
+
+
 def test_long_blend_dip_with_a_flat_bottom_spans_its_whole_climb():
     """A 48-frame blend dip whose contrast barely moves near its bottom (under a quarter of a luma
     level a frame for several frames each side, as in a long dissolve): the climb is followed from

@@ -88,7 +88,8 @@ _CONTRAST = 2.0  # a dissolve window changes this many times more than its neigh
 _BLEND_DIP = 0.8  # a dissolve's middle frame has at most this share of its ends' mean contrast (luma std)...
 _DIP_CONTRAST = 1.5  # ...and then its window need change only this many times more than its neighbours
 _DEEP_DIP = 0.75  # a frame this much flatter than the pictures at both ends of a window...
-_DIP_CLIMB = 1.3  # ...in a dip whose contrast climbs this far on both sides...
+_UNEVEN_DIP = 0.9  # (or this much, and no higher than their flattest blend: ends of unequal contrast)...
+_DIP_CLIMB = 1.1  # ...in a dip whose contrast climbs this far on both sides...
 _BLEND_LEVEL = (0.7, 1.0)  # ...and whose bottom is about as flat as a blend of the pictures there is kept out of clips
 _DIP_MIN_HALF = 4  # (windows of fewer frames end inside such a dip)
 _DIP_FRAMES = 3  # frames of such a dip in the lower half of its depth
@@ -514,7 +515,13 @@ class ShotDetector:
         narrowest = np.zeros(n, np.int32)  # the half-width of the narrowest window that finds each frame deep
         for h in (h for h in self.widths if h >= _DIP_MIN_HALF):
             apart = scores[f"span{h}"] >= self.config.gradual_min_diff * self._presence(std, h)
-            deep = (std <= _DEEP_DIP * np.minimum(_at(std, -h), _at(std, h))) & apart & (t - h >= 0) & (t + h < n)
+            before, after = _at(std, -h), _at(std, h)
+            flatter = np.minimum(before, after)
+            # Between pictures of unequal contrast a blend's bottom lies less far below the flatter
+            # one: with one twice as contrasty as the other, at 0.89 of the flatter.
+            as_blend = std <= _BLEND_LEVEL[1] * _flattest_blend(before, after)
+            deep = (std <= _DEEP_DIP * flatter) | ((std <= _UNEVEN_DIP * flatter) & as_blend)
+            deep &= apart & (t - h >= 0) & (t + h < n)
             narrowest[deep & (narrowest == 0)] = h
         dips = []
         for first, last in _runs(narrowest > 0):
@@ -523,9 +530,8 @@ class ShotDetector:
             # blend's bottom is flat, but a wide window would reach over a broad valley of one shot.
             start, end = _dip_arms(std, bottom, min(_DIP_BOTTOM, int(narrowest[bottom])), self._max_transition())
             a, b, low = float(std[start]), float(std[end - 1]), float(std[bottom])
-            # The flattest blend of two unrelated pictures of contrasts (luma std) a and b has
-            # contrast a*b/sqrt(a^2+b^2). A camera move across a flat area can dip far deeper.
-            blended = a * b / max(math.hypot(a, b), 1e-6)
+            # A camera move across a flat area can dip far deeper than a blend.
+            blended = float(_flattest_blend(a, b))
             as_blended = _BLEND_LEVEL[0] * blended <= low <= _BLEND_LEVEL[1] * blended
             # A flash or a glitch dips for a frame or two: a blend stays low for a while.
             lasting = np.count_nonzero(std[start:end] <= (low + min(a, b)) / 2) >= _DIP_FRAMES
@@ -830,6 +836,13 @@ def _dip_arms(std: np.ndarray, t: int, least: int, most: int) -> tuple[int, int]
     take for its end."""
     reach = most - least + 1
     return _walk(std, t - least + 1, 1.0, -1, reach), _walk(std, t + least - 1, 1.0, 1, reach) + 1
+
+
+def _flattest_blend(a, b):
+    """The contrast (luma std) of the flattest blend of two unrelated pictures of contrasts a and
+    b (numbers or arrays): a*b/sqrt(a^2+b^2), reached when a's share of the blend is
+    b^2/(a^2+b^2)."""
+    return a * b / np.maximum(np.hypot(a, b), 1e-6)
 
 
 def _abrupt_blip(std: np.ndarray, start: int, end: int) -> bool:
