@@ -59,10 +59,11 @@ What it measures
    Python/PyAV/FFmpeg/OpenCV versions, then a markdown table for the README.
 
 With --profile it also measures where the time goes: the fixed cost of one invocation of each
-command (on a 10-frame video: interpreter start-up, imports, pool start, manifests), then
-SplitStage.process on one input in this process (one worker's view): decode alone, decode +
-iter_frames bookkeeping, + luma grid sampling, and the full stage, and the top functions of a
-cProfile run.
+command (on a 10-frame video: interpreter start-up, imports, pool start, manifests), then one
+input through split's per-frame work in this process (one worker's view, decoding as split does):
+decode alone, + iter_frames bookkeeping, + luma grid sampling, + frame-quality samples, + the
+shot detector, and the full SplitStage.process, each row with its CPU per frame over the row
+above; and the top functions of a cProfile run.
 """
 
 from __future__ import annotations
@@ -422,7 +423,9 @@ def measure_memory(path: Path, expected_frames: int) -> dict:
 
 
 def profile_one(path: Path) -> None:
-    """Single-process timing of one video through increasingly complete pipelines."""
+    """Single-process timing of one video through increasingly complete pipelines, each decoding
+    as split does (`split.decoder_threads`), so each row's CPU over the row above is what that
+    step costs inside the frame loop (caches shared with the decoder, as in a worker)."""
     import cProfile
     import io
     import pstats
@@ -432,24 +435,31 @@ def profile_one(path: Path) -> None:
     from curate.config import SplitConfig
     from curate.inputs import VideoInput, content_id
     from curate.stages.base import Unit
-    from curate.stages.split.stage import SplitStage
+    from curate.stages.split.shots import ShotDetector
+    from curate.stages.split.stage import SplitStage, _feed, _frame_quality
     from curate.videoio import DecodeLog, LumaGrid, iter_frames, luma, open_video
 
     config = SplitConfig()
+    threads = config.decoder_threads
+    stage = SplitStage(config)
+    stage.setup()  # as a worker does first: OpenCV on one thread
 
     def bare():
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
+            if threads:
+                stream.codec_context.thread_count = threads
+            else:
+                stream.thread_type = "AUTO"
             return sum(1 for _ in container.decode(stream))
 
     def iterate():
-        container, stream, _ = open_video(str(path))
+        container, stream, _ = open_video(str(path), threads)
         with container:
             return sum(1 for _ in iter_frames(container, stream, DecodeLog()))
 
     def grids():
-        container, stream, info = open_video(str(path))
+        container, stream, info = open_video(str(path), threads)
         grid, n = LumaGrid(info.width, info.height, config.analysis_width, config.analysis_height), 0
         with container:
             for frame in iter_frames(container, stream, DecodeLog()):
@@ -457,20 +467,40 @@ def profile_one(path: Path) -> None:
                 n += 1
         return n
 
-    stage = SplitStage(config)
+    class NoDetector:  # takes the grids and does nothing with them
+        def push(self, grid) -> None:
+            pass
+
+    def fed(detector_too: bool):
+        def run():
+            container, stream, info = open_video(str(path), threads)
+            log, detector = DecodeLog(), ShotDetector(info.fps, config) if detector_too else NoDetector()
+            rate = config.quality_samples_per_s
+            quality = _frame_quality(info.fps, rate, config.min_clip_s) if rate > 0 else None
+            with container:
+                _feed(detector, stream, iter_frames(container, stream, log), config, None, quality)
+            if detector_too:
+                detector.finish()
+            return log.num_frames
+
+        return run
+
     unit = Unit("profile", VideoInput(content_id(str(path)), str(path)))
 
     def full():
         return stage.process(unit)[1]["frames"]
 
     print(f"\n## Profile: one video ({path.name}, {path.parent.name}) in this process, min of 5 runs each")
-    print("CPU = process_time(), all threads (FFmpeg decode threads included); ms/frame from CPU")
+    print(f"every row decodes as split does (split.decoder_threads = {threads}); CPU = process_time(), all threads;")
+    print("+us/frame: CPU over the row above, what that step costs inside the frame loop")
     rows = []
     for label, fn in [
-        ("PyAV decode (thread_type AUTO)", bare),
+        ("PyAV decode, nothing else", bare),
         ("+ iter_frames (demux, decode per packet, timestamps)", iterate),
         ("+ luma plane + 64x36 grid sampling", grids),
-        ("full SplitStage.process (+ ShotDetector, clips, tables)", full),
+        ("+ frame-quality samples (crop box, exposure, sharpness)", fed(False)),
+        ("+ ShotDetector (push every grid, finish)", fed(True)),
+        ("full SplitStage.process (+ clips, tables)", full),
     ]:
         walls, cpus, frames = [], [], 0
         for _ in range(5):
@@ -479,10 +509,14 @@ def profile_one(path: Path) -> None:
             walls.append(time.perf_counter() - started)
             cpus.append(time.process_time() - cpu0)
         rows.append((label, frames, min(walls), min(cpus)))
-    print("| pipeline | frames | wall s | CPU s | CPU ms/frame |")
-    print("|---|---:|---:|---:|---:|")
+    print("| pipeline | frames | wall s | CPU s | CPU us/frame | +us/frame |")
+    print("|---|---:|---:|---:|---:|---:|")
+    previous = None
     for label, frames, wall, cpu in rows:
-        print(f"| {label} | {frames} | {wall:.2f} | {cpu:.2f} | {1000 * cpu / frames:.2f} |")
+        per_frame = 1e6 * cpu / frames
+        step = "" if previous is None else f"{per_frame - previous:+.0f}"
+        print(f"| {label} | {frames} | {wall:.2f} | {cpu:.2f} | {per_frame:.0f} | {step} |")
+        previous = per_frame
 
     profiler = cProfile.Profile()
     profiler.enable()
