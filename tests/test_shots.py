@@ -662,7 +662,7 @@ def test_blend_dip_spans_the_blend_and_its_brightening_tail_but_not_a_far_deeper
 def test_blend_dip_between_pictures_of_unequal_contrast_is_kept_out_of_clips():
     """A dissolve from a contrasty picture (40) into a flatter one (24) dips only a little below
     the flatter: their flattest blend has 20.6, 0.86 of it, never 0.75. A dip to 19.5 there is
-    kept out of clips, over its whole climb; a dip to 21.3, as shallow but above any blend of the
+    kept out of clips, over its whole climb; a dip to 21.3, shallower and above any blend of the
     two pictures (a contrast wobble of the flatter shot), is not."""
     from curate.stages.split.shots import ShotDetector
 
