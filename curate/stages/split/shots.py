@@ -278,14 +278,15 @@ class ShotDetector:
         centres = np.arange(self._next_centre, stop)
         last = self.num_frames - 1
 
-        # Rows of every offset the scores reach, clamped once: rows(offset) is then a slice of them.
+        # Each stack is gathered once in the order of the frames the centres reach, clamped at the
+        # video's ends: the rows of any offset are then a slice (a view), not a copy at every use.
         reach = max(self.lookback, _MOTION_OFFSET + self.widths[0], self.flash_frames + 1)
-        clamped = np.clip(np.arange(centres[0] - reach, stop + reach), 0, last) - self._first
+        frames = np.clip(np.arange(centres[0] - reach, stop + reach), 0, last) - self._first
 
-        def rows(offset: int) -> np.ndarray:
-            return clamped[reach + offset : reach + offset + len(centres)]
+        def rows(offset: int) -> slice:
+            return slice(reach + offset, reach + offset + len(centres))
 
-        coarse = _Pairs(np.stack(self._coarse))
+        coarse = _Pairs(np.stack(self._coarse)[frames])
         here, before = rows(0), rows(-1)
         step = coarse.dist(before, here)
         returns = np.stack([coarse.dist(before, rows(j)) for j in range(1, self.flash_frames + 1)])
@@ -303,9 +304,9 @@ class ShotDetector:
             "returns_at": _first_return(returns, step, motion),
             "seen_at": _first_return(seen, step, motion),
         }
-        hists = np.stack(self._hists)
+        hists = np.stack(self._hists)[frames]
         chunk["hist_step"] = 0.5 * np.abs(hists[before] - hists[here]).sum(axis=1)
-        blocks = np.stack(self._blocks)
+        blocks = np.stack(self._blocks)[frames]
         for h in self.widths:
             chunk.update(_blend_scores(coarse, rows(-h), here, rows(h), h))
             chunk[f"hist{h}"] = 0.5 * np.abs(hists[rows(-h)] - hists[rows(h)]).sum(axis=1)
@@ -331,10 +332,14 @@ class ShotDetector:
         tested = np.flatnonzero(span >= _WIPE_MIN_SPAN)
         if not len(tested):
             return wipe
-        a, b, beyond = rows(-h)[tested], rows(h)[tested], h + self._beyond(h)
-        found = _wipe_like(blocks, a, rows(-(h // 2))[tested], rows(0)[tested], rows(h // 2)[tested], b)
+
+        def at(offset: int) -> np.ndarray:  # the tested centres' rows at this offset
+            return rows(offset).start + tested
+
+        a, b, beyond = at(-h), at(h), h + self._beyond(h)
+        found = _wipe_like(blocks, a, at(-(h // 2)), at(0), at(h // 2), b)
         lasting = _WIPE_LASTS * span[tested]
-        found *= (coarse.dist(a, rows(beyond)[tested]) >= lasting) & (coarse.dist(rows(-beyond)[tested], b) >= lasting)
+        found *= (coarse.dist(a, at(beyond)) >= lasting) & (coarse.dist(at(-beyond), b) >= lasting)
         wipe[tested] = found
         return wipe
 
@@ -883,6 +888,9 @@ def _side_maxima(values: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray
     return windows[:n].max(axis=1), windows[width + 1 : width + 1 + n].max(axis=1)
 
 
+Rows = np.ndarray | slice  # rows of a stack: their indices, or a slice (a view, no copy)
+
+
 class _Pairs:
     """Dot products and distances between rows of a stack of unit (or zero) vectors."""
 
@@ -890,14 +898,14 @@ class _Pairs:
         self.vectors = vectors
         self.norms = np.einsum("ij,ij->i", vectors, vectors)
 
-    def dot(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def dot(self, a: Rows, b: Rows) -> np.ndarray:
         return np.einsum("ij,ij->i", self.vectors[a], self.vectors[b])
 
-    def dist(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def dist(self, a: Rows, b: Rows) -> np.ndarray:
         return np.sqrt(np.maximum(self.norms[a] + self.norms[b] - 2 * self.dot(a, b), 0.0))
 
 
-def _blend_scores(pairs: _Pairs, a: np.ndarray, m: np.ndarray, b: np.ndarray, h: int) -> dict[str, np.ndarray]:
+def _blend_scores(pairs: _Pairs, a: Rows, m: Rows, b: Rows, h: int) -> dict[str, np.ndarray]:
     """For windows [t-h, t+h]: how far apart the ends are, and how well the centre frame is a
     blend of them (least-squares residual, and the later end's share of the blend)."""
     aa, bb, mm = pairs.norms[a], pairs.norms[b], pairs.norms[m]
@@ -1088,7 +1096,7 @@ def _typical_step(step: np.ndarray) -> np.ndarray:
 
 def _at(values: np.ndarray, offset: int) -> np.ndarray:
     """values[t + offset] for every t, clamped at both ends of the video."""
-    return values[np.clip(np.arange(len(values)) + offset, 0, len(values) - 1)]
+    return values.take(np.arange(offset, len(values) + offset), axis=0, mode="clip")  # "clip": indices clamped
 
 
 def _histogram_led(hist: np.ndarray, hist_outside: np.ndarray, span: np.ndarray, outside: np.ndarray) -> np.ndarray:
