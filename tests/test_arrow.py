@@ -45,3 +45,23 @@ def test_split_tables_without_pandas():
     repo = Path(__file__).resolve().parents[1]  # this checkout's curate, not an installed one
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo).stdout
     assert out.strip() == "False"
+
+
+def test_transitions_table_without_pandas():
+    """The learned detectors' `transitions` row (TransNetV2's per-frame probabilities) is built the
+    same way: the float32 values kept exactly, and pandas left unloaded."""
+    code = (
+        "import sys\n"
+        "import numpy as np\n"
+        "from curate.stages.split.stage import transitions_table\n"
+        "from curate.stages.split.transnet import Probabilities\n"
+        "single, many_hot = np.array([0.1, 0.9, 1e-7], np.float32), np.array([0.25, 0.5, 0.75])\n"
+        "row = transitions_table('v', Probabilities(single, many_hot)).to_pylist()[0]\n"
+        "assert row['video_id'] == 'v'\n"
+        "assert np.array_equal(np.array(row['single_frame_probs'], np.float32), single)\n"
+        "assert row['many_hot_probs'] == [0.25, 0.5, 0.75]\n"
+        "print('pandas' in sys.modules)\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo).stdout
+    assert out.strip() == "False"

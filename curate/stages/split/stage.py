@@ -166,8 +166,8 @@ def _frame_quality(fps: float, rate: float, min_clip_s: float) -> FrameQuality:
 
 def transitions_table(video_id: str, probabilities: transnet.Probabilities) -> pa.Table:
     """The `transitions` row of one video: TransNetV2's two probabilities for every frame."""
-    columns = [pa.array([p.astype(np.float32)], type=pa.list_(pa.float32())) for p in (probabilities.single, probabilities.many_hot)]
-    return pa.table([pa.array([video_id]), *columns], schema=TRANSITIONS_SCHEMA)
+    single, many_hot = (p.astype(np.float32).tolist() for p in (probabilities.single, probabilities.many_hot))
+    return to_table([{"video_id": video_id, "single_frame_probs": single, "many_hot_probs": many_hot}], TRANSITIONS_SCHEMA)
 
 
 def _feed(
