@@ -945,7 +945,7 @@ def _wipe_like(blocks: np.ndarray, a: np.ndarray, early: np.ndarray, m: np.ndarr
     ends, changed = ends[left], changed[left]
     count = np.maximum(changed.sum(axis=1), 1)
     scale = np.sqrt(np.maximum(np.einsum("ij,ij->i", ends**2, changed) / count, 1e-6))
-    shares: dict[str, np.ndarray] = {}
+    kept: dict[str, np.ndarray] = {}  # per window still in: each inner frame's share of new cells, the middle's labels
     for name, frame in (("m", m), ("early", early), ("late", late)):
         inner = cells[frame[left]]
         to_a, to_b = np.abs(inner - cells[a[left]]), np.abs(inner - cells[b[left]])
@@ -959,17 +959,17 @@ def _wipe_like(blocks: np.ndarray, a: np.ndarray, early: np.ndarray, m: np.ndarr
         coherent = _coherence(new[keep].reshape(-1, *grid), changed[keep].reshape(-1, *grid)) >= _WIPE_COHERENT
         keep = keep[coherent]  # the costliest test: last
         left, changed, count, scale = left[keep], changed[keep], count[keep], scale[keep]
-        shares = {k: v[keep] for k, v in shares.items()}
-        shares[name] = share[keep]
+        kept = {k: v[keep] for k, v in kept.items()}
+        kept[name] = share[keep]
+        if name == "m":
+            kept["new_at_m"] = new[keep]
         if not len(left):
             return found
-    grows = (shares["early"] < shares["m"] - _WIPE_PROGRESS) & (shares["late"] > shares["m"] + _WIPE_PROGRESS)
+    grows = (kept["early"] < kept["m"] - _WIPE_PROGRESS) & (kept["late"] > kept["m"] + _WIPE_PROGRESS)
     # Fewer changed cells than a wipe changes: pictures alike in part, or something moving in
     # one part of the picture. Only a front straight across the picture tells a wipe there.
     whole = changed_share[left] >= _WIPE_CHANGED
-    middle = cells[m[left]]
-    new_at_middle = np.abs(middle - cells[b[left]]) < np.abs(middle - cells[a[left]])
-    straight = _straight_front(new_at_middle.reshape(-1, *grid), changed.reshape(-1, *grid)) >= _STRAIGHT
+    straight = _straight_front(kept["new_at_m"].reshape(-1, *grid), changed.reshape(-1, *grid)) >= _STRAIGHT
     found[left] = np.where(grows & whole, _IS_WIPE, np.where(grows & straight, _IS_PARTIAL_WIPE, 0.0))
     return found
 
@@ -1096,7 +1096,7 @@ def _typical_step(step: np.ndarray) -> np.ndarray:
 
 def _at(values: np.ndarray, offset: int) -> np.ndarray:
     """values[t + offset] for every t, clamped at both ends of the video."""
-    return values.take(np.arange(offset, len(values) + offset), axis=0, mode="clip")  # "clip": indices clamped
+    return values.take(np.arange(offset, len(values) + offset), axis=0, mode="clip")
 
 
 def _histogram_led(hist: np.ndarray, hist_outside: np.ndarray, span: np.ndarray, outside: np.ndarray) -> np.ndarray:
