@@ -62,6 +62,10 @@ _MIN_KEPT = 0.3
 _BLANK_SPREAD = 4.0  # a sample whose luma varies less than this is blank (black or one colour)
 _DARK_LEVEL, _BRIGHT_LEVEL = 12.0, 243.0  # clipped pixels: at most / at least (full range)
 _SHARP_QUANTILE = 0.75  # sharpness is the mean energy of the cells above this quantile
+# The working copy holds levels less mid-grey: its sums of squares over a row or a column stay
+# exact in float32 (under 2**24) whatever the brightness, where a bright flat row's spread would
+# otherwise be a small difference of large, rounded squares.
+_MID = 128.0
 
 # Per-cell statistics, in this order on a sample's `cells` array.
 _N, _SUM, _DARK, _BRIGHT, _LAP = range(5)
@@ -78,7 +82,7 @@ class _Sample:
     col_mean: np.ndarray
     col_spread: np.ndarray
     step: tuple[int, int]  # coded pixels per profile entry (x, y): the working copy's block size
-    cells: np.ndarray  # (5, rows, cols) float64 sums, see _N ... _LAP
+    cells: np.ndarray  # (5, rows, cols) float32 sums, see _N ... _LAP
     cell_px: tuple[int, int]  # coded pixels per cell (x, y)
     spread: float  # the luma's standard deviation over the frame (blank below _BLANK_SPREAD)
 
@@ -127,8 +131,7 @@ class FrameQuality:
 
 class Scratch:
     """Float32 arrays kept from one sample to the next. A fresh array the size of a frame costs
-    more than the pass that fills it (the kernel hands out and zeroes its pages anew every time);
-    reused, the passes of a sample take about 1 ms at 640x360 instead of 4."""
+    more than the pass that fills it (the kernel hands out and zeroes its pages anew every time)."""
 
     def __init__(self):
         self._arrays: dict[tuple[str, tuple[int, ...]], np.ndarray] = {}
@@ -145,65 +148,78 @@ def measure(index: int, plane: np.ndarray, full_range: bool, scratch: Scratch | 
     scratch = scratch or Scratch()
     height, width = plane.shape
     work, k = _box_average(plane, scratch)
-    if not full_range:  # limited-range luma (16-235) stretched to 0-255: levels mean the same for every video
-        work -= 16.0
-        work *= 255.0 / 219.0
-    squares = cv2.multiply(work, work, dst=scratch("squares", work.shape))
-    row_mean, row_spread = _mean_spread(work, squares, axis=1)
-    col_mean, col_spread = _mean_spread(work, squares, axis=0)
-    spread = math.sqrt(max(cv2.mean(squares)[0] - float(row_mean.mean()) ** 2, 0.0))  # over the whole frame
-    cells, cell_px = _cell_sums(work, scratch)
+    # Limited-range luma (16-235) is stretched to 0-255, so that levels mean the same for every
+    # video. The stretch is linear: it is applied to the sums, not to every pixel.
+    stretch = _Stretch(1.0, _MID) if full_range else _Stretch(255.0 / 219.0, (_MID - 16.0) * 255.0 / 219.0)
+    row_sums, row_squares = cv2.reduce(work, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32F).ravel(), np.einsum("ij,ij->i", work, work)
+    col_sums, col_squares = cv2.reduce(work, 0, cv2.REDUCE_SUM, dtype=cv2.CV_32F).ravel(), np.einsum("ij,ij->j", work, work)
+    row_mean, row_spread = stretch.mean_spread(row_sums, row_squares, work.shape[1])
+    col_mean, col_spread = stretch.mean_spread(col_sums, col_squares, work.shape[0])
+    _, spread = stretch.mean_spread(row_sums.sum(dtype=np.float64), row_squares.sum(dtype=np.float64), work.size)
+    cells, cell_px = _cell_sums(work, stretch, scratch)
     return _Sample(
         index, (width, height), row_mean, row_spread, col_mean, col_spread, (k, k),
-        cells, (cell_px[0] * k, cell_px[1] * k), spread,
+        cells, (cell_px[0] * k, cell_px[1] * k), float(spread),
     )  # fmt: skip
 
 
-def _mean_spread(work: np.ndarray, squares: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation along each row (axis 1) or column (axis 0), in float64."""
-    mean = cv2.reduce(work, axis, cv2.REDUCE_AVG, dtype=cv2.CV_64F).ravel()
-    mean_square = cv2.reduce(squares, axis, cv2.REDUCE_AVG, dtype=cv2.CV_64F).ravel()
-    return mean, np.sqrt(np.maximum(mean_square - mean * mean, 0.0))
+@dataclass(frozen=True)
+class _Stretch:
+    """The linear map from the working copy's levels to the full 0-255 scale: gain * level + offset."""
+
+    gain: float
+    offset: float
+
+    def level(self, full_scale: float) -> float:
+        """The working copy's level that maps to `full_scale`."""
+        return (full_scale - self.offset) / self.gain
+
+    def mean_spread(self, sums, squares, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """Full-scale mean and standard deviation (float32) from the sums of levels and of their
+        squares over `count` pixels."""
+        mean = np.asarray(sums, np.float64) / count
+        spread = np.sqrt(np.maximum(np.asarray(squares, np.float64) / count - mean * mean, 0.0))
+        return (self.gain * mean + self.offset).astype(np.float32), (self.gain * spread).astype(np.float32)
 
 
 def _box_average(plane: np.ndarray, scratch: Scratch) -> tuple[np.ndarray, int]:
-    """The plane (float32) averaged over k x k blocks, k chosen so the short side is about
-    WORK_SHORT_SIDE (never enlarged). Area resampling by a whole factor is the exact block mean."""
+    """The plane's levels less _MID (float32), averaged over k x k blocks, k chosen so the short
+    side is about WORK_SHORT_SIDE (never enlarged). Area resampling by a whole factor is the exact
+    block mean."""
     height, width = plane.shape
     k = max(1, min(height, width) // WORK_SHORT_SIDE)
     rows, cols = height // k, width // k
     whole = scratch("plane", (rows * k, cols * k))
-    np.copyto(whole, plane[: rows * k, : cols * k])
+    cv2.subtract(plane[: rows * k, : cols * k], _MID, dst=whole, dtype=cv2.CV_32F)
     if k == 1:
         return whole, k
     return cv2.resize(whole, (cols, rows), dst=scratch("work", (rows, cols)), interpolation=cv2.INTER_AREA), k
 
 
-def _cell_sums(work: np.ndarray, scratch: Scratch) -> tuple[np.ndarray, tuple[int, int]]:
-    """Per cell of the CELLS grid: pixel count, luma sum, clipped dark and bright counts, and the
-    sum of the squared Laplacian (4-neighbour, zero on the copy's outer ring)."""
+def _cell_sums(work: np.ndarray, stretch: _Stretch, scratch: Scratch) -> tuple[np.ndarray, tuple[int, int]]:
+    """Per cell of the CELLS grid, on the full scale: pixel count, luma sum, clipped dark and
+    bright counts, and the sum of the squared Laplacian (4-neighbour, zero on the cells' outer ring)."""
     rows, cols = min(CELLS[1], work.shape[0]), min(CELLS[0], work.shape[1])
     cell_h, cell_w = work.shape[0] // rows, work.shape[1] // cols
-    shape = (rows * cell_h, cols * cell_w)
-    if work.shape != shape:  # the cells' whole rows and columns only
-        cropped = scratch("cells", shape)
-        np.copyto(cropped, work[: shape[0], : shape[1]])
-        work = cropped
-    laplacian = cv2.Laplacian(work, cv2.CV_32F, dst=scratch("laplacian", shape), ksize=1)  # the 4-neighbour kernel
+    work = work[: rows * cell_h, : cols * cell_w]  # the cells' whole rows and columns only (a view)
+
+    def sums(values: np.ndarray) -> np.ndarray:  # per cell: over its rows, then over its columns
+        # Counts of up to cell_h pixels fit uint16; numpy sums float32 fastest in float32.
+        per_row = values.reshape(rows, cell_h, values.shape[1]).sum(axis=1, dtype=np.uint16 if values.dtype == bool else None)
+        return per_row.reshape(rows, cols, cell_w).sum(axis=2, dtype=np.float64)
+
+    laplacian = cv2.Laplacian(work, cv2.CV_32F, dst=scratch("laplacian", work.shape), ksize=1)  # the 4-neighbour kernel
     laplacian[[0, -1], :] = 0.0
     laplacian[:, [0, -1]] = 0.0
     cv2.multiply(laplacian, laplacian, dst=laplacian)
     area = float(cell_h * cell_w)
-
-    def sums(values: np.ndarray) -> np.ndarray:  # per-cell sums: the cells' means (exact area resampling) times their area
-        return cv2.resize(values, (cols, rows), interpolation=cv2.INTER_AREA).astype(np.float64) * area
-
-    clipped = scratch("clipped", shape)
-    dark = sums(cv2.threshold(work, _DARK_LEVEL, 1.0, cv2.THRESH_BINARY_INV, dst=clipped)[1])  # 1 where luma <= _DARK_LEVEL
-    at_least = float(np.nextafter(np.float32(_BRIGHT_LEVEL), np.float32(0)))  # THRESH_BINARY keeps values above it
-    bright = sums(cv2.threshold(work, at_least, 1.0, cv2.THRESH_BINARY, dst=clipped)[1])
     count = np.full((rows, cols), area)
-    return np.stack([count, sums(work), dark, bright, sums(laplacian)]), (cell_w, cell_h)
+    # Clipped pixels: at most _DARK_LEVEL, at least _BRIGHT_LEVEL on the full scale.
+    dark = sums(work <= np.float32(stretch.level(_DARK_LEVEL)))
+    bright = sums(work >= np.float32(stretch.level(_BRIGHT_LEVEL)))
+    luma_sum = stretch.gain * sums(work) + stretch.offset * area
+    energy = stretch.gain**2 * sums(laplacian)  # the offset cancels in the Laplacian
+    return np.stack([count, luma_sum, dark, bright, energy]).astype(np.float32), (cell_w, cell_h)
 
 
 # -- borders --------------------------------------------------------------------------------------
@@ -259,7 +275,7 @@ def _bar(means: np.ndarray, spreads: np.ndarray) -> int:
 def exposure_and_sharpness(samples: list[_Sample], box: Box) -> dict:
     """The clip's `brightness`, `dark_frac`, `bright_frac` (0-1) and `sharpness` inside `box`."""
     inside = _cells_inside(samples[0], box)
-    cells = np.stack([s.cells[:, inside] for s in samples])  # (samples, 5, cells)
+    cells = np.stack([s.cells[:, inside] for s in samples]).astype(np.float64)  # (samples, 5, cells)
     count = cells[:, _N].sum()
     energy = cells[:, _LAP] / np.maximum(cells[:, _N], 1)  # mean squared Laplacian per cell
     top = np.quantile(energy, _SHARP_QUANTILE, axis=1, keepdims=True)
