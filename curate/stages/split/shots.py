@@ -67,7 +67,7 @@ import numpy as np
 
 from curate.config import SplitConfig
 
-_CHUNK = 256  # frames scored in one vectorised step
+_CHUNK = 1024  # frames scored in one vectorised step
 _BATCH = 64  # frames described in one vectorised step
 _NEIGHBOURS = 4  # frames on each side that define the typical difference around a cut
 _DIFF_FLOOR = 0.03  # keeps the cut ratio finite in perfectly static shots
@@ -183,7 +183,10 @@ class ShotDetector:
         self.lookahead = max(self.widths) + self._beyond(max(self.widths))
         self.lookback = self.lookahead + 2
         self.num_frames = 0  # frames described so far (pushed frames may still wait in _pending)
-        self._pending: list[np.ndarray] = []  # grids not described yet
+        # Grids not described yet: the first _num_pending rows. Each is copied in as it comes, while
+        # it is still in the cache; stacking the batch later read every grid back from memory.
+        self._pending: np.ndarray | None = None
+        self._num_pending = 0
         self._coarse: list[np.ndarray] = []  # coarse-grid vectors of frames [_first, num_frames)
         self._blocks: list[np.ndarray] = []  # their block means, luma levels kept (the wipe test)
         self._hists: list[np.ndarray] = []  # their luma histograms: blind to motion, not to blends
@@ -197,23 +200,27 @@ class ShotDetector:
 
     def push(self, grid: np.ndarray) -> None:
         """Add the next frame's luma grid (float32, 0-255 scale)."""
-        self._pending.append(grid)
+        if self._pending is None:
+            self._pending = np.empty((_BATCH, *grid.shape), np.float32)
+        self._pending[self._num_pending] = grid
+        self._num_pending += 1
         # Describing frames in batches costs a handful of numpy calls per batch instead of per
         # frame: on small videos those calls would cost as much as decoding.
-        if len(self._pending) == _BATCH:
+        if self._num_pending == _BATCH:
             self._describe()
 
     def _describe(self) -> None:
         """Turn the pending grids into what the decisions use: contrast and mean luma, how evenly
         each frame's change spreads over the picture, coarse unit vectors and histograms."""
-        if not self._pending:
+        if not self._num_pending:
             return
-        grids = np.stack(self._pending)
-        self._pending.clear()
+        grids = self._pending[: self._num_pending]  # a view: nothing below keeps it
+        self._num_pending = 0
         flat = grids.reshape(len(grids), -1)
-        std = flat.std(axis=1)
+        mean = flat.mean(axis=1, keepdims=True)
+        std = flat.std(axis=1, mean=mean)  # the mean once, not again inside std
         self._std.extend(std.tolist())
-        self._mean.extend(flat.mean(axis=1).tolist())
+        self._mean.extend(mean.ravel().tolist())
         # Low-contrast pictures fade smoothly to the zero vector instead of snapping to it, so a
         # dim scene hovering around the threshold does not flicker between "blank" and "picture".
         weight = np.clip(std / self.config.flat_max_std - 1.0, 0.0, 1.0)
@@ -235,9 +242,9 @@ class ShotDetector:
         previous = flat[:1] if self._last_block is None else self._last_block[None]
         self._last_block = flat[-1].copy()
         change = np.diff(np.concatenate([previous, flat]), axis=0)
-        change -= np.median(change, axis=1, keepdims=True)
+        change -= _row_medians(change)[:, None]
         rms = np.sqrt(np.einsum("ij,ij->i", change, change) / change.shape[1])
-        return np.median(np.abs(change), axis=1) / np.maximum(rms, 1e-6)
+        return _row_medians(np.abs(change)) / np.maximum(rms, 1e-6)
 
     def blank_frames(self) -> np.ndarray:
         """Per frame fed so far, whether it is blank (black or white: luma std under
@@ -1034,6 +1041,15 @@ def _units(grids: np.ndarray) -> np.ndarray:
     return values / np.where(norms > 0, norms, 1.0)[:, None]
 
 
+def _row_medians(values: np.ndarray) -> np.ndarray:
+    """The median of each row, as np.median gives it (the mean of the two middle values of an
+    even count), without its checks and copies: called on every batch of frames."""
+    n = values.shape[1]
+    middle = [(n - 1) // 2, n // 2]
+    part = np.partition(values, middle, axis=1)
+    return (part[:, middle[0]] + part[:, middle[1]]) / values.dtype.type(2)
+
+
 def _histograms(grids: np.ndarray) -> np.ndarray:
     """Normalised luma histograms of a stack of grids, one row per grid."""
     count, size = len(grids), grids[0].size
@@ -1048,15 +1064,14 @@ def _histograms(grids: np.ndarray) -> np.ndarray:
 def _coarse(grids: np.ndarray, factor: int = 4) -> np.ndarray:
     """Block means of factor x factor cells of a stack of grids: camera motion barely moves
     content at this scale."""
-    count = len(grids)
     h, w = grids.shape[1] // factor * factor, grids.shape[2] // factor * factor
     if h == 0 or w == 0:
-        return grids
-    # Rows, then columns, one axis at a time: numpy's mean over two inner axes at once takes three
-    # times as long. Grid values are multiples of 1/4 under 256, so every sum is exact in float32
-    # and the order changes no bit.
-    rows = grids[:, :h, :w].reshape(count, h // factor, factor, w).sum(axis=2)
-    return rows.reshape(count, h // factor, w // factor, factor).sum(axis=3) / np.float32(factor * factor)
+        return grids.copy()  # the caller's grids are a buffer that it fills again
+    # Rows, then columns, as sums of strided slices: numpy's sums over short inner axes cost
+    # several times more. Grid values are multiples of 1/4 under 256, so every sum is exact in
+    # float32 and the order changes no bit.
+    rows = sum(grids[:, i:h:factor, :w] for i in range(factor))
+    return sum(rows[:, :, i::factor] for i in range(factor)) / np.float32(factor * factor)
 
 
 def _isolated(step: np.ndarray) -> np.ndarray:
