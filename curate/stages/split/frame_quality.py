@@ -156,7 +156,7 @@ def measure(index: int, plane: np.ndarray, full_range: bool, scratch: Scratch | 
     row_mean, row_spread = stretch.mean_spread(row_sums, row_squares, work.shape[1])
     col_mean, col_spread = stretch.mean_spread(col_sums, col_squares, work.shape[0])
     _, spread = stretch.mean_spread(row_sums.sum(dtype=np.float64), row_squares.sum(dtype=np.float64), work.size)
-    cells, cell_px = _cell_sums(work, stretch, scratch)
+    cells, cell_px = _cell_sums(work, stretch)  # last: it overwrites the working copy
     return _Sample(
         index, (width, height), row_mean, row_spread, col_mean, col_spread, (k, k),
         cells, (cell_px[0] * k, cell_px[1] * k), float(spread),
@@ -196,9 +196,10 @@ def _box_average(plane: np.ndarray, scratch: Scratch) -> tuple[np.ndarray, int]:
     return cv2.resize(whole, (cols, rows), dst=scratch("work", (rows, cols)), interpolation=cv2.INTER_AREA), k
 
 
-def _cell_sums(work: np.ndarray, stretch: _Stretch, scratch: Scratch) -> tuple[np.ndarray, tuple[int, int]]:
+def _cell_sums(work: np.ndarray, stretch: _Stretch) -> tuple[np.ndarray, tuple[int, int]]:
     """Per cell of the CELLS grid, on the full scale: pixel count, luma sum, clipped dark and
-    bright counts, and the sum of the squared Laplacian (4-neighbour, zero on the cells' outer ring)."""
+    bright counts, and the sum of the squared Laplacian (4-neighbour, zero on the cells' outer
+    ring). Overwrites `work` with the Laplacian: one frame-sized array less to keep in the cache."""
     rows, cols = min(CELLS[1], work.shape[0]), min(CELLS[0], work.shape[1])
     cell_h, cell_w = work.shape[0] // rows, work.shape[1] // cols
     work = work[: rows * cell_h, : cols * cell_w]  # the cells' whole rows and columns only (a view)
@@ -208,16 +209,16 @@ def _cell_sums(work: np.ndarray, stretch: _Stretch, scratch: Scratch) -> tuple[n
         per_row = values.reshape(rows, cell_h, values.shape[1]).sum(axis=1, dtype=np.uint16 if values.dtype == bool else None)
         return per_row.reshape(rows, cols, cell_w).sum(axis=2, dtype=np.float64)
 
-    laplacian = cv2.Laplacian(work, cv2.CV_32F, dst=scratch("laplacian", work.shape), ksize=1)  # the 4-neighbour kernel
-    laplacian[[0, -1], :] = 0.0
-    laplacian[:, [0, -1]] = 0.0
-    cv2.multiply(laplacian, laplacian, dst=laplacian)
     area = float(cell_h * cell_w)
     count = np.full((rows, cols), area)
     # Clipped pixels: at most _DARK_LEVEL, at least _BRIGHT_LEVEL on the full scale.
     dark = sums(work <= np.float32(stretch.level(_DARK_LEVEL)))
     bright = sums(work >= np.float32(stretch.level(_BRIGHT_LEVEL)))
     luma_sum = stretch.gain * sums(work) + stretch.offset * area
+    laplacian = cv2.Laplacian(work, cv2.CV_32F, dst=work, ksize=1)  # the 4-neighbour kernel, in place
+    laplacian[[0, -1], :] = 0.0
+    laplacian[:, [0, -1]] = 0.0
+    cv2.multiply(laplacian, laplacian, dst=laplacian)
     energy = stretch.gain**2 * sums(laplacian)  # the offset cancels in the Laplacian
     return np.stack([count, luma_sum, dark, bright, energy]).astype(np.float32), (cell_w, cell_h)
 
