@@ -221,6 +221,9 @@ def iter_frames(container, stream, log: DecodeLog) -> Iterator[av.VideoFrame]:
     head, lead_s, error = _timed_head(packets, stream, step_s)
     packets = chain(head, _raise(error) if error else packets)
     origin = stream.start_time or 0
+    # Every packet demux yields carries the stream's time base, and so does every frame decoded from
+    # one: read once here, where each frame.time_base would build a new Fraction.
+    time_base = stream.time_base
     time_s = None
     consecutive_errors = 0
     while True:
@@ -242,7 +245,7 @@ def iter_frames(container, stream, log: DecodeLog) -> Iterator[av.VideoFrame]:
                 return False
             continue
         for frame in frames:
-            pts, time_base = frame.pts, frame.time_base
+            pts = frame.pts
             if pts is not None and time_base is not None:
                 # Integer arithmetic, then one correctly rounded division: the same float as going
                 # through Fraction, at a fraction of the cost per frame.
