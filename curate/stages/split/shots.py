@@ -67,7 +67,7 @@ import numpy as np
 
 from curate.config import SplitConfig
 
-_CHUNK = 1024  # frames scored in one vectorised step
+_CHUNK = 1024  # frames scored in one vectorised step (a few numpy calls per width for all of them; under 1 MB a stack)
 _BATCH = 64  # frames described in one vectorised step
 _NEIGHBOURS = 4  # frames on each side that define the typical difference around a cut
 _DIFF_FLOOR = 0.03  # keeps the cut ratio finite in perfectly static shots
