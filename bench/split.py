@@ -48,10 +48,10 @@ What it measures
    (no re-encode, so it takes seconds) into a ~1-minute (3 loops) and a ~10-minute (30 loops) mp4.
    `python -m curate split FILE --out TMP --workers 1 --quiet` runs on each inside a small wrapper
    process, so each measurement is isolated. The wrapper samples /proc/PID/status VmHWM (the
-   kernel's per-process peak resident set) of every process of the command every 20 ms, which
+   kernel's per-process peak resident set) of every process of the command every 2 ms, which
    attributes the peak to the main process and to the pool worker separately; it also prints
    getrusage(RUSAGE_CHILDREN).ru_maxrss, the peak of the largest single process of the whole tree,
-   as a cross-check (sampling can miss growth in a worker's last 20 ms; the tree figure cannot).
+   as a cross-check (sampling can miss growth in a worker's last 2 ms; the tree figure cannot).
    The worker's peak is the figure that must stay flat: target 10-min/1-min <= 1.2.
 
 4. Context: date, git commit (and whether curate/ had uncommitted changes), CPU model and cores,
@@ -151,19 +151,33 @@ def role(pid, cmd, parents):
         return "fork server" if parents.get(pid) == proc.pid else "worker"
     return "other"
 
+def hwm_kb(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next((int(line.split()[1]) for line in f if line.startswith("VmHWM:")), None)
+    except OSError:
+        return None
+
+roles = {}
+last_scan = 0.0
 while proc.poll() is None:
-    parents = parent_map()
-    for pid in descendants(proc.pid, parents):
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                hwm = next((int(line.split()[1]) for line in f if line.startswith("VmHWM:")), None)
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            continue
+    # The process tree is scanned every 20 ms (a pass over /proc); the peaks of the processes found
+    # are read every 2 ms, so a worker that grows in its last moments and exits is still seen.
+    if time.perf_counter() - last_scan >= 0.02:
+        last_scan = time.perf_counter()
+        parents = parent_map()
+        for pid in descendants(proc.pid, parents):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read().replace(b"\\0", b" ").decode(errors="replace").strip()
+            except OSError:
+                continue
+            roles[pid] = role(pid, cmd, parents)  # again at every scan: a process may exec after its fork
+    for pid, pid_role in roles.items():
+        hwm = hwm_kb(pid)
         if hwm is not None:
-            peaks[pid] = {"role": role(pid, cmd, parents), "hwm_kb": max(hwm, peaks.get(pid, {}).get("hwm_kb", 0))}
-    time.sleep(0.02)
+            peaks[pid] = {"role": pid_role, "hwm_kb": max(hwm, peaks.get(pid, {}).get("hwm_kb", 0))}
+    time.sleep(0.002)
 seconds = time.perf_counter() - started
 while True:  # reap what outlived the command (the fork server exits just after it) for ru_maxrss
     try:
@@ -718,7 +732,7 @@ def main() -> int:
     memory = {}
     if not args.skip_memory:
         print("\n## Memory: python -m curate split FILE --out TMP --workers 1 --quiet, one run per file")
-        print("(peaks are /proc/PID/status VmHWM sampled every 20 ms by a wrapper process; 'tree' is the")
+        print("(peaks are /proc/PID/status VmHWM sampled every 2 ms by a wrapper process; 'tree' is the")
         print(" wrapper's getrusage(RUSAGE_CHILDREN).ru_maxrss, the largest single process of the command)")
         for name, (path, n) in long_inputs.items():
             memory[name] = measure_memory(path, n)
