@@ -7,6 +7,7 @@ Run from anywhere with the project's virtual environment:
     .venv/bin/python bench/split.py --profile  # also: fixed costs per command, and where one video's time goes
     .venv/bin/python bench/split.py --wait-idle 120   # on a shared machine
     .venv/bin/python bench/split.py --quick --detectors-only --detectors 1   # each split.detector against bare decode
+    .venv/bin/python bench/split.py --quick --skip-memory --against HEAD~3   # also that revision's curate, interleaved
 
 What it measures
 ----------------
@@ -32,6 +33,9 @@ What it measures
      (d) bare decode, 1 thread: (c) with stream.codec_context.thread_count = 1, the decoder setting
                       curate split uses by default (split.decoder_threads): no target; curate over
                       (d) is curate's own cost on top of decoding exactly as it decodes.
+     (a') with --against REV: (a) run in a detached git worktree of REV (that revision's curate,
+                      this checkout's virtual environment), right after (a) in every repetition:
+                      the ratio of the two is a change's own effect, under the same load.
    Each measurement is repeated (3 times, 2 with --quick), the tools interleaved within a
    repetition so that background load hits them alike; the table reports the BEST repetition
    (highest frames/s) and the median next to it. Ratios use the best values. Targets:
@@ -343,7 +347,8 @@ def _check(result: subprocess.CompletedProcess, what: str) -> subprocess.Complet
     return result
 
 
-def time_curate(files: list[Path], expected_frames: int, workers: int = 2, settings: tuple[str, ...] = ()) -> Timer:
+def time_curate(files: list[Path], expected_frames: int, workers: int = 2, settings: tuple[str, ...] = (), repo: Path = REPO) -> Timer:
+    """One timed `curate split` of the files, with the curate package of `repo` (a checkout)."""
     import pyarrow.parquet as pq
 
     (OUT / "runs").mkdir(parents=True, exist_ok=True)
@@ -352,7 +357,7 @@ def time_curate(files: list[Path], expected_frames: int, workers: int = 2, setti
     cmd += ["--set", *settings] if settings else []
     try:
         with Timer() as timer:
-            result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+            result = subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
         _check(result, "curate split")
         videos = pq.read_table(Path(out_dir) / "manifests" / "videos.parquet").to_pandas()
         decoded = int(videos.num_frames.sum())
@@ -361,6 +366,13 @@ def time_curate(files: list[Path], expected_frames: int, workers: int = 2, setti
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
     return timer
+
+
+def checkout(revision: str, path: Path) -> Path:
+    """A detached git worktree of `revision` at `path`: `python -m curate` run there uses its code."""
+    result = subprocess.run(["git", "worktree", "add", "--detach", str(path), revision], cwd=REPO, capture_output=True, text=True)
+    _check(result, f"git worktree add {revision}")
+    return path
 
 
 def _run_pool(commands: list[list[str]], cwd: Path, jobs: int = 2) -> tuple[Timer, list[subprocess.CompletedProcess]]:
@@ -657,6 +669,10 @@ def main() -> int:
     )
     parser.add_argument("--detectors-only", action="store_true", help="time only the detectors (--detectors N, default 1)")
     parser.add_argument(
+        "--against", metavar="REV",
+        help="also time curate split as of git revision REV (a temporary worktree), interleaved with this checkout",
+    )
+    parser.add_argument(
         "--wait-idle", type=float, default=0, metavar="S",
         help="on a shared machine: before each measurement wait up to S seconds for other load to stop",
     )
@@ -683,18 +699,27 @@ def main() -> int:
 
     print("\n## Commands")
     print(f"(a) curate:      {PYTHON} -m curate split <{len(files)} files> --out <fresh dir> --workers 2 --quiet")
+    if args.against:
+        print(f"(a') the same command with the code of git revision {args.against} (a temporary worktree)")
     print(f"(b) scenedetect: {' '.join(scenedetect_command(Path('FILE')))}   (one per file, 2 at a time)")
     print(f"(c) bare decode: {PYTHON} -c <script> FILE   (one per file, 2 at a time); the script:")
     print("\n".join("      " + line for line in BARE_DECODE.strip().splitlines()))
 
     scratch = Path(tempfile.mkdtemp(prefix="scenedetect-cwd-", dir=OUT))
+    baseline = f"curate@{args.against}" if args.against else None
+    old_tree = checkout(args.against, scratch / "baseline") if args.against else None
     try:
         print("\nchecking that scenedetect decodes every frame (untimed, -v info) ...", flush=True)
         check_scenedetect(files, frames, scratch)
         timers: dict[str, list[Timer]] = {"curate": [], "scenedetect": [], "bare decode": [], "bare 1-thread": []}
+        if baseline:
+            timers = {"curate": [], baseline: [], **{k: v for k, v in timers.items() if k != "curate"}}
         for rep in range(reps):
             wait_for_idle(args.wait_idle)
             timers["curate"].append(time_curate(files, total))
+            if baseline:
+                wait_for_idle(args.wait_idle)
+                timers[baseline].append(time_curate(files, total, repo=old_tree))
             wait_for_idle(args.wait_idle)
             timers["scenedetect"].append(time_scenedetect(files, scratch))
             wait_for_idle(args.wait_idle)
@@ -704,8 +729,10 @@ def main() -> int:
             print(f"rep {rep + 1}/{reps}: " + "; ".join(
                 f"{k} {v[-1].wall:.2f} s wall, {v[-1].cpu:.2f} CPU-s (others {v[-1].others:.1f} CPU-s)"
                 for k, v in timers.items()), flush=True)
-        stray = sorted(p.name for p in scratch.iterdir())
+        stray = sorted(p.name for p in scratch.iterdir() if p.name != "baseline")
     finally:
+        if old_tree is not None:
+            subprocess.run(["git", "worktree", "remove", "--force", str(old_tree)], cwd=REPO, capture_output=True)
         shutil.rmtree(scratch, ignore_errors=True)
     print(f"files scenedetect wrote in its working directory: {', '.join(stray) if stray else 'none'}")
 
@@ -716,15 +743,20 @@ def main() -> int:
     print(f"\n## Throughput: {total} frames, whole-process wall time: BEST of {reps} (median in brackets)")
     print("CPU s = user+sys of the whole process tree (min over the repetitions): less sensitive to other load;")
     print("others = CPU-s used by processes outside the benchmark during the best repetition (0 = undisturbed)")
-    print(f"{'tool':12} {'frames':>7} {'wall s':>15} {'frames/s':>15} {'CPU s':>7} {'frames/CPU-s':>12} {'others':>7}")
+    width = max(12, *map(len, timers))
+    print(f"{'tool':{width}} {'frames':>7} {'wall s':>15} {'frames/s':>15} {'CPU s':>7} {'frames/CPU-s':>12} {'others':>7}")
     for k in timers:
-        print(f"{k:12} {total:7d} {best[k]:7.2f} ({median[k]:5.2f}) {total / best[k]:7.0f} ({total / median[k]:5.0f}) "
+        print(f"{k:{width}} {total:7d} {best[k]:7.2f} ({median[k]:5.2f}) {total / best[k]:7.0f} ({total / median[k]:5.0f}) "
               f"{cpu[k]:7.2f} {total / cpu[k]:12.0f} {disturbed[k]:7.1f}")
     vs_sd, vs_decode = best["scenedetect"] / best["curate"], best["bare decode"] / best["curate"]
     print(f"curate / scenedetect = {vs_sd:.2f} by best wall (target >= 1.5: {'met' if vs_sd >= 1.5 else 'NOT met'}); "
           f"median wall {median['scenedetect'] / median['curate']:.2f}; CPU {cpu['scenedetect'] / cpu['curate']:.2f}")
     print(f"curate / bare decode = {vs_decode:.2f} by best wall (target >= 0.75: {'met' if vs_decode >= 0.75 else 'NOT met'}); "
           f"median wall {median['bare decode'] / median['curate']:.2f}; CPU {cpu['bare decode'] / cpu['curate']:.2f}")
+    if baseline:
+        print(f"curate / {baseline} = {best[baseline] / best['curate']:.2f} by best wall; median wall "
+              f"{median[baseline] / median['curate']:.2f}; CPU {cpu[baseline] / cpu['curate']:.2f}; {baseline} / bare decode = "
+              f"{best['bare decode'] / best[baseline]:.2f} by best wall")
     vs_decode_1t = best["bare 1-thread"] / best["curate"]
     print(f"curate / bare 1-thread decode = {vs_decode_1t:.2f} by best wall (no target: the decoder setting curate split "
           f"uses, so this is curate's own cost over decoding); CPU {cpu['bare 1-thread'] / cpu['curate']:.2f}")
@@ -766,6 +798,9 @@ def main() -> int:
     print("|---|---|---:|---:|---:|---:|")
     print(f"| curate split | `python -m curate split FILES --workers 2 --quiet` | {best['curate']:.2f} | "
           f"{total / best['curate']:.0f} | {cpu['curate']:.1f} | |")
+    if baseline:
+        print(f"| curate split as of {args.against} | the same command, that revision's code | {best[baseline]:.2f} | "
+              f"{total / best[baseline]:.0f} | {cpu[baseline]:.1f} | {best[baseline] / best['curate']:.2f}x faster |")
     print(f"| PySceneDetect 0.7.2 | `scenedetect -i FILE -q detect-adaptive` x2 parallel | {best['scenedetect']:.2f} | "
           f"{total / best['scenedetect']:.0f} | {cpu['scenedetect']:.1f} | {vs_sd:.2f}x faster |")
     print(f"| bare PyAV decode | `container.decode(stream)`, thread_type AUTO, x2 parallel | {best['bare decode']:.2f} | "
