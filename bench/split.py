@@ -707,8 +707,9 @@ def main() -> int:
 
     scratch = Path(tempfile.mkdtemp(prefix="scenedetect-cwd-", dir=OUT))
     baseline = f"curate@{args.against}" if args.against else None
-    old_tree = checkout(args.against, scratch / "baseline") if args.against else None
+    old_tree = None
     try:
+        old_tree = checkout(args.against, scratch / "baseline") if args.against else None
         print("\nchecking that scenedetect decodes every frame (untimed, -v info) ...", flush=True)
         check_scenedetect(files, frames, scratch)
         timers: dict[str, list[Timer]] = {"curate": [], "scenedetect": [], "bare decode": [], "bare 1-thread": []}
