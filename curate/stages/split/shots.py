@@ -242,9 +242,9 @@ class ShotDetector:
         previous = flat[:1] if self._last_block is None else self._last_block[None]
         self._last_block = flat[-1].copy()
         change = np.diff(np.concatenate([previous, flat]), axis=0)
-        change -= _row_medians(change)[:, None]
+        change -= np.median(change, axis=1, keepdims=True)
         rms = np.sqrt(np.einsum("ij,ij->i", change, change) / change.shape[1])
-        return _row_medians(np.abs(change)) / np.maximum(rms, 1e-6)
+        return np.median(np.abs(change), axis=1) / np.maximum(rms, 1e-6)
 
     def blank_frames(self) -> np.ndarray:
         """Per frame fed so far, whether it is blank (black or white: luma std under
@@ -1039,15 +1039,6 @@ def _units(grids: np.ndarray) -> np.ndarray:
     values -= values.mean(axis=1, keepdims=True)
     norms = np.sqrt(np.einsum("ij,ij->i", values, values))
     return values / np.where(norms > 0, norms, 1.0)[:, None]
-
-
-def _row_medians(values: np.ndarray) -> np.ndarray:
-    """The median of each row, as np.median gives it (the mean of the two middle values of an
-    even count), without its checks and copies: called on every batch of frames."""
-    n = values.shape[1]
-    middle = [(n - 1) // 2, n // 2]
-    part = np.partition(values, middle, axis=1)
-    return (part[:, middle[0]] + part[:, middle[1]]) / values.dtype.type(2)
 
 
 def _histograms(grids: np.ndarray) -> np.ndarray:
