@@ -712,9 +712,8 @@ def main() -> int:
         old_tree = checkout(args.against, scratch / "baseline") if args.against else None
         print("\nchecking that scenedetect decodes every frame (untimed, -v info) ...", flush=True)
         check_scenedetect(files, frames, scratch)
-        timers: dict[str, list[Timer]] = {"curate": [], "scenedetect": [], "bare decode": [], "bare 1-thread": []}
-        if baseline:
-            timers = {"curate": [], baseline: [], **{k: v for k, v in timers.items() if k != "curate"}}
+        tools = ["curate", *([baseline] if baseline else []), "scenedetect", "bare decode", "bare 1-thread"]
+        timers: dict[str, list[Timer]] = {tool: [] for tool in tools}
         for rep in range(reps):
             wait_for_idle(args.wait_idle)
             timers["curate"].append(time_curate(files, total))
