@@ -743,10 +743,10 @@ def main() -> int:
     print(f"\n## Throughput: {total} frames, whole-process wall time: BEST of {reps} (median in brackets)")
     print("CPU s = user+sys of the whole process tree (min over the repetitions): less sensitive to other load;")
     print("others = CPU-s used by processes outside the benchmark during the best repetition (0 = undisturbed)")
-    width = max(12, *map(len, timers))
-    print(f"{'tool':{width}} {'frames':>7} {'wall s':>15} {'frames/s':>15} {'CPU s':>7} {'frames/CPU-s':>12} {'others':>7}")
+    column = max(12, *map(len, timers))
+    print(f"{'tool':{column}} {'frames':>7} {'wall s':>15} {'frames/s':>15} {'CPU s':>7} {'frames/CPU-s':>12} {'others':>7}")
     for k in timers:
-        print(f"{k:{width}} {total:7d} {best[k]:7.2f} ({median[k]:5.2f}) {total / best[k]:7.0f} ({total / median[k]:5.0f}) "
+        print(f"{k:{column}} {total:7d} {best[k]:7.2f} ({median[k]:5.2f}) {total / best[k]:7.0f} ({total / median[k]:5.0f}) "
               f"{cpu[k]:7.2f} {total / cpu[k]:12.0f} {disturbed[k]:7.1f}")
     vs_sd, vs_decode = best["scenedetect"] / best["curate"], best["bare decode"] / best["curate"]
     print(f"curate / scenedetect = {vs_sd:.2f} by best wall (target >= 1.5: {'met' if vs_sd >= 1.5 else 'NOT met'}); "
