@@ -101,9 +101,9 @@ def detect_all(
         start = time.perf_counter()
         found[detector], num_frames, fps = run_stage(path, replace(config, detector=detector), model)
         seconds[detector] = time.perf_counter() - start
-    for method, detector in (("psd-adaptive", "AdaptiveDetector"), ("psd-content", "ContentDetector")):
+    for method, detector in (("psd-adaptive", "AdaptiveDetector"), ("psd-content", "ContentDetector")) if baseline else ():
         start = time.perf_counter()
-        cuts = pyscenedetect(path, detector) if baseline else []
+        cuts = pyscenedetect(path, detector)
         seconds[method] = time.perf_counter() - start
         found[method] = (cuts, clip_spans(num_frames, [Transition(c, c, c, "cut") for c in cuts], fps, config))
     return found, num_frames, seconds
@@ -150,13 +150,12 @@ def pyscenedetect(path: Path, detector: str) -> list[int]:
     return [start.frame_num if hasattr(start, "frame_num") else start.get_frames() for start, _ in scenes[1:]]
 
 
-def straddling(clips: list[tuple[int, int]], hard: list[int], gradual: list[tuple[int, int]]) -> int:
-    """Clips holding both sides of a hard cut, or any frame of a gradual transition."""
-    bad = 0
-    for start, end in clips:
-        if any(start < t < end for t in hard) or any(start <= last and first < end for first, last in gradual):
-            bad += 1
-    return bad
+def straddling(clips: list[tuple[int, int]], hard: list[int], gradual: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The clips holding both sides of a hard cut, or any frame of a gradual transition."""
+    return [
+        (start, end) for start, end in clips
+        if any(start < t < end for t in hard) or any(start <= last and first < end for first, last in gradual)
+    ]  # fmt: skip
 
 
 def synthetic_set(
@@ -208,14 +207,15 @@ def evaluate(
             counts = score(cuts, hard, middles)
             for key, value in counts.items():
                 t[key] = t.get(key, 0) + value
-            t["clips_bad"] += straddling(clips, hard, gradual)
+            bad = straddling(clips, hard, gradual)
+            t["clips_bad"] += len(bad)
             t["clips"] += len(clips)
             t["kept"] += sum(end - start for start, end in clips)
             t["frames"] += num_frames
             t["seconds"] += seconds[method]
             scores[method] = tuple(f1(counts[f"{k}_tp"], counts[f"{k}_fp"], counts[f"{k}_fn"]) for k in ("hard", "grad"))
             if verbose:
-                print(f"  {path.name:28} {method:13} {counts}  found={cuts}")
+                print(f"  {path.name:28} {method:13} {counts}  found={cuts}" + (f"  straddling={bad}" if bad else ""))
         per_video.append((path.name, len(hard), len(gradual), scores))
         if verbose:
             print(f"  {path.name:28} truth         hard={hard} gradual={gradual}")

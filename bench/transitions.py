@@ -205,7 +205,7 @@ def evaluate(videos: list[tuple[str, Path, list[tuple[int, int]]]], config: Spli
         (predicted, clips), num_frames, _ = run_stage(path, config, CachedModel(path) if config.detector != "heuristic" else None)
         counts = score(predicted, [], [(a + b + 1) // 2 for a, b in gradual])
         row = {"tp": counts["grad_tp"], "fn": counts["grad_fn"], "fp": counts["grad_fp"]}
-        row.update(straddle=straddling(clips, [], gradual), clips=len(clips), kept=sum(e - s for s, e in clips), frames=num_frames)
+        row.update(straddle=len(straddling(clips, [], gradual)), clips=len(clips), kept=sum(e - s for s, e in clips), frames=num_frames)
         rows[kind] = row
         if verbose:
             middles = [(a + b + 1) // 2 for a, b in gradual]
