@@ -536,7 +536,7 @@ class ShotDetector:
             deep &= apart & (t - h >= 0) & (t + h < n)
             narrowest[deep & (narrowest == 0)] = h
         dips = []
-        for first, last in _runs(narrowest > 0):
+        for first, last in runs(narrowest > 0):
             bottom = first + int(np.argmin(std[first:last]))
             # The climb is followed from the ends of that window, or _DIP_BOTTOM frames out: a long
             # blend's bottom is flat, but a wide window would reach over a broad valley of one shot.
@@ -708,7 +708,7 @@ class ShotDetector:
         blank = std < self.config.flat_max_std  # as blank_frames()
         low = blank | ((std < _DIP * left_max) & (std < _DIP * right_max))
         fades = []
-        for start, end in _runs(low):
+        for start, end in runs(low):
             if _abrupt_blip(std, start, end):
                 continue  # a flash or a glitch: the cut detector judges the frames around it
             # Walk out while contrast still rises, or is still well below the level it rises to.
@@ -808,7 +808,7 @@ def _front(steps: np.ndarray) -> tuple[int, int]:
     the largest one, widened over the steps still near its own pace (its median): one uneven step
     inside a slide does not cut it short, and the frames of a shot in motion beside it, often as
     fast as its slowest steps but not in one run with them, stay out."""
-    first, last = max(_runs(steps >= _SLIDE_STEADY * steps.max()), key=lambda run: run[1] - run[0])
+    first, last = max(runs(steps >= _SLIDE_STEADY * steps.max()), key=lambda run: run[1] - run[0])
     return _moving_edges(steps, first, last, limit=len(steps), share=_SLIDE_STEADY)
 
 
@@ -1120,8 +1120,8 @@ def _window_max(values: np.ndarray, h: int) -> np.ndarray:
     return np.lib.stride_tricks.sliding_window_view(padded, 2 * h).max(axis=1)
 
 
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """[start, end) of each run of True values."""
+def runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) of each run of True values in a 1-D mask (also read by TransNetV2's rules)."""
     padded = np.concatenate([[False], mask, [False]])
     edges = np.flatnonzero(padded[1:] != padded[:-1])
     return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))

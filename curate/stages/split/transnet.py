@@ -41,7 +41,7 @@ from importlib import resources
 import numpy as np
 
 from curate.errors import ModelUnavailable
-from curate.stages.split.shots import Transition
+from curate.stages.split.shots import Transition, runs
 
 SIZE = (48, 27)  # width, height of the frames the model reads
 WINDOW = 100  # frames per model input
@@ -239,7 +239,7 @@ def transitions_from(
     single, many = probabilities.single, probabilities.many_hot
     n = len(single)
     merged: list[list] = []  # [start, end), the strongest single-frame probability, and its run's end
-    for run in _runs(single > threshold):
+    for run in runs(single > threshold):
         start, end = _widened(run, many > threshold)
         item = [start, end, float(single[run[0] : run[1]].max()), run[1]]
         last = merged[-1] if merged else None
@@ -250,13 +250,6 @@ def transitions_from(
         else:
             merged[-1] = [last[0], max(last[1], end), max(last[2], item[2]), item[3]]
     return [_transition(start, end, cut, n, blank) for start, end, _, cut in merged]
-
-
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """[start, end) of each run of True values."""
-    padded = np.concatenate([[False], mask, [False]])
-    edges = np.flatnonzero(padded[1:] != padded[:-1])
-    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
 
 
 def _widened(run: tuple[int, int], inside: np.ndarray) -> tuple[int, int]:
