@@ -39,15 +39,19 @@ def _stage_line(clips: pd.DataFrame, spec: StageSpec, config: Config, units_done
     return [line + (f", {int(waiting.sum())} kept clips waiting (run `python -m curate {spec.name}`)" if waiting.any() else "")]
 
 
-def _units_done(layout: OutputLayout, stage: str) -> int:
-    """Finished units of `stage` under the settings it last ran with (saved in config.yaml)."""
+def _saved_config(layout: OutputLayout) -> Config | None:
+    """The settings each stage last ran with (config.yaml), or None without a readable one."""
     if not layout.config.exists():
-        return 0
+        return None
     try:
-        saved = load_config(layout.config)
-    except ConfigError:  # a hand-edited file: the count is only informative
-        return 0
-    return len(done_units(layout.stage_work(stage, saved.section_hash(stage))))
+        return load_config(layout.config)
+    except ConfigError:  # a hand-edited file: the counts it gives are only informative
+        return None
+
+
+def _units_done(layout: OutputLayout, stage: str, saved: Config | None) -> int:
+    """Finished units of `stage` under the settings it last ran with (`saved`)."""
+    return len(done_units(layout.stage_work(stage, saved.section_hash(stage)))) if saved is not None else 0
 
 
 def _shards_line(layout: OutputLayout, clips: pd.DataFrame | None) -> list[str]:
@@ -111,8 +115,9 @@ def summarize(layout: OutputLayout) -> str:
         seconds = (kept.end_s - kept.start_s).sum()  # not num_frames / fps: variable frame rates
         lines.append(f"clips:     {len(clips)} ({len(kept)} kept, {seconds / 3600:.2f} h kept)")
         config = load_config(remembered=layout.config)  # the folder's thresholds
+        saved = _saved_config(layout)  # read once, not once per stage
         for spec in CLIP_STAGES:
-            lines.extend(_stage_line(clips, spec, config, _units_done(layout, spec.name)))
+            lines.extend(_stage_line(clips, spec, config, _units_done(layout, spec.name, saved)))
         for reason, count in clips.drop_reason.value_counts().items():
             lines.append(f"  dropped ({reason}): {count}" + (f"  [{REASONS[reason]}]" if reason in REASONS else ""))
             if reason == "duplicate":
