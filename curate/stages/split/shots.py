@@ -47,12 +47,15 @@ towards the zero vector, which is at distance 1 from any picture.
 - Slide (or push), where the front carries both pictures along so no cell matches either end: a
   burst whose every frame changes about as much, starting and stopping at once between frames
   that change far less. Kind "wipe" too.
+- Pan blends: beside a fast pan, a run of frames that no camera move explains (`pans.py`: the
+  previous grid moved by the pan, or left still), far worse than the frames clear of it on both
+  sides: a dissolve into or out of a pan, which no picture test sees. An uncertain change.
 
 `split.detector` may join these boundaries with TransNetV2's (`transnet.py`: every boundary either
 finds, ours where both do); this module knows nothing of it.
 
 Memory grows little with video length: the detector keeps a sliding window of vectors, and per
-frame only a few floats (about 90 bytes), and decides once the stream ends (using about 400 more
+frame only a few floats (about 100 bytes), and decides once the stream ends (using about 400 more
 bytes per frame while it does: some 9 MB for 18,000 frames).
 """
 
@@ -66,6 +69,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from curate.config import SplitConfig
+from curate.stages.split.pans import PanTracker
 
 _CHUNK = 1024  # frames scored in one vectorised step (a few numpy calls per width for all of them; under 1 MB a stack)
 _BATCH = 64  # frames described in one vectorised step
@@ -135,6 +139,13 @@ _SLIDE_CONTRAST = 3.0  # ...and are this many times those of the 3 frames on one
 _SLIDE_APART = 0.5  # ...and its pictures before and after differ by this share of split.gradual_min_diff
 _SLIDE_MIN_FRAMES = 8  # a slide takes at least this many frames (a shorter burst is a flash or a cut's blur)
 _WIPE_LASTS = 0.7  # pictures beyond a wipe's window differ from its other end by this share of its span
+_PAN_FAST = 1.5 / 64  # a pan this fast (share of the grid's width a frame) hides a dissolve from the picture tests
+_PAN_BURST = 2.0  # a frame no camera move explains this many times worse than the frames on both sides...
+_PAN_FLOOR = 0.5  # ...and by at least this many luma levels (compression noise in a pan is about 1)
+_PAN_GROW = 1.5  # such a run grows over the frames beside it still this far above their side
+_PAN_SIDE_S = 0.4  # the frames on each side that measure it...
+_PAN_CLEAR_S = 0.5  # ...this far from the frame looked at (clear of a dissolve that frame is the middle of)
+_PAN_MIN_S = 0.2  # shorter runs are a flash or something passing, left to the other tests
 
 
 @dataclass(frozen=True)
@@ -195,6 +206,10 @@ class ShotDetector:
         self._std = array("f")  # compact: one float per frame for the whole video
         self._mean = array("f")  # and its mean luma: a fade moves brightness along with contrast
         self._spread = array("f")  # how evenly each frame's change is spread over the picture
+        self._pans = PanTracker()
+        self._residual = array("f")  # what no camera move from the previous frame explains (pans.py)
+        self._move = array("f")  # and the length of the move that explains the most, in cells
+        self._grid_width = 0
         self._last_block: np.ndarray | None = None  # block means of the last described frame
         self._chunks: list[dict[str, np.ndarray]] = []
 
@@ -229,6 +244,10 @@ class ShotDetector:
         self._coarse.extend(_units(blocks) * weight[:, None])
         self._blocks.extend(blocks)
         self._hists.extend(_histograms(grids))
+        residual, move = self._pans.describe(grids)
+        self._residual.extend(residual.tolist())
+        self._move.extend(move.tolist())
+        self._grid_width = grids.shape[2]
         self.num_frames += len(grids)
         while self.num_frames - self._next_centre >= _CHUNK + self.lookahead:
             self._score(self._next_centre + _CHUNK)
@@ -275,7 +294,7 @@ class ShotDetector:
         # Blend dips join the uncertain changes only now: a whip pan's motion blur dips in contrast
         # as a blend does, and its steady steps would pass for a slide.
         dips = self._blend_dips(scores, transitions + slides, std, mean)
-        uncertain = _merged(uncertain + dips)
+        uncertain = _merged(uncertain + dips + self._pan_blends(transitions + slides))
         return Detection(sorted(transitions + slides, key=lambda t: (t.start, t.end)), uncertain)
 
     # -- scoring ---------------------------------------------------------------------------
@@ -550,6 +569,34 @@ class ShotDetector:
             if lasting and min(a, b) >= _DIP_CLIMB * low and as_blended and not explained[start:end].any():
                 dips.append(Transition(*self._settled(start, end, bottom, std, mean), None, "uncertain"))
         return dips
+
+    def _pan_blends(self, transitions: list[Transition]) -> list[Transition]:
+        """Runs of frames that no camera move explains (`pans.py`), far worse than the frames clear
+        of them on both sides, beside a fast pan on one side at least: a dissolve into or out of a
+        pan, which changes the picture no faster than the pan does and need not dip in contrast.
+        A run grows over the frames beside it that are still well above their side. Away from
+        fast pans the picture tests see dissolves, and a shot's own action would pass for one."""
+        residual, move = np.asarray(self._residual, np.float32), np.asarray(self._move, np.float32)
+        n, longest = len(residual), self._max_transition()
+        side, clear = max(2, round(_PAN_SIDE_S * self.fps)), max(2, round(_PAN_CLEAR_S * self.fps))
+        before, after = _side_medians(residual, side, clear)
+        pace_before, pace_after = _side_medians(move, side, clear)
+        fast = np.maximum(pace_before, pace_after) >= _PAN_FAST * self._grid_width
+        hot = fast & (residual >= np.maximum(_PAN_FLOOR, _PAN_BURST * np.maximum(before, after)))
+        hot[0] = False  # the first frame has no previous one
+        hot[1:-1] |= hot[:-2] & hot[2:]  # one calmer frame does not split a run
+        explained = _near(n, transitions, margin=self._min_gap())
+        blends = []
+        for start, end in runs(hot):
+            if not round(_PAN_MIN_S * self.fps) <= end - start <= longest or explained[start:end].any():
+                continue
+            calm_before, calm_after = _PAN_GROW * before[start], _PAN_GROW * after[end - 1]
+            while start > 1 and end - start < longest and residual[start - 1] >= calm_before:
+                start -= 1
+            while end < n and end - start < longest and residual[end] >= calm_after:
+                end += 1
+            blends.append(Transition(start, end, None, "uncertain"))
+        return blends
 
     def _slides(self, scores: dict[str, np.ndarray], bursts: list[Transition], std: np.ndarray) -> list[Transition]:
         """Bursts (whose ends are unrelated pictures) that are a slide or push: every frame of it
@@ -1098,6 +1145,17 @@ def _typical_step(step: np.ndarray) -> np.ndarray:
         right = np.nanmedian(windows[k + 1 : k + 1 + n], axis=1)  # steps t+1 .. t+k
         typical = np.nanmean(np.stack([left, right]), axis=0)
     return np.nan_to_num(typical, nan=0.0).astype(np.float32)
+
+
+def _side_medians(values: np.ndarray, side: int, clear: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame t, the medians of values[t - clear - side : t - clear] and of
+    values[t + clear + 1 : t + clear + 1 + side]: infinite where that reaches past the video's
+    ends (no measure there, so nothing stands out against it)."""
+    n = len(values)
+    pad = np.full(clear + side + 1, np.nan)
+    windows = np.lib.stride_tricks.sliding_window_view(np.concatenate([pad[:-1], values.astype(np.float64), pad]), side)
+    medians = np.nan_to_num(np.median(windows, axis=1), nan=np.inf)  # NaN: the window reaches past an end
+    return medians[:n], medians[2 * clear + side + 1 : 2 * clear + side + 1 + n]
 
 
 def _at(values: np.ndarray, offset: int) -> np.ndarray:
