@@ -3,6 +3,8 @@ PY := .venv/bin/python
 # The stamp is newer than pyproject.toml once an install has finished, so a half-done install is retried.
 VENV := .venv/.installed
 DEMO_DIR ?= demo
+# pytest-xdist processes for `make test`: two for the 2-core CI machine (more cores: TEST_PROCESSES=auto).
+TEST_PROCESSES ?= 2
 
 .PHONY: install demo test bench clean
 
@@ -53,7 +55,7 @@ demo: $(VENV)
 test: $(VENV)
 	@# Lint first (pyproject's [tool.ruff]): a finding fails the run before the slow tests start.
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_PROCESSES)
 
 bench: $(VENV)
 	$(PY) bench/split.py
