@@ -641,22 +641,26 @@ def test_dissolve_between_two_fast_pans_is_kept_out_of_clips():
 
 
 @pytest.mark.parametrize("encoded", [False, True])
-def test_dissolve_from_a_whip_pan_into_a_still_shot_is_kept_out_of_clips(encoded, tmp_path):
+def test_dissolve_from_a_whip_pan_into_a_still_shot_is_kept_out_of_clips(encoded, tmp_path, split):
     """Three shots of a random edit (seed 16): a slow pan, a dissolve into a pan of 15 pixels a
     frame over a smooth picture (320x180), and a 16-frame dissolve from it into a still shot.
     The pan changes the coarse grid as much as the blend does and the blend barely dips in
     contrast, so no picture test fires on the second dissolve (a clip held it before pans.py).
     No camera move explains its blended frames, while the pan's own shift explains the pan's:
-    clips leave the blend out. Also through a real H.264 encode and decode."""
+    clips leave the blend out. Also through a real H.264 encode and the whole split stage."""
     from curate import synthetic
 
     shots, joins = synthetic.edited_video(16, num_shots=8)
     shots, joins = shots[3:6], joins[3:5]
     assert shots[1].pan[0] < -14 and shots[2].pan == (0.0, 0.0) and joins[1].kind == "dissolve"
-    gradual = synthetic.truth(shots, joins).gradual  # frames 68..83 and 148..163
-    frames = _decoded_grids(tmp_path / "edit.mp4", shots, joins) if encoded else _rendered_grids(shots, joins)
-    spans = _clip_spans_of(frames)
-    assert spans and all(end <= first or start > last for start, end in spans for first, last in gradual), spans
+    if encoded:
+        truth = synthetic.make_video(tmp_path / "edit.mp4", shots, joins, 320, 180, fps=24)
+        _, clips = split(tmp_path / "edit.mp4")
+    else:
+        truth = synthetic.truth(shots, joins)
+        clips = [{"start_frame": start, "end_frame": end} for start, end in _clip_spans_of(_rendered_grids(shots, joins))]
+    assert truth.gradual == [(68, 83), (148, 163)] and clips
+    assert_clips_avoid(truth, clips)
 
 
 @pytest.mark.parametrize("stops", [False, True])
@@ -669,19 +673,6 @@ def test_fast_pan_alone_is_no_uncertain_change(stops):
     frames += [frames[-1]] * 96 if stops else []
     detection = _detection(frames)
     assert detection.transitions == [] and detection.uncertain == [], detection
-
-
-def _decoded_grids(path, shots, joins) -> list[np.ndarray]:
-    """The edit written as H.264 and decoded again, as the split stage sees it: 64x36 luma grids."""
-    from curate import synthetic
-    from curate.videoio import DecodeLog, LumaGrid, iter_frames, luma, open_video
-
-    synthetic.make_video(path, shots, joins, width=320, height=180, fps=24)
-    container, stream, _ = open_video(str(path))
-    with container:
-        planes = [luma(frame) for frame in iter_frames(container, stream, DecodeLog())]
-    grid = LumaGrid(320, 180, 64, 36)
-    return [grid(plane) for plane in planes]
 
 
 def test_blend_dip_spans_the_blend_and_its_brightening_tail_but_not_a_far_deeper_dip():
