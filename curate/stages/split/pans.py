@@ -79,12 +79,11 @@ def _groups(dx: np.ndarray, dy: np.ndarray, needed: np.ndarray):
 def _profile_shift(previous: np.ndarray, current: np.ndarray, reach: int) -> np.ndarray:
     """Per row of two stacks of profiles (column or row means), the shift in half cells of at
     most `reach` cells that best moves the previous profile onto the current one; 0 where it
-    matches no better than `_CLEAR` times standing still (a flat picture, a change of shot)."""
+    matches no better than `_CLEAR` times standing still (a flat picture, a change of shot).
+    The profiles are longer than 2 * (reach + 1): `describe` sees to it."""
     count, width = previous.shape
     margin = reach + 1
     span = width - 2 * margin
-    if span <= 0:
-        return np.zeros(count, np.float32)
     target = current[:, None, margin : width - margin]
     # Moved by a whole k cells, the previous profile over the target's cells is the window that
     # starts at margin - k; moved by k + 1/2, the same window of the midpoints between cells.
