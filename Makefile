@@ -4,6 +4,8 @@ PY := .venv/bin/python
 VENV := .venv/.installed
 DEMO_DIR ?= demo
 # pytest-xdist processes for `make test`: two for the 2-core CI machine (more cores: TEST_PROCESSES=auto).
+# --dist loadscope keeps each test module in one process, so a module's costly fixtures (an S3
+# server with a whole run on it, training shards) are built once, not once per process.
 TEST_PROCESSES ?= 2
 
 .PHONY: install demo test bench clean
@@ -55,7 +57,7 @@ demo: $(VENV)
 test: $(VENV)
 	@# Lint first (pyproject's [tool.ruff]): a finding fails the run before the slow tests start.
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -n $(TEST_PROCESSES)
+	$(PY) -m pytest -q -n $(TEST_PROCESSES) --dist loadscope
 
 bench: $(VENV)
 	$(PY) bench/split.py

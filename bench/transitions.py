@@ -205,12 +205,15 @@ def evaluate(videos: list[tuple[str, Path, list[tuple[int, int]]]], config: Spli
         (predicted, clips), num_frames, _ = run_stage(path, config, CachedModel(path) if config.detector != "heuristic" else None)
         counts = score(predicted, [], [(a + b + 1) // 2 for a, b in gradual])
         row = {"tp": counts["grad_tp"], "fn": counts["grad_fn"], "fp": counts["grad_fp"]}
-        row.update(straddle=len(straddling(clips, [], gradual)), clips=len(clips), kept=sum(e - s for s, e in clips), frames=num_frames)
+        straddlers = straddling(clips, [], gradual)
+        row.update(straddle=len(straddlers), clips=len(clips), kept=sum(e - s for s, e in clips), frames=num_frames)
         rows[kind] = row
         if verbose:
             middles = [(a + b + 1) // 2 for a, b in gradual]
             missed = [m for m in middles if not any(abs(p - m) <= GRADUAL_TOLERANCE for p in predicted)]
             print(f"  {path.name:28} missed middles {missed}  found {predicted}")
+            if straddlers:
+                print(f"  {'':28} straddling clips {straddlers}  transitions {gradual}")
     rows["all"] = {k: sum(r[k] for r in rows.values()) for k in next(iter(rows.values()))}
     return rows
 

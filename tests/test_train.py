@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -100,7 +101,7 @@ def test_sigkill_resumes_from_the_last_checkpoint(shards, tmp_path):
     position of a run that was never interrupted."""
     args = ["--steps", "40", "--set", "checkpoint_every=10", "sample_prompts=[]", "num_workers=2", "keep_checkpoints=2"]
     whole = tmp_path / "whole"
-    assert subprocess.run(_command(shards, whole, *args), cwd=REPO, capture_output=True).returncode == 0
+    assert train(shards, whole, *args) == 0  # in this process: the same code, without a start-up's imports
     run = tmp_path / "run"
     process = subprocess.Popen(_command(shards, run, *args), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -201,13 +202,23 @@ def _spoil_with_an_object(path: Path) -> None:
     torch.save(state, path)
 
 
+CHECKPOINTED = ["--set", "checkpoint_every=5", "sample_prompts=[]", "log_every=5"]
+
+
+@pytest.fixture(scope="module")
+def ten_steps(shards, tmp_path_factory) -> Path:
+    """A finished 10-step run with checkpoints at steps 5 and 10 (trained once, in this process;
+    each test resumes a copy of it)."""
+    run = tmp_path_factory.mktemp("ten_steps") / "run"
+    assert train(shards, run, "--steps", "10", *CHECKPOINTED) == 0
+    return run
+
+
 @pytest.mark.parametrize("spoil", [_spoil_truncated, _spoil_with_an_object], ids=["truncated", "refused-pickle"])
-def test_an_unreadable_newest_checkpoint_falls_back_to_the_previous_one(shards, tmp_path, spoil):
-    args = ["--set", "checkpoint_every=5", "sample_prompts=[]", "log_every=5"]
-    run = tmp_path / "run"
-    assert subprocess.run(_command(shards, run, "--steps", "10", *args), cwd=REPO, capture_output=True).returncode == 0
+def test_an_unreadable_newest_checkpoint_falls_back_to_the_previous_one(shards, ten_steps, tmp_path, spoil):
+    run = shutil.copytree(ten_steps, tmp_path / "run")
     spoil(run / "checkpoints" / "step-10" / "state.pt")
-    result = subprocess.run(_command(shards, run, "--steps", "15", *args), cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run(_command(shards, run, "--steps", "15", *CHECKPOINTED), cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     output = result.stdout + result.stderr
     assert "Traceback" not in output and "weights_only=False" not in output
@@ -218,13 +229,11 @@ def test_an_unreadable_newest_checkpoint_falls_back_to_the_previous_one(shards, 
     assert checkpoint.latest(run)["step"] == 15
 
 
-def test_no_readable_checkpoint_is_one_clear_error(shards, tmp_path):
-    args = ["--set", "checkpoint_every=5", "sample_prompts=[]"]
-    run = tmp_path / "run"
-    assert subprocess.run(_command(shards, run, "--steps", "10", *args), cwd=REPO, capture_output=True).returncode == 0
+def test_no_readable_checkpoint_is_one_clear_error(shards, ten_steps, tmp_path):
+    run = shutil.copytree(ten_steps, tmp_path / "run")
     _spoil_truncated(run / "checkpoints" / "step-5" / "state.pt")
     _spoil_with_an_object(run / "checkpoints" / "step-10" / "state.pt")
-    result = subprocess.run(_command(shards, run, "--steps", "15", *args), cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run(_command(shards, run, "--steps", "15", *CHECKPOINTED), cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "weights_only=False" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
