@@ -36,8 +36,11 @@ class PanTracker:
     def describe(self, grids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per grid: the residual after the best camera move from the previous grid (luma levels),
         and that move's length in cells (0 for the first grid of a video, which has none)."""
-        previous = np.concatenate([grids[:1] if self._last is None else self._last[None], grids[:-1]])
-        self._last = grids[-1].copy()  # the caller refills its batch buffer
+        # The grid before each one, in front of the batch: the previous batch's last (or, for a
+        # video's first grid, itself). Its rows [:-1] are each grid's previous one, as a view.
+        with_first = np.concatenate([grids[:1] if self._last is None else self._last[None], grids])
+        previous = with_first[:-1]
+        self._last = with_first[-1].copy()  # one grid, not a view that would hold the whole batch
         height, width = grids.shape[1:]
         top, left = _MAX_SHIFT_Y + 1, _MAX_SHIFT + 1
         if height <= 2 * top or width <= 2 * left:  # too small a grid to move: standing still only
@@ -49,7 +52,6 @@ class PanTracker:
         # Column and row means as products with averaging vectors: BLAS does them many times
         # faster than mean() over an axis. Each frame's previous profiles are the frame before's.
         down, across = np.full(height, 1 / height, np.float32), np.full(width, 1 / width, np.float32)
-        with_first = np.concatenate([previous[:1], grids])
         columns, rows = down @ with_first, with_first @ across
         dx = _profile_shift(columns[:-1], columns[1:], _MAX_SHIFT)
         dy = _profile_shift(rows[:-1], rows[1:], _MAX_SHIFT_Y)
