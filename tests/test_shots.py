@@ -10,6 +10,7 @@ split.min_clip_s and split.max_clip_s.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -741,12 +742,9 @@ def _wiped(old: np.ndarray, new: np.ndarray, share: float, direction: str) -> np
     return np.where(covered, new, old)
 
 
-@pytest.mark.parametrize("direction", ["right", "left", "down"])
-@pytest.mark.parametrize("length", [12, 16, 24])
-def test_wipe_is_a_boundary_at_its_middle(direction, length):
-    """A wipe: a straight front carries the new picture across the old over `length` frames, the
-    camera panning all along (smooth pictures moving a twelfth of a grid column a frame). It is one
-    transition of kind "wipe", its cut frame near the middle, and no clip holds any of its frames."""
+def _panning_wipe(direction: str, length: int) -> list[np.ndarray]:
+    """72 frames of a panning shot, a `length`-frame wipe in `direction` (frames 72 on) to another
+    shot panning alike, then 72 frames of it (smooth pictures moving a twelfth of a grid column a frame)."""
     import cv2
 
     rng = np.random.default_rng(length)
@@ -759,7 +757,16 @@ def test_wipe_is_a_boundary_at_its_middle(direction, length):
     frames = [_noisy(pan(old, i), rng) for i in range(72)]
     shares = np.arange(1, length + 1) / (length + 1)
     frames += [_noisy(_wiped(pan(old, 72 + k), pan(new, 72 + k), s, direction), rng) for k, s in enumerate(shares)]
-    frames += [_noisy(pan(new, 72 + length + i), rng) for i in range(72)]
+    return frames + [_noisy(pan(new, 72 + length + i), rng) for i in range(72)]
+
+
+@pytest.mark.parametrize("direction", ["right", "left", "down"])
+@pytest.mark.parametrize("length", [12, 16, 24])
+def test_wipe_is_a_boundary_at_its_middle(direction, length):
+    """A wipe: a straight front carries the new picture across the old over `length` frames, the
+    camera panning all along. It is one transition of kind "wipe", its cut frame near the middle,
+    and no clip holds any of its frames."""
+    frames = _panning_wipe(direction, length)
     detection = _detection(frames)
     assert [t.kind for t in detection.transitions] == ["wipe"], detection
     wipe = detection.transitions[0]
@@ -782,6 +789,21 @@ def test_wipe_between_pictures_alike_in_part_is_kept_out_of_clips(direction):
     detection = _detection(frames)
     spans = clip_spans(len(frames), detection.transitions + detection.uncertain, 24.0, DEFAULT)
     assert spans and all(end <= 72 or start >= 88 for start, end in spans), (spans, detection)
+
+
+def test_the_wipe_screen_changes_no_decision(monkeypatch):
+    """Scoring runs the costly cell-by-cell wipe test only on the windows that stand out from the
+    windows beside them, as the wipe decision requires (`_WIPE_SCREEN`). Testing every window
+    instead finds the same transitions and uncertain changes, wipes included."""
+    from curate.stages.split import shots
+
+    def detections() -> list:
+        return [_detection(_panning_wipe(direction, length)) for direction, length in (("left", 12), ("down", 24))]
+
+    screened = detections()
+    assert [[t.kind for t in d.transitions] for d in screened] == [["wipe"], ["wipe"]], screened
+    monkeypatch.setattr(shots, "_WIPE_SCREEN", 0.0)  # every window whose ends are far apart is tested
+    assert detections() == screened
 
 
 def test_a_large_object_crossing_the_picture_is_no_wipe():
@@ -978,3 +1000,18 @@ def test_dissolve_between_shots_alike_on_the_grid_is_found_by_its_histogram():
     assert abs(transitions[0].cut_frame - 94) <= GRADUAL_TOL, transitions
     spans = _clip_spans_of(frames)
     assert spans and all(end <= 88 or start >= 100 for start, end in spans), spans
+
+
+def test_nanmedians_match_numpy():
+    """The typical step's medians of short windows with NaN at the video's ends are numpy's
+    nanmedian, bit for bit, NaN where a window holds no value."""
+    from curate.stages.split.shots import _nanmedians
+
+    rng = np.random.default_rng(3)
+    for width in (1, 2, 3, 4, 5):
+        windows = rng.normal(size=(500, width))
+        windows[rng.random(windows.shape) < 0.3] = np.nan
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows
+            expected = np.nanmedian(windows, axis=1)
+        assert np.array_equal(_nanmedians(windows), expected, equal_nan=True)

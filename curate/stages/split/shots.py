@@ -130,6 +130,9 @@ _WIPE_SHARE = (0.3, 0.7)  # the new picture's share of the changed cells at the 
 _WIPE_PROGRESS = 0.1  # ...which grows by at least this from a quarter of the window to the middle and on
 _WIPE_COHERENT = 0.8  # share of neighbouring cells on the same side: one front, not scattered cells
 _WIPE_CONTRAST = 1.2  # a wipe window's ends differ this many times more than those of the windows beside it
+# Scoring screens windows by that test a little more loosely: the decision compares spans rounded
+# to float16, up to 0.1% off each.
+_WIPE_SCREEN = 0.99
 _WIPE_MIN_SPAN = 0.6  # windows whose ends are closer (unit-vector distance) are no wipe: not tested
 _WIPE_MIN_HALF = 4  # a wipe takes 8 frames at least: faster ones are left to the cut and burst tests
 _WIPE_REACH = 1.25  # a wipe spans this many half-widths of the narrowest window that found it, each side
@@ -190,8 +193,10 @@ class ShotDetector:
         self.config = config
         self.widths = half_widths(max(2, round(config.max_transition_s * self.fps / 2)))
         self.flash_frames = max(2, round(config.flash_window_s * self.fps))
-        # A wipe's window [t-h, t+h] is compared with the pictures beyond either end (`_beyond`).
-        self.lookahead = max(self.widths) + self._beyond(max(self.widths))
+        # A wipe's window [t-h, t+h] is compared with the pictures beyond either end (`_beyond`),
+        # and with the windows 2h before and after it (`_wipe_scores`).
+        widest = max(self.widths)
+        self.lookahead = max(widest + self._beyond(widest), 3 * widest)
         self.lookback = self.lookahead + 2
         self.num_frames = 0  # frames described so far (pushed frames may still wait in _pending)
         # Grids not described yet: the first _num_pending rows. Each is copied in as it comes, while
@@ -352,10 +357,13 @@ class ShotDetector:
         """_IS_WIPE (_IS_PARTIAL_WIPE) for the centres whose window of half-width h passes the
         wipe test (`_wipe_like`) and whose change lasts: the old picture does not come back after
         the window, nor was the new one there before it (something sweeping past the lens, as a
-        flash would). Only windows whose ends are far apart are tested: the cell-by-cell test is
-        the costly part."""
+        flash would). The cell-by-cell test is the costly part, so only windows that could be
+        taken as wipes are tested: their ends are far apart, and further apart than those of the
+        windows 2h before and after them (`_wipe_centres`; most windows of a shot in motion fail
+        that). Elsewhere the score stays 0, which `_wipe_centres` would reject anyway."""
         wipe = np.zeros(len(span), np.float32)
-        tested = np.flatnonzero(span >= _WIPE_MIN_SPAN)
+        beside = np.maximum(coarse.dist(rows(-3 * h), rows(-h)), coarse.dist(rows(h), rows(3 * h)))
+        tested = np.flatnonzero((span >= _WIPE_MIN_SPAN) & (span >= _WIPE_SCREEN * _WIPE_CONTRAST * beside))
         if not len(tested):
             return wipe
 
@@ -1137,14 +1145,23 @@ def _typical_step(step: np.ndarray) -> np.ndarray:
     k = _NEIGHBOURS
     padded = np.concatenate([np.full(k, np.nan), step, np.full(k + 1, np.nan)]).astype(np.float64)
     padded[k] = np.nan  # frame 0 has no previous frame, so no step
-    windows = np.lib.stride_tricks.sliding_window_view(padded, k)
+    medians = _nanmedians(np.lib.stride_tricks.sliding_window_view(padded, k))
     n = len(step)
+    left, right = medians[0:n], medians[k + 1 : k + 1 + n]  # of steps t-k .. t-1, and t+1 .. t+k
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows at the edges are expected
-        left = np.nanmedian(windows[0:n], axis=1)  # steps t-k .. t-1
-        right = np.nanmedian(windows[k + 1 : k + 1 + n], axis=1)  # steps t+1 .. t+k
         typical = np.nanmean(np.stack([left, right]), axis=0)
     return np.nan_to_num(typical, nan=0.0).astype(np.float32)
+
+
+def _nanmedians(windows: np.ndarray) -> np.ndarray:
+    """Per row, the median of its values other than NaN (NaN if none): what np.nanmedian gives,
+    without its per-call cost of masked arrays, which for short rows outweighed the work."""
+    ordered = np.sort(windows, axis=1)  # NaN sorts last
+    count = windows.shape[1] - np.isnan(windows).sum(axis=1)
+    low = np.take_along_axis(ordered, np.maximum(count - 1, 0)[:, None] // 2, axis=1)[:, 0]
+    high = np.take_along_axis(ordered, count[:, None] // 2, axis=1)[:, 0]  # the same value when count is odd
+    return np.where(count > 0, (low + high) / 2, np.nan)
 
 
 def _side_medians(values: np.ndarray, side: int, clear: int) -> tuple[np.ndarray, np.ndarray]:
