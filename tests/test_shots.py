@@ -40,6 +40,11 @@ def assert_clips_avoid(truth, clips: list[dict]) -> None:
             assert end <= first or start > last, f"clip [{start}, {end}) overlaps the transition [{first}, {last}]"
 
 
+def assert_spans_avoid(spans: list[tuple[int, int]], first: int, end: int, context=None) -> None:
+    """There are clip spans [start, stop), and none holds a frame of [first, end)."""
+    assert spans and all(stop <= first or start >= end for start, stop in spans), (spans, first, end, context)
+
+
 # -- detection on hand-made edits ----------------------------------------------------------
 
 
@@ -442,7 +447,7 @@ def test_wipe_is_kept_out_of_clips():
     frames += [_noisy(new, rng) for _ in range(60)]  # the wipe: frames 60 and 61
     detection = _detection(frames)
     spans = clip_spans(len(frames), detection.transitions + detection.uncertain, 24.0, DEFAULT)
-    assert spans and all(end <= 60 or start >= 62 for start, end in spans), (spans, detection)
+    assert_spans_avoid(spans, 60, 62, detection)
 
 
 def test_long_dissolve_is_kept_out_of_clips_to_its_last_blended_frame():
@@ -569,7 +574,7 @@ def test_sixteen_frame_wipe_is_kept_out_of_clips():
     columns = np.arange(GRID_W)[None, :]
     wipe = [np.where(columns < (i + 1) / 17 * GRID_W, new[i], old[64 + i]) for i in range(16)]
     spans = _clip_spans_of(old[:64] + wipe + new[16:])  # the wipe: frames 64..79
-    assert all(end <= 64 or start >= 80 for start, end in spans), spans
+    assert_spans_avoid(spans, 64, 80)
 
 
 @pytest.mark.parametrize("length", [16, 48])
@@ -586,7 +591,7 @@ def test_dissolve_between_bright_low_texture_shots(length):
     assert [t.kind for t in transitions] == ["dissolve"], transitions
     assert abs(transitions[0].cut_frame - (100 - length // 2)) <= GRADUAL_TOL, transitions
     spans = _clip_spans_of(frames)
-    assert all(end <= 100 - length or start >= 100 for start, end in spans), spans
+    assert_spans_avoid(spans, 100 - length, 100)
 
 
 def test_forty_eight_frame_dissolve_is_found_and_kept_out_of_clips():
@@ -599,7 +604,7 @@ def test_forty_eight_frame_dissolve_is_found_and_kept_out_of_clips():
     transitions = _detect(frames)
     assert [t.kind for t in transitions] == ["dissolve"], transitions
     spans = _clip_spans_of(frames)
-    assert all(end <= 52 or start >= 100 for start, end in spans), spans
+    assert_spans_avoid(spans, 52, 100)
 
 
 def _rendered_grids(shots, joins) -> list[np.ndarray]:
@@ -623,7 +628,7 @@ def test_dissolve_out_of_a_fast_pan_is_found_and_kept_out_of_clips():
     transitions = _detect(frames)
     assert [t.kind for t in transitions] == ["dissolve"], transitions
     assert abs(transitions[0].cut_frame - 88) <= GRADUAL_TOL, transitions
-    assert all(end <= 80 or start >= 96 for start, end in _clip_spans_of(frames))
+    assert_spans_avoid(_clip_spans_of(frames), 80, 96)
     assert _detection(_rendered_grids([Shot(192, 701, pan=(10.0, 0.0))], [])).transitions == []
 
 
@@ -638,7 +643,7 @@ def test_dissolve_between_two_fast_pans_is_kept_out_of_clips():
     shots, joins = [Shot(96, 707, pan=(14.0, 0.0)), Shot(96, 708, pan=(-6.0, 4.0))], [Join("dissolve", 16)]
     first, last = synthetic.truth(shots, joins).gradual[0]  # frames 80..95
     spans = _clip_spans_of(_rendered_grids(shots, joins))
-    assert spans and all(end <= first or start > last for start, end in spans), spans
+    assert_spans_avoid(spans, first, last + 1)
 
 
 @pytest.mark.parametrize("encoded", [False, True])
@@ -772,7 +777,7 @@ def test_wipe_is_a_boundary_at_its_middle(direction, length):
     wipe = detection.transitions[0]
     assert abs(wipe.cut_frame - (72 + length // 2)) <= 3 and wipe.start <= 73 and wipe.end >= 72 + length - 1, wipe
     spans = clip_spans(len(frames), detection.transitions + detection.uncertain, 24.0, DEFAULT)
-    assert spans and all(end <= 72 or start >= 72 + length for start, end in spans), spans
+    assert_spans_avoid(spans, 72, 72 + length)
 
 
 @pytest.mark.parametrize("direction", ["right", "left"])
@@ -788,7 +793,7 @@ def test_wipe_between_pictures_alike_in_part_is_kept_out_of_clips(direction):
     frames += [_noisy(new, rng) for _ in range(72)]
     detection = _detection(frames)
     spans = clip_spans(len(frames), detection.transitions + detection.uncertain, 24.0, DEFAULT)
-    assert spans and all(end <= 72 or start >= 88 for start, end in spans), (spans, detection)
+    assert_spans_avoid(spans, 72, 88, detection)
 
 
 def test_the_wipe_screen_changes_no_decision(monkeypatch):
@@ -920,7 +925,7 @@ def test_long_dissolve_found_only_as_a_burst_is_kept_out_of_clips_to_its_ends():
     detection = _detection(frames)
     assert not [t for t in detection.transitions if t.kind == "dissolve"], detection  # what this test is about
     spans = clip_spans(len(frames), detection.transitions + detection.uncertain, 24.0, DEFAULT)
-    assert spans and all(end <= 72 or start >= 120 for start, end in spans), spans
+    assert_spans_avoid(spans, 72, 120)
 
 
 def test_near_blank_dip_whose_ramps_keep_a_mid_grey_mean_is_no_fade():
@@ -980,7 +985,7 @@ def test_slide_is_kept_out_of_clips_to_its_first_and_last_frames(length):
         frames.append(_noisy(np.concatenate([old[:, offset:], new[:, :offset]], axis=1), rng))
     frames += [_noisy(new, rng) for _ in range(72)]
     spans = _clip_spans_of(frames)
-    assert spans and all(end <= 72 or start >= 72 + length for start, end in spans), spans
+    assert_spans_avoid(spans, 72, 72 + length)
 
 
 def test_dissolve_between_shots_alike_on_the_grid_is_found_by_its_histogram():
@@ -999,7 +1004,7 @@ def test_dissolve_between_shots_alike_on_the_grid_is_found_by_its_histogram():
     assert [t.kind for t in transitions] == ["dissolve"], transitions
     assert abs(transitions[0].cut_frame - 94) <= GRADUAL_TOL, transitions
     spans = _clip_spans_of(frames)
-    assert spans and all(end <= 88 or start >= 100 for start, end in spans), spans
+    assert_spans_avoid(spans, 88, 100)
 
 
 def test_nanmedians_match_numpy():
