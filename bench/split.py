@@ -516,25 +516,30 @@ def profile_one(path: Path) -> None:
     def full():
         return stage.process(unit)[1]["frames"]
 
-    print(f"\n## Profile: one video ({path.name}, {path.parent.name}) in this process, min of 5 runs each")
-    print(f"every row decodes as split does (split.decoder_threads = {threads}); CPU = process_time(), all threads;")
-    print("+us/frame: CPU over the row above, what that step costs inside the frame loop")
-    rows = []
-    for label, fn in [
+    pipelines = [
         ("PyAV decode, nothing else", bare),
         ("+ iter_frames (demux, decode per packet, timestamps)", iterate),
         ("+ luma plane + 64x36 grid sampling", grids),
         ("+ frame-quality samples (crop box, exposure, sharpness)", fed(False)),
         ("+ ShotDetector (push every grid, finish)", fed(True)),
         ("full SplitStage.process (+ clips, tables)", full),
-    ]:
-        walls, cpus, frames = [], [], 0
-        for _ in range(5):
+    ]
+    rounds = 7
+    print(f"\n## Profile: one video ({path.name}, {path.parent.name}) in this process, min of {rounds} runs each")
+    print(f"every row decodes as split does (split.decoder_threads = {threads}); CPU = process_time(), all threads;")
+    print("+us/frame: CPU over the row above, what that step costs inside the frame loop. The rows run in turn, one")
+    print("run each per round, so that slow spells hit them alike; a step smaller than the machine's own swings in speed")
+    print("(+-25% within a minute on a shared 2-core VM) reads as noise, even as a negative cost")
+    walls = {label: [] for label, _ in pipelines}
+    cpus = {label: [] for label, _ in pipelines}
+    frames = {}
+    for _ in range(rounds):
+        for label, fn in pipelines:
             cpu0, started = time.process_time(), time.perf_counter()
-            frames = fn()
-            walls.append(time.perf_counter() - started)
-            cpus.append(time.process_time() - cpu0)
-        rows.append((label, frames, min(walls), min(cpus)))
+            frames[label] = fn()
+            walls[label].append(time.perf_counter() - started)
+            cpus[label].append(time.process_time() - cpu0)
+    rows = [(label, frames[label], min(walls[label]), min(cpus[label])) for label, _ in pipelines]
     print("| pipeline | frames | wall s | CPU s | CPU us/frame | +us/frame |")
     print("|---|---:|---:|---:|---:|---:|")
     previous = None
