@@ -131,7 +131,7 @@ _WIPE_PROGRESS = 0.1  # ...which grows by at least this from a quarter of the wi
 _WIPE_COHERENT = 0.8  # share of neighbouring cells on the same side: one front, not scattered cells
 _WIPE_CONTRAST = 1.2  # a wipe window's ends differ this many times more than those of the windows beside it
 # Scoring screens windows by that test a little more loosely: the decision compares spans rounded
-# to float16, up to 0.1% off each.
+# to float16, each up to 0.05% off.
 _WIPE_SCREEN = 0.99
 _WIPE_MIN_SPAN = 0.6  # windows whose ends are closer (unit-vector distance) are no wipe: not tested
 _WIPE_MIN_HALF = 4  # a wipe takes 8 frames at least: faster ones are left to the cut and burst tests
