@@ -11,7 +11,7 @@ What it measures, in one process and one run, over the same shards (one epoch):
       the same resize-and-crop. One process, no shuffling, no batching.
   (b) loader, 0 workers: `train.data.make_loader` iterated in this process (shard order,
       shuffle buffer, decode, batching).
-  (c) loader, 2 workers (the default): the same through spawned DataLoader workers, for context
+  (c) loader, 2 workers (the default): the same through DataLoader workers, for context
       (start-up included).
 The ratio (a)/(b) of medians is the loader's clips/s over bare decoding's (target >= 0.9).
 

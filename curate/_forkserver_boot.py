@@ -1,5 +1,5 @@
-"""Imported first by the fork server that local pool workers start from (`curate.forkserver`),
-and by nothing else.
+"""Imported first by the fork server that workers start from (`curate.forkserver`: local pool
+workers, the trainer's DataLoader workers), and by nothing else.
 
 The server holds no data of its own. When the command that started it ends, it would still tear
 down its interpreter, freeing every module it preloaded (about 0.3 s with pandas, pyarrow and

@@ -1,12 +1,13 @@
-"""Where local pool workers come from: a fork server, started once per command.
+"""Where worker processes come from: a fork server, started once per command. Local pool
+workers come from it, and so do the trainer's DataLoader workers (`train.data`).
 
 Workers are not forked from the command's own process: it may run threads (FFmpeg's, torch's,
-a progress bar's), and a fork copies their locks in whatever state they are in. The fork server
-is a fresh process that does nothing but import the executor, the stage's module and what only
-its workers need (`StageSpec.preload`; no decoding, no model, no progress bar). Each worker is a
-fork of it and starts with those imports done, instead of paying about 0.6 CPU-s to import them
-anew as a spawned worker would. Where no
-fork server exists (Windows), workers are spawned.
+CUDA's, a progress bar's), and a fork copies their locks in whatever state they are in. The fork
+server is a fresh process that does nothing but import what the workers need (for a stage, the
+executor, the stage's module and what only its workers need: `StageSpec.preload`; no decoding,
+no model, no progress bar). Each worker is a fork of it and starts with those imports done,
+instead of paying about 0.6 CPU-s (2 for the trainer's loader, which imports torch) to import
+them anew as a spawned worker would. Where no fork server exists (Windows), workers are spawned.
 
 The server and its workers die with the command: on Linux each asks the kernel for SIGKILL when
 its parent dies (`die_with_parent`), the server when the command's process does, a worker when
@@ -45,15 +46,15 @@ def available() -> bool:
 
 
 def context(modules: Sequence[str]) -> multiprocessing.context.BaseContext:
-    """The multiprocessing context for a pool of a stage's workers, with its fork server running,
-    `modules` imported there (the stage's `StageSpec.preload`)."""
+    """The multiprocessing context for workers, with its fork server running, `modules` imported
+    there (a stage's `StageSpec.preload`, or the trainer's loader module)."""
     if not available():
         return multiprocessing.get_context("spawn")
     server = multiprocessing.get_context("forkserver")
     # No pandas: split's workers build their tables without it (`curate.arrow`). The list takes
-    # effect when the server starts (the first pool of this process); workers of later stages
+    # effect when the server starts (the first pool or loader of this process); later workers
     # import what it lacks themselves.
-    server.set_forkserver_preload(["curate._forkserver_boot", "curate.executor", *modules])
+    server.set_forkserver_preload(["curate._forkserver_boot", *modules])
     _ensure_running()
     return server
 

@@ -70,8 +70,8 @@ class StageSpec:
 
     @property
     def preload(self) -> tuple[str, ...]:
-        """What the fork server imports before forking this stage's workers."""
-        return (self.module, *self.worker_modules)
+        """What the fork server imports before forking this stage's workers (the executor runs them)."""
+        return ("curate.executor", self.module, *self.worker_modules)
 
     def load(self) -> type:
         """The stage's class (imports its module: torch, for a model stage)."""

@@ -104,6 +104,17 @@ def test_workers_and_ranks_split_the_shards_without_overlap(packed):
     assert ranks[0] and ranks[1]
 
 
+def test_workers_are_forks_of_the_fork_server(packed):
+    """Loader workers come from the process's fork server (`curate.forkserver`), which imports
+    `train.data` once, not from spawned interpreters that each import torch anew."""
+    import multiprocessing
+
+    loader = make_loader(config(packed, num_workers=2))
+    expected = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    assert loader.multiprocessing_context.get_start_method() == expected
+    assert make_loader(config(packed)).multiprocessing_context is None  # no workers: nothing to start
+
+
 def test_order_follows_seed_and_epoch(packed):
     first = keys_of(make_loader(config(packed, seed=1)))
     assert keys_of(make_loader(config(packed, seed=1))) == first

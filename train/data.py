@@ -54,7 +54,7 @@ from braceexpand import braceexpand
 from webdataset.gopen import gopen
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
-from curate import storage
+from curate import forkserver, storage
 from curate.picture import Upright
 from train.buckets import Bucket, Buckets, SkippedSample
 from train.config import DataConfig
@@ -235,7 +235,7 @@ def make_dataset(
     """The per-worker stream of batches: shards → samples → buckets → decoded, batched tensors,
     epoch after epoch (`epochs` of them from `epoch`; None: without end, as the trainer reads it,
     so worker processes never restart between epochs). Plain picklable state, copied into
-    spawned workers. `buckets`: the run's shapes (`Buckets.for_run`, which needs the model);
+    each worker process. `buckets`: the run's shapes (`Buckets.for_run`, which needs the model);
     None: the configured shape alone, every clip centre-cropped to it.
 
     `start` resumes: worker id → (epoch, batches that worker had already handed on in that
@@ -453,6 +453,13 @@ def make_loader(
         batch_size=None,
         num_workers=workers,
         prefetch_factor=2 if workers else None,
-        # spawn: workers start clean (forking a process with FFmpeg or CUDA threads is unsafe).
-        multiprocessing_context="spawn" if workers else None,
+        multiprocessing_context=_worker_context() if workers else None,
     )
+
+
+def _worker_context():
+    """Where loader workers come from: forks of the process's fork server (`curate.forkserver`), a
+    fresh process that imported this module. Forking the trainer itself is unsafe (FFmpeg's and
+    CUDA's threads); a spawned worker starts clean too, but imports torch anew: about 2 CPU-s per
+    worker each time a loader starts."""
+    return forkserver.context([__name__])

@@ -48,9 +48,9 @@ class Stage:
     @property
     def preload(self) -> tuple[str, ...]:
         """What the fork server imports before forking this stage's workers: its row's
-        `StageSpec.preload`, or only the stage's own module (a stage outside the table)."""
+        `StageSpec.preload`, or the executor and the stage's own module (a stage outside the table)."""
         spec = BY_NAME.get(self.name)
-        return spec.preload if spec is not None else (type(self).__module__,)
+        return spec.preload if spec is not None else ("curate.executor", type(self).__module__)
 
     def resources(self) -> Resources:
         """The request of one worker: the stage config's `ray_num_cpus` / `ray_num_gpus`, when it has them."""
