@@ -49,6 +49,7 @@ TRAIN_MAY_IMPORT = {
     "curate.storage",
     "curate.picture",
     "curate.shards",  # the WebDataset format the trainer reads and precompute writes
+    "curate.forkserver",  # the process's fork server, which the loader's workers are forks of
     "curate.models.hub",
     "curate.models.tiny_vlm",  # the caption-like text the tiny text encoder is built from
 }
