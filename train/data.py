@@ -453,13 +453,8 @@ def make_loader(
         batch_size=None,
         num_workers=workers,
         prefetch_factor=2 if workers else None,
-        multiprocessing_context=_worker_context() if workers else None,
+        # Workers are forks of the process's fork server, a fresh process that imported this module:
+        # forking the trainer itself is unsafe (FFmpeg's and CUDA's threads), and a spawned worker,
+        # clean too, would import torch anew, about 2 CPU-s per worker each time a loader starts.
+        multiprocessing_context=forkserver.context([__name__]) if workers else None,
     )
-
-
-def _worker_context():
-    """Where loader workers come from: forks of the process's fork server (`curate.forkserver`), a
-    fresh process that imported this module. Forking the trainer itself is unsafe (FFmpeg's and
-    CUDA's threads); a spawned worker starts clean too, but imports torch anew: about 2 CPU-s per
-    worker each time a loader starts."""
-    return forkserver.context([__name__])
