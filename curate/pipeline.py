@@ -28,6 +28,10 @@ class UnitSize(NamedTuple):
     one_video: bool  # True: a unit holds clips of one video only (the file opened once per unit)
 
 
+# The module that runs every stage's units in pool workers (first in each stage's preload list).
+EXECUTOR = "curate.executor"
+
+
 @dataclass(frozen=True)
 class DropRule:
     """Drop a clip for `reason` where `fires(clips, section)` is true; `section` is the stage's
@@ -70,8 +74,8 @@ class StageSpec:
 
     @property
     def preload(self) -> tuple[str, ...]:
-        """What the fork server imports before forking this stage's workers (the executor runs them)."""
-        return ("curate.executor", self.module, *self.worker_modules)
+        """What the fork server imports before forking this stage's workers."""
+        return (EXECUTOR, self.module, *self.worker_modules)
 
     def load(self) -> type:
         """The stage's class (imports its module: torch, for a model stage)."""

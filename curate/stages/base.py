@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from curate.pipeline import BY_NAME
+from curate.pipeline import BY_NAME, EXECUTOR
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class Stage:
         """What the fork server imports before forking this stage's workers: its row's
         `StageSpec.preload`, or the executor and the stage's own module (a stage outside the table)."""
         spec = BY_NAME.get(self.name)
-        return spec.preload if spec is not None else ("curate.executor", type(self).__module__)
+        return spec.preload if spec is not None else (EXECUTOR, type(self).__module__)
 
     def resources(self) -> Resources:
         """The request of one worker: the stage config's `ray_num_cpus` / `ray_num_gpus`, when it has them."""
