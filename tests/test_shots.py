@@ -646,6 +646,22 @@ def test_dissolve_between_two_fast_pans_is_kept_out_of_clips():
     assert_spans_avoid(spans, first, last + 1)
 
 
+@pytest.mark.parametrize("flash_at", [8, 10])
+@pytest.mark.parametrize("pan", [(0.0, 0.0), (1.5, 0.5)])
+def test_flash_inside_a_dissolve_is_kept_out_of_clips_with_it(flash_at, pan):
+    """A 16-frame dissolve into a shot that flashes for two frames while the blend is under way
+    (a synthetic edit of seeds 64, 70 and 87 has one). After the flash the picture has moved on
+    with the blend instead of coming back, so the flash passes for a cut, and that cut kept the
+    dissolve test off the window: clips held the blended frames on both sides of it. A dissolve
+    window that holds a cut now stays out of clips."""
+    from curate import synthetic
+    from curate.synthetic import Join, Shot
+
+    shots, joins = [Shot(96, 901), Shot(96, 902, pan=pan, flash_at=flash_at)], [Join("dissolve", 16)]
+    first, last = synthetic.truth(shots, joins).gradual[0]  # frames 80..95, the flash at 80 + flash_at
+    assert_spans_avoid(_clip_spans_of(_rendered_grids(shots, joins)), first, last + 1)
+
+
 @pytest.mark.parametrize("encoded", [False, True])
 def test_dissolve_from_a_whip_pan_into_a_still_shot_is_kept_out_of_clips(encoded, tmp_path, split):
     """Three shots of a random edit (seed 16): a slow pan, a dissolve into a pan of 15 pixels a

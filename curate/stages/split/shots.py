@@ -25,7 +25,9 @@ towards the zero vector, which is at distance 1 from any picture.
   those of the windows beside it (a wipe, a slide, a dissolve that failed the blend test),
   trimmed to the frames that move; and a contrast dip between pictures far apart, about as deep
   as a blend of the pictures where it ends (a dissolve between shots in motion, which no window
-  sees as a blend). They are no boundaries, but clips leave them out, as they do transitions.
+  sees as a blend); and a dissolve window that holds a cut (a flash while a dissolve is under
+  way passes for a cut, since the picture moves on with the blend instead of coming back). They
+  are no boundaries, but clips leave them out, as they do transitions.
 - A return counts only inside one shot: a cut-like jump at least _SHORT_SHOT_S away, with steady
   frames between, makes those frames a short shot (an A-B-A cut-back), not a flash. A whole-picture
   jump the picture tests doubt is still a cut when the luma histogram jumps on that frame alone;
@@ -291,7 +293,7 @@ class ShotDetector:
         in_fade = _near(self.num_frames, fades, margin=0)
         cuts = self._cuts(scores, ratio, in_fade, spread)
         taken = _near(self.num_frames, fades + cuts, margin=self._min_gap())
-        dissolves = self._dissolves(scores, in_fade, taken, std, mean)
+        dissolves, shadowed = self._dissolves(scores, in_fade, taken, std, mean, _near(self.num_frames, cuts, margin=0))
         wipes = self._wipes(scores, in_fade, taken)
         transitions = sorted(fades + cuts + dissolves + wipes, key=lambda t: (t.start, t.end))
         uncertain = self._uncertain(scores, ratio, spread, transitions, std, mean)
@@ -299,7 +301,7 @@ class ShotDetector:
         # Blend dips join the uncertain changes only now: a whip pan's motion blur dips in contrast
         # as a blend does, and its steady steps would pass for a slide.
         dips = self._blend_dips(scores, transitions + slides, std, mean)
-        uncertain = _merged(uncertain + dips + self._pan_blends(transitions + slides))
+        uncertain = _merged(uncertain + dips + shadowed + self._pan_blends(transitions + slides))
         return Detection(sorted(transitions + slides, key=lambda t: (t.start, t.end)), uncertain)
 
     # -- scoring ---------------------------------------------------------------------------
@@ -649,7 +651,9 @@ class ShotDetector:
         weight = np.clip(std / self.config.flat_max_std - 1.0, 0.0, 1.0)
         return np.maximum(_MIN_PRESENCE, np.sqrt((_at(weight, -h) ** 2 + _at(weight, h) ** 2) / 2))
 
-    def _dissolves(self, scores, in_fade: np.ndarray, taken: np.ndarray, std: np.ndarray, mean: np.ndarray) -> list[Transition]:
+    def _dissolves(
+        self, scores, in_fade: np.ndarray, taken: np.ndarray, std: np.ndarray, mean: np.ndarray, at_cut: np.ndarray
+    ) -> tuple[list[Transition], list[Transition]]:
         cfg = self.config
         n = self.num_frames
         best_score = np.zeros(n, np.float32)
@@ -687,7 +691,8 @@ class ShotDetector:
             dip_half[better] = np.where(by_dip[better], h, 0)
             by_histogram[better] = ~picture_led[better]
             best_score = np.maximum(best_score, score)
-        found = []
+        found, shadowed = [], []
+        claimed = np.zeros(n, bool)  # the windows of both, each taken once
         limit = self._max_transition()
         for t in np.argsort(-best_score, kind="stable"):
             if best_score[t] <= 0:
@@ -696,16 +701,27 @@ class ShotDetector:
             start, end = int(t) - h + 1, int(t) + h
             if dip_half[t]:
                 start, end = _dip_arms(std, int(t), int(dip_half[t]), limit)
-            if start <= 0 or end >= n or taken[start:end].any() or in_fade[start:end].any():
+            if start <= 0 or end >= n or in_fade[start:end].any():
                 continue
+            # A flash inside a dissolve passes for a cut: after it the picture does not come back,
+            # it has moved on with the blend. A window that holds a cut stays a cut (a dissolve's
+            # middle frame is no blend at a real cut, so such windows are rare there), but its
+            # frames stay out of clips, as those of a dissolve would.
+            cut_inside = bool(at_cut[start + 1 : end].any())
+            if claimed[start:end].any() or (taken[start:end].any() and not cut_inside):
+                continue
+            claimed[start:end] = True
             taken[max(0, start - self._min_gap()) : end + self._min_gap()] = True
             # A dissolve longer than the widest window, or easing out, goes on moving brightness
             # or contrast beyond the window: those frames are blends too. (Not so between shots in
             # motion, whose contrast drifts anyway: there the dip's arms mark the blend.)
             if not dip_half[t]:
                 start, end = self._settled(start, end, int(t), std, mean)
-            found.append(Transition(start, end, int(t), "dissolve"))
-        return found
+            if cut_inside:
+                shadowed.append(Transition(start, end, None, "uncertain"))
+            else:
+                found.append(Transition(start, end, int(t), "dissolve"))
+        return found, shadowed
 
     def _settled(self, start: int, end: int, centre: int, std: np.ndarray, mean: np.ndarray) -> tuple[int, int]:
         """[start, end) widened on either side over the frames whose contrast or mean luma still
