@@ -9,7 +9,9 @@ towards the zero vector, which is at distance 1 from any picture.
 - Hard cut at frame t: d(t-1, t) is large both absolutely and against the typical step around
   it; it is one jump, not a burst of motion (or motion hidden by repeated frames); and neither
   does the old picture come back, nor was the new one there, within a short window and beyond
-  what the shot's own motion explains (a flash, something passing close to the lens).
+  what the shot's own motion explains (a flash, something passing close to the lens); nor, after
+  a large jump of the luma histogram, does the histogram come back (a flash in a fast pan or in a
+  dissolve: the picture has moved on meanwhile, the histogram barely).
 - Cross-dissolve centred at t with half-width h: the pictures at t-h and t+h differ, frame t is
   a least-squares blend of the two with comparable weights, and the window changes much more
   than the same-length windows beside it, in picture or in luma histogram; or, between shots in
@@ -108,6 +110,7 @@ _HIST_LED_STEP = 0.4  # (unless one frame makes more than this share of its hist
 _HIST_BINS = 16
 _HIST_JUMP = 0.25  # histogram change (total variation) of one frame that confirms a doubtful cut...
 _HIST_ISOLATED = 4.0  # ...when it is this many times the largest change of the three frames on either side
+_HIST_BACK = 0.25  # after a jump of _HIST_JUMP or more, a histogram this close to the one before has come back (a flash)
 _MOTION_CUT = 3.0  # a cut into heavy motion changes this many times more than any of the 3 calm frames beside it
 _WHOLE_PICTURE = 0.2  # a cut's median cell change is at least this share of its RMS cell change
 _FADE_LEVEL_MARGIN = 64.0  # a fade heads for a luma level this close to black (0) or white (255)
@@ -339,6 +342,15 @@ class ShotDetector:
         }
         hists = np.stack(self._hists)[frames]
         chunk["hist_step"] = 0.5 * np.abs(hists[before] - hists[here]).sum(axis=1)
+        # A flash changes the histogram and changes it back, while motion barely moves it: after a
+        # flash in a fast pan or in a dissolve the picture has moved on, but the histogram is back.
+        jumps = np.flatnonzero(chunk["hist_step"] >= _HIST_JUMP)
+        if len(jumps):
+            at, offsets, jump = reach + jumps, range(1, self.flash_frames + 1), chunk["hist_step"][jumps]
+            returns_at = _histogram_back(hists, at - 1, [at + j for j in offsets], jump)
+            seen_at = _histogram_back(hists, at, [at - 1 - j for j in offsets], jump)
+            chunk["returns_at"][jumps] = _sooner(chunk["returns_at"][jumps], returns_at)
+            chunk["seen_at"][jumps] = _sooner(chunk["seen_at"][jumps], seen_at)
         blocks = np.stack(self._blocks)[frames]
         for h in self.widths:
             chunk.update(_blend_scores(coarse, rows(-h), here, rows(h), h))
@@ -839,9 +851,24 @@ def _first_return(distances: np.ndarray, step: np.ndarray, motion: np.ndarray) -
     which the picture came back, 0 if none did: closer than _RETURNED times the step, or no
     further away than the shot moves in a few frames (in a moving shot "the same picture" is
     only as close as motion allows)."""
-    back = (distances < _RETURNED * step) | (distances <= motion)
-    first = back.argmax(axis=0) + 1
-    return np.where(back.any(axis=0), first, 0)
+    return _first_true((distances < _RETURNED * step) | (distances <= motion))
+
+
+def _histogram_back(hists: np.ndarray, reference: np.ndarray, others: list[np.ndarray], jump: np.ndarray) -> np.ndarray:
+    """Per jump, the first offset (1, 2, ...; 0 if none) at which the histogram of `others`' rows
+    (one row array per offset) is within _HIST_BACK times the jump of the `reference` row's."""
+    distances = np.stack([0.5 * np.abs(hists[reference] - hists[rows]).sum(axis=1) for rows in others])
+    return _first_true(distances < _HIST_BACK * jump)
+
+
+def _first_true(back: np.ndarray) -> np.ndarray:
+    """Per column, the first row (counted from 1) that is True; 0 if none is."""
+    return np.where(back.any(axis=0), back.argmax(axis=0) + 1, 0)
+
+
+def _sooner(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The earlier of two first offsets, where 0 means never."""
+    return np.where((a == 0) | ((b > 0) & (b < a)), b, a)
 
 
 def _steady(step: np.ndarray, start: int, end: int) -> bool:
