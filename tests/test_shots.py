@@ -677,6 +677,16 @@ def test_flash_during_a_fast_pan_whose_histogram_comes_back_is_no_cut():
     assert any(u.start <= 20 <= u.end for u in detection.uncertain), detection
 
 
+def test_two_frame_flash_in_a_pan_is_no_fade():
+    """A two-frame flash in a shot panning 12 pixels a frame: its first frame was a hair less flat
+    than the dip threshold, so the dip looked one frame long, entered over two frames, and the
+    flash passed for a dip to white with a ramp. A blip's frames are all those as flat as its
+    bottom: no transition at all."""
+    from curate.synthetic import Shot
+
+    assert _detection(_rendered_grids([Shot(96, 901, pan=(12.0, 0.0), flash_at=20)], [])).transitions == []
+
+
 def test_dissolve_window_that_holds_a_cut_is_kept_out_of_clips(tmp_path, split):
     """Two shots of synthetic seed 87, through a real H.264 encode and the whole split stage: a
     16-frame dissolve (frames 36-51) into a shot that flashes at frames 47-48. There the histogram

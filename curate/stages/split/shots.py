@@ -86,6 +86,7 @@ _LEVEL = 0.8  # a fade ends where contrast is back to this share of the shot's l
 _SLOW_FADE_STEP = 1.003  # below that level, even this slow a rise continues the fade
 _BLIP_FRAMES = 3  # dips this short, entered and left in one frame each, are flashes
 _BLIP_JUMP = 2.0  # the contrast ratio of "at once"
+_BLIP_BOTTOM = 1.25  # frames within this ratio of such a dip's flattest are in it
 _ISOLATED = 2.0  # a cut's step is at least this many times the motion steps around it
 _RETURNED = 0.5  # distance under which "the old picture came back"
 _MOTION_OFFSET = 5  # frames from an event to the windows that measure the shot's own motion
@@ -956,7 +957,14 @@ def _flattest_blend(a, b):
 
 
 def _abrupt_blip(std: np.ndarray, start: int, end: int) -> bool:
-    """A dip of at most a few frames that contrast falls into and climbs out of at once."""
+    """A dip of at most a few frames that contrast falls into and climbs out of at once. The dip's
+    frames are those as flat as its bottom, give or take _BLIP_BOTTOM: a flash's two frames may
+    straddle the threshold that found the dip."""
+    bottom = _BLIP_BOTTOM * float(std[start:end].min())
+    while start > 0 and std[start - 1] <= bottom:
+        start -= 1
+    while end < len(std) and std[end] <= bottom:
+        end += 1
     if end - start > _BLIP_FRAMES or start == 0 or end == len(std):
         return False
     return std[start - 1] > _BLIP_JUMP * std[start] and std[end] > _BLIP_JUMP * std[end - 1]
