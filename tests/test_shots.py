@@ -669,7 +669,8 @@ def test_flash_inside_a_dissolve_is_no_cut(flash_at, pan):
 def test_flash_during_a_fast_pan_whose_histogram_comes_back_is_no_cut():
     """A two-frame flash in a shot panning 12 pixels a frame (320x180): after it the picture has
     moved on by three frames of pan, further than the pan's own steps say, so the picture test
-    took it for a cut. Its histogram came back: no boundary, and only the flash leaves the clips."""
+    took it for a cut. Its histogram came back: no boundary, and the flash stays out of clips as an
+    uncertain change."""
     from curate.synthetic import Shot
 
     detection = _detection(_rendered_grids([Shot(96, 913, pan=(12.0, 0.0), flash_at=20)], []))

@@ -705,7 +705,7 @@ class ShotDetector:
             by_histogram[better] = ~picture_led[better]
             best_score = np.maximum(best_score, score)
         found, shadowed = [], []
-        claimed = np.zeros(n, bool)  # the windows of both, each taken once
+        claimed = np.zeros(n, bool)  # frames of either kind of window so far: a weaker one there is the same change
         limit = self._max_transition()
         for t in np.argsort(-best_score, kind="stable"):
             if best_score[t] <= 0:
