@@ -54,9 +54,14 @@ def context(modules: Sequence[str]) -> multiprocessing.context.BaseContext:
     # No pandas: split's workers build their tables without it (`curate.arrow`). The list takes
     # effect when the server starts (the first pool or loader of this process); later workers
     # import what it lacks themselves.
-    server.set_forkserver_preload(["curate._forkserver_boot", *modules])
+    server.set_forkserver_preload(preload(modules))
     _ensure_running()
     return server
+
+
+def preload(modules: Sequence[str]) -> list[str]:
+    """What the server imports before it forks any worker: its own start-up module, then `modules`."""
+    return ["curate._forkserver_boot", *modules]
 
 
 def start(modules: Sequence[str]) -> None:

@@ -191,9 +191,10 @@ def test_the_fork_servers_imports_leave_cuda_uninitialised(stage):
     """Workers are forks of the fork server, which imports the executor and the stage's module
     (and with it torch), and what only its workers need. Had any of that initialised CUDA, a worker
     could no longer choose its GPU (and CUDA refuses to work in a fork of a process that initialised it)."""
+    from curate.forkserver import preload as server_preload
     from curate.pipeline import stage_spec
 
-    preload = ["curate._forkserver_boot", *stage_spec(stage).preload]  # as curate.forkserver.context
+    preload = server_preload(stage_spec(stage).preload)  # what curate.forkserver.context gives the server
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run([sys.executable, "-c", _WATCH_CUDA, *preload], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0 and result.stdout, result.stderr  # (the fork server's atexit exits 0 whatever happened)
