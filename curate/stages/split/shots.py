@@ -342,7 +342,7 @@ class ShotDetector:
             "seen_at": _first_return(seen, step, motion),
         }
         hists = np.stack(self._hists)[frames]
-        chunk["hist_step"] = 0.5 * np.abs(hists[before] - hists[here]).sum(axis=1)
+        chunk["hist_step"] = _hist_change(hists[before], hists[here])
         # A flash changes the histogram and changes it back, while motion barely moves it: after a
         # flash in a fast pan or in a dissolve the picture has moved on, but the histogram is back.
         jumps = np.flatnonzero(chunk["hist_step"] >= _HIST_JUMP)
@@ -355,7 +355,7 @@ class ShotDetector:
         blocks = np.stack(self._blocks)[frames]
         for h in self.widths:
             chunk.update(_blend_scores(coarse, rows(-h), here, rows(h), h))
-            chunk[f"hist{h}"] = 0.5 * np.abs(hists[rows(-h)] - hists[rows(h)]).sum(axis=1)
+            chunk[f"hist{h}"] = _hist_change(hists[rows(-h)], hists[rows(h)])
             if h >= _WIPE_MIN_HALF:
                 chunk[f"wipe{h}"] = self._wipe_scores(coarse, blocks, rows, chunk[f"span{h}"], h)
         # float16 halves what a long video keeps per frame; the thresholds need no more precision.
@@ -667,6 +667,8 @@ class ShotDetector:
     def _dissolves(
         self, scores, in_fade: np.ndarray, taken: np.ndarray, std: np.ndarray, mean: np.ndarray, at_cut: np.ndarray
     ) -> tuple[list[Transition], list[Transition]]:
+        """The dissolves, strongest window first, clear of the frames `taken` (near fades and
+        cuts) and of fades; and, as uncertain changes, the windows that hold a cut (`at_cut`)."""
         cfg = self.config
         n = self.num_frames
         best_score = np.zeros(n, np.float32)
@@ -858,7 +860,7 @@ def _first_return(distances: np.ndarray, step: np.ndarray, motion: np.ndarray) -
 def _histogram_back(hists: np.ndarray, reference: np.ndarray, others: list[np.ndarray], jump: np.ndarray) -> np.ndarray:
     """Per jump, the first offset (1, 2, ...; 0 if none) at which the histogram of `others`' rows
     (one row array per offset) is within _HIST_BACK times the jump of the `reference` row's."""
-    distances = np.stack([0.5 * np.abs(hists[reference] - hists[rows]).sum(axis=1) for rows in others])
+    distances = np.stack([_hist_change(hists[reference], hists[rows]) for rows in others])
     return _first_true(distances < _HIST_BACK * jump)
 
 
@@ -1156,6 +1158,11 @@ def _histograms(grids: np.ndarray) -> np.ndarray:
     bins += np.arange(count, dtype=np.int32)[:, None] * _HIST_BINS  # one bin range per grid
     counts = np.bincount(bins.ravel(), minlength=count * _HIST_BINS).reshape(count, _HIST_BINS)
     return counts.astype(np.float32) / size
+
+
+def _hist_change(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per row, how far two stacks of normalised histograms differ (total variation: 0 to 1)."""
+    return 0.5 * np.abs(a - b).sum(axis=1)
 
 
 def _coarse(grids: np.ndarray, factor: int = 4) -> np.ndarray:
