@@ -8,7 +8,7 @@ DEMO_DIR ?= demo
 # server with a whole run on it, training shards) are built once, not once per process.
 TEST_PROCESSES ?= 2
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test format bench clean
 
 $(VENV): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -55,9 +55,14 @@ demo: $(VENV)
 	@echo "Re-tune without recomputing: $(PY) -m curate filter --out $(DEMO_DIR) --set motion.min=0.01 text.max_area=0.1 dedup.threshold=0.9"
 
 test: $(VENV)
-	@# Lint first (pyproject's [tool.ruff]): a finding fails the run before the slow tests start.
+	@# Lint and format check first (pyproject's [tool.ruff]): a finding fails the run before the
+	@# slow tests start. `make format` rewrites the files the second check names.
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q -n $(TEST_PROCESSES) --dist loadscope
+
+format: $(VENV)
+	$(PY) -m ruff format .
 
 bench: $(VENV)
 	$(PY) bench/split.py

@@ -74,8 +74,12 @@ def score(predicted: list[int], hard: list[int], gradual_middles: list[int]) -> 
     hard_false = len([i for i in range(len(predicted)) if i not in hard_used and i not in near_gradual])
     gradual_false = len([i for i in range(len(predicted)) if i not in gradual_used and i not in near_hard])
     return {
-        "hard_tp": hard_hits, "hard_fp": hard_false, "hard_fn": len(hard) - hard_hits,
-        "grad_tp": gradual_hits, "grad_fp": gradual_false, "grad_fn": len(gradual_middles) - gradual_hits,
+        "hard_tp": hard_hits,
+        "hard_fp": hard_false,
+        "hard_fn": len(hard) - hard_hits,
+        "grad_tp": gradual_hits,
+        "grad_fp": gradual_false,
+        "grad_fn": len(gradual_middles) - gradual_hits,
     }
 
 
@@ -248,9 +252,7 @@ def evaluate(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=int, default=20, help="synthetic edits to score (default 20)")
-    parser.add_argument(
-        "--seeds", type=int, default=0, help="first synthetic seed (default 0); e.g. 100 for a held-out set"
-    )
+    parser.add_argument("--seeds", type=int, default=0, help="first synthetic seed (default 0); e.g. 100 for a held-out set")
     parser.add_argument("--size", default="320x180", help="synthetic edits' WIDTHxHEIGHT (default 320x180)")
     parser.add_argument("--real", type=Path, default=ROOT / ".realdata", help="folder of real videos with .truth.json")
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], help="split.* overrides to try")

@@ -86,12 +86,8 @@ def time_decode(stage: AestheticStage, units: list[Unit]) -> float:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--model", default="tiny", help="tiny (default), or an open_clip architecture such as ViT-B-32 or ViT-L-14"
-    )
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="tiny", help="tiny (default), or an open_clip architecture such as ViT-B-32 or ViT-L-14")
     parser.add_argument("--clips", type=int, help="clips per repetition (default: 128 tiny, 64 ViT-B-32, else 16)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions (default 3)")
     parser.add_argument("--batch-size", type=int, default=AestheticConfig().batch_size)
@@ -122,7 +118,11 @@ def main() -> int:
     args = parse_args()
     count = args.clips or {"tiny": 128, "ViT-B-32": 64}.get(args.model, 16)
     config = AestheticConfig(
-        model=args.model, pretrained="", head="", batch_size=args.batch_size, decode_threads=args.decode_threads,
+        model=args.model,
+        pretrained="",
+        head="",
+        batch_size=args.batch_size,
+        decode_threads=args.decode_threads,
         device=args.device,
     )  # random weights and head: speed does not depend on their values, and nothing is downloaded
     cpu = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"

@@ -115,8 +115,12 @@ def main() -> int:
                     pd.testing.assert_frame_equal(videos, reference[0])
                     pd.testing.assert_frame_equal(clips, reference[1])
                     times[variant, workers].append((command_s, stage_s))
-            print(f"repeat {repeat + 1}/{args.repeats}: " + "; ".join(
-                f"{v} W={w} {t[-1][0]:.2f}/{t[-1][1]:.2f} s" for (v, w), t in times.items()) + f"  (load {load_averages()})", flush=True)
+            print(
+                f"repeat {repeat + 1}/{args.repeats}: "
+                + "; ".join(f"{v} W={w} {t[-1][0]:.2f}/{t[-1][1]:.2f} s" for (v, w), t in times.items())
+                + f"  (load {load_averages()})",
+                flush=True,
+            )
     finally:
         ray.shutdown()
 

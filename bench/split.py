@@ -572,7 +572,9 @@ def startup_costs() -> None:
         "bare decode script (import av + decode)": bare_decode_command(tiny),
         "scenedetect -q detect-adaptive": scenedetect_command(tiny),
         "fork server's imports (once per command; workers are its forks)": [
-            PYTHON, "-c", "import curate.executor, curate.stages.split.stage",
+            PYTHON,
+            "-c",
+            "import curate.executor, curate.stages.split.stage",
         ],
         "import pandas (the main process's merge only; workers build tables without it)": [PYTHON, "-c", "import pandas"],
         "  of which: import av, numpy, pyarrow.parquet": [PYTHON, "-c", "import av, numpy, pyarrow.parquet"],
@@ -623,6 +625,7 @@ def machine() -> dict[str, str]:
 
     cpu = cpu_model()
     libs = ", ".join(f"{k} {'.'.join(map(str, v))}" for k, v in av.library_versions.items() if k in ("libavcodec", "libavformat"))
+
     def git(*args: str) -> str:
         result = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
         return result.stdout.strip() if result.returncode == 0 else ""
@@ -669,16 +672,23 @@ def main() -> int:
     parser.add_argument("--skip-memory", action="store_true", help="leave out the memory measurement")
     parser.add_argument("--profile", action="store_true", help="also profile one video in-process")
     parser.add_argument(
-        "--detectors", type=int, default=0, metavar="N",
+        "--detectors",
+        type=int,
+        default=0,
+        metavar="N",
         help="also time each split.detector (heuristic, transnetv2, ensemble) on the first N videos against bare decode",
     )
     parser.add_argument("--detectors-only", action="store_true", help="time only the detectors (--detectors N, default 1)")
     parser.add_argument(
-        "--against", metavar="REV",
+        "--against",
+        metavar="REV",
         help="also time curate split as of git revision REV (a temporary worktree), interleaved with this checkout",
     )
     parser.add_argument(
-        "--wait-idle", type=float, default=0, metavar="S",
+        "--wait-idle",
+        type=float,
+        default=0,
+        metavar="S",
         help="on a shared machine: before each measurement wait up to S seconds for other load to stop",
     )
     args = parser.parse_args()
@@ -695,8 +705,10 @@ def main() -> int:
 
     files, frames, long_inputs = prepare_inputs(width, height, args.videos)
     total = sum(frames)
-    print(f"inputs   {len(files)} videos, {width}x{height} {FPS} fps H.264 (libx264 veryfast crf 20), "
-          f"{total} frames ({total / FPS:.0f} s), {sum(f.stat().st_size for f in files) / 1e6:.1f} MB, in {files[0].parent}")
+    print(
+        f"inputs   {len(files)} videos, {width}x{height} {FPS} fps H.264 (libx264 veryfast crf 20), "
+        f"{total} frames ({total / FPS:.0f} s), {sum(f.stat().st_size for f in files) / 1e6:.1f} MB, in {files[0].parent}"
+    )
 
     if args.detectors_only:
         time_detectors(files[: args.detectors or 1], frames[: args.detectors or 1], reps, args.wait_idle)
@@ -731,9 +743,13 @@ def main() -> int:
             timers["bare decode"].append(time_bare_decode(files, frames))
             wait_for_idle(args.wait_idle)
             timers["bare 1-thread"].append(time_bare_decode(files, frames, threads=1))
-            print(f"rep {rep + 1}/{reps}: " + "; ".join(
-                f"{k} {v[-1].wall:.2f} s wall, {v[-1].cpu:.2f} CPU-s (others {v[-1].others:.1f} CPU-s)"
-                for k, v in timers.items()), flush=True)
+            print(
+                f"rep {rep + 1}/{reps}: "
+                + "; ".join(
+                    f"{k} {v[-1].wall:.2f} s wall, {v[-1].cpu:.2f} CPU-s (others {v[-1].others:.1f} CPU-s)" for k, v in timers.items()
+                ),
+                flush=True,
+            )
         stray = sorted(p.name for p in scratch.iterdir() if p.name != "baseline")
     finally:
         if old_tree is not None:
@@ -751,20 +767,30 @@ def main() -> int:
     column = max(12, *map(len, timers))
     print(f"{'tool':{column}} {'frames':>7} {'wall s':>15} {'frames/s':>15} {'CPU s':>7} {'frames/CPU-s':>12} {'others':>7}")
     for k in timers:
-        print(f"{k:{column}} {total:7d} {best[k]:7.2f} ({median[k]:5.2f}) {total / best[k]:7.0f} ({total / median[k]:5.0f}) "
-              f"{cpu[k]:7.2f} {total / cpu[k]:12.0f} {disturbed[k]:7.1f}")
+        print(
+            f"{k:{column}} {total:7d} {best[k]:7.2f} ({median[k]:5.2f}) {total / best[k]:7.0f} ({total / median[k]:5.0f}) "
+            f"{cpu[k]:7.2f} {total / cpu[k]:12.0f} {disturbed[k]:7.1f}"
+        )
     vs_sd, vs_decode = best["scenedetect"] / best["curate"], best["bare decode"] / best["curate"]
-    print(f"curate / scenedetect = {vs_sd:.2f} by best wall (target >= 1.5: {'met' if vs_sd >= 1.5 else 'NOT met'}); "
-          f"median wall {median['scenedetect'] / median['curate']:.2f}; CPU {cpu['scenedetect'] / cpu['curate']:.2f}")
-    print(f"curate / bare decode = {vs_decode:.2f} by best wall (target >= 0.75: {'met' if vs_decode >= 0.75 else 'NOT met'}); "
-          f"median wall {median['bare decode'] / median['curate']:.2f}; CPU {cpu['bare decode'] / cpu['curate']:.2f}")
+    print(
+        f"curate / scenedetect = {vs_sd:.2f} by best wall (target >= 1.5: {'met' if vs_sd >= 1.5 else 'NOT met'}); "
+        f"median wall {median['scenedetect'] / median['curate']:.2f}; CPU {cpu['scenedetect'] / cpu['curate']:.2f}"
+    )
+    print(
+        f"curate / bare decode = {vs_decode:.2f} by best wall (target >= 0.75: {'met' if vs_decode >= 0.75 else 'NOT met'}); "
+        f"median wall {median['bare decode'] / median['curate']:.2f}; CPU {cpu['bare decode'] / cpu['curate']:.2f}"
+    )
     if baseline:
-        print(f"curate / {baseline} = {best[baseline] / best['curate']:.2f} by best wall; median wall "
-              f"{median[baseline] / median['curate']:.2f}; CPU {cpu[baseline] / cpu['curate']:.2f}; {baseline} / bare decode = "
-              f"{best['bare decode'] / best[baseline]:.2f} by best wall")
+        print(
+            f"curate / {baseline} = {best[baseline] / best['curate']:.2f} by best wall; median wall "
+            f"{median[baseline] / median['curate']:.2f}; CPU {cpu[baseline] / cpu['curate']:.2f}; {baseline} / bare decode = "
+            f"{best['bare decode'] / best[baseline]:.2f} by best wall"
+        )
     vs_decode_1t = best["bare 1-thread"] / best["curate"]
-    print(f"curate / bare 1-thread decode = {vs_decode_1t:.2f} by best wall (no target: the decoder setting curate split "
-          f"uses, so this is curate's own cost over decoding); CPU {cpu['bare 1-thread'] / cpu['curate']:.2f}")
+    print(
+        f"curate / bare 1-thread decode = {vs_decode_1t:.2f} by best wall (no target: the decoder setting curate split "
+        f"uses, so this is curate's own cost over decoding); CPU {cpu['bare 1-thread'] / cpu['curate']:.2f}"
+    )
 
     memory = {}
     if not args.skip_memory:
@@ -774,13 +800,18 @@ def main() -> int:
         for name, (path, n) in long_inputs.items():
             memory[name] = measure_memory(path, n)
             m = memory[name]
-            print(f"{name:6} {n:6d} frames {path.stat().st_size / 1e6:6.1f} MB: worker {m.get('worker', 0) / 1024:6.1f} MiB, "
-                  f"main {m.get('main', 0) / 1024:6.1f} MiB, tree {m['tree_maxrss_kb'] / 1024:6.1f} MiB, "
-                  f"{m['seconds']:.1f} s ({n / m['seconds']:.0f} frames/s with 1 worker)", flush=True)
+            print(
+                f"{name:6} {n:6d} frames {path.stat().st_size / 1e6:6.1f} MB: worker {m.get('worker', 0) / 1024:6.1f} MiB, "
+                f"main {m.get('main', 0) / 1024:6.1f} MiB, tree {m['tree_maxrss_kb'] / 1024:6.1f} MiB, "
+                f"{m['seconds']:.1f} s ({n / m['seconds']:.0f} frames/s with 1 worker)",
+                flush=True,
+            )
         memory_ratio = memory["10min"].get("worker", 0) / max(1, memory["1min"].get("worker", 0))
         tree_ratio = memory["10min"]["tree_maxrss_kb"] / max(1, memory["1min"]["tree_maxrss_kb"])
-        print(f"worker peak 10-min / 1-min = {memory_ratio:.2f}  (target <= 1.2: {'met' if memory_ratio <= 1.2 else 'NOT met'}); "
-              f"by the tree figure {tree_ratio:.2f}")
+        print(
+            f"worker peak 10-min / 1-min = {memory_ratio:.2f}  (target <= 1.2: {'met' if memory_ratio <= 1.2 else 'NOT met'}); "
+            f"by the tree figure {tree_ratio:.2f}"
+        )
 
     if args.detectors:
         time_detectors(files[: args.detectors], frames[: args.detectors], reps, args.wait_idle)
@@ -797,22 +828,34 @@ def main() -> int:
 
     print("\n## README table\n")
     print(f"{info['date']}; {info['code']}; {info['cpu']}; {info['pyav']}.")
-    print(f"Batch: {len(files)} synthetic edited videos, {width}x{height} {FPS} fps H.264, {total} frames; "
-          f"whole-process wall time, best of {reps}, two processes on two cores for every tool.\n")
+    print(
+        f"Batch: {len(files)} synthetic edited videos, {width}x{height} {FPS} fps H.264, {total} frames; "
+        f"whole-process wall time, best of {reps}, two processes on two cores for every tool.\n"
+    )
     print("| tool | command | wall s | frames/s | CPU s | curate is |")
     print("|---|---|---:|---:|---:|---:|")
-    print(f"| curate split | `python -m curate split FILES --workers 2 --quiet` | {best['curate']:.2f} | "
-          f"{total / best['curate']:.0f} | {cpu['curate']:.1f} | |")
+    print(
+        f"| curate split | `python -m curate split FILES --workers 2 --quiet` | {best['curate']:.2f} | "
+        f"{total / best['curate']:.0f} | {cpu['curate']:.1f} | |"
+    )
     if baseline:
-        print(f"| curate split as of {args.against} | the same command, that revision's code | {best[baseline]:.2f} | "
-              f"{total / best[baseline]:.0f} | {cpu[baseline]:.1f} | {best[baseline] / best['curate']:.2f}x faster |")
-    print(f"| PySceneDetect 0.7.2 | `scenedetect -i FILE -q detect-adaptive` x2 parallel | {best['scenedetect']:.2f} | "
-          f"{total / best['scenedetect']:.0f} | {cpu['scenedetect']:.1f} | {vs_sd:.2f}x faster |")
-    print(f"| bare PyAV decode | `container.decode(stream)`, thread_type AUTO, x2 parallel | {best['bare decode']:.2f} | "
-          f"{total / best['bare decode']:.0f} | {cpu['bare decode']:.1f} | {vs_decode:.2f}x its speed |")
-    print(f"| bare PyAV decode, 1 thread | the same with `thread_count = 1` (as curate split decodes), x2 parallel | "
-          f"{best['bare 1-thread']:.2f} | {total / best['bare 1-thread']:.0f} | {cpu['bare 1-thread']:.1f} | "
-          f"{vs_decode_1t:.2f}x its speed |")
+        print(
+            f"| curate split as of {args.against} | the same command, that revision's code | {best[baseline]:.2f} | "
+            f"{total / best[baseline]:.0f} | {cpu[baseline]:.1f} | {best[baseline] / best['curate']:.2f}x faster |"
+        )
+    print(
+        f"| PySceneDetect 0.7.2 | `scenedetect -i FILE -q detect-adaptive` x2 parallel | {best['scenedetect']:.2f} | "
+        f"{total / best['scenedetect']:.0f} | {cpu['scenedetect']:.1f} | {vs_sd:.2f}x faster |"
+    )
+    print(
+        f"| bare PyAV decode | `container.decode(stream)`, thread_type AUTO, x2 parallel | {best['bare decode']:.2f} | "
+        f"{total / best['bare decode']:.0f} | {cpu['bare decode']:.1f} | {vs_decode:.2f}x its speed |"
+    )
+    print(
+        f"| bare PyAV decode, 1 thread | the same with `thread_count = 1` (as curate split decodes), x2 parallel | "
+        f"{best['bare 1-thread']:.2f} | {total / best['bare 1-thread']:.0f} | {cpu['bare 1-thread']:.1f} | "
+        f"{vs_decode_1t:.2f}x its speed |"
+    )
     if memory:
         print("\n| input (--workers 1) | frames | worker peak RSS | main process peak RSS |")
         print("|---|---:|---:|---:|")

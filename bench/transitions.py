@@ -232,8 +232,7 @@ def print_table(results: dict, names: list[str], kinds: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--real", type=Path, default=ROOT / ".realdata", help="folder of the real videos")
-    parser.add_argument("--set", choices=[*SETS, "both", "all"], default="both",
-                        help="both: tuning and held-out; all: every set")
+    parser.add_argument("--set", choices=[*SETS, "both", "all"], default="both", help="both: tuning and held-out; all: every set")
     parser.add_argument("--set-config", dest="overrides", nargs="*", default=[], help="split.* overrides to try")
     parser.add_argument("--detector", choices=["heuristic", "transnetv2", "ensemble"], default="heuristic", help="split.detector")
     parser.add_argument("-v", "--verbose", action="store_true")

@@ -321,8 +321,10 @@ def _report_failures(failed: dict[str, str], inputs, what: str = "inputs") -> in
     if not failed:
         return 0
     paths = {v.video_id: v.path for v in inputs}
-    print(f"error: {len(failed)} {what} failed inside vidcurate and are not in the manifests yet; "
-          "run the same command again to retry them:", file=sys.stderr)
+    print(
+        f"error: {len(failed)} {what} failed inside vidcurate and are not in the manifests yet; run the same command again to retry them:",
+        file=sys.stderr,
+    )
     for unit_id, message in list(failed.items())[:10]:
         print(f"  {paths.get(unit_id, unit_id)}: {message}", file=sys.stderr)
     return 1

@@ -74,27 +74,17 @@ class SplitConfig:
     min_clip_s: float = _field(2.0, "Shots shorter than this (after trimming margins) give no clip.")
     max_clip_s: float = _field(10.0, "Longer shots are split into equal consecutive windows at most this long.")
     margin_s: float = _field(0.1, "Trimmed from both ends of every shot, so no clip touches a boundary.")
-    cut_threshold: float = _field(
-        2.5, "Hard cut: frame difference over the local typical difference must reach this ratio."
-    )
-    cut_min_diff: float = _field(
-        0.35, "Hard cut: smallest frame difference (0 = same picture, 1.41 = unrelated pictures)."
-    )
+    cut_threshold: float = _field(2.5, "Hard cut: frame difference over the local typical difference must reach this ratio.")
+    cut_min_diff: float = _field(0.35, "Hard cut: smallest frame difference (0 = same picture, 1.41 = unrelated pictures).")
     min_shot_s: float = _field(0.25, "Two boundaries closer than this are merged into the stronger one.")
     flash_window_s: float = _field(
         0.75,
         "A change undone within this time (a flash, something passing close to the lens) is not a cut.",
     )
-    gradual_min_diff: float = _field(
-        1.0, "Gradual transition: smallest difference between the pictures before and after it."
-    )
-    gradual_max_residual: float = _field(
-        0.45, "Gradual transition: how far a middle frame may be from a blend of its two ends (0..1)."
-    )
+    gradual_min_diff: float = _field(1.0, "Gradual transition: smallest difference between the pictures before and after it.")
+    gradual_max_residual: float = _field(0.45, "Gradual transition: how far a middle frame may be from a blend of its two ends (0..1).")
     max_transition_s: float = _field(2.0, "Longest dissolve or fade looked for.")
-    flat_max_std: float = _field(
-        3.0, "A frame whose luma standard deviation is below this (0-255 scale) is blank (black/white)."
-    )
+    flat_max_std: float = _field(3.0, "A frame whose luma standard deviation is below this (0-255 scale) is blank (black/white).")
     analysis_width: int = _field(64, "Width of the luma grid the detector works on.")
     analysis_height: int = _field(36, "Height of the luma grid the detector works on.")
     decoder_threads: int = _field(
@@ -118,16 +108,15 @@ class SplitConfig:
     )
     transnet_batch_windows: int = _runtime(8, "TransNetV2: 100-frame windows per model forward.")
     transnet_device: str = _field("auto", "TransNetV2: auto (CUDA when available), cuda, cuda:N or cpu; fp32 on both.")
-    min_side: int = _threshold(
-        32, "Drop as 'too_small' a clip whose picture, as shown, is narrower or lower than this (pixels)."
-    )
+    min_side: int = _threshold(32, "Drop as 'too_small' a clip whose picture, as shown, is narrower or lower than this (pixels).")
     quality_samples_per_s: float = _field(
         1.0,
         "Frames per second (of those split decodes anyway) measured for the crop box, exposure and sharpness "
         "columns; 0 turns the measures off (no crop, no bad_exposure or blurry drops).",
     )
     min_picture_side: int = _threshold(
-        64, "Drop as 'small_picture' a clip whose picture, once black borders are cut off (its crop box), is narrower or lower "
+        64,
+        "Drop as 'small_picture' a clip whose picture, once black borders are cut off (its crop box), is narrower or lower "
         "than this (pixels).",
     )
     min_brightness: float = _threshold(0.06, "Drop as 'bad_exposure' a clip whose mean brightness (0-1) is below this.")
@@ -185,15 +174,11 @@ class MotionConfig:
         "A half-second window counts as static when no cell of a 12x6 grid over the frame moves faster than this "
         "(frame widths per second); motion_static_frac is the share of such windows.",
     )
-    min: float = _threshold(
-        0.0003, "Drop as 'static' below this motion_score (mean displacement, frame widths per second)."
-    )
+    min: float = _threshold(0.0003, "Drop as 'static' below this motion_score (mean displacement, frame widths per second).")
     max_static_frac: float = _threshold(
         0.5, "Drop as 'static' when nothing in the picture moves for more than this share of the clip (motion_static_frac)."
     )
-    max: float = _threshold(
-        2.0, "Drop as 'extreme_motion' above this motion_score (garbage motion, far past a whip pan)."
-    )
+    max: float = _threshold(2.0, "Drop as 'extreme_motion' above this motion_score (garbage motion, far past a whip pan).")
     max_jump: float = _threshold(
         0.15,
         "Drop as 'extreme_motion' when one frame-to-frame luma change exceeds this (0..1; flashes, glitches, missed cuts).",
@@ -216,21 +201,15 @@ class TextConfig:
     """Burned-in text: PP-OCRv4 text detection, overlay vs scene text, the overlay filter (`curate text`)."""
 
     frames: int = _field(4, "Frames per clip, spread evenly over it, that the text detector looks at (unless frames_per_s is set).")
-    frames_per_s: float = _field(
-        0.0, "When > 0: frames at this rate instead of a fixed count (at least 2 per clip, at most max_frames)."
-    )
+    frames_per_s: float = _field(0.0, "When > 0: frames at this rate instead of a fixed count (at least 2 per clip, at most max_frames).")
     max_frames: int = _field(16, "With frames_per_s: most frames per clip.")
-    long_side: int = _field(
-        640, "The detector sees each frame with its long side scaled to this (pixels, rounded to a multiple of 32)."
-    )
+    long_side: int = _field(640, "The detector sees each frame with its long side scaled to this (pixels, rounded to a multiple of 32).")
     band: float = _field(
         0.25,
         "Share of the height at the top and at the bottom where overlay text sits: still text there (or in a corner) "
         "is overlay unless it moves with the scene; text.crop cuts these bands away.",
     )
-    weights: str = _field(
-        "", "PP-OCR detection ONNX file; '' = PP-OCRv4's, shipped inside the rapidocr-onnxruntime package (no download)."
-    )
+    weights: str = _field("", "PP-OCR detection ONNX file; '' = PP-OCRv4's, shipped inside the rapidocr-onnxruntime package (no download).")
     device: str = _field("auto", "auto (onnxruntime's CUDA provider when onnxruntime-gpu is installed), cuda or cpu.")
     batch_size: int = _runtime(8, "Frames per detector forward (frames of one size; other sizes go in their own batches).")
     threads: int = _runtime(
@@ -266,9 +245,7 @@ class TextConfig:
         _require_ray_resources("text", self.ray_num_cpus)
 
 
-_AESTHETIC_HEAD_URL = (
-    "https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/sac+logos+ava1-l14-linearMSE.pth"
-)
+_AESTHETIC_HEAD_URL = "https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/sac+logos+ava1-l14-linearMSE.pth"
 
 
 @dataclass
@@ -372,17 +349,16 @@ class CaptionConfig:
         "transformers image-text-to-text model; 'tiny' builds a small random SmolVLM2 offline. Presets: README.",
     )
     num_frames: int = _field(8, "Frames per clip, spread evenly over it, given to the model as one video.")
-    frame_max_edge: int = _field(
-        0, "Longest frame edge decoded (pixels); 0 = the size the model's processor wants (never upscaled)."
-    )
+    frame_max_edge: int = _field(0, "Longest frame edge decoded (pixels); 0 = the size the model's processor wants (never upscaled).")
     prompt: str = _field(_CAPTION_PROMPT, "The instruction given with every clip.")
     use_source_caption: bool = _field(False, "Add the input's source_caption (when a clip has one) to the prompt.")
     source_caption_prompt: str = _field(
-        "The uploader described the video as: \"{source_caption}\". Use that only where the frames agree.",
+        'The uploader described the video as: "{source_caption}". Use that only where the frames agree.',
         "Appended to the prompt when use_source_caption is on; {source_caption} is replaced by the text.",
     )
     max_source_caption_chars: int = _field(
-        300, "Longest source caption put into the prompt, in characters; a longer one is cut at a word and ends in '…' "
+        300,
+        "Longest source caption put into the prompt, in characters; a longer one is cut at a word and ends in '…' "
         "(a pasted transcript would cost thousands of tokens and gigabytes of memory per clip).",
     )
     max_new_tokens: int = _field(160, "Longest caption, in tokens; a caption cut there counts as truncated.")
@@ -391,9 +367,7 @@ class CaptionConfig:
     top_p: float = _field(0.9, "Nucleus sampling threshold (with do_sample).")
     num_beams: int = _field(1, "Beam search width (1 = none).")
     repetition_penalty: float = _field(1.0, "Penalty on tokens already written (1.0 = none).")
-    retries: int = _field(
-        1, "Times an empty, truncated or looping caption is generated again with the retry settings (0 = never)."
-    )
+    retries: int = _field(1, "Times an empty, truncated or looping caption is generated again with the retry settings (0 = never).")
     retry_repetition_penalty: float = _field(1.3, "Repetition penalty of a retry.")
     retry_no_repeat_ngram_size: int = _field(3, "A retry never repeats a sequence of this many tokens.")
     min_words: int = _field(3, "A caption with fewer words counts as empty.")
@@ -430,8 +404,9 @@ class PackConfig:
 
     short_side: int = _field(480, "Short side of the packed videos in pixels, aspect kept (0 = the source's); never scaled up.")
     crop_width: int = _field(
-        0, "With crop_height: scale to cover this shape, then centre-crop to it (0 = no crop); a smaller picture gives "
-        "the largest crop of this shape it holds."
+        0,
+        "With crop_height: scale to cover this shape, then centre-crop to it (0 = no crop); a smaller picture gives "
+        "the largest crop of this shape it holds.",
     )
     crop_height: int = _field(0, "With crop_width: the fixed output height (0 = no crop).")
     fps: float = _field(0.0, "Frame rate of the packed videos: frames are dropped or repeated to reach it (0 = the source's).")
@@ -496,9 +471,7 @@ class Config:
         reuses every stored result."""
         section = getattr(self, name)
         values = {
-            f.name: getattr(section, f.name)
-            for f in dataclasses.fields(section)
-            if not is_threshold(f) and not f.metadata.get("runtime")
+            f.name: getattr(section, f.name) for f in dataclasses.fields(section) if not is_threshold(f) and not f.metadata.get("runtime")
         }
         if name in RESULTS_VERSION:
             values["__version__"] = RESULTS_VERSION[name]

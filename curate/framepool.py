@@ -48,9 +48,7 @@ def uniform_positions(count: int) -> list[float]:
     return [(i + 0.5) / count for i in range(count)]
 
 
-def decode_frames(
-    clips: list[ClipRef], wanted: list[list[int]], convert: Convert, threads: int, queue_size: int
-) -> Iterator[tuple]:
+def decode_frames(clips: list[ClipRef], wanted: list[list[int]], convert: Convert, threads: int, queue_size: int) -> Iterator[tuple]:
     """Yield ("frame", clip_no, frame_index, pixels) for every frame in `wanted[clip_no]` and
     ("error", clip_no, reason) for clips whose frames cannot all be read, grouped by video in
     first-appearance order and in time order within a video. Up to `threads` videos decode at

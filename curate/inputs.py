@@ -18,12 +18,9 @@ from pathlib import Path
 from curate import storage
 from curate.errors import InputError
 
-VIDEO_EXTENSIONS = frozenset(
-    ".mp4 .m4v .mov .mkv .webm .avi .mpg .mpeg .m2ts .mts .ts .wmv .flv .3gp .ogv .mxf .y4m .gif".split()
-)
+VIDEO_EXTENSIONS = frozenset(".mp4 .m4v .mov .mkv .webm .avi .mpg .mpeg .m2ts .mts .ts .wmv .flv .3gp .ogv .mxf .y4m .gif".split())
 LIST_EXTENSIONS = frozenset({".txt", ".csv", ".parquet"})
 _SAMPLE_BYTES = 64 * 1024
-
 
 
 @dataclass(frozen=True)

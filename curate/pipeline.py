@@ -136,17 +136,21 @@ STAGES: tuple[StageSpec, ...] = (
             DropRule(
                 "small_picture",
                 "black borders cut off, the picture (crop_width x crop_height) is narrower or lower than split.min_picture_side",
-                lambda clips, split: _cropped(clips)
-                & ((column(clips, "crop_width") < split.min_picture_side) | (column(clips, "crop_height") < split.min_picture_side)),
+                lambda clips, split: (
+                    _cropped(clips)
+                    & ((column(clips, "crop_width") < split.min_picture_side) | (column(clips, "crop_height") < split.min_picture_side))
+                ),
             ),
             DropRule(
                 "bad_exposure",
                 "brightness < split.min_brightness or > split.max_brightness, dark_frac > split.max_dark_frac "
                 "or bright_frac > split.max_bright_frac",
-                lambda clips, split: (column(clips, "brightness") < split.min_brightness)
-                | (column(clips, "brightness") > split.max_brightness)
-                | (column(clips, "dark_frac") > split.max_dark_frac)
-                | (column(clips, "bright_frac") > split.max_bright_frac),
+                lambda clips, split: (
+                    (column(clips, "brightness") < split.min_brightness)
+                    | (column(clips, "brightness") > split.max_brightness)
+                    | (column(clips, "dark_frac") > split.max_dark_frac)
+                    | (column(clips, "bright_frac") > split.max_bright_frac)
+                ),
             ),
             DropRule("blurry", "sharpness < split.min_sharpness", lambda clips, split: column(clips, "sharpness") < split.min_sharpness),
         ),
@@ -180,8 +184,9 @@ STAGES: tuple[StageSpec, ...] = (
             DropRule(
                 "static",
                 "motion_score < motion.min or motion_static_frac > motion.max_static_frac",
-                lambda clips, motion: (column(clips, "motion_score") < motion.min)
-                | (column(clips, "motion_static_frac") > motion.max_static_frac),
+                lambda clips, motion: (
+                    (column(clips, "motion_score") < motion.min) | (column(clips, "motion_static_frac") > motion.max_static_frac)
+                ),
             ),
             DropRule(
                 "extreme_motion",
@@ -270,8 +275,10 @@ STAGES: tuple[StageSpec, ...] = (
                 "duplicate",
                 "duplicate_similarity >= dedup.threshold (the clip in duplicate_match, ranked above it, holds the same footage) or "
                 "semantic_similarity >= dedup.semantic_threshold (the clip in semantic_match shows the same thing)",
-                lambda clips, dedup: (column(clips, "duplicate_similarity") >= dedup.threshold)
-                | (column(clips, "semantic_similarity") >= dedup.semantic_threshold),
+                lambda clips, dedup: (
+                    (column(clips, "duplicate_similarity") >= dedup.threshold)
+                    | (column(clips, "semantic_similarity") >= dedup.semantic_threshold)
+                ),
             ),
         ),
         done_word="hashed",

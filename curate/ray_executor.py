@@ -34,7 +34,6 @@ RETRIES = 2  # attempts after the first for a unit whose worker died (Ray's max_
 PROBE_TIMEOUT_S = 5.0  # ray.init retries an unreachable address for minutes: fail fast instead
 
 
-
 def _import_ray():
     try:
         import ray
@@ -272,9 +271,7 @@ class _Actors:
 
     def __init__(self, ray, stage: Stage, request: Resources, count: int, retries: int):
         self.ray = ray
-        cls = ray.remote(_StageActor).options(
-            num_cpus=request.cpus, num_gpus=request.gpus, max_restarts=-1, max_task_retries=retries
-        )
+        cls = ray.remote(_StageActor).options(num_cpus=request.cpus, num_gpus=request.gpus, max_restarts=-1, max_task_retries=retries)
         self.idle = [cls.remote(stage) for _ in range(max(1, count))]
         self.busy: dict = {}  # object ref -> actor
 

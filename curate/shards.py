@@ -67,9 +67,7 @@ def plan_shards(sizes: list[int], max_bytes: int, max_samples: int) -> list[rang
     holds at least one sample."""
     shards, start, total = [], 0, 0
     for index, size in enumerate(sizes):
-        full = index > start and (
-            (max_bytes and tar_size(total + size) > max_bytes) or (max_samples and index - start >= max_samples)
-        )
+        full = index > start and ((max_bytes and tar_size(total + size) > max_bytes) or (max_samples and index - start >= max_samples))
         if full:
             shards.append(range(start, index))
             start, total = index, 0

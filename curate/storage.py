@@ -39,7 +39,6 @@ _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _THREADS = 16  # concurrent requests when many small objects are read (parts, input samples)
 
 
-
 def is_url(path) -> bool:
     """Whether `path` names an object in a store (`proto://...`) rather than a local file."""
     return not isinstance(path, Path) and bool(_URL.match(str(path)))
@@ -232,7 +231,7 @@ def local_copy(path) -> Iterator[str]:
 
 
 def kind(path) -> str | None:
-    """"file", "dir" (a folder, or a prefix with objects under it) or None if nothing is there."""
+    """ "file", "dir" (a folder, or a prefix with objects under it) or None if nothing is there."""
     if not is_url(path):
         local = Path(path)
         return "dir" if local.is_dir() else "file" if local.is_file() else None

@@ -315,7 +315,12 @@ def truth(shots: list[Shot], joins: list[Join]) -> Truth:
 
 
 def write_video(
-    path: str | Path, frames, fps: int = 24, codec: str = "libx264", options: dict | None = None, faststart: bool = False,
+    path: str | Path,
+    frames,
+    fps: int = 24,
+    codec: str = "libx264",
+    options: dict | None = None,
+    faststart: bool = False,
     rotation: int = 0,
 ) -> int:
     """Encode uint8 RGB frames to `path` (written under a temporary name, then renamed).
@@ -445,9 +450,7 @@ def demo_set(folder: str | Path, width: int = 320, height: int = 180, fps: int =
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m curate.synthetic", description="Write the demo's synthetic sample videos."
-    )
+    parser = argparse.ArgumentParser(prog="python -m curate.synthetic", description="Write the demo's synthetic sample videos.")
     parser.add_argument("folder", help="where to write the videos (created if missing)")
     args = parser.parse_args(argv)
     truths = demo_set(args.folder)

@@ -259,9 +259,7 @@ def iter_frames(container, stream, log: DecodeLog) -> Iterator[av.VideoFrame]:
             yield frame
 
 
-def _timed_head(
-    packets: Iterator[av.Packet], stream, step_s: float
-) -> tuple[list[av.Packet], deque[float], av.FFmpegError | None]:
+def _timed_head(packets: Iterator[av.Packet], stream, step_s: float) -> tuple[list[av.Packet], deque[float], av.FFmpegError | None]:
     """The packets read ahead to time frames that lead the stream without a timestamp, the times
     of those frames, and the error that stopped the reading ahead, if any.
 

@@ -320,9 +320,7 @@ def kill_when(args, logs: Path, when, timeout: float = 120) -> bool:
     happened before it exited. Output is appended to `logs/stdout` and `logs/stderr`."""
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / "stdout", "ab") as stdout, open(logs / "stderr", "ab") as stderr:
-        proc = subprocess.Popen(
-            [PYTHON, "-m", "curate", *map(str, args)], cwd=REPO, stdout=stdout, stderr=stderr, start_new_session=True
-        )
+        proc = subprocess.Popen([PYTHON, "-m", "curate", *map(str, args)], cwd=REPO, stdout=stdout, stderr=stderr, start_new_session=True)
         deadline = time.monotonic() + timeout
         try:
             while proc.poll() is None and not when() and time.monotonic() < deadline:

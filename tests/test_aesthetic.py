@@ -265,4 +265,3 @@ def test_real_architecture_with_random_weights(clips):
     assert (stage.model.preprocess.height, stage.model.dim) == (224, 512)
     scores, embeddings = run(stage, [clips[:2]])
     assert np.isfinite(scores.aesthetic_score).all() and np.stack(embeddings.embedding).shape == (2, 512)
-

@@ -15,7 +15,7 @@ from curate.stages.caption.text import caption_problem, clean_caption, repetitio
         ("Sure! Here is a caption for the video: The video features a cat.", "A cat."),
         ("Certainly. A woman sings on a stage.", "A woman sings on a stage."),
         ("Assistant: A boat crosses a lake.", "A boat crosses a lake."),
-        ("Caption: \"A boat crosses a lake.\"", "A boat crosses a lake."),
+        ('Caption: "A boat crosses a lake."', "A boat crosses a lake."),
         ("  A   boat\n\ncrosses\ta lake.  ", "A boat crosses a lake."),
         ("This is a video of a timelapse of clouds.", "A timelapse of clouds."),
         ("These frames show a beach at sunset.", "A beach at sunset."),

@@ -93,9 +93,19 @@ def frame(video_ids: list[str]) -> pd.DataFrame:
     for number, video_id in enumerate(video_ids):
         start = 100 * number
         rows.append(
-            dict(clip_id=f"{video_id}-{start:06d}-{start + 50:06d}", video_id=video_id, path=f"/{video_id}.mp4",
-                 start_frame=start, end_frame=start + 50, start_s=start / 25, end_s=(start + 50) / 25,
-                 num_frames=50, fps=25.0, width=64, height=36)
+            dict(
+                clip_id=f"{video_id}-{start:06d}-{start + 50:06d}",
+                video_id=video_id,
+                path=f"/{video_id}.mp4",
+                start_frame=start,
+                end_frame=start + 50,
+                start_s=start / 25,
+                end_s=(start + 50) / 25,
+                num_frames=50,
+                fps=25.0,
+                width=64,
+                height=36,
+            )
         )
     return pd.DataFrame(rows)
 

@@ -111,9 +111,9 @@ def test_txt_list_with_byte_order_mark(tree, tmp_path):
 
 
 def test_csv_list_with_captions(tree, tmp_path):
-    pd.DataFrame(
-        {"path": ["videos/a.mp4", "videos/b.MOV", "videos/sub/c.mkv"], "caption": ["a dog, running", None, "a cat"]}
-    ).to_csv(tmp_path / "inputs.csv", index=False)
+    pd.DataFrame({"path": ["videos/a.mp4", "videos/b.MOV", "videos/sub/c.mkv"], "caption": ["a dog, running", None, "a cat"]}).to_csv(
+        tmp_path / "inputs.csv", index=False
+    )
     found = collect_inputs([str(tmp_path / "inputs.csv")])
     assert paths(found) == [str(tmp_path / "videos/a.mp4"), str(tmp_path / "videos/b.MOV"), str(tmp_path / "videos/sub/c.mkv")]
     assert [v.source_caption for v in found] == ["a dog, running", None, "a cat"]
@@ -126,9 +126,7 @@ def test_csv_list_without_caption_column(tree, tmp_path):
 
 
 def test_parquet_list(tree, tmp_path):
-    pd.DataFrame({"path": [str(tree / "z/f.m4v"), "videos/a.mp4"], "caption": ["first", "second"]}).to_parquet(
-        tmp_path / "inputs.parquet"
-    )
+    pd.DataFrame({"path": [str(tree / "z/f.m4v"), "videos/a.mp4"], "caption": ["first", "second"]}).to_parquet(tmp_path / "inputs.parquet")
     found = collect_inputs([str(tmp_path / "inputs.parquet")])
     assert paths(found) == [str(tree / "z/f.m4v"), str(tmp_path / "videos/a.mp4")]
     assert [v.source_caption for v in found] == ["first", "second"]

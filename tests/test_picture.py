@@ -101,16 +101,18 @@ def test_picture_reads_rotation_pixel_shape_colours_and_fields(tmp_path):
         stream = container.streams.video[0]
         picture = picture_of(stream, next(container.decode(stream)))
     assert (picture.rotation, picture.pixel_aspect, picture.matrix, picture.full_range, picture.interlaced) == (
-        90, Fraction(16, 11), "bt709", True, True
+        90,
+        Fraction(16, 11),
+        "bt709",
+        True,
+        True,
     )
     assert picture.display_size(176, 96) == (96, 256)  # 176 * 16/11 = 256 wide, then turned
     plain = encode(tmp_path / "plain.mp4", scene(64, 36, 2))
     with av.open(str(plain)) as container:
         stream = container.streams.video[0]
         picture = picture_of(stream, next(container.decode(stream)))
-    assert (picture.rotation, picture.pixel_aspect, picture.matrix, picture.full_range, picture.interlaced) == (
-        0, 1, "bt601", False, False
-    )
+    assert (picture.rotation, picture.pixel_aspect, picture.matrix, picture.full_range, picture.interlaced) == (0, 1, "bt601", False, False)
 
 
 def test_model_inputs_are_upright_with_true_colours(tmp_path):

@@ -135,4 +135,3 @@ def test_run_goes_on_with_every_stage_when_stdout_closes(tmp_path):
     assert result.returncode == 141  # the output was cut short, but every stage ran:
     clips = pd.read_parquet(out / "manifests" / "clips.parquet")
     assert clips.shard.notna().sum() == clips.drop_reason.isna().sum() > 0
-

@@ -76,6 +76,7 @@ def test_a_split_interrupted_under_one_executor_resumes_under_the_other(cluster,
     ):
         out = tmp_path / name
         work = out / "manifests" / ".work"
+
         def started(work=work) -> bool:
             return any(work.glob("split-*/*.done"))
 

@@ -389,7 +389,6 @@ def test_object_entering_close_to_the_lens_and_staying_is_no_cut():
     assert _detect(frames) == []
 
 
-
 def _restless(seed: int, num_frames: int, rng: np.random.Generator, share: float = 0.25) -> list[np.ndarray]:
     """A shot in heavy motion: every frame replaces a random `share` of the previous picture's
     coarse cells (as a crowd or foliage moving close to the lens does)."""

@@ -117,7 +117,9 @@ def test_ensemble_keeps_ours_where_both_fire_and_adds_the_rest():
     ours = [Transition(20, 20, 20, "cut"), Transition(40, 50, 45, "fade")]
     theirs = [Transition(21, 21, 21, "cut"), Transition(38, 52, 45, "dissolve"), Transition(80, 80, 80, "cut")]
     assert transnet.ensemble(ours, theirs, min_gap=6) == [
-        Transition(20, 21, 20, "cut"), Transition(38, 52, 45, "fade"), Transition(80, 80, 80, "cut")
+        Transition(20, 21, 20, "cut"),
+        Transition(38, 52, 45, "fade"),
+        Transition(80, 80, 80, "cut"),
     ]
     single = np.zeros(100, np.float32)
     single[79] = 0.5  # the model alone, and unsure: left out

@@ -170,7 +170,6 @@ def test_variable_frame_rate_frames_are_picked_right(vfr_video):
     assert any(120 <= c.start_frame < 160 for c in clips)
 
 
-
 def test_variable_frame_rate_is_packed_in_real_time(vfr_video):
     """The 10-fps shot (4.1-7.9 s after margins) packs at the dominant 30 fps for 3.8 s: each of
     its frames shown three times, not played three times too fast."""
@@ -188,6 +187,7 @@ def test_variable_frame_rate_is_packed_in_real_time(vfr_video):
         assert float(stream.duration * stream.time_base) == pytest.approx(3.8, abs=0.04)
     shown = [max(i for i in range(slow.start_frame, slow.end_frame) if times[i] <= slow.start_s + j / 30 + 1e-3) for j in range(114)]
     assert np.abs(np.array(packed) - np.array([means[i] for i in shown])).max() < 3
+
 
 def test_dominant_fps():
     cfr = [i / 24 for i in range(100)]

@@ -128,9 +128,7 @@ def clip(seed: int, frames: int, height: int = 56, width: int = 84, step: int = 
     """Gradients drifting frame to frame (different per seed), sampled every `step` frames of a clip."""
     y, x = np.mgrid[0:height, 0:width]
     pixels = [
-        np.stack(
-            [(x * (1 + seed) + y * 2 + t * 16) % 256, (y * (3 + seed) + t * 8) % 256, (x + y + seed * 40) % 256], -1
-        )
+        np.stack([(x * (1 + seed) + y * 2 + t * 16) % 256, (y * (3 + seed) + t * 8) % 256, (x + y + seed * 40) % 256], -1)
         for t in range(frames)
     ]
     return ClipFrames(np.asarray(pixels, dtype=np.uint8), list(range(0, frames * step, step)), FPS, frames * step)
@@ -158,9 +156,7 @@ def test_clips_go_in_as_videos(qwen):
     # The frames' timing reached the processor: a pair spans two sampling steps of 10 frames at 10 fps.
     assert inputs["second_per_grid_ts"].tolist() == pytest.approx([2.0, 2.0])
     text = qwen.processor.tokenizer.decode(inputs["input_ids"][0], skip_special_tokens=False)
-    assert text.endswith(
-        f"{IM_START}user\n{VISION_START}{VIDEO_PAD * 12}{VISION_END}Describe this video.{IM_END}\n{IM_START}assistant\n"
-    )
+    assert text.endswith(f"{IM_START}user\n{VISION_START}{VIDEO_PAD * 12}{VISION_END}Describe this video.{IM_END}\n{IM_START}assistant\n")
 
 
 def test_generate_bookkeeping(qwen):

@@ -26,8 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
             "shards that skip the encoders."
         ),
     )
-    parser.add_argument("--shards", required=True, help="shards: a brace pattern, a quoted glob, a folder, an index.json "
-                        "(local or s3://..., gs://... through fsspec), or pipe: commands")
+    parser.add_argument(
+        "--shards",
+        required=True,
+        help="shards: a brace pattern, a quoted glob, a folder, an index.json "
+        "(local or s3://..., gs://... through fsspec), or pipe: commands",
+    )
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (created; resumed when it has checkpoints)")
     parser.add_argument("--val-shards", metavar="PATTERN", help="validation shards (any form --shards takes): val_loss every "
                         "val_every steps in metrics.jsonl; or hold out a share of --shards with --set val_fraction=0.01")  # fmt: skip
@@ -86,7 +90,6 @@ def main(argv: list[str] | None = None) -> int:
     last = f", loss {logged[-1]['loss']:.4f}" if logged else ""
     print(f"train: step {trainer.step} of {config.steps}{last}; run folder {args.out}")
     return 0
-
 
 
 def precompute_main(argv: list[str]) -> int:

@@ -229,8 +229,14 @@ def held_out(key: str, fraction: float) -> bool:
 
 
 def make_dataset(
-    config: DataConfig, rank: int = 0, world_size: int = 1, epoch: int = 0, start: dict[int, tuple[int, int]] | None = None,
-    first_worker: int = 0, epochs: int | None = 1, buckets: Buckets | None = None,
+    config: DataConfig,
+    rank: int = 0,
+    world_size: int = 1,
+    epoch: int = 0,
+    start: dict[int, tuple[int, int]] | None = None,
+    first_worker: int = 0,
+    epochs: int | None = 1,
+    buckets: Buckets | None = None,
 ) -> _Stream:
     """The per-worker stream of batches: shards → samples → buckets → decoded, batched tensors,
     epoch after epoch (`epochs` of them from `epoch`; None: without end, as the trainer reads it,
@@ -442,8 +448,14 @@ def _pad_texts(batch: list[dict]) -> torch.Tensor:
 
 
 def make_loader(
-    config: DataConfig, rank: int = 0, world_size: int = 1, epoch: int = 0, start: dict[int, tuple[int, int]] | None = None,
-    first_worker: int = 0, epochs: int | None = 1, buckets: Buckets | None = None,
+    config: DataConfig,
+    rank: int = 0,
+    world_size: int = 1,
+    epoch: int = 0,
+    start: dict[int, tuple[int, int]] | None = None,
+    first_worker: int = 0,
+    epochs: int | None = 1,
+    buckets: Buckets | None = None,
 ) -> torch.utils.data.DataLoader:
     """A DataLoader over `make_dataset`: batches are built in the workers (batch_size=None here)."""
     dataset = make_dataset(config, rank, world_size, epoch, start, first_worker, epochs, buckets)

@@ -212,8 +212,7 @@ def _open_clip_visual(name: str, pretrained: str) -> tuple[nn.Module, Preprocess
 def _check_model_name(open_clip, name: str) -> None:
     if name not in open_clip.list_models():
         raise ModelUnavailable(
-            f"unknown open_clip model {name!r} in aesthetic.model (e.g. ViT-L-14, ViT-B-32, or tiny; "
-            "open_clip.list_models() lists them)"
+            f"unknown open_clip model {name!r} in aesthetic.model (e.g. ViT-L-14, ViT-B-32, or tiny; open_clip.list_models() lists them)"
         )
 
 
@@ -221,9 +220,7 @@ def _tag_cfg(open_clip, name: str, tag: str) -> dict:
     cfg = open_clip.get_pretrained_cfg(name, tag)
     if not cfg:
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none"
-        raise ModelUnavailable(
-            f"aesthetic.pretrained={tag!r} is neither a file nor an open_clip tag of {name} (tags: {tags})"
-        )
+        raise ModelUnavailable(f"aesthetic.pretrained={tag!r} is neither a file nor an open_clip tag of {name} (tags: {tags})")
     return cfg
 
 

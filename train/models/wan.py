@@ -100,9 +100,7 @@ class WanFamily(VideoFamily):
     def predict(self, latents_noisy: torch.Tensor, timesteps: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
         times = torch.as_tensor(timesteps, device=latents_noisy.device, dtype=torch.float32)
         times = times.expand(latents_noisy.shape[0]) * TIME_SCALE
-        return self.denoiser(
-            hidden_states=latents_noisy, timestep=times, encoder_hidden_states=text_embeddings, return_dict=False
-        )[0]
+        return self.denoiser(hidden_states=latents_noisy, timestep=times, encoder_hidden_states=text_embeddings, return_dict=False)[0]
 
     def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int, int]:
         self.check_video_shape(num_frames, height, width)

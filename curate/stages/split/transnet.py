@@ -221,9 +221,7 @@ class _ProcessStateGuard(contextlib.AbstractContextManager):
         return False
 
 
-def transitions_from(
-    probabilities: Probabilities, threshold: float, min_gap: int = 1, blank: np.ndarray | None = None
-) -> list[Transition]:
+def transitions_from(probabilities: Probabilities, threshold: float, min_gap: int = 1, blank: np.ndarray | None = None) -> list[Transition]:
     """Transitions from the model's per-frame probabilities.
 
     Each run of frames whose single-frame probability exceeds `threshold` is one transition (the
