@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from curate.stages.split.pans import PanTracker
+from curate.stages.split import pans
+from curate.stages.split.pans import MovingBlends, PanTracker
 
 
 def _world(seed: int, width: int = 400) -> np.ndarray:
@@ -66,3 +67,55 @@ def test_a_blend_of_a_pan_and_a_still_shot_is_explained_by_no_move():
     residual_blend, _ = _describe(blend.astype(np.float32))
     middle = slice(12, 28)  # both pictures well present
     assert np.median(residual_blend[middle]) > 4 * np.median(residual_pan[1:])
+
+
+def _moving_blends(grids: np.ndarray, half_width: int = 8) -> np.ndarray:
+    """`MovingBlends`'s per-frame answer, fed as the detector feeds it (batches of 64)."""
+    tracker, blends = PanTracker(), MovingBlends(half_width)
+    for first in range(0, len(grids), 64):
+        batch = grids[first : first + 64]
+        residual, _, shifts = tracker.describe(batch)
+        blends.push(batch, residual, shifts)
+    return blends.finish()
+
+
+def _dissolve(a: np.ndarray, b: np.ndarray, start: int, length: int) -> np.ndarray:
+    """Frames of a until `start`, then `length` frames blending into b, then b's."""
+    share = np.clip((np.arange(len(a)) - start + 1) / (length + 1), 0, 1)[:, None, None]
+    return ((1 - share) * a + share * b).astype(np.float32)
+
+
+@pytest.mark.parametrize("speed", [2.5, 0.5])
+def test_a_dissolve_from_a_still_shot_into_a_pan_is_a_blend_of_its_moved_ends(speed):
+    """A 16-frame dissolve (frames 60..75) from a still picture into a pan, fast or slow: the
+    centres around its middle, and no others, are even blends of their ends moved by each shot's
+    pan. Batches of any size give the same answer."""
+    still = np.repeat(_world(5)[None, :, 10:74], 136, axis=0) + np.random.default_rng(1).normal(0, 0.5, (136, 36, 64))
+    grids = _dissolve(still.astype(np.float32), _pan(_world(6), 136, speed), 60, 16)
+    blended = np.flatnonzero(_moving_blends(grids)).tolist()
+    assert blended and all(64 <= t <= 72 for t in blended), blended
+    tracker, blends = PanTracker(), MovingBlends(8)
+    for first in range(0, len(grids), 7):
+        residual, _, shifts = tracker.describe(grids[first : first + 7])
+        blends.push(grids[first : first + 7], residual, shifts)
+    assert np.flatnonzero(blends.finish()).tolist() == blended
+
+
+@pytest.mark.parametrize("speed", [2.5, 0.5])
+def test_a_pan_alone_is_no_blend_of_moved_ends(speed):
+    """Each window's middle is its start moved, not a blend of two pictures."""
+    assert not _moving_blends(_pan(_world(6), 136, speed)).any()
+
+
+def test_a_pan_that_brightens_steadily_is_no_blend_of_two_shots():
+    """A pan whose brightness and contrast grow steadily: every window's middle IS an even blend
+    of its moved ends, by the fit alone (checked here), as in any smooth change within one shot.
+    But the ends differ only about twice as much as the shot's own frames a window apart, not
+    three times (`_BLEND_OWN`): no blend of two shots."""
+    grids = _pan(_world(7), 100, 1.5)
+    grids = np.stack([(grid - 128) * (1 + t / 48) + 100 + 2 * t for t, grid in enumerate(grids)]).astype(np.float32)
+    h, t, move = 8, 48, np.array([-12, 0])  # the picture moves left 1.5 cells a frame, for 8 frames
+    fit = pans._fits(grids[t - h : t - h + 1], grids[t : t + 1], grids[t + h : t + h + 1], move, -move)
+    assert pans._blended(fit)[0] and fit[3][0] >= pans._BLEND_APART, fit
+    assert not pans._even_blend(grids, t, h, move, -move)
+    assert not _moving_blends(grids).any()

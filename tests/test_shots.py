@@ -725,6 +725,42 @@ def test_dissolve_from_a_whip_pan_into_a_still_shot_is_kept_out_of_clips(encoded
     assert_clips_avoid(truth, clips)
 
 
+def _still_into_fast_pan():
+    """A still shot with something moving in it, then a 16-frame dissolve (frames 80..95) into a
+    pan of 12 pixels a frame at 320x180 (2.4 grid cells), and the truth of that edit."""
+    from curate import synthetic
+    from curate.synthetic import Join, Shot
+
+    shots, joins = [Shot(96, 906, moving_object=True), Shot(96, 956, pan=(-12.1, 0.0))], [Join("dissolve", 16)]
+    return shots, joins, synthetic.truth(shots, joins)
+
+
+def test_dissolve_from_a_still_shot_into_a_fast_pan_is_found():
+    """The windows beside the dissolve change as much as it does (the pan), its contrast barely
+    dips, and the pan is too fast for the per-frame pan-blend test's side windows: only an
+    uncertain change kept it out of clips. Moved by each shot's own pan, the ends of the windows
+    around its middle blend into the middle frame evenly (`pans.MovingBlends`): a dissolve."""
+    shots, joins, truth = _still_into_fast_pan()
+    frames = _rendered_grids(shots, joins)
+    transitions = _detect(frames)
+    assert [t.kind for t in transitions] == ["dissolve"], transitions
+    assert abs(transitions[0].cut_frame - 88) <= GRADUAL_TOL, transitions
+    assert_spans_avoid(_clip_spans_of(frames), *truth.gradual[0])
+
+
+def test_dissolve_from_a_still_shot_into_a_fast_pan_through_the_split_stage(tmp_path, split):
+    """The same edit through a real H.264 encode and the whole split stage: one boundary, a
+    dissolve, and no clip holds any of its frames."""
+    from curate import synthetic
+
+    shots, joins, _ = _still_into_fast_pan()
+    truth = synthetic.make_video(tmp_path / "edit.mp4", shots, joins, 320, 180, fps=24)
+    video, clips = split(tmp_path / "edit.mp4")
+    assert list(video["cut_kinds"]) == ["dissolve"] and abs(video["cut_frames"][0] - 88) <= GRADUAL_TOL, video
+    assert clips
+    assert_clips_avoid(truth, clips)
+
+
 @pytest.mark.parametrize("stops", [False, True])
 def test_fast_pan_alone_is_no_uncertain_change(stops):
     """The same pan alone, and the same pan stopping dead (the picture then stays): a camera move

@@ -14,17 +14,35 @@ pan's shift nor standing still does. So, per frame:
   that a shift uncovers are left out);
 
 `ShotDetector` keeps both per frame and decides which runs of frames are such blends.
+
+That per-frame test needs a fast pan: the blend changes each frame by a fraction of the two
+shots' difference, which a slow pan's own residual hides. `MovingBlends` looks across a whole
+window instead. Each shot's pan, read from its own frames, predicts where its picture stands at
+the window's middle; a dissolve's middle frame is then an even blend of the two moved ends. Smooth
+motion of one shot (a zoom, something turning) also makes a middle frame the blend of frames on
+either side, so the test asks more: the moved ends differ several times more than each shot's
+own frames do after their move, which they do between two shots and not inside one.
 """
 
 from __future__ import annotations
 
 import math
+from array import array
 
 import numpy as np
 
 _MAX_SHIFT = 4  # cells a frame a pan may move, each way (a 64-cell-wide grid: 6% of the width)
 _MAX_SHIFT_Y = 2  # ... up or down (the grid is about half as tall)
 _CLEAR = 0.7  # a profile shift counts where it leaves this share of standing still's mismatch at most
+_BLEND_STEP = 2  # every other centre is tried: a dissolve's middle passes the test over several
+_BLEND_PANNING = 0.5  # a side counts as panning where this share of its frames has a profile shift
+_BLEND_REFINE = 1  # cells each way around the pan's predicted move that are searched for its best match
+_BLEND_COVER = 0.25  # the least share of the grid that both moved ends still cover
+_BLEND_RESIDUAL = 0.15  # the share of the middle frame's variance that the blend may leave unexplained
+_BLEND_WEIGHT = 0.3  # each moved end's least weight in that blend...
+_BLEND_TOTAL = 0.2  # ...and how far from 1 the weights may sum (an even blend keeps the brightness)
+_BLEND_APART = 12.0  # luma levels by which the moved ends differ on average, at least...
+_BLEND_OWN = 3.0  # ...and this many times more, against their contrast, than each shot's own frames h apart
 
 
 class PanTracker:
@@ -33,9 +51,10 @@ class PanTracker:
     def __init__(self) -> None:
         self._last: np.ndarray | None = None
 
-    def describe(self, grids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def describe(self, grids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per grid: the residual after the best camera move from the previous grid (luma levels),
-        and that move's length in cells (0 for the first grid of a video, which has none)."""
+        that move's length in cells (0 for the first grid of a video, which has none), and the
+        profiles' shift from the previous grid, (x, y) in cells (0 where no shift matches clearly)."""
         # The grid before each one, in front of the batch: the previous batch's last (or, for a
         # video's first grid, itself). Its rows [:-1] are each grid's previous one, as a view.
         with_first = np.concatenate([grids[:1] if self._last is None else self._last[None], grids])
@@ -66,7 +85,189 @@ class PanTracker:
                 better = tried < residual[frames]
                 residual[frames[better]] = tried[better]
                 move[frames[better]] = math.hypot(mx, my)
-        return residual, move
+        return residual, move, np.stack([dx, dy], axis=1)
+
+
+class MovingBlends:
+    """Feed it consecutive grids and their profile shifts (`push`); `finish` says, per frame t,
+    whether frame t is an even blend of the frames t - h and t + h once each is moved by its own
+    shot's pan (see the module docstring). Only centres beside a pan are tried, every other one:
+    elsewhere the picture tests of `shots.py` see a dissolve. It keeps the last 4h grids."""
+
+    def __init__(self, half_width: int) -> None:
+        self.h = max(2, half_width)
+        self._grids: np.ndarray | None = None  # the grids of frames [_first, num_frames)
+        self._first = 0
+        self._dx, self._dy = array("f"), array("f")  # per frame, the profiles' shift from the frame before
+        self._residual = array("f")  # and what the best camera move from it leaves unexplained
+        self._blends = array("B")  # per centre decided so far
+        self.num_frames = 0
+
+    def push(self, grids: np.ndarray, residual: np.ndarray, shifts: np.ndarray) -> None:
+        """Add the next grids, their residuals and their shifts (`PanTracker.describe`), and
+        decide every centre whose window of 2h frames each side is now complete."""
+        self._dx.extend(shifts[:, 0].tolist())
+        self._dy.extend(shifts[:, 1].tolist())
+        self._residual.extend(residual.tolist())
+        self.num_frames += len(grids)
+        start, stop = len(self._blends), self.num_frames - 2 * self.h
+        found = np.zeros(max(0, stop - start), bool)
+        centres, moves = self._candidates(start, stop)
+        if len(centres):  # the grids only now: a still or steady video never stacks them
+            window = grids if self._grids is None else np.concatenate([self._grids, grids])
+            found[centres - start] = self._blended_at(window, centres - self._first, moves)
+        self._blends.extend(found.tolist())
+        # The last 4h grids for the next batch's windows (copied: the batch's buffer is refilled).
+        recent = grids if self._grids is None or len(grids) >= 4 * self.h else np.concatenate([self._grids, grids])
+        self._grids = np.array(recent[-4 * self.h :], np.float32)
+        self._first = self.num_frames - len(self._grids)
+
+    def finish(self) -> np.ndarray:
+        """Per frame fed, whether it is such a blend (centres within 2h of either end are not)."""
+        return np.concatenate([np.asarray(self._blends, bool), np.zeros(self.num_frames - len(self._blends), bool)])
+
+    def _candidates(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """The centres in [start, stop) worth the test, and per centre the moves that its shots'
+        pans predict: (a's x, a's y, b's x, b's y) in cells."""
+        h = self.h
+        first = max(0, start - 2 * h)  # the shifts and residuals of frames [first, stop + 2h)
+        shifts = np.stack([self._dx[first : stop + 2 * h], self._dy[first : stop + 2 * h]], axis=1)
+        residual = np.asarray(self._residual[first : stop + 2 * h], np.float32)
+        # Per run of h frames from each index: the share of them with a shift.
+        moving = np.concatenate([[0], np.cumsum((shifts != 0).any(axis=1))])
+        panning = (moving[h:] - moving[:-h]) / h
+        centres = np.arange(max(start, 2 * h), stop)
+        centres = centres[centres % _BLEND_STEP == 0]
+        before, after = centres - 2 * h + 1 - first, centres + h + 1 - first  # each side's run of h frames
+        centres, before, after = _kept(np.maximum(panning[before], panning[after]) >= _BLEND_PANNING, centres, before, after)
+        if not len(centres):
+            return centres, np.zeros((0, 4), int)
+        # A blend adds to each frame what no camera move explains: around the middle, more of it
+        # than either shot's own frames have (most windows in a pan fail that, at little cost).
+        residuals = np.lib.stride_tricks.sliding_window_view(residual, h)
+        middle = np.lib.stride_tricks.sliding_window_view(residual, 2 * (h // 2) + 1).mean(axis=1)
+        sides = np.maximum(_medians(residuals[before]), _medians(residuals[after]))
+        centres, before, after = _kept(middle[centres - h // 2 - first] >= sides, centres, before, after)
+        # Each shot's move over h frames: its median shift a frame, times h. The one that took
+        # frame t - 2h to t - h also takes t - h to the middle; after it, backwards in time.
+        runs_of = np.lib.stride_tricks.sliding_window_view(shifts, h, axis=0)  # (first frame, x or y, frame)
+        moves = np.concatenate([_medians(runs_of[before]), -_medians(runs_of[after])], axis=1)
+        return centres, np.rint(moves * h).astype(int)
+
+    def _blended_at(self, grids: np.ndarray, middles: np.ndarray, moves: np.ndarray) -> np.ndarray:
+        """Per window (its middle's index in `grids`, and its moves), whether it is an even blend."""
+        h, found = self.h, np.zeros(len(middles), bool)
+        # Windows that share their moves (most of a pan's) are screened together: the ends at
+        # their predicted moves, on every other cell and with looser limits. Most windows in a pan
+        # fail there (the middle frame is one shot's picture, moved), at a small share of the cost
+        # of the whole test that the others take.
+        for rows in _groups_of(moves):
+            move_a, move_b = moves[rows[0], :2], moves[rows[0], 2:]
+            at = middles[rows]
+            screen = _fits(grids[at - h], grids[at], grids[at + h], move_a, move_b, every=2)
+            for row in rows[_blended(screen, loose=2.0)].tolist():
+                found[row] = _even_blend(grids, int(middles[row]), h, move_a, move_b)
+        return found
+
+
+def _kept(keep: np.ndarray, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Each array's elements where `keep` holds."""
+    return tuple(a[keep] for a in arrays)
+
+
+def _medians(runs: np.ndarray) -> np.ndarray:
+    """The medians along the last axis (short: sorting is cheaper than np.median's machinery)."""
+    ordered = np.sort(runs, axis=-1)
+    length = runs.shape[-1]
+    return (ordered[..., (length - 1) // 2] + ordered[..., length // 2]) / 2
+
+
+def _groups_of(moves: np.ndarray):
+    """The row indices of each distinct row of `moves` (small whole numbers of cells)."""
+    keys = np.zeros(len(moves), np.int64)
+    for column in moves.T:  # one number per row: np.unique over rows costs many times more
+        keys = keys * 1024 + (column + 512)
+    order = np.argsort(keys, kind="stable")
+    bounds = np.flatnonzero(np.diff(keys[order])) + 1
+    yield from np.split(order, bounds) if len(order) else ()
+
+
+def _even_blend(grids: np.ndarray, t: int, h: int, move_a: np.ndarray, move_b: np.ndarray) -> bool:
+    """Whether grid t is an even blend of grids t - h and t + h, each moved by its shot's move
+    (refined against the shot's own grid a move further, t - 2h and t + 2h), between two shots:
+    the moved ends differ far more than each shot's own grids do after the same move."""
+    move_a, own_a = _refined(grids[t - 2 * h], grids[t - h], move_a)
+    move_b, own_b = _refined(grids[t + 2 * h], grids[t + h], move_b)
+    fit = _fits(grids[t - h : t - h + 1], grids[t : t + 1], grids[t + h : t + h + 1], move_a, move_b)
+    if not _blended(fit)[0]:
+        return False
+    apart, contrast = float(fit[3][0]), float(fit[4][0])
+    return apart >= _BLEND_APART and apart / contrast >= _BLEND_OWN * max(own_a, own_b)
+
+
+def _fits(a: np.ndarray, middle: np.ndarray, b: np.ndarray, move_a, move_b, every: int = 1):
+    """Per row of the stacks `middle`, `a` and `b` (grids of k windows: the middle frame and the
+    ends), the middle as a least-squares blend (plus a constant) of the ends moved by `move_a` and
+    `move_b`, over the cells both still cover (every `every`-th row and column of them): the share
+    of its variance left unexplained, the two weights, how far apart the moved ends are (mean
+    absolute difference) and their mean contrast (luma std, at least 1). None when the moved ends
+    cover too little of the grid."""
+    height, width = middle.shape[1:]
+    (ax, ay), (bx, by) = (int(v) for v in move_a), (int(v) for v in move_b)
+    y0, y1 = max(0, ay, by), height + min(0, ay, by)
+    x0, x1 = max(0, ax, bx), width + min(0, ax, bx)
+    if y1 <= y0 or x1 <= x0 or (y1 - y0) * (x1 - x0) < _BLEND_COVER * height * width:
+        return None
+    ys, xs = slice(y0, y1, every), slice(x0, x1, every)
+    cells = np.stack([_slid(a, ys, xs, ax, ay), _slid(b, ys, xs, bx, by), middle[:, ys, xs]], axis=1)
+    cells = cells.reshape(len(middle), 3, -1)
+    apart = np.abs(cells[:, 0] - cells[:, 1]).mean(axis=1)
+    # Centred, the constant drops out and two weights remain: a 2x2 system, solved in closed form.
+    centred = (cells - cells.mean(axis=2, keepdims=True)).astype(np.float64)
+    gram = centred @ centred.transpose(0, 2, 1)
+    xx, xy, xm, yy, ym, mm = (gram[:, i, j] for i, j in ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)))
+    count = cells.shape[2]
+    contrast = np.maximum(0.5 * (np.sqrt(xx / count) + np.sqrt(yy / count)), 1.0)
+    det = xx * yy - xy * xy
+    solvable = (det > 1e-6 * xx * yy) & (mm > 0)
+    det, mm = np.where(solvable, det, 1.0), np.where(solvable, mm, 1.0)
+    weight_a, weight_b = (yy * xm - xy * ym) / det, (xx * ym - xy * xm) / det
+    unexplained = np.where(solvable, np.maximum(mm - weight_a * xm - weight_b * ym, 0.0) / mm, np.inf)
+    return unexplained, weight_a, weight_b, apart, contrast
+
+
+def _slid(grids: np.ndarray, ys: slice, xs: slice, dx: int, dy: int) -> np.ndarray:
+    """grids[:, y - dy, x - dx] for the rows `ys` and columns `xs` (which the move keeps inside)."""
+    return grids[:, ys.start - dy : ys.stop - dy : ys.step, xs.start - dx : xs.stop - dx : xs.step]
+
+
+def _blended(fit, loose: float = 1.0) -> np.ndarray:
+    """Per row of a `_fits`, whether it is an even blend; `loose` widens every limit by that factor."""
+    if fit is None:
+        return np.zeros(1, bool) if loose == 1.0 else np.zeros(0, bool)
+    unexplained, weight_a, weight_b = fit[:3]
+    return (
+        (unexplained <= loose * _BLEND_RESIDUAL)
+        & (np.minimum(weight_a, weight_b) >= _BLEND_WEIGHT / loose)
+        & (np.abs(weight_a + weight_b - 1) <= loose * _BLEND_TOTAL)
+    )
+
+
+def _refined(source: np.ndarray, target: np.ndarray, move: np.ndarray) -> tuple[tuple[int, int], float]:
+    """The whole-cell move within _BLEND_REFINE of `move` that best takes `source` onto
+    `target`, and how far off it leaves it: the mean absolute difference over the cells that
+    every move tried covers, against the target's contrast there."""
+    height, width = source.shape
+    mx, my, r = int(move[0]), int(move[1]), _BLEND_REFINE
+    y0, y1, x0, x1 = max(0, my + r), height + min(0, my - r), max(0, mx + r), width + min(0, mx - r)
+    if y1 - y0 < 2 or x1 - x0 < 2:
+        return (mx, my), math.inf
+    moves = [(dx, dy) for dy in range(my - r, my + r + 1) for dx in range(mx - r, mx + r + 1)]
+    part = target[y0:y1, x0:x1]
+    tried = np.stack([source[y0 - dy : y1 - dy, x0 - dx : x1 - dx] for dx, dy in moves])
+    mismatch = np.abs(tried - part).mean(axis=(1, 2))
+    best = int(mismatch.argmin())
+    return moves[best], float(mismatch[best]) / max(float(part.std()), 1.0)
 
 
 def _groups(dx: np.ndarray, dy: np.ndarray, needed: np.ndarray):

@@ -54,6 +54,11 @@ towards the zero vector, which is at distance 1 from any picture.
 - Pan blends: beside a fast pan, a run of frames that no camera move explains (`pans.py`: the
   previous grid moved by the pan, or left still), far worse than the frames clear of it on both
   sides: a dissolve into or out of a pan, which no picture test sees. An uncertain change.
+- Dissolves between moving shots (`pans.MovingBlends`): beside a pan, a window whose middle frame
+  is an even blend of its ends once each is moved by its own shot's pan, where the moved ends
+  differ several times more than each shot's own frames do (smooth motion inside one shot makes
+  middles blends of their neighbours too). A dissolve where no transition was found; over one,
+  an uncertain change.
 
 `split.detector` may join these boundaries with TransNetV2's (`transnet.py`: every boundary either
 finds, ours where both do); this module knows nothing of it.
@@ -73,7 +78,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from curate.config import SplitConfig
-from curate.stages.split.pans import PanTracker
+from curate.stages.split.pans import MovingBlends, PanTracker
 
 _CHUNK = 1024  # frames scored in one vectorised step (a few numpy calls per width for all of them; under 1 MB a stack)
 _BATCH = 64  # frames described in one vectorised step
@@ -155,6 +160,7 @@ _PAN_GROW = 1.5  # such a run grows over the frames beside it still this far abo
 _PAN_SIDE_S = 0.4  # the frames on each side that measure it...
 _PAN_CLEAR_S = 0.5  # ...this far from the frame looked at (clear of a dissolve that frame is the middle of)
 _PAN_MIN_S = 0.2  # shorter runs are a flash or something passing, left to the other tests
+_MOVING_HALF_S = 1 / 3  # the half-width of the windows whose moved ends `pans.MovingBlends` blends
 
 
 @dataclass(frozen=True)
@@ -220,6 +226,7 @@ class ShotDetector:
         self._pans = PanTracker()
         self._residual = array("f")  # what no camera move from the previous frame explains (pans.py)
         self._move = array("f")  # and the length of the move that explains the most, in cells
+        self._moving = MovingBlends(round(_MOVING_HALF_S * self.fps))  # dissolves only moved ends show
         self._grid_width = 0
         self._last_block: np.ndarray | None = None  # block means of the last described frame
         self._chunks: list[dict[str, np.ndarray]] = []
@@ -255,7 +262,8 @@ class ShotDetector:
         self._coarse.extend(_units(blocks) * weight[:, None])
         self._blocks.extend(blocks)
         self._hists.extend(_histograms(grids))
-        residual, move = self._pans.describe(grids)
+        residual, move, shifts = self._pans.describe(grids)
+        self._moving.push(grids, residual, shifts)
         self._residual.extend(residual.tolist())
         self._move.extend(move.tolist())
         self._grid_width = grids.shape[2]
@@ -305,8 +313,11 @@ class ShotDetector:
         # Blend dips join the uncertain changes only now: a whip pan's motion blur dips in contrast
         # as a blend does, and its steady steps would pass for a slide.
         dips = self._blend_dips(scores, transitions + slides, std, mean)
-        uncertain = _merged(uncertain + dips + shadowed + self._pan_blends(transitions + slides))
-        return Detection(sorted(transitions + slides, key=lambda t: (t.start, t.end)), uncertain)
+        # Dissolves that only moved ends show come last and explain none of the changes above: a
+        # short shot between two of them may hold both, and only one is seen.
+        moving, overlapping = self._moving_dissolves(transitions + slides)
+        uncertain = _merged(uncertain + dips + shadowed + overlapping + self._pan_blends(transitions + slides))
+        return Detection(sorted(transitions + slides + moving, key=lambda t: (t.start, t.end)), uncertain)
 
     # -- scoring ---------------------------------------------------------------------------
 
@@ -621,6 +632,27 @@ class ShotDetector:
             blends.append(Transition(start, end, None, "uncertain"))
         return blends
 
+    def _moving_dissolves(self, transitions: list[Transition]) -> tuple[list[Transition], list[Transition]]:
+        """Dissolves between shots in motion that only the moved ends show (`pans.MovingBlends`):
+        a run of blended centres spans its frames and 1.5h more on either side (the window's ends
+        are the last frames of each shot that it saw whole, and the dissolve's middle may lie
+        half a window from the centres that pass). Clear of the transitions found, it is a
+        dissolve; over one, an uncertain change: a transition found there may have missed some
+        of its frames (a dissolve into a fast pan passes for a wipe that starts late)."""
+        h = self._moving.h
+        blended_runs = runs(self._moving.finish())
+        explained = _near(self.num_frames, transitions, margin=self._min_gap())
+        reach, found, overlapping = h + h // 2, [], []
+        # Runs closer than a window are one dissolve (the centres between them were not tried, or
+        # failed: they all hold its frames).
+        for start, end in _joined(blended_runs, h):
+            span = (max(0, start - reach), min(self.num_frames, end + reach))
+            if explained[span[0] : span[1]].any():
+                overlapping.append(Transition(*span, None, "uncertain"))
+            else:
+                found.append(Transition(*span, (start + end) // 2, "dissolve"))
+        return found, overlapping
+
     def _slides(self, scores: dict[str, np.ndarray], bursts: list[Transition], std: np.ndarray) -> list[Transition]:
         """Bursts (whose ends are unrelated pictures) that are a slide or push: every frame of it
         changes about as much (the front moves both pictures at a steady pace), and it starts and
@@ -911,6 +943,17 @@ def _front(steps: np.ndarray) -> tuple[int, int]:
     fast as its slowest steps but not in one run with them, stay out."""
     first, last = max(runs(steps >= _SLIDE_STEADY * steps.max()), key=lambda run: run[1] - run[0])
     return _moving_edges(steps, first, last, limit=len(steps), share=_SLIDE_STEADY)
+
+
+def _joined(spans: list[tuple[int, int]], gap: int) -> list[tuple[int, int]]:
+    """Sorted [start, end) spans, those less than `gap` apart made one."""
+    joined: list[tuple[int, int]] = []
+    for start, end in spans:
+        if joined and start - joined[-1][1] < gap:
+            joined[-1] = (joined[-1][0], end)
+        else:
+            joined.append((start, end))
+    return joined
 
 
 def _merged(changes: list[Transition]) -> list[Transition]:
