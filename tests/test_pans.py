@@ -119,3 +119,13 @@ def test_a_pan_that_brightens_steadily_is_no_blend_of_two_shots():
     assert pans._blended(fit)[0] and fit[3][0] >= pans._BLEND_APART, fit
     assert not pans._even_blend(grids, t, h, move, -move)
     assert not _moving_blends(grids).any()
+
+
+def test_moves_that_leave_too_little_of_the_grid_are_no_blend():
+    """Moves so long that the moved ends share under a quarter of the grid: nothing to compare,
+    so no blend (and no error), whether screened or tested whole."""
+    grids = _pan(_world(8), 40, 1.0)
+    far = np.array([[30, 0, -30, 0]] * 2)
+    assert pans._fits(grids[[12]], grids[[20]], grids[[28]], far[0, :2], far[0, 2:]) is None
+    assert MovingBlends(8)._blended_at(grids, np.array([20, 22]), far).tolist() == [False, False]
+    assert not pans._even_blend(grids, 20, 8, far[0, :2], far[0, 2:])

@@ -165,6 +165,8 @@ class MovingBlends:
             move_a, move_b = moves[rows[0], :2], moves[rows[0], 2:]
             at = middles[rows]
             screen = _fits(grids[at - h], grids[at], grids[at + h], move_a, move_b, every=2)
+            if screen is None:  # the moves leave too little of the grid to compare
+                continue
             for row in rows[_blended(screen, loose=2.0)].tolist():
                 found[row] = _even_blend(grids, int(middles[row]), h, move_a, move_b)
         return found
@@ -199,7 +201,7 @@ def _even_blend(grids: np.ndarray, t: int, h: int, move_a: np.ndarray, move_b: n
     move_a, own_a = _refined(grids[t - 2 * h], grids[t - h], move_a)
     move_b, own_b = _refined(grids[t + 2 * h], grids[t + h], move_b)
     fit = _fits(grids[t - h : t - h + 1], grids[t : t + 1], grids[t + h : t + h + 1], move_a, move_b)
-    if not _blended(fit)[0]:
+    if fit is None or not _blended(fit)[0]:
         return False
     apart, contrast = float(fit[3][0]), float(fit[4][0])
     return apart >= _BLEND_APART and apart / contrast >= _BLEND_OWN * max(own_a, own_b)
@@ -243,8 +245,6 @@ def _slid(grids: np.ndarray, ys: slice, xs: slice, dx: int, dy: int) -> np.ndarr
 
 def _blended(fit, loose: float = 1.0) -> np.ndarray:
     """Per row of a `_fits`, whether it is an even blend; `loose` widens every limit by that factor."""
-    if fit is None:
-        return np.zeros(1, bool) if loose == 1.0 else np.zeros(0, bool)
     unexplained, weight_a, weight_b = fit[:3]
     return (
         (unexplained <= loose * _BLEND_RESIDUAL)
