@@ -89,7 +89,7 @@ class PanTracker:
 
 
 class MovingBlends:
-    """Feed it consecutive grids and their profile shifts (`push`); `finish` says, per frame t,
+    """Feed it consecutive grids with their residuals and shifts (`push`); `finish` says, per frame t,
     whether frame t is an even blend of the frames t - h and t + h once each is moved by its own
     shot's pan (see the module docstring). Only centres beside a pan are tried, every other one:
     elsewhere the picture tests of `shots.py` see a dissolve. It keeps the last 4h grids."""
