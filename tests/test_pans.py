@@ -129,3 +129,13 @@ def test_moves_that_leave_too_little_of_the_grid_are_no_blend():
     assert pans._fits(grids[[12]], grids[[20]], grids[[28]], far[0, :2], far[0, 2:]) is None
     assert MovingBlends(8)._blended_at(grids, np.array([20, 22]), far).tolist() == [False, False]
     assert not pans._even_blend(grids, 20, 8, far[0, :2], far[0, 2:])
+
+
+def test_a_grid_too_small_to_move_stands_still():
+    """A sliver of a video (a grid 4 cells tall): standing still is the only move tried, every
+    shift is 0, and no centre is a blend of moved ends."""
+    grids = np.random.default_rng(3).uniform(0, 255, (80, 4, 64)).astype(np.float32)
+    residual, move, shifts = PanTracker().describe(grids)
+    assert residual.shape == move.shape == (80,) and shifts.shape == (80, 2)
+    assert not move.any() and not shifts.any()
+    assert not _moving_blends(grids).any()

@@ -63,7 +63,8 @@ class PanTracker:
         height, width = grids.shape[1:]
         top, left = _MAX_SHIFT_Y + 1, _MAX_SHIFT + 1
         if height <= 2 * top or width <= 2 * left:  # too small a grid to move: standing still only
-            return np.abs(grids - previous).mean(axis=(1, 2)), np.zeros(len(grids), np.float32)
+            still = np.zeros(len(grids), np.float32)
+            return np.abs(grids - previous).mean(axis=(1, 2)), still, np.zeros((len(grids), 2), np.float32)
         core = grids[:, top : height - top, left : width - left]
         still = np.subtract(core, previous[:, top : height - top, left : width - left])
         residual = np.abs(still, out=still).reshape(len(grids), -1).mean(axis=1)
