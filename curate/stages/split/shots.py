@@ -645,7 +645,7 @@ class ShotDetector:
         reach, found, overlapping = h + h // 2, [], []
         # Runs closer than a window are one dissolve (the centres between them were not tried, or
         # failed: they all hold its frames).
-        for start, end in _joined(blended_runs, h):
+        for start, end in _overlapping(blended_runs, gap=h):
             span = (max(0, start - reach), min(self.num_frames, end + reach))
             if explained[span[0] : span[1]].any():
                 overlapping.append(Transition(*span, None, "uncertain"))
@@ -945,17 +945,6 @@ def _front(steps: np.ndarray) -> tuple[int, int]:
     return _moving_edges(steps, first, last, limit=len(steps), share=_SLIDE_STEADY)
 
 
-def _joined(spans: list[tuple[int, int]], gap: int) -> list[tuple[int, int]]:
-    """Sorted [start, end) spans, those less than `gap` apart made one."""
-    joined: list[tuple[int, int]] = []
-    for start, end in spans:
-        if joined and start - joined[-1][1] < gap:
-            joined[-1] = (joined[-1][0], end)
-        else:
-            joined.append((start, end))
-    return joined
-
-
 def _merged(changes: list[Transition]) -> list[Transition]:
     """Uncertain spans, in order, the overlapping ones merged into one: the same burst seen
     through windows of several widths, or by two tests."""
@@ -1173,11 +1162,11 @@ def _coherence(labels: np.ndarray, changed: np.ndarray) -> np.ndarray:
     return (same_across.sum(axis=(1, 2)) + same_down.sum(axis=(1, 2))) / np.maximum(pairs, 1)
 
 
-def _overlapping(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Sorted [start, end) spans with the overlapping ones joined."""
+def _overlapping(spans: list[tuple[int, int]], gap: int = 0) -> list[tuple[int, int]]:
+    """Sorted [start, end) spans with the overlapping ones joined (and those less than `gap` apart)."""
     joined: list[tuple[int, int]] = []
     for start, end in spans:
-        if joined and start < joined[-1][1]:
+        if joined and start < joined[-1][1] + gap:
             joined[-1] = (joined[-1][0], max(joined[-1][1], end))
         else:
             joined.append((start, end))
