@@ -74,8 +74,8 @@ def _moving_blends(grids: np.ndarray, half_width: int = 8) -> np.ndarray:
     tracker, blends = PanTracker(), MovingBlends(half_width)
     for first in range(0, len(grids), 64):
         batch = grids[first : first + 64]
-        residual, _, shifts = tracker.describe(batch)
-        blends.push(batch, residual, shifts)
+        tracker.describe(batch)
+        blends.push(batch, tracker)
     return blends.finish()
 
 
@@ -96,8 +96,8 @@ def test_a_dissolve_from_a_still_shot_into_a_pan_is_a_blend_of_its_moved_ends(sp
     assert blended and all(64 <= t <= 72 for t in blended), blended
     tracker, blends = PanTracker(), MovingBlends(8)
     for first in range(0, len(grids), 7):
-        residual, _, shifts = tracker.describe(grids[first : first + 7])
-        blends.push(grids[first : first + 7], residual, shifts)
+        tracker.describe(grids[first : first + 7])
+        blends.push(grids[first : first + 7], tracker)
     assert np.flatnonzero(blends.finish()).tolist() == blended
 
 

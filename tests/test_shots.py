@@ -1103,7 +1103,7 @@ def test_dissolve_between_shots_alike_on_the_grid_is_found_by_its_histogram():
 def test_nanmedians_match_numpy():
     """The typical step's medians of short windows with NaN at the video's ends are numpy's
     nanmedian, bit for bit, NaN where a window holds no value."""
-    from curate.stages.split.shots import _nanmedians
+    from curate.stages.split.medians import nanmedians as _nanmedians
 
     rng = np.random.default_rng(3)
     for width in (1, 2, 3, 4, 5):

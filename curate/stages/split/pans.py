@@ -28,8 +28,11 @@ from __future__ import annotations
 
 import math
 from array import array
+from typing import NamedTuple
 
 import numpy as np
+
+from curate.stages.split.medians import nanmedians
 
 _MAX_SHIFT = 4  # cells a frame a pan may move, each way (a 64-cell-wide grid: 6% of the width)
 _MAX_SHIFT_Y = 2  # ... up or down (the grid is about half as tall)
@@ -46,10 +49,14 @@ _BLEND_OWN = 3.0  # ...and this many times more, against their contrast, than ea
 
 
 class PanTracker:
-    """Feed it batches of consecutive grids (`describe`); it keeps the last grid for the next."""
+    """Feed it batches of consecutive grids (`describe`); it keeps the last grid for the next, and
+    per frame what it measured (`residual`, `move`, `dx`, `dy`: see `describe`), which the
+    detector's pan tests read."""
 
     def __init__(self) -> None:
         self._last: np.ndarray | None = None
+        self.residual, self.move = array("f"), array("f")
+        self.dx, self.dy = array("f"), array("f")
 
     def describe(self, grids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per grid: the residual after the best camera move from the previous grid (luma levels),
@@ -64,7 +71,7 @@ class PanTracker:
         top, left = _MAX_SHIFT_Y + 1, _MAX_SHIFT + 1
         if height <= 2 * top or width <= 2 * left:  # too small a grid to move: standing still only
             still = np.zeros(len(grids), np.float32)
-            return np.abs(grids - previous).mean(axis=(1, 2)), still, np.zeros((len(grids), 2), np.float32)
+            return self._kept(np.abs(grids - previous).mean(axis=(1, 2)), still, still, still)
         core = grids[:, top : height - top, left : width - left]
         still = np.subtract(core, previous[:, top : height - top, left : width - left])
         residual = np.abs(still, out=still).reshape(len(grids), -1).mean(axis=1)
@@ -86,11 +93,17 @@ class PanTracker:
                 better = tried < residual[frames]
                 residual[frames[better]] = tried[better]
                 move[frames[better]] = math.hypot(mx, my)
+        return self._kept(residual, move, dx, dy)
+
+    def _kept(self, residual, move, dx, dy) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Keep a batch's measures per frame, and return them as `describe` does."""
+        for kept, values in ((self.residual, residual), (self.move, move), (self.dx, dx), (self.dy, dy)):
+            kept.extend(values.tolist())
         return residual, move, np.stack([dx, dy], axis=1)
 
 
 class MovingBlends:
-    """Feed it consecutive grids with their residuals and shifts (`push`); `finish` says, per frame t,
+    """Feed it consecutive grids as a `PanTracker` describes them (`push`); `finish` says, per frame t,
     whether frame t is an even blend of the frames t - h and t + h once each is moved by its own
     shot's pan (see the module docstring). Only centres beside a pan are tried, every other one:
     elsewhere the picture tests of `shots.py` see a dissolve. It keeps the last 4h grids."""
@@ -99,21 +112,16 @@ class MovingBlends:
         self.h = max(2, half_width)
         self._grids: np.ndarray | None = None  # the grids of frames [_first, num_frames)
         self._first = 0
-        self._dx, self._dy = array("f"), array("f")  # per frame, the profiles' shift from the frame before
-        self._residual = array("f")  # and what the best camera move from it leaves unexplained
         self._blends = array("B")  # per centre decided so far
         self.num_frames = 0
 
-    def push(self, grids: np.ndarray, residual: np.ndarray, shifts: np.ndarray) -> None:
-        """Add the next grids, their residuals and their shifts (`PanTracker.describe`), and
-        decide every centre whose window of 2h frames each side is now complete."""
-        self._dx.extend(shifts[:, 0].tolist())
-        self._dy.extend(shifts[:, 1].tolist())
-        self._residual.extend(residual.tolist())
+    def push(self, grids: np.ndarray, pans: PanTracker) -> None:
+        """Add the next grids, which `pans` has just described (its residuals and shifts of every
+        frame so far), and decide every centre whose window of 2h frames each side is now complete."""
         self.num_frames += len(grids)
         start, stop = len(self._blends), self.num_frames - 2 * self.h
         found = np.zeros(max(0, stop - start), bool)
-        centres, moves = self._candidates(start, stop)
+        centres, moves = self._candidates(pans, start, stop)
         if len(centres):  # the grids only now: a still or steady video never stacks them
             window = grids if self._grids is None else np.concatenate([self._grids, grids])
             found[centres - start] = self._blended_at(window, centres - self._first, moves)
@@ -127,13 +135,13 @@ class MovingBlends:
         """Per frame fed, whether it is such a blend (centres within 2h of either end are not)."""
         return np.concatenate([np.asarray(self._blends, bool), np.zeros(self.num_frames - len(self._blends), bool)])
 
-    def _candidates(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    def _candidates(self, pans: PanTracker, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """The centres in [start, stop) worth the test, and per centre the moves that its shots'
         pans predict: (a's x, a's y, b's x, b's y) in cells."""
         h = self.h
         first = max(0, start - 2 * h)  # the shifts and residuals of frames [first, stop + 2h)
-        shifts = np.stack([self._dx[first : stop + 2 * h], self._dy[first : stop + 2 * h]], axis=1)
-        residual = np.asarray(self._residual[first : stop + 2 * h], np.float32)
+        shifts = np.stack([pans.dx[first : stop + 2 * h], pans.dy[first : stop + 2 * h]], axis=1)
+        residual = np.asarray(pans.residual[first : stop + 2 * h], np.float32)
         # Per run of h frames from each index: the share of them with a shift.
         moving = np.concatenate([[0], np.cumsum((shifts != 0).any(axis=1))])
         panning = (moving[h:] - moving[:-h]) / h
@@ -147,12 +155,12 @@ class MovingBlends:
         # than either shot's own frames have (most windows in a pan fail that, at little cost).
         residuals = np.lib.stride_tricks.sliding_window_view(residual, h)
         middle = np.lib.stride_tricks.sliding_window_view(residual, 2 * (h // 2) + 1).mean(axis=1)
-        sides = np.maximum(_medians(residuals[before]), _medians(residuals[after]))
+        sides = np.maximum(nanmedians(residuals[before]), nanmedians(residuals[after]))
         centres, before, after = _kept(middle[centres - h // 2 - first] >= sides, centres, before, after)
         # Each shot's move over h frames: its median shift a frame, times h. The one that took
         # frame t - 2h to t - h also takes t - h to the middle; after it, backwards in time.
         runs_of = np.lib.stride_tricks.sliding_window_view(shifts, h, axis=0)  # (first frame, x or y, frame)
-        moves = np.concatenate([_medians(runs_of[before]), -_medians(runs_of[after])], axis=1)
+        moves = np.concatenate([nanmedians(runs_of[before]), -nanmedians(runs_of[after])], axis=1)
         return centres, np.rint(moves * h).astype(int)
 
     def _blended_at(self, grids: np.ndarray, middles: np.ndarray, moves: np.ndarray) -> np.ndarray:
@@ -178,13 +186,6 @@ def _kept(keep: np.ndarray, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
     return tuple(a[keep] for a in arrays)
 
 
-def _medians(runs: np.ndarray) -> np.ndarray:
-    """The medians along the last axis (short: sorting is cheaper than np.median's machinery)."""
-    ordered = np.sort(runs, axis=-1)
-    length = runs.shape[-1]
-    return (ordered[..., (length - 1) // 2] + ordered[..., length // 2]) / 2
-
-
 def _groups_of(moves: np.ndarray):
     """The row indices of each distinct row of `moves` (small whole numbers of cells)."""
     keys = np.zeros(len(moves), np.int64)
@@ -204,11 +205,21 @@ def _even_blend(grids: np.ndarray, t: int, h: int, move_a: np.ndarray, move_b: n
     fit = _fits(grids[t - h : t - h + 1], grids[t : t + 1], grids[t + h : t + h + 1], move_a, move_b)
     if fit is None or not _blended(fit)[0]:
         return False
-    apart, contrast = float(fit[3][0]), float(fit[4][0])
+    apart, contrast = float(fit.apart[0]), float(fit.contrast[0])
     return apart >= _BLEND_APART and apart / contrast >= _BLEND_OWN * max(own_a, own_b)
 
 
-def _fits(a: np.ndarray, middle: np.ndarray, b: np.ndarray, move_a, move_b, every: int = 1):
+class Fits(NamedTuple):
+    """Per window, the middle frame as a blend of its moved ends (`_fits`)."""
+
+    unexplained: np.ndarray  # the share of the middle's variance the blend leaves
+    weight_a: np.ndarray
+    weight_b: np.ndarray
+    apart: np.ndarray  # the moved ends' mean absolute difference, luma levels
+    contrast: np.ndarray  # their mean luma std, at least 1
+
+
+def _fits(a: np.ndarray, middle: np.ndarray, b: np.ndarray, move_a, move_b, every: int = 1) -> Fits | None:
     """Per row of the stacks `middle`, `a` and `b` (grids of k windows: the middle frame and the
     ends), the middle as a least-squares blend (plus a constant) of the ends moved by `move_a` and
     `move_b`, over the cells both still cover (every `every`-th row and column of them): the share
@@ -236,7 +247,7 @@ def _fits(a: np.ndarray, middle: np.ndarray, b: np.ndarray, move_a, move_b, ever
     det, mm = np.where(solvable, det, 1.0), np.where(solvable, mm, 1.0)
     weight_a, weight_b = (yy * xm - xy * ym) / det, (xx * ym - xy * xm) / det
     unexplained = np.where(solvable, np.maximum(mm - weight_a * xm - weight_b * ym, 0.0) / mm, np.inf)
-    return unexplained, weight_a, weight_b, apart, contrast
+    return Fits(unexplained, weight_a, weight_b, apart, contrast)
 
 
 def _slid(grids: np.ndarray, ys: slice, xs: slice, dx: int, dy: int) -> np.ndarray:
@@ -244,13 +255,12 @@ def _slid(grids: np.ndarray, ys: slice, xs: slice, dx: int, dy: int) -> np.ndarr
     return grids[:, ys.start - dy : ys.stop - dy : ys.step, xs.start - dx : xs.stop - dx : xs.step]
 
 
-def _blended(fit, loose: float = 1.0) -> np.ndarray:
-    """Per row of a `_fits`, whether it is an even blend; `loose` widens every limit by that factor."""
-    unexplained, weight_a, weight_b = fit[:3]
+def _blended(fit: Fits, loose: float = 1.0) -> np.ndarray:
+    """Per window, whether it is an even blend; `loose` widens every limit by that factor."""
     return (
-        (unexplained <= loose * _BLEND_RESIDUAL)
-        & (np.minimum(weight_a, weight_b) >= _BLEND_WEIGHT / loose)
-        & (np.abs(weight_a + weight_b - 1) <= loose * _BLEND_TOTAL)
+        (fit.unexplained <= loose * _BLEND_RESIDUAL)
+        & (np.minimum(fit.weight_a, fit.weight_b) >= _BLEND_WEIGHT / loose)
+        & (np.abs(fit.weight_a + fit.weight_b - 1) <= loose * _BLEND_TOTAL)
     )
 
 

@@ -78,6 +78,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from curate.config import SplitConfig
+from curate.stages.split.medians import nanmedians
 from curate.stages.split.pans import MovingBlends, PanTracker
 
 _CHUNK = 1024  # frames scored in one vectorised step (a few numpy calls per width for all of them; under 1 MB a stack)
@@ -223,9 +224,7 @@ class ShotDetector:
         self._std = array("f")  # compact: one float per frame for the whole video
         self._mean = array("f")  # and its mean luma: a fade moves brightness along with contrast
         self._spread = array("f")  # how evenly each frame's change is spread over the picture
-        self._pans = PanTracker()
-        self._residual = array("f")  # what no camera move from the previous frame explains (pans.py)
-        self._move = array("f")  # and the length of the move that explains the most, in cells
+        self._pans = PanTracker()  # per frame, what no camera move explains and the move's length (pans.py)
         self._moving = MovingBlends(round(_MOVING_HALF_S * self.fps))  # dissolves only moved ends show
         self._grid_width = 0
         self._last_block: np.ndarray | None = None  # block means of the last described frame
@@ -262,10 +261,8 @@ class ShotDetector:
         self._coarse.extend(_units(blocks) * weight[:, None])
         self._blocks.extend(blocks)
         self._hists.extend(_histograms(grids))
-        residual, move, shifts = self._pans.describe(grids)
-        self._moving.push(grids, residual, shifts)
-        self._residual.extend(residual.tolist())
-        self._move.extend(move.tolist())
+        self._pans.describe(grids)
+        self._moving.push(grids, self._pans)
         self._grid_width = grids.shape[2]
         self.num_frames += len(grids)
         while self.num_frames - self._next_centre >= _CHUNK + self.lookahead:
@@ -610,7 +607,7 @@ class ShotDetector:
         pan, which changes the picture no faster than the pan does and need not dip in contrast.
         A run grows over the frames beside it that are still well above their side. Away from
         fast pans the picture tests see dissolves, and a shot's own action would pass for one."""
-        residual, move = np.asarray(self._residual, np.float32), np.asarray(self._move, np.float32)
+        residual, move = np.asarray(self._pans.residual, np.float32), np.asarray(self._pans.move, np.float32)
         n, longest = len(residual), self._max_transition()
         side, clear = max(2, round(_PAN_SIDE_S * self.fps)), max(2, round(_PAN_CLEAR_S * self.fps))
         before, after = _side_medians(residual, side, clear)
@@ -1235,23 +1232,13 @@ def _typical_step(step: np.ndarray) -> np.ndarray:
     k = _NEIGHBOURS
     padded = np.concatenate([np.full(k, np.nan), step, np.full(k + 1, np.nan)]).astype(np.float64)
     padded[k] = np.nan  # frame 0 has no previous frame, so no step
-    medians = _nanmedians(np.lib.stride_tricks.sliding_window_view(padded, k))
+    medians = nanmedians(np.lib.stride_tricks.sliding_window_view(padded, k))
     n = len(step)
     left, right = medians[0:n], medians[k + 1 : k + 1 + n]  # of steps t-k .. t-1, and t+1 .. t+k
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows at the edges are expected
         typical = np.nanmean(np.stack([left, right]), axis=0)
     return np.nan_to_num(typical, nan=0.0).astype(np.float32)
-
-
-def _nanmedians(windows: np.ndarray) -> np.ndarray:
-    """Per row, the median of its values other than NaN (NaN if none): what np.nanmedian gives,
-    without its per-call cost of masked arrays, which for short rows outweighed the work."""
-    ordered = np.sort(windows, axis=1)  # NaN sorts last
-    count = windows.shape[1] - np.isnan(windows).sum(axis=1)
-    low = np.take_along_axis(ordered, np.maximum(count - 1, 0)[:, None] // 2, axis=1)[:, 0]
-    high = np.take_along_axis(ordered, count[:, None] // 2, axis=1)[:, 0]  # the same value when count is odd
-    return np.where(count > 0, (low + high) / 2, np.nan)
 
 
 def _side_medians(values: np.ndarray, side: int, clear: int) -> tuple[np.ndarray, np.ndarray]:
