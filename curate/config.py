@@ -106,6 +106,11 @@ class SplitConfig:
         "ensemble: a boundary only TransNetV2 finds is kept when its single-frame probability reaches this "
         "(its unconfident detections were mostly flashes, occlusions and whip pans that ours rejects).",
     )
+    transnet_uncertain: float = _field(
+        0.3,
+        "transnetv2, ensemble: frames whose many-hot probability (inside a transition) exceeds this, in runs that "
+        "touch no transition found, stay out of clips as an uncertain change, not a boundary (1: off).",
+    )
     transnet_batch_windows: int = _runtime(8, "TransNetV2: 100-frame windows per model forward.")
     transnet_device: str = _field("auto", "TransNetV2: auto (CUDA when available), cuda, cuda:N or cpu; fp32 on both.")
     min_side: int = _threshold(32, "Drop as 'too_small' a clip whose picture, as shown, is narrower or lower than this (pixels).")
@@ -154,6 +159,7 @@ class SplitConfig:
         _require(self.detector in DETECTORS, f"split.detector must be one of {', '.join(DETECTORS)}")
         _require(0 < self.transnet_threshold < 1, "split.transnet_threshold must be in (0, 1)")
         _require(0 < self.ensemble_threshold < 1, "split.ensemble_threshold must be in (0, 1)")
+        _require(0 < self.transnet_uncertain <= 1, "split.transnet_uncertain must be in (0, 1]")
         _require(self.transnet_batch_windows >= 1, "split.transnet_batch_windows must be >= 1")
         _require(
             self.transnet_device in ("auto", "cpu", "cuda") or self.transnet_device.startswith("cuda:"),

@@ -128,6 +128,46 @@ def test_ensemble_keeps_ours_where_both_fire_and_adds_the_rest():
     assert transnet.ensemble([Transition(20, 20, 20, "cut")], [Transition(26, 26, 26, "cut")], 6)[1].cut_frame == 26  # a 6-frame shot
 
 
+def test_many_hot_runs_that_touch_no_transition_are_uncertain():
+    single, many = np.zeros(100, np.float32), np.zeros(100, np.float32)
+    many[10:14] = 0.5  # inside a transition, says the model, and nothing was found there
+    many[30:33] = 0.9  # right before a found cut: that transition's frames, not a doubt
+    many[60:65] = 0.25  # under the threshold
+    found = [Transition(33, 33, 33, "cut")]
+    probabilities = transnet.Probabilities(single, many)
+    assert transnet.uncertain_from(probabilities, 0.3, found) == [Transition(10, 14, None, "uncertain")]
+    lower = transnet.uncertain_from(probabilities, 0.2, found)
+    assert lower == [Transition(10, 14, None, "uncertain"), Transition(60, 65, None, "uncertain")]
+    assert transnet.uncertain_from(probabilities, 1.0, found) == []  # off
+
+
+@pytest.fixture(scope="module")
+def dissolve_beside_a_slow_pan(tmp_path_factory):
+    """The first three shots of synthetic edit 15 (320x180, 24 fps): a cut, then a 16-frame
+    dissolve from a slow pan just after something passes close to the lens into a still shot with
+    a moving object. Neither our rules nor TransNetV2's single-frame head find the dissolve; the
+    model's many-hot head marks it (0.87 at most on bench/accuracy.py's edit, 2026-12-06)."""
+    path = tmp_path_factory.mktemp("transnet") / "edit-015-head.mp4"
+    shots, joins = synthetic.edited_video(15, num_shots=8)
+    return path, synthetic.make_video(path, shots[:3], joins[:2], 320, 180, fps=24)
+
+
+def _straddling(clips: list[dict], truth: synthetic.Truth) -> list[tuple[int, int]]:
+    spans = [(c["start_frame"], c["end_frame"]) for c in clips]
+    return [(a, b) for a, b in spans if any(a <= last and first < b for first, last in truth.gradual)]
+
+
+def test_frames_the_model_marks_inside_a_transition_stay_out_of_clips(dissolve_beside_a_slow_pan):
+    path, truth = dissolve_beside_a_slow_pan
+    assert truth.gradual == [(131, 146)]
+    heuristic = split(path)[1]["clips"].to_pylist()
+    row, outputs = split(path, detector="ensemble", transnet_device="cpu")
+    off_row, off = split(path, detector="ensemble", transnet_device="cpu", transnet_uncertain=1.0)
+    assert _straddling(heuristic, truth) and _straddling(off["clips"].to_pylist(), truth)  # the case is a miss for both
+    assert _straddling(outputs["clips"].to_pylist(), truth) == []
+    assert row["cut_frames"] == off_row["cut_frames"] == truth.hard_cuts  # a doubt is no boundary
+
+
 def _shot(seed: int, num_frames: int, gain: float = 1.0, offset: float = 0.0, moving: bool = True) -> list[np.ndarray]:
     shot = synthetic.Shot(num_frames, seed=seed, moving_object=moving)
     return [np.clip(f * gain + offset, 0, 255).astype(np.uint8) for f in synthetic.render([shot], [], W, H)]
@@ -185,6 +225,7 @@ def test_cli_split_with_transnetv2_writes_cut_frames_and_the_transitions_table(h
         ("split.transnet_threshold=1.5", "split.transnet_threshold must be in (0, 1)"),
         ("split.transnet_batch_windows=0", "split.transnet_batch_windows must be >= 1"),
         ("split.ensemble_threshold=0", "split.ensemble_threshold must be in (0, 1)"),
+        ("split.transnet_uncertain=0", "split.transnet_uncertain must be in (0, 1]"),
         ("split.transnet_device=tpu", "split.transnet_device must be auto, cpu, cuda or cuda:N"),
     ],
 )

@@ -125,13 +125,17 @@ class SplitStage(Stage):
     ) -> tuple[Detection, transnet.Probabilities]:
         """TransNetV2's transitions (transnetv2), or both detectors' joined (ensemble), from the
         model's per-frame probabilities; `blank` marks the frames our detector found blank (what
-        makes a transition a fade)."""
+        makes a transition a fade). The frames the model puts inside a transition where none was
+        found stay out of clips (`transnet.uncertain_from`), beside our uncertain changes."""
         min_gap = max(2, round(self.config.min_shot_s * fps))
         theirs = transnet.transitions_from(probabilities, self.config.transnet_threshold, min_gap, blank)
         if self.config.detector == "transnetv2":
-            return Detection(theirs, []), probabilities
-        joined = transnet.ensemble(ours.transitions, theirs, min_gap, probabilities.single, self.config.ensemble_threshold)
-        return Detection(joined, ours.uncertain), probabilities
+            found, uncertain = theirs, []
+        else:
+            found = transnet.ensemble(ours.transitions, theirs, min_gap, probabilities.single, self.config.ensemble_threshold)
+            uncertain = ours.uncertain
+        doubts = transnet.uncertain_from(probabilities, self.config.transnet_uncertain, found)
+        return Detection(found, sorted(uncertain + doubts, key=lambda t: (t.start, t.end))), probabilities
 
     def failed(self, unit: Unit, message: str) -> tuple[dict, dict]:
         return self._error(unit.payload, message)

@@ -25,8 +25,14 @@ every one only TransNetV2 finds whose single-frame probability reaches `split.en
 pans on the synthetic edits, and the ones it rightly adds on real footage scored 0.70-0.97).
 Where both find one (cut frames closer than `split.min_shot_s`, or spans that touch), ours gives
 its cut frame and kind (they come from the picture itself) and the span covers both. Our
-uncertain changes stay out of clips. README ("How shot detection works") gives the figures per
-detector on the real sets.
+uncertain changes stay out of clips.
+
+With either learned detector, the runs of frames whose many-hot probability exceeds
+`split.transnet_uncertain` (0.3) and that touch no transition found stay out of clips too, as
+uncertain changes (`uncertain_from`): no boundary, since the model named none there (or one too
+unsure for the ensemble), but it saw frames inside a transition. On the synthetic edits those held
+the dissolves our rules miss, mostly from or into a pan; on real footage such runs are rare. README ("How shot
+detection works") gives the figures per detector on the real sets.
 """
 
 from __future__ import annotations
@@ -288,6 +294,18 @@ def ensemble(
         if confident and not any(_same(t, o, min_gap) for o in ours):
             joined.append(t)
     return sorted(joined, key=lambda t: (t.start, t.end))
+
+
+def uncertain_from(probabilities: Probabilities, threshold: float, transitions: list[Transition]) -> list[Transition]:
+    """Uncertain changes: the runs of frames whose many-hot probability exceeds `threshold` and
+    that touch none of `transitions`: frames the model puts inside a transition where no boundary
+    was found (a dissolve between shots in motion that no rule saw, or a flash or an occlusion).
+    Clips keep clear of them; they are no boundaries."""
+    return [
+        Transition(start, end, None, "uncertain")
+        for start, end in runs(probabilities.many_hot > threshold)
+        if not any(t.start <= end and start <= t.end for t in transitions)
+    ]
 
 
 def _same(a: Transition, b: Transition, min_gap: int) -> bool:
