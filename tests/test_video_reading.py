@@ -25,7 +25,7 @@ from curate.stages.motion.stage import MotionStage
 from curate.stages.split.shots import Transition
 from curate.stages.split.stage import clip_spans
 from curate.synthetic import Join, Shot, make_video, render
-from curate.videoio import DecodeLog, dominant_fps, iter_frames, iter_spans, luma, open_video
+from curate.videoio import DecodeLog, LumaGrid, dominant_fps, iter_frames, iter_spans, luma, open_video
 
 W, H = 160, 90
 
@@ -384,3 +384,19 @@ def test_one_frame_video_is_still_a_video(tmp_path):
     make_video(path, [Shot(1, 1)], [], W, H, 24)
     video, _ = split_video(path)
     assert video["status"] == "ok" and video["num_frames"] == 1
+
+
+@pytest.mark.parametrize("width, height", [(640, 360), (1280, 720), (721, 577), (33, 17), (3, 2)])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])  # 8-bit planes, and 10-bit ones brought to 0-255
+def test_luma_grid_cells_average_a_quarter_pattern_of_pixels(width, height, dtype):
+    plane = np.random.default_rng(width).integers(0, 256, (height, width)).astype(dtype)
+    grid = LumaGrid(width, height, 64, 36)
+    step_x, step_y = grid.step_x, grid.step_y
+    ys, xs = {step_y // 4, 3 * (step_y // 4)}, {step_x // 4, 3 * (step_x // 4)}
+    expected = np.array(
+        [[np.mean([float(plane[i * step_y + y, j * step_x + x]) for y in ys for x in xs]) for j in range(grid.grid_width)]
+         for i in range(grid.grid_height)]
+    )  # fmt: skip
+    cells = grid(plane)
+    assert cells.dtype == np.float32 and cells.shape == (min(36, height), min(64, width))
+    assert np.array_equal(cells, expected.astype(np.float32))
