@@ -199,3 +199,25 @@ def test_pretrained_loader_reads_a_diffusers_folder(tiny, tmp_path):
     short = tiny.encode_text([CAPTION])
     with torch.no_grad():
         torch.testing.assert_close(loaded.predict(latents, torch.tensor([0.3]), short), tiny.predict(latents, torch.tensor([0.3]), short))
+
+
+def test_the_encoders_alone_encode_as_the_whole_family_does(tiny, tmp_path):
+    """`with_transformer=False` (what precompute loads): the same encoders, shape rules and
+    outputs, and no transformer. The pretrained loader needs only the transformer's config.json:
+    its folder here holds no weights, which the whole family could not load without."""
+    encoders = load_family("tiny", "cpu", seed=0, with_transformer=False)
+    for part in ("vae", "text_encoder"):
+        getattr(tiny, part).save_pretrained(tmp_path / part)
+    tiny.tokenizer.save_pretrained(tmp_path / "tokenizer")
+    tiny.transformer.save_config(tmp_path / "transformer")
+    folder = load_family("wan2.1-t2v-1.3b", source=str(tmp_path), with_transformer=False)
+    with pytest.raises(ModelUnavailable):
+        load_family("wan2.1-t2v-1.3b", source=str(tmp_path))
+    frames = synthetic_frames()
+    for family in (encoders, folder):
+        assert family.transformer is None
+        assert family.shape_steps() == tiny.shape_steps()
+        assert family.latent_shape(FRAMES, HEIGHT, WIDTH) == tiny.latent_shape(FRAMES, HEIGHT, WIDTH)
+        torch.testing.assert_close(family.encode_video(frames), tiny.encode_video(frames))
+    torch.testing.assert_close(encoders.encode_text([CAPTION]), tiny.encode_text([CAPTION]))
+    torch.testing.assert_close(folder.encode_text([CAPTION])[:, :TINY_TEXT_MAX_LENGTH], tiny.encode_text([CAPTION]))

@@ -28,6 +28,22 @@ def losses(run: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+def test_precompute_loads_no_transformer(train_shards, tmp_path, monkeypatch):
+    """Only the encoders are loaded (a 14B transformer alone is 57 GB in float32)."""
+    import train.precompute
+
+    loaded = []
+
+    def load_family(*args, **kwargs):
+        loaded.append(real(*args, **kwargs))
+        return loaded[-1]
+
+    real = train.precompute.load_family
+    monkeypatch.setattr(train.precompute, "load_family", load_family)
+    assert main(["precompute", "--shards", str(train_shards), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert len(loaded) == 1 and loaded[0].transformer is None
+
+
 def test_latent_shards_mirror_the_video_shards(train_shards, latents):
     assert sorted(p.name for p in latents.glob("*.tar")) == sorted(p.name for p in train_shards.glob("*.tar"))
     index = json.loads((latents / "index.json").read_text())

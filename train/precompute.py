@@ -7,7 +7,8 @@ The frames are those the loader picks for the sample (its bucket's shape, its fi
 at the stride or fps), so a latent shard holds one temporal crop per clip. With buckets, each clip
 is encoded at its own bucket's shape (the encoder's batches group clips of one bucket) and its
 json records that shape under "latent"; the loader batches latents by it, as it batches videos.
-A latent shard keeps its video shard's sample order. Each output shard is written atomically, and
+A latent shard keeps its video shard's sample order. Only the encoders are loaded (the
+transformer's config, not its weights). Each output shard is written atomically, and
 shards already written are skipped, so a killed precompute resumes where it stopped. Samples that
 cannot be decoded or fit no bucket are left out and counted.
 """
@@ -58,7 +59,7 @@ def precompute(config: TrainConfig, out: Path, dtype: str = "float16", progress:
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device, "device")
     text_dtype = torch.bfloat16 if device.type == "cuda" and config.mixed_precision == "auto" else torch.float32
-    family = load_family(config.preset, device, text_dtype, seed=config.seed, source=config.model_source or None)
+    family = load_family(config.preset, device, text_dtype, seed=config.seed, source=config.model_source or None, with_transformer=False)
     family.check_video_shape(config.num_frames, config.height, config.width)
     buckets = Buckets.for_run(config, *family.shape_steps())
     _claim(out, _recipe(config, family, dtype))

@@ -14,7 +14,8 @@ Presets register themselves: every module of this package is imported on the fir
 each family module (`wan`) decorates its builders with `@register("preset-name")`. The interface
 and the registry live in `family`, which family modules import instead of this package, so no
 import goes in a circle. Adding a family (LTX-Video, CogVideoX) is a new file here, never a change
-to the trainer. Builders take `(device, dtype, seed, source, transformer_dtype)`; see `load_family`.
+to the trainer. Builders take `(device, dtype, seed, source, transformer_dtype, with_transformer)`;
+see `load_family`.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def load_family(
     seed: int = 0,
     source: str | None = None,
     transformer_dtype: torch.dtype = torch.float32,
+    with_transformer: bool = True,
 ) -> VideoFamily:
     """The model family of `preset` on `device`.
 
@@ -55,13 +57,19 @@ def load_family(
     they train (autocast gives bf16 compute), bfloat16 for a frozen LoRA base (half the memory;
     the modules diffusers keeps in float32 stay float32). `seed` sets the weights of randomly
     initialised presets (`tiny`); `source` replaces a pretrained preset's hub id with a local
-    folder in diffusers format or another hub id of the same architecture.
+    folder in diffusers format or another hub id of the same architecture. `with_transformer=False`
+    gives the encoders alone (`train.precompute` needs no more): the family still knows the
+    transformer's shape rules, read from its config, but neither reads nor builds its weights (a
+    14B one is some 57 GB in float32), so `predict` and `state_dict` are unavailable.
     """
     _discover()
     builder = FAMILIES.get(preset)
     if builder is None:
         raise ConfigError(f"unknown model preset {preset!r}; known presets: {', '.join(sorted(FAMILIES))}")
-    return builder(device=torch.device(device), dtype=dtype, seed=seed, source=source, transformer_dtype=transformer_dtype)
+    return builder(
+        device=torch.device(device), dtype=dtype, seed=seed, source=source, transformer_dtype=transformer_dtype,
+        with_transformer=with_transformer,
+    )  # fmt: skip
 
 
 def _discover() -> None:

@@ -42,7 +42,8 @@ class VideoFamily(ABC):
     lora_targets: tuple[str, ...] = ()
 
     def __init__(self, *, transformer, vae, text_encoder, tokenizer, text_max_length: int, device, preset: str, source: str):
-        self.transformer = transformer.to(device)  # the trainable nn.Module
+        # The trainable nn.Module; None in a family of encoders alone (`load_family(with_transformer=False)`).
+        self.transformer = transformer.to(device) if transformer is not None else None
         # What `predict` calls: the transformer itself, or the trainer's DDP wrapper around it
         # (weights and state dicts always come from the bare transformer).
         self.denoiser = self.transformer

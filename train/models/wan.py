@@ -33,6 +33,7 @@ HUB_ID = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
 HUB_ID_14B = "Wan-AI/Wan2.1-T2V-14B-Diffusers"
 # What training needs from the diffusers repo (the scheduler and pipeline config are not used).
 _FILES = ["model_index.json", "transformer/*", "vae/*", "text_encoder/*", "tokenizer/*"]
+_ENCODER_FILES = ["model_index.json", "transformer/config.json", "vae/*", "text_encoder/*", "tokenizer/*"]  # precompute's
 TEXT_MAX_LENGTH = 512  # WanPipeline's prompt length
 TIME_SCALE = 1000.0  # Wan's transformer takes flow time t scaled to [0, 1000], as its scheduler gives
 
@@ -53,7 +54,7 @@ class WanFamily(VideoFamily):
     # both feed-forward layers, in every block: the layers Wan's LoRA trainers adapt.
     lora_targets = ("to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2")
 
-    def __init__(self, **parts):
+    def __init__(self, *, patch_size, **parts):
         super().__init__(**parts)
         self.tokenizer.padding_side = "right"  # the zeroing in encode_text assumes it
         config = self.vae.config
@@ -62,7 +63,7 @@ class WanFamily(VideoFamily):
         self.latents_std = torch.tensor(config.latents_std, device=self.device).view(1, channels, 1, 1, 1)
         self.temporal_factor = config.scale_factor_temporal
         self.spatial_factor = config.scale_factor_spatial
-        patch_t, patch_h, patch_w = self.transformer.config.patch_size
+        patch_t, patch_h, patch_w = patch_size  # the transformer config's (it may not be loaded)
         if patch_t != 1 or patch_h != patch_w:
             raise ModelUnavailable(f"{self.label}: unsupported transformer patch size {(patch_t, patch_h, patch_w)}")
         self.spatial_multiple = self.spatial_factor * patch_h  # latents must tile into patches
@@ -138,39 +139,45 @@ def _neighbours(value: int, step: int, first: int) -> str:
 
 @register("wan2.1-t2v-1.3b")
 def load_wan21_t2v_1_3b(
-    device: torch.device, dtype: torch.dtype, seed: int, source: str | None, transformer_dtype: torch.dtype
+    device: torch.device, dtype: torch.dtype, seed: int, source: str | None, transformer_dtype: torch.dtype, with_transformer: bool = True
 ) -> WanFamily:
     """The pretrained 1.3B model (see `load_pretrained`); `seed` is unused (nothing is random)."""
-    return load_pretrained(source or HUB_ID, "wan2.1-t2v-1.3b", device, dtype, transformer_dtype)
+    return load_pretrained(source or HUB_ID, "wan2.1-t2v-1.3b", device, dtype, transformer_dtype, with_transformer)
 
 
 @register("wan2.1-t2v-14b")
 def load_wan21_t2v_14b(
-    device: torch.device, dtype: torch.dtype, seed: int, source: str | None, transformer_dtype: torch.dtype
+    device: torch.device, dtype: torch.dtype, seed: int, source: str | None, transformer_dtype: torch.dtype, with_transformer: bool = True
 ) -> WanFamily:
     """The pretrained 14B model (see `load_pretrained`); `seed` is unused (nothing is random)."""
-    return load_pretrained(source or HUB_ID_14B, "wan2.1-t2v-14b", device, dtype, transformer_dtype)
+    return load_pretrained(source or HUB_ID_14B, "wan2.1-t2v-14b", device, dtype, transformer_dtype, with_transformer)
 
 
 def load_pretrained(
-    model: str, preset: str, device: torch.device, dtype: torch.dtype, transformer_dtype: torch.dtype = torch.float32
-) -> WanFamily:
+    model: str, preset: str, device: torch.device, dtype: torch.dtype, transformer_dtype: torch.dtype = torch.float32,
+    with_transformer: bool = True,
+) -> WanFamily:  # fmt: skip
     """A Wan 2.1 T2V model in diffusers' layout: a hub id or a local folder. The text encoder is
     `dtype`, the transformer `transformer_dtype` (read in that dtype: a bf16 14B never exists in
-    float32), the VAE float32 whatever both, as Wan's diffusers examples keep it."""
+    float32), the VAE float32 whatever both, as Wan's diffusers examples keep it. Without the
+    transformer, only its config.json is read (and fetched)."""
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import AutoTokenizer, UMT5EncoderModel
 
-    folder = fetch_snapshot(model, _FILES)
+    folder = fetch_snapshot(model, _FILES if with_transformer else _ENCODER_FILES)
+    transformer = None
     try:
         with hub_offline(), quiet_logs():  # everything is local by now: never wait on the network
             tokenizer = AutoTokenizer.from_pretrained(folder, subfolder="tokenizer")
             text_encoder = UMT5EncoderModel.from_pretrained(folder, subfolder="text_encoder", dtype=dtype)
             vae = AutoencoderKLWan.from_pretrained(folder, subfolder="vae", dtype=torch.float32)
-            transformer = WanTransformer3DModel.from_pretrained(folder, subfolder="transformer", dtype=transformer_dtype)
+            patch_size = WanTransformer3DModel.load_config(folder, subfolder="transformer")["patch_size"]
+            if with_transformer:
+                transformer = WanTransformer3DModel.from_pretrained(folder, subfolder="transformer", dtype=transformer_dtype)
     except Exception as exc:
         raise ModelUnavailable(f"cannot load video model {model} from {folder}: {reason(exc)}") from None
     return WanFamily(
+        patch_size=patch_size,
         transformer=transformer,
         vae=vae,
         text_encoder=text_encoder,
@@ -203,8 +210,11 @@ def random_transformer(config: dict, dtype: torch.dtype, device: torch.device | 
 
 
 @register("tiny")
-def build_tiny(device: torch.device, dtype: torch.dtype, seed: int, source: str | None, transformer_dtype: torch.dtype) -> WanFamily:
-    """Random tiny Wan, the same weights for the same seed (built on the CPU, then moved)."""
+def build_tiny(
+    device: torch.device, dtype: torch.dtype, seed: int, source: str | None, transformer_dtype: torch.dtype, with_transformer: bool = True
+) -> WanFamily:
+    """Random tiny Wan, the same weights for the same seed (built on the CPU, then moved; the
+    transformer last, so the encoders are the same without it)."""
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import UMT5EncoderModel
 
@@ -214,10 +224,12 @@ def build_tiny(device: torch.device, dtype: torch.dtype, seed: int, source: str 
     with seeded(seed):
         text_encoder = UMT5EncoderModel(tiny_text_config(len(tokenizer)))
         vae = AutoencoderKLWan(**TINY_VAE)
-        transformer = WanTransformer3DModel(**tiny_transformer_config(text_dim=text_encoder.config.d_model))
+        config = tiny_transformer_config(text_dim=text_encoder.config.d_model)
+        transformer = cast_weights(WanTransformer3DModel(**config), transformer_dtype) if with_transformer else None
     calibrate_latents(vae.eval(), seed)
     return WanFamily(
-        transformer=cast_weights(transformer, transformer_dtype),
+        patch_size=config["patch_size"],
+        transformer=transformer,
         vae=vae,
         text_encoder=text_encoder.to(dtype),
         tokenizer=tokenizer,
