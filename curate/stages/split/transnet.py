@@ -31,8 +31,8 @@ With either learned detector, the runs of frames whose many-hot probability exce
 `split.transnet_uncertain` (0.3) and that touch no transition found stay out of clips too, as
 uncertain changes (`uncertain_from`): no boundary, since the model named none there (or one too
 unsure for the ensemble), but it saw frames inside a transition. On the synthetic edits those held
-the dissolves our rules miss, mostly from or into a pan; on real footage such runs are rare. README ("How shot
-detection works") gives the figures per detector on the real sets.
+the dissolves our rules miss, mostly from or into a pan; on real footage such runs are rare.
+README ("How shot detection works") gives the figures per detector on the real sets.
 """
 
 from __future__ import annotations
