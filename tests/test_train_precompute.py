@@ -29,7 +29,7 @@ def losses(run: Path) -> list[float]:
 
 
 def test_precompute_loads_no_transformer(train_shards, tmp_path, monkeypatch):
-    """Only the encoders are loaded (a 14B transformer alone is 57 GB in float32)."""
+    """Only the encoders are loaded (a 14B transformer alone is some 57 GB in float32)."""
     import train.precompute
 
     loaded = []
