@@ -447,18 +447,10 @@ def _pad_texts(batch: list[dict]) -> torch.Tensor:
     return torch.from_numpy(padded)
 
 
-def make_loader(
-    config: DataConfig,
-    rank: int = 0,
-    world_size: int = 1,
-    epoch: int = 0,
-    start: dict[int, tuple[int, int]] | None = None,
-    first_worker: int = 0,
-    epochs: int | None = 1,
-    buckets: Buckets | None = None,
-) -> torch.utils.data.DataLoader:
-    """A DataLoader over `make_dataset`: batches are built in the workers (batch_size=None here)."""
-    dataset = make_dataset(config, rank, world_size, epoch, start, first_worker, epochs, buckets)
+def make_loader(config: DataConfig, **stream) -> torch.utils.data.DataLoader:
+    """A DataLoader over `make_dataset(config, **stream)` (`stream`: its rank, world_size, epoch,
+    start, first_worker, epochs and buckets): batches are built in the workers (batch_size=None here)."""
+    dataset = make_dataset(config, **stream)
     workers = config.num_workers
     return torch.utils.data.DataLoader(
         dataset,

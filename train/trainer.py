@@ -241,7 +241,10 @@ class Trainer:
         config, world = self.config, self.world
         window, window_start = _new_window(), time.perf_counter()
         # One loader for the whole run: its workers go on from epoch to epoch by themselves.
-        loader = make_loader(config, world.rank, world.world_size, self.first_epoch, self.start, self.next_worker, None, self.buckets)
+        loader = make_loader(
+            config, rank=world.rank, world_size=world.world_size, epoch=self.first_epoch, start=self.start,
+            first_worker=self.next_worker, epochs=None, buckets=self.buckets,
+        )  # fmt: skip
         batches = iter(loader)
         while self.step < config.steps and not self.stop_requested:
             waited = time.perf_counter()
