@@ -1,10 +1,12 @@
-"""Arrow arrays from Python values, built from their buffers so that pandas is not imported.
+"""Arrow arrays from Python values and numpy arrays from Arrow columns, through their buffers, so
+that pandas is not imported.
 
 `pyarrow.array` (and `pa.table`, `pa.scalar`, which go through it) imports pandas the first time
-it runs, to check whether the values are a pandas object: about 0.3 s of CPU in every process
-that builds a table. The split stage's workers and its merge have no other use for pandas, so
-their columns are built here instead: numbers through numpy, strings and lists from their
-offsets. The arrays are the same as `pa.array(values, type)` gives (nulls where a value is None).
+it runs, to check whether the values are a pandas object, and so does every `to_numpy`: about
+0.3 s of CPU in every process that does either. The split command (its workers, its merge, its
+summary) has no other use for pandas, so its columns are built and read here instead: numbers
+through numpy, strings and lists from their offsets. The arrays are the same as
+`pa.array(values, type)` gives (nulls where a value is None).
 """
 
 from __future__ import annotations
@@ -71,3 +73,24 @@ def _lists(values: list, type: pa.ListType) -> pa.Array:
     flat = array([item for value in items for item in value], type.value_type)
     buffers = [bitmap, _offsets([len(value) for value in items])]
     return pa.Array.from_buffers(type, len(values), buffers, null_count=nulls, children=[flat])
+
+
+def to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A column as pandas reads it, without pandas: integers and floats as float64 with NaN where
+    null, anything else as Python objects (None where null)."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    if column.type not in _NUMPY_TYPES:
+        values = np.empty(len(column), object)  # filled, not np.array(...): a list value stays one item
+        values[:] = column.to_pylist()
+        return values
+    return np.concatenate([_numbers(chunk) for chunk in chunks]) if chunks else np.empty(0)
+
+
+def _numbers(chunk: pa.Array) -> np.ndarray:
+    validity, data = chunk.buffers()
+    end = chunk.offset + len(chunk)  # a slice's buffers start at the parent array's first item
+    values = np.frombuffer(data, _NUMPY_TYPES[chunk.type], count=end)[chunk.offset :].astype(np.float64)
+    if chunk.null_count:
+        valid = np.unpackbits(np.frombuffer(validity, np.uint8), count=end, bitorder="little")[chunk.offset :]
+        values[valid == 0] = np.nan
+    return values

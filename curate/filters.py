@@ -11,26 +11,35 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from curate.config import Config
-from curate.pipeline import STAGES, text_croppable
+from curate.pipeline import STAGES, Columns, text_croppable
 
 if TYPE_CHECKING:  # pandas loads when the first DataFrame is made (see curate.runner)
+    import numpy as np
     import pandas as pd
+    import pyarrow as pa
 
 
 def drop_reasons(clips: pd.DataFrame, config: Config, before: str | None = None) -> pd.Series:
     """The drop_reason of every clip (None = kept), from the rules of every stage, or only of the
     stages before `before` (what decides which clips that stage scores)."""
-    import numpy as np
     import pandas as pd  # loaded already: `clips` is a DataFrame
 
-    reasons = np.full(len(clips), None, dtype=object)
+    return pd.Series(reasons_of(Columns(clips), config, before), index=clips.index, dtype=object)
+
+
+def reasons_of(clips: Columns, config: Config, before: str | None = None) -> np.ndarray:
+    """`drop_reasons` as a numpy array of objects, from any `Columns` (a pyarrow Table's too,
+    without pandas)."""
+    import numpy as np
+
+    reasons = np.full(clips.num_rows, None, dtype=object)
     for spec in STAGES:
         if spec.name == before:
             break
         for rule in spec.rules:
             fires = rule.fires(clips, getattr(config, spec.name))
-            reasons[(reasons == None) & fires.fillna(False).to_numpy(bool)] = rule.reason  # noqa: E711 (elementwise)
-    return pd.Series(reasons, index=clips.index, dtype=object)
+            reasons[(reasons == None) & fires] = rule.reason  # noqa: E711 (elementwise)
+    return reasons
 
 
 def picture_boxes(clips: pd.DataFrame, config: Config, before: str) -> pd.DataFrame:
@@ -46,7 +55,7 @@ def picture_boxes(clips: pd.DataFrame, config: Config, before: str) -> pd.DataFr
     if not (text.crop and after_text and "text_band_top" in clips and "crop_height" in clips):
         return clips
     top, bottom = clips.text_band_top.fillna(0.0), clips.text_band_bottom.fillna(0.0)
-    croppable = text_croppable(clips, text).fillna(False) & ((top > 0) | (bottom > 0)) & clips.crop_height.notna()
+    croppable = ((top > 0) | (bottom > 0)) & clips.crop_height.notna() & text_croppable(Columns(clips), text)
     if not croppable.any():
         return clips
     height = clips.crop_height.where(croppable, 0).astype(float)
@@ -58,16 +67,16 @@ def picture_boxes(clips: pd.DataFrame, config: Config, before: str) -> pd.DataFr
     )
 
 
-def derived_columns(clips: pd.DataFrame, reasons: pd.Series, config: Config) -> dict[str, list]:
+def derived_columns(clips: pa.Table, reasons: np.ndarray, config: Config) -> dict[str, list]:
     """Columns that follow from the drop reasons, recomputed with them (every `curate filter`
     too): for now the dedup stage's `duplicate_of` and `duplicate_in`, once it has run."""
-    if "duplicate_match" not in clips:
+    if "duplicate_match" not in clips.column_names:
         return {}
-    duplicate_of, duplicate_in = duplicate_originals(clips, reasons, config)
+    duplicate_of, duplicate_in = duplicate_originals(clips.to_pandas(), reasons, config)
     return {"duplicate_of": duplicate_of, "duplicate_in": duplicate_in}
 
 
-def duplicate_originals(clips: pd.DataFrame, reasons: pd.Series, config: Config) -> tuple[list, list]:
+def duplicate_originals(clips: pd.DataFrame, reasons: np.ndarray | pd.Series, config: Config) -> tuple[list, list]:
     """For each clip dropped as `duplicate`: the kept clip it duplicates (`duplicate_of`) and, when
     that clip is in a `dedup.against` folder, the folder (`duplicate_in`); None for the others.
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,8 +26,9 @@ import yaml
 from curate import arrow
 from curate.config import Config
 from curate.errors import InputError
-from curate.filters import derived_columns, drop_reasons
+from curate.filters import derived_columns, reasons_of
 from curate.inputs import VideoInput
+from curate.pipeline import Columns
 from curate.storage import as_path, copy_atomic, makedirs, read_parquet, read_parquets, write_atomic, write_text_atomic
 
 if TYPE_CHECKING:  # pandas loads with the first table turned into a DataFrame
@@ -212,11 +214,13 @@ def merge_split(layout: OutputLayout, config: Config, inputs: list[VideoInput], 
 
     Paths and captions come from this run's inputs, not from the parts: a moved file or an
     edited caption list is reflected without redoing the video. A marker records what the
-    manifests were last merged from (`source`: the work folder's settings; the inputs), so
-    re-running a finished command compares a hash instead of re-reading thousands of part files.
+    manifests were last merged from (`source`: the work folder's settings; the thresholds, which
+    the drop reasons follow; the inputs), so re-running a finished command compares a hash
+    instead of re-reading thousands of part files.
     """
     lines = [f"{v.video_id}\t{v.path}\t{v.source_caption}" for v in inputs]
-    fingerprint = hashlib.sha1("\n".join([source, *lines]).encode()).hexdigest()
+    thresholds = json.dumps(config.thresholds(), sort_keys=True, default=str)
+    fingerprint = hashlib.sha1("\n".join([source, thresholds, *lines]).encode()).hexdigest()
     marker = layout.work / "split.merged"
     if marker.exists() and marker.read_text() == fingerprint and layout.videos.exists() and layout.clips.exists():
         return
@@ -230,7 +234,7 @@ def _with_inputs(table: pa.Table, current: dict[str, VideoInput]) -> pa.Table:
     """Set `path` and `source_caption` from the current inputs, by video_id."""
     video_ids = table.column("video_id").to_pylist()
     for name, value in (("path", lambda v: v.path), ("source_caption", lambda v: v.source_caption)):
-        column = pa.array([value(current[i]) for i in video_ids], pa.string())
+        column = arrow.array([value(current[i]) for i in video_ids], pa.string())
         table = table.set_column(table.schema.get_field_index(name), name, column)
     return table
 
@@ -279,7 +283,7 @@ def _left_join(left: pa.Table, right: pa.Table) -> pa.Table:
     # Matched by a lookup and `take`, not Arrow's hash join, which cannot carry list columns
     # (the text stage's boxes); ids compare as Python strings, whatever their Arrow string type.
     row_of = {clip_id: row for row, clip_id in enumerate(right.column("clip_id").to_pylist())}
-    rows = pa.array([row_of.get(clip_id) for clip_id in left.column("clip_id").to_pylist()], pa.int64())
+    rows = arrow.array([row_of.get(clip_id) for clip_id in left.column("clip_id").to_pylist()], pa.int64())
     matched = right.drop_columns(["clip_id"]).take(rows)
     for name, values in zip(matched.column_names, matched.columns, strict=True):
         left = left.append_column(matched.schema.field(name), values)
@@ -289,14 +293,13 @@ def _left_join(left: pa.Table, right: pa.Table) -> pa.Table:
 def _with_drop_reasons(clips: pa.Table, config: Config) -> pa.Table:
     """`clips` with every drop_reason recomputed, and the columns that follow from them
     (`filters.derived_columns`: a dropped duplicate's `duplicate_of`, the kept clip)."""
-    frame = clips.to_pandas()
-    reasons = drop_reasons(frame, config)
-    clips = clips.set_column(clips.schema.get_field_index("drop_reason"), "drop_reason", pa.array(reasons.tolist(), pa.string()))
-    derived = derived_columns(frame, reasons, config)
+    reasons = reasons_of(Columns(clips), config)
+    clips = clips.set_column(clips.schema.get_field_index("drop_reason"), "drop_reason", arrow.array(reasons.tolist(), pa.string()))
+    derived = derived_columns(clips, reasons, config)
     # Last, after the stages' columns (which each run re-appends), so the order stays put.
     clips = clips.drop_columns([name for name in derived if name in clips.column_names])
     for name, values in derived.items():
-        clips = clips.append_column(name, pa.array(values, pa.string()))
+        clips = clips.append_column(name, arrow.array(values, pa.string()))
     return clips
 
 

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-if TYPE_CHECKING:  # the rules run on DataFrames, so pandas is loaded whenever they are
-    import pandas as pd
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class UnitSize(NamedTuple):
@@ -34,12 +34,13 @@ EXECUTOR = "curate.executor"
 
 @dataclass(frozen=True)
 class DropRule:
-    """Drop a clip for `reason` where `fires(clips, section)` is true; `section` is the stage's
-    config section. A rule reads only stored columns, so new thresholds apply in seconds."""
+    """Drop a clip for `reason` where `fires(clips, section)` is true; `clips` is a `Columns`,
+    `section` the stage's config section. A rule reads only stored columns, so new thresholds
+    apply in seconds."""
 
     reason: str
     description: str  # what fired, in the thresholds' words (status, report, manifests/README.md)
-    fires: Callable[[pd.DataFrame, Any], pd.Series]
+    fires: Callable[[Columns, Any], np.ndarray]  # one bool per clip
 
 
 @dataclass(frozen=True)
@@ -82,33 +83,82 @@ class StageSpec:
         return getattr(importlib.import_module(self.module), self.class_path.partition(":")[2])
 
 
-def column(clips: pd.DataFrame, name: str) -> pd.Series:
-    """A stored column, or an all-missing one where the stage has not run (no rule fires on it)."""
+class Columns:
+    """The clips' stored columns as numpy arrays, what the rules read: numbers as float64 with NaN
+    where missing, anything else as Python objects with None. Made from a pyarrow Table without
+    loading pandas (the split command never needs it: `curate.arrow`), or from a DataFrame."""
+
+    def __init__(self, clips):
+        self._clips = clips
+        self.names = list(clips.column_names if hasattr(clips, "column_names") else clips.columns)
+        self.num_rows = len(clips)
+        self._read: dict[str, np.ndarray] = {}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.names
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._read:
+            self._read[name] = self._as_numpy(name)
+        return self._read[name]
+
+    def _as_numpy(self, name: str) -> np.ndarray:
+        if hasattr(self._clips, "column_names"):
+            from curate.arrow import to_numpy
+
+            return to_numpy(self._clips.column(name))
+        import numpy as np
+        from pandas.api.types import is_bool_dtype, is_numeric_dtype  # loaded already: a DataFrame
+
+        series = self._clips[name]
+        if is_numeric_dtype(series.dtype) and not is_bool_dtype(series.dtype):
+            return series.to_numpy(dtype=np.float64, na_value=np.nan)
+        return series.to_numpy(dtype=object)
+
+
+def column(clips: Columns, name: str) -> np.ndarray:
+    """A stored column, or an all-missing one where the stage has not run (no rule fires on it:
+    every comparison with NaN is false)."""
     if name in clips:
         return clips[name]
-    import pandas as pd  # loaded already: `clips` is a DataFrame
+    import numpy as np
 
-    return pd.Series(None, index=clips.index, dtype=object if name.endswith("_error") else float)
+    return np.full(clips.num_rows, None, object) if name.endswith("_error") else np.full(clips.num_rows, np.nan)
 
 
-def _cropped(clips: pd.DataFrame) -> pd.Series:
+def present(values: np.ndarray) -> np.ndarray:
+    """Where a column holds a value (not None, not NaN)."""
+    import numpy as np
+
+    if values.dtype != object:
+        return ~np.isnan(values)
+    return np.fromiter((value is not None and value == value for value in values), bool, len(values))  # NaN != NaN
+
+
+def _or_zero(values: np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    return np.where(np.isnan(values), 0.0, values)
+
+
+def _cropped(clips: Columns) -> np.ndarray:
     """Clips whose crop box leaves black borders out (a whole-frame box, or none, is not cropped)."""
     return (column(clips, "crop_width") < column(clips, "width")) | (column(clips, "crop_height") < column(clips, "height"))
 
 
 def _failed(stage: str, description: str) -> DropRule:
     """The rule of a clip the stage could not look at: its error column is set."""
-    return DropRule(f"{stage}_failed", description, lambda clips, _: column(clips, f"{stage}_error").notna())
+    return DropRule(f"{stage}_failed", description, lambda clips, _: present(column(clips, f"{stage}_error")))
 
 
-def text_croppable(clips: pd.DataFrame, text: Any) -> pd.Series:
+def text_croppable(clips: Columns, text: Any) -> np.ndarray:
     """Clips whose overlay text sits only in the top and bottom bands, and whose picture keeps
     text.min_keep_share of its height without them (what text.crop cuts off instead of dropping)."""
-    kept_share = 1 - column(clips, "text_band_top").fillna(0.0) - column(clips, "text_band_bottom").fillna(0.0)
+    kept_share = 1 - _or_zero(column(clips, "text_band_top")) - _or_zero(column(clips, "text_band_bottom"))
     return (column(clips, "text_mid_area") <= 0) & (kept_share >= text.min_keep_share)
 
 
-def _text_overlay(clips: pd.DataFrame, text: Any) -> pd.Series:
+def _text_overlay(clips: Columns, text: Any) -> np.ndarray:
     """Overlay text over text.max_area; with text.crop, not where cropping its bands away would do."""
     over = column(clips, "text_area") > text.max_area
     return over & ~text_croppable(clips, text) if text.crop else over

@@ -7,10 +7,8 @@ stage_work`); what a stage is comes from `curate.pipeline`, how parts become man
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,7 +117,6 @@ def _execute(executor, stage: Stage, units: list[Unit], work_dir: Path, progress
     sizes = {u.unit_id: size(u) for u in units if u.unit_id not in done}
     started = time.perf_counter()
     show = progress and bool(sizes)
-    importing = _import_in_background("pandas") if sizes else None  # the merge after the units needs it
     with tqdm(total=sum(sizes.values()), desc=stage.name, unit=unit_name, disable=not show, file=sys.stderr) as bar:
 
         def on_done(unit_id: str, unit_stats: dict) -> None:
@@ -130,18 +127,7 @@ def _execute(executor, stage: Stage, units: list[Unit], work_dir: Path, progress
             bar.set_postfix(frames_per_s=f"{stats.frames / max(time.perf_counter() - started, 1e-9):.0f}")
 
         stats.failed = executor.run(stage, units, work_dir, on_done)
-    if importing is not None:
-        importing.join()  # no import runs on two threads at once: the merge starts after this one
     return stats
-
-
-def _import_in_background(module: str) -> threading.Thread:
-    """Start importing `module` on a side thread and return the thread. Importing pandas takes
-    about 0.4 s; done while the workers start and run, it no longer delays the first worker (the
-    main process only waits for them then)."""
-    thread = threading.Thread(target=importlib.import_module, args=(module,), name=f"import {module}", daemon=True)
-    thread.start()
-    return thread
 
 
 def run_clip_stage(

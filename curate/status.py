@@ -9,6 +9,7 @@ stage and no model.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from curate.config import Config, load_config
@@ -16,20 +17,20 @@ from curate.errors import ConfigError
 from curate.executor import done_units
 from curate.filters import drop_reasons
 from curate.manifest import OutputLayout
-from curate.pipeline import CLIP_STAGES, REASONS, StageSpec
+from curate.pipeline import CLIP_STAGES, REASONS, Columns, StageSpec, present
 from curate.shards import INDEX_NAME
 from curate.stages.clipstage import clip_units
 from curate.storage import read_parquet
 
-if TYPE_CHECKING:  # pandas loads with the first manifest read
+if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
+    import pyarrow as pa
 
 
 def _stage_line(clips: pd.DataFrame, spec: StageSpec, config: Config, units_done: int) -> list[str]:
     """How far a clip stage has got: units finished under its last settings, clips it has
     looked at, and kept clips it has still to look at."""
-    if spec.scored_by not in clips:
-        return []
     scored = clips[spec.scored_by].notna()
     if spec.error_column in clips:
         scored |= clips[spec.error_column].notna()
@@ -54,7 +55,7 @@ def _units_done(layout: OutputLayout, stage: str, saved: Config | None) -> int:
     return len(done_units(layout.stage_work(stage, saved.section_hash(stage)))) if saved is not None else 0
 
 
-def _shards_line(layout: OutputLayout, clips: pd.DataFrame | None) -> list[str]:
+def _shards_line(layout: OutputLayout, clips: Columns | None) -> list[str]:
     """The shards' totals, and whether they still hold exactly the kept clips."""
     index = layout.shards / INDEX_NAME
     if not index.exists():
@@ -65,15 +66,15 @@ def _shards_line(layout: OutputLayout, clips: pd.DataFrame | None) -> list[str]:
     return lines + (_stale_shards(clips, layout) if clips is not None else [])
 
 
-def _stale_shards(clips: pd.DataFrame, layout: OutputLayout) -> list[str]:
+def _stale_shards(clips: Columns, layout: OutputLayout) -> list[str]:
     """A line when the shards no longer match the manifests: `filter` (or a stage) moved clips
     in or out since `pack` last ran. A dropped clip still has the shard it was packed into; a kept
     clip encoded by an earlier pack (it has a key) is in no shard."""
     if "shard" not in clips:
         return []
-    kept = clips.drop_reason.isna()
-    dropped = int((~kept & clips.shard.notna()).sum())
-    missing = int((kept & clips.shard.isna() & clips.key.notna()).sum()) if "key" in clips else 0
+    kept, packed = ~present(clips["drop_reason"]), present(clips["shard"])
+    dropped = int((~kept & packed).sum())
+    missing = int((kept & ~packed & present(clips["key"])).sum()) if "key" in clips else 0
     if not dropped and not missing:
         return []
     what = [f"{dropped} packed clip{'s' * (dropped != 1)} now dropped"] if dropped else []
@@ -81,46 +82,61 @@ def _stale_shards(clips: pd.DataFrame, layout: OutputLayout) -> list[str]:
     return [f"  shards are out of date: {', '.join(what)}; `python -m curate pack --out {layout.out}` updates them"]
 
 
-def _duplicates_line(duplicates: pd.DataFrame, config: Config) -> str:
-    """What the dropped duplicates duplicate: the same footage (frame hashes), the same content
-    (CLIP embeddings), clips of other folders (--against)."""
-    footage = int((duplicates.duplicate_similarity >= config.dedup.threshold).sum()) if "duplicate_similarity" in duplicates else 0
-    semantic = int((duplicates.semantic_similarity >= config.dedup.semantic_threshold).sum()) if "semantic_similarity" in duplicates else 0
-    elsewhere = int(duplicates.duplicate_in.notna().sum()) if "duplicate_in" in duplicates else 0
+def _duplicates_line(clips: Columns, duplicates: np.ndarray, config: Config) -> str:
+    """What the dropped duplicates (the rows `duplicates` marks) duplicate: the same footage
+    (frame hashes), the same content (CLIP embeddings), clips of other folders (--against)."""
+
+    def count(name: str, holds) -> int:
+        return int(holds(clips[name][duplicates]).sum()) if name in clips else 0
+
+    footage = count("duplicate_similarity", lambda similarity: similarity >= config.dedup.threshold)
+    semantic = count("semantic_similarity", lambda similarity: similarity >= config.dedup.semantic_threshold)
+    elsewhere = count("duplicate_in", present)
     return f"    {footage} same footage (duplicate_of), {semantic} same content by CLIP embedding, {elsewhere} of clips in other folders"
 
 
 def summarize(layout: OutputLayout) -> str:
     """A one-screen summary of the manifests under `layout` (after every command, and `status`):
-    totals, each stage's progress, drops, the shards and whether they are out of date."""
+    totals, each stage's progress, drops, the shards and whether they are out of date. pandas
+    loads only to show a clip stage's progress (its units): a split command never needs it."""
     lines = [f"manifests: {layout.manifests}/"]
     if layout.videos.exists():
-        videos = read_parquet(layout.videos, columns=["status", "error", "path", "duration_s"]).to_pandas()
-        ok = videos[videos.status == "ok"]
-        partial = int(ok.error.notna().sum())
-        hours = ok.duration_s.sum() / 3600
-        lines.append(
-            f"videos:    {len(videos)} inputs, {len(ok)} ok ({hours:.2f} h), {len(videos) - len(ok)} errors"
-            + (f", {partial} partly decoded" if partial else "")
-        )
-        problems = videos[videos.error.notna()]
-        for row in problems.head(5).itertuples():
-            lines.append(f"  {row.status:5} {row.path}: {row.error}")
-        if len(problems) > 5:
-            lines.append(f"  ... and {len(problems) - 5} more (see the error column of videos.parquet)")
+        lines.extend(_videos_lines(read_parquet(layout.videos, columns=["status", "error", "path", "duration_s"])))
     clips = None
     if layout.clips.exists():
-        clips = read_parquet(layout.clips).to_pandas()
-        kept = clips[clips.drop_reason.isna()]
-        seconds = (kept.end_s - kept.start_s).sum()  # not num_frames / fps: variable frame rates
-        lines.append(f"clips:     {len(clips)} ({len(kept)} kept, {seconds / 3600:.2f} h kept)")
+        table = read_parquet(layout.clips)
+        clips = Columns(table)
+        reasons = clips["drop_reason"]
+        kept = ~present(reasons)
+        seconds = float((clips["end_s"] - clips["start_s"])[kept].sum())  # not num_frames / fps: variable frame rates
+        lines.append(f"clips:     {clips.num_rows} ({int(kept.sum())} kept, {seconds / 3600:.2f} h kept)")
         config = load_config(remembered=layout.config)  # the folder's thresholds
         saved = _saved_config(layout)  # read once, not once per stage
+        frame = None
         for spec in CLIP_STAGES:
-            lines.extend(_stage_line(clips, spec, config, _units_done(layout, spec.name, saved)))
-        for reason, count in clips.drop_reason.value_counts().items():
+            if spec.scored_by in clips:
+                frame = table.to_pandas() if frame is None else frame
+                lines.extend(_stage_line(frame, spec, config, _units_done(layout, spec.name, saved)))
+        for reason, count in Counter(reasons[~kept]).most_common():
             lines.append(f"  dropped ({reason}): {count}" + (f"  [{REASONS[reason]}]" if reason in REASONS else ""))
             if reason == "duplicate":
-                lines.append(_duplicates_line(clips[clips.drop_reason == reason], config))
+                lines.append(_duplicates_line(clips, reasons == reason, config))
     lines.extend(_shards_line(layout, clips))
     return "\n".join(lines)
+
+
+def _videos_lines(videos: pa.Table) -> list[str]:
+    """The inputs' totals, and the first few problems."""
+    rows = videos.to_pylist()
+    ok = [row for row in rows if row["status"] == "ok"]
+    partial = sum(row["error"] is not None for row in ok)
+    hours = sum(row["duration_s"] or 0.0 for row in ok) / 3600
+    lines = [
+        f"videos:    {len(rows)} inputs, {len(ok)} ok ({hours:.2f} h), {len(rows) - len(ok)} errors"
+        + (f", {partial} partly decoded" if partial else "")
+    ]
+    problems = [row for row in rows if row["error"] is not None]
+    lines.extend(f"  {row['status']:5} {row['path']}: {row['error']}" for row in problems[:5])
+    if len(problems) > 5:
+        lines.append(f"  ... and {len(problems) - 5} more (see the error column of videos.parquet)")
+    return lines

@@ -1,9 +1,11 @@
-"""curate.arrow builds the same arrays as pyarrow.array, without importing pandas."""
+"""curate.arrow builds the same arrays as pyarrow.array, and reads columns as pandas does,
+without importing pandas."""
 
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -31,6 +33,22 @@ def test_same_array_as_pyarrow(type, values):
         expected = pa.array(given, type)
         # to_string: NaN is no match for itself in equals
         assert (built.null_count, built.to_string()) == (expected.null_count, expected.to_string())
+
+
+@pytest.mark.parametrize(("type", "values"), CASES, ids=[str(t) for t, _ in CASES])
+def test_columns_read_as_pandas_reads_them(type, values):
+    """to_numpy of an array, of a slice of it, of a column in two chunks and of an empty one:
+    numbers as float64 with NaN for null (pandas' reading of a column with nulls), anything else
+    as Python objects with None."""
+    whole = pa.array(values, type)
+    for column in (whole, whole.slice(1), pa.chunked_array([whole.slice(0, 1), whole.slice(1)]), whole.slice(0, 0)):
+        read = arrow.to_numpy(column)
+        if type in (pa.int64(), pa.int32(), pa.float64(), pa.float32()):
+            assert read.dtype == np.float64
+            expected = column.to_pandas().to_numpy().astype(np.float64)
+            np.testing.assert_array_equal(read, expected)  # NaN matches NaN here
+        else:
+            assert read.dtype == object and read.tolist() == column.to_pylist()
 
 
 def test_split_tables_without_pandas():

@@ -134,3 +134,27 @@ def test_fixed_size_units_are_the_same_after_a_resume():
     done_clips = {c.clip_id for u in units if u.unit_id in done for c in u.payload}
     resumed = clip_units(table[~table.clip_id.isin(done_clips)], UnitSize(8, one_video=False))
     assert [u.unit_id for u in resumed] == [u.unit_id for u in units if u.unit_id not in done]
+
+
+def test_the_rules_read_a_pyarrow_table_as_they_read_a_dataframe():
+    """The split command applies the rules to its pyarrow tables without pandas (`Columns`); the
+    reasons must be the ones a DataFrame of the same clips gets, missing values and all."""
+    import pyarrow as pa
+
+    from curate.filters import reasons_of
+    from curate.pipeline import Columns
+
+    frame = clips(
+        width=[640, 20, 640, 640, 640, 640, 640, 640],
+        height=[360, 360, 360, 360, 360, 360, 360, 360],
+        sharpness=[9.0, 9.0, 0.1, np.nan, 9.0, 9.0, 9.0, 9.0],
+        brightness=[0.5, 0.5, 0.5, 0.5, 0.01, 0.5, 0.5, 0.5],
+        motion_score=[0.5, 0.5, 0.5, 0.5, 0.5, 0.0, np.nan, 0.5],
+        motion_error=[None, None, None, None, None, None, "cannot decode", None],
+        text_area=[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5],
+        text_band_top=[np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, 0.1],
+    )
+    config = load_config(overrides=["text.crop=true"])
+    expected = drop_reasons(frame, config).tolist()
+    assert expected == [None, "too_small", "blurry", None, "bad_exposure", "static", "motion_failed", "text_overlay"]
+    assert reasons_of(Columns(pa.Table.from_pandas(frame, preserve_index=False)), config).tolist() == expected

@@ -464,15 +464,34 @@ def test_cli_import_stays_light():
     assert result.stdout.strip() == "[]"
 
 
-def test_split_command_loads_pandas_only_in_the_background():
-    """The split path must not import pandas before its workers start: the runner imports it on
-    a side thread while they run (0.4 s that would otherwise delay every command)."""
+def test_the_split_command_never_loads_pandas(tmp_path, batch_inputs):
+    """A split command (workers, merge, drop rules, summary) builds and reads its tables through
+    `curate.arrow`, never pandas: importing it would cost every command 0.3 s of CPU. The second
+    run merges over the first one's manifests; bad inputs put error lines in the summary."""
     code = (
-        "import sys; import curate.cli, curate.runner, curate.stages.split.stage, curate.executor; "
-        "print(sorted(m for m in ('pandas', 'torch') if m in sys.modules))"
+        "import sys; from curate.cli import main; "
+        f"argv = ['split', *sys.argv[1:], '--out', {str(tmp_path)!r}, '--workers', '2', '--quiet']; "
+        "codes = [main(argv), main([*argv, '--set', 'split.min_sharpness=1e9'])]; "
+        "print(codes, 'pandas' in sys.modules)"
     )
-    loaded = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert loaded == "[]"
+    result = subprocess.run([PYTHON, "-c", code, *map(str, batch_inputs)], capture_output=True, text=True, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "[0, 0] False", result.stdout + result.stderr
+    assert f"{len(UNREADABLE)} errors" in result.stdout and "dropped (blurry)" in result.stdout
+    videos, clips = read_manifests(tmp_path)
+    assert (videos.status == "error").sum() == len(UNREADABLE) and len(clips) > 0
+
+
+def test_a_rerun_with_new_thresholds_applies_them(tmp_path, good_videos):
+    """Re-running a finished split with other thresholds decodes nothing, but its drop reasons
+    follow the new thresholds, as the folder's config.yaml says they do."""
+    inputs = [s.path for s in good_videos]
+    assert split_cli(*inputs, "--out", tmp_path)[0] == 0
+    kept_before = read_manifests(tmp_path)[1].drop_reason.isna().sum()
+    code, stdout = split_cli(*inputs, "--out", tmp_path, "--set", "split.min_sharpness=1e9")
+    assert code == 0 and f"0 videos processed, {len(inputs)} already done" in stdout
+    clips = read_manifests(tmp_path)[1]
+    assert kept_before > 0 and (clips.drop_reason == "blurry").all()
+    assert yaml.safe_load((tmp_path / "manifests" / "config.yaml").read_text())["split"]["min_sharpness"] == 1e9
 
 
 def test_the_quick_exit_still_runs_exit_hooks_flushes_and_keeps_the_exit_code():

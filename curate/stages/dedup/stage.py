@@ -19,7 +19,7 @@ import pyarrow as pa
 from curate.config import DedupConfig
 from curate.framepool import count_at_rate, decode_frames, frame_indices, uniform_positions
 from curate.manifest import ClipRef
-from curate.pipeline import STAGES, stage_spec
+from curate.pipeline import STAGES, Columns, stage_spec
 from curate.stages.clipstage import ClipStage
 from curate.stages.dedup.match import best_matches, semantic_matches
 from curate.stages.dedup.signature import HASH_SIDE, frame_hash
@@ -135,7 +135,7 @@ class DedupStage(ClipStage):
         """How many of this folder's clips (the rows of `table`) were compared, and how many the
         `duplicate` rule of the stage table drops now."""
         rule = next(r for r in stage_spec("dedup").rules if r.reason == "duplicate")
-        dropped = rule.fires(table.to_pandas(), self.config).fillna(False)
+        dropped = rule.fires(Columns(table), self.config)
         return DedupSummary(compared=sum(i in near for i in table.column("clip_id").to_pylist()), duplicates=int(dropped.sum()))
 
 
