@@ -127,7 +127,9 @@ def _conformed(table: pa.Table, schema: pa.Schema) -> pa.Table:
     for field in schema:
         if field.name not in table.column_names:
             table = table.append_column(field, pa.nulls(table.num_rows, field.type))
-    return table.select(schema.names).cast(schema)
+    table = table.select(schema.names)
+    # A part written under this schema needs no cast, which would import pyarrow.compute (0.06 s).
+    return table if table.schema.equals(schema) else table.cast(schema)
 
 
 @dataclass(frozen=True)
