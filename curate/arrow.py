@@ -77,8 +77,11 @@ def _lists(values: list, type: pa.ListType) -> pa.Array:
 
 def to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """A column as pandas reads it, without pandas: integers and floats as float64 with NaN where
-    null, anything else as Python objects (None where null)."""
+    null, anything else as Python objects (None where null). A column of type null (no value at
+    all) reads as NaN: a comparison with it is false, as with a missing number."""
     chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    if pa.types.is_null(column.type):
+        return np.full(len(column), np.nan)
     if column.type not in _NUMPY_TYPES:
         values = np.empty(len(column), object)  # filled, not np.array(...): a list value stays one item
         values[:] = column.to_pylist()

@@ -108,10 +108,11 @@ class Columns:
 
             return to_numpy(self._clips.column(name))
         import numpy as np
-        from pandas.api.types import is_bool_dtype, is_numeric_dtype  # loaded already: a DataFrame
+        from pandas.api.types import infer_dtype  # loaded already: a DataFrame
 
         series = self._clips[name]
-        if is_numeric_dtype(series.dtype) and not is_bool_dtype(series.dtype):
+        # Numbers, with None or NaN where missing (an object column too, as a hand-made frame has).
+        if infer_dtype(series, skipna=True) in ("integer", "floating", "mixed-integer-float", "empty"):
             return series.to_numpy(dtype=np.float64, na_value=np.nan)
         return series.to_numpy(dtype=object)
 

@@ -51,6 +51,14 @@ def test_columns_read_as_pandas_reads_them(type, values):
             assert read.dtype == object and read.tolist() == column.to_pylist()
 
 
+def test_a_column_with_no_value_at_all_reads_as_missing_numbers():
+    """A column of Arrow's null type (no value, no other type) reads as NaN, so that a rule's
+    comparison with it is false instead of an error."""
+    for column in (pa.nulls(3), pa.chunked_array([pa.nulls(2), pa.nulls(1)])):
+        read = arrow.to_numpy(column)
+        assert read.dtype == np.float64 and np.isnan(read).all() and len(read) == 3
+
+
 def test_split_tables_without_pandas():
     """A split worker's tables (both manifests' schemas, a clip with nulls) leave pandas unloaded."""
     code = (

@@ -158,3 +158,11 @@ def test_the_rules_read_a_pyarrow_table_as_they_read_a_dataframe():
     expected = drop_reasons(frame, config).tolist()
     assert expected == [None, "too_small", "blurry", None, "bad_exposure", "static", "motion_failed", "text_overlay"]
     assert reasons_of(Columns(pa.Table.from_pandas(frame, preserve_index=False)), config).tolist() == expected
+
+
+def test_numbers_missing_as_none_in_a_hand_made_frame():
+    """A frame built by hand holds None where a score is missing (an object column when every
+    value is None): no rule fires there, and the others still do."""
+    table = clips(motion_score=[None, 0.0, None], aesthetic_score=[None, None, None], motion_error=[None, None, "unreadable"])
+    assert table.aesthetic_score.dtype == object
+    assert drop_reasons(table, Config()).tolist() == [None, "static", "motion_failed"]
