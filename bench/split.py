@@ -34,12 +34,16 @@ What it measures
                       curate split uses by default (split.decoder_threads): no target; curate over
                       (d) is curate's own cost on top of decoding exactly as it decodes.
      (a') with --against REV: (a) run in a detached git worktree of REV (that revision's curate,
-                      this checkout's virtual environment), right after (a) in every repetition:
-                      the ratio of the two is a change's own effect, under the same load.
+                      this checkout's virtual environment) next to (a) in every repetition, after
+                      it in odd ones and before it in even ones: the ratio of the two is a
+                      change's own effect, under the same load.
    Each measurement is repeated (3 times, 2 with --quick), the tools interleaved within a
    repetition so that background load hits them alike; the table reports the BEST repetition
    (highest frames/s) and the median next to it. Ratios use the best values. Targets:
-   curate/scenedetect >= 1.5 and curate/bare-decode >= 0.75.
+   curate/scenedetect >= 1.5 and curate/bare-decode >= 0.75. Each ratio also comes "paired":
+   the median over the repetitions of the ratio within each one. A machine whose speed drifts
+   by tens of per cent between repetitions (a shared VM) moves both tools of a repetition
+   alike, so the paired figure is the steadiest of the three.
    Next to wall time it reports CPU seconds (user + sys of the whole process tree, from
    getrusage(RUSAGE_CHILDREN) deltas; the benchmark adopts and waits for curate's fork server
    and its pool workers, so they count). On an idle machine wall time is what matters; on a
@@ -736,11 +740,10 @@ def main() -> int:
         tools = ["curate", *([baseline] if baseline else []), "scenedetect", "bare decode", "bare 1-thread"]
         timers: dict[str, list[Timer]] = {tool: [] for tool in tools}
         for rep in range(reps):
-            wait_for_idle(args.wait_idle)
-            timers["curate"].append(time_curate(files, total))
-            if baseline:
+            ours = [("curate", REPO), *([(baseline, old_tree)] if baseline else [])]
+            for name, repo in ours if rep % 2 == 0 else ours[::-1]:  # neither always goes first
                 wait_for_idle(args.wait_idle)
-                timers[baseline].append(time_curate(files, total, repo=old_tree))
+                timers[name].append(time_curate(files, total, repo=repo))
             wait_for_idle(args.wait_idle)
             timers["scenedetect"].append(time_scenedetect(files, scratch))
             wait_for_idle(args.wait_idle)
@@ -775,20 +778,28 @@ def main() -> int:
             f"{k:{column}} {total:7d} {best[k]:7.2f} ({median[k]:5.2f}) {total / best[k]:7.0f} ({total / median[k]:5.0f}) "
             f"{cpu[k]:7.2f} {total / cpu[k]:12.0f} {disturbed[k]:7.1f}"
         )
+
+    def paired(other: str, tool: str = "curate") -> float:
+        """The median over the repetitions of other's wall time over tool's in the same one."""
+        return statistics.median(o.wall / t.wall for o, t in zip(timers[other], timers[tool], strict=True))
+
     vs_sd, vs_decode = best["scenedetect"] / best["curate"], best["bare decode"] / best["curate"]
     print(
         f"curate / scenedetect = {vs_sd:.2f} by best wall (target >= 1.5: {'met' if vs_sd >= 1.5 else 'NOT met'}); "
-        f"median wall {median['scenedetect'] / median['curate']:.2f}; CPU {cpu['scenedetect'] / cpu['curate']:.2f}"
+        f"median wall {median['scenedetect'] / median['curate']:.2f}; CPU {cpu['scenedetect'] / cpu['curate']:.2f}; "
+        f"paired {paired('scenedetect'):.2f}"
     )
     print(
         f"curate / bare decode = {vs_decode:.2f} by best wall (target >= 0.75: {'met' if vs_decode >= 0.75 else 'NOT met'}); "
-        f"median wall {median['bare decode'] / median['curate']:.2f}; CPU {cpu['bare decode'] / cpu['curate']:.2f}"
+        f"median wall {median['bare decode'] / median['curate']:.2f}; CPU {cpu['bare decode'] / cpu['curate']:.2f}; "
+        f"paired {paired('bare decode'):.2f}"
     )
     if baseline:
         print(
             f"curate / {baseline} = {best[baseline] / best['curate']:.2f} by best wall; median wall "
-            f"{median[baseline] / median['curate']:.2f}; CPU {cpu[baseline] / cpu['curate']:.2f}; {baseline} / bare decode = "
-            f"{best['bare decode'] / best[baseline]:.2f} by best wall"
+            f"{median[baseline] / median['curate']:.2f}; CPU {cpu[baseline] / cpu['curate']:.2f}; paired {paired(baseline):.2f}; "
+            f"{baseline} / bare decode = {best['bare decode'] / best[baseline]:.2f} by best wall, paired "
+            f"{paired('bare decode', baseline):.2f}"
         )
     vs_decode_1t = best["bare 1-thread"] / best["curate"]
     print(
