@@ -76,13 +76,13 @@ def _lists(values: list, type: pa.ListType) -> pa.Array:
 
 
 def to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """A column as pandas reads it, without pandas: integers and floats as float64 with NaN where
-    null, anything else as Python objects (None where null). A column of type null (no value at
+    """A column as pandas reads it, without pandas: integers and floats (of any width) as float64
+    with NaN where null, anything else as Python objects (None where null). A column of type null (no value at
     all) reads as NaN: a comparison with it is false, as with a missing number."""
     chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
     if pa.types.is_null(column.type):
         return np.full(len(column), np.nan)
-    if column.type not in _NUMPY_TYPES:
+    if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
         values = np.empty(len(column), object)  # filled, not np.array(...): a list value stays one item
         values[:] = column.to_pylist()
         return values
@@ -92,7 +92,7 @@ def to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 def _numbers(chunk: pa.Array) -> np.ndarray:
     validity, data = chunk.buffers()
     end = chunk.offset + len(chunk)  # a slice's buffers start at the parent array's first item
-    values = np.frombuffer(data, _NUMPY_TYPES[chunk.type], count=end)[chunk.offset :].astype(np.float64)
+    values = np.frombuffer(data, chunk.type.to_pandas_dtype(), count=end)[chunk.offset :].astype(np.float64)
     if chunk.null_count:
         valid = np.unpackbits(np.frombuffer(validity, np.uint8), count=end, bitorder="little")[chunk.offset :]
         values[valid == 0] = np.nan
