@@ -77,8 +77,8 @@ def _lists(values: list, type: pa.ListType) -> pa.Array:
 
 def to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """A column as pandas reads it, without pandas: integers and floats (of any width) as float64
-    with NaN where null, anything else as Python objects (None where null). A column of type null (no value at
-    all) reads as NaN: a comparison with it is false, as with a missing number."""
+    with NaN where null, anything else as Python objects (None where null). A column of type null
+    (no value at all) reads as NaN: a comparison with it is false, as with a missing number."""
     chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
     if pa.types.is_null(column.type):
         return np.full(len(column), np.nan)

@@ -90,7 +90,8 @@ class Columns:
 
     def __init__(self, clips):
         self._clips = clips
-        self.names = list(clips.column_names if hasattr(clips, "column_names") else clips.columns)
+        self._is_table = hasattr(clips, "column_names")  # a pyarrow Table; a DataFrame has `columns`
+        self.names = list(clips.column_names if self._is_table else clips.columns)
         self.num_rows = len(clips)
         self._read: dict[str, np.ndarray] = {}
 
@@ -103,7 +104,7 @@ class Columns:
         return self._read[name]
 
     def _as_numpy(self, name: str) -> np.ndarray:
-        if hasattr(self._clips, "column_names"):
+        if self._is_table:
             from curate.arrow import to_numpy
 
             return to_numpy(self._clips.column(name))
