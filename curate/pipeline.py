@@ -120,12 +120,12 @@ class Columns:
 
 def column(clips: Columns, name: str) -> np.ndarray:
     """A stored column, or an all-missing one where the stage has not run (no rule fires on it:
-    every comparison with NaN is false)."""
+    every comparison with NaN is false, and NaN is not `present`, whatever the column holds)."""
     if name in clips:
         return clips[name]
     import numpy as np
 
-    return np.full(clips.num_rows, None, object) if name.endswith("_error") else np.full(clips.num_rows, np.nan)
+    return np.full(clips.num_rows, np.nan)
 
 
 def present(values: np.ndarray) -> np.ndarray:
