@@ -59,6 +59,9 @@ test: $(VENV)
 	@# slow tests start. `make format` rewrites the files the second check names.
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	@# The project's own bytecode, cached once: where PYTHONDONTWRITEBYTECODE is set (as on CI), each
+	@# command a test runs (its process, its fork server) would compile every module anew.
+	$(PY) -m compileall -q curate train
 	$(PY) -m pytest -q -n $(TEST_PROCESSES) --dist loadscope
 
 format: $(VENV)

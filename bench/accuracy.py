@@ -43,7 +43,8 @@ from curate.inputs import VideoInput  # noqa: E402
 from curate.stages.base import Unit  # noqa: E402
 from curate.stages.split import transnet  # noqa: E402
 from curate.stages.split.shots import Transition  # noqa: E402
-from curate.stages.split.stage import SplitStage, clip_spans  # noqa: E402
+from curate.stages.split.stage import SplitStage  # noqa: E402
+from curate.stages.split.video import clip_spans  # noqa: E402
 
 LABELS = ROOT / "bench" / "realdata"  # hand-made labels of the real footage (bench/realdata/README.md)
 HARD_TOLERANCE = 2

@@ -178,7 +178,8 @@ STAGES: tuple[StageSpec, ...] = (
             "stopped when the same command is run again."
         ),
         example="split.max_clip_s=8 split.min_clip_s=3",
-        worker_modules=("curate.stages.split.frame_quality",),  # OpenCV: 0.16 CPU-s to import
+        # PyAV, numpy and the detectors; OpenCV (0.16 CPU-s to import) for the frame-quality samples.
+        worker_modules=("curate.stages.split.video", "curate.stages.split.frame_quality"),
         rules=(
             DropRule(
                 "too_small",

@@ -89,7 +89,7 @@ def test_transitions_table_without_pandas():
     code = (
         "import sys\n"
         "import numpy as np\n"
-        "from curate.stages.split.stage import transitions_table\n"
+        "from curate.stages.split.video import transitions_table\n"
         "from curate.stages.split.transnet import Probabilities\n"
         "single, many_hot = np.array([0.1, 0.9, 1e-7], np.float32), np.array([0.25, 0.5, 0.75])\n"
         "row = transitions_table('v', Probabilities(single, many_hot)).to_pylist()[0]\n"

@@ -18,7 +18,7 @@ from conftest import FPS, GRADUAL_TOL, HARD_TOL, match_boundaries
 
 from curate.config import SplitConfig
 from curate.stages.split.shots import Transition
-from curate.stages.split.stage import clip_spans
+from curate.stages.split.video import clip_spans
 
 DEFAULT = SplitConfig()
 

@@ -17,9 +17,10 @@ import pytest
 import yaml
 from conftest import BROKEN_SOURCE_FRAMES, FPS, PYTHON, UNREADABLE, read_manifests, run_module
 
+from curate.__main__ import _runs_local_split
 from curate.cli import main
 from curate.manifest import CLIP_SCHEMA, VIDEO_SCHEMA
-from curate.stages.split.stage import clip_id
+from curate.stages.split.video import clip_id
 
 # DESIGN.md section 3, in order, then the extra columns documented in curate/manifest.py.
 CONTRACT_VIDEO_COLUMNS = [
@@ -464,22 +465,39 @@ def test_cli_import_stays_light():
     assert result.stdout.strip() == "[]"
 
 
-def test_the_split_command_never_loads_pandas(tmp_path, batch_inputs):
+def test_the_split_commands_own_process_never_loads_pandas_or_pyav(tmp_path, batch_inputs):
     """A split command (workers, merge, drop rules, summary) builds and reads its tables through
     `curate.arrow`, never pandas: importing it would cost every command 0.3 s of CPU (nor torch,
-    with the default detector). The second run merges over the first one's manifests; bad inputs
-    put error lines in the summary."""
+    with the default detector). Nor does it decode: PyAV and OpenCV load in the fork server its
+    workers come from, while this process goes on with its own imports. The second run merges over
+    the first one's manifests; bad inputs put error lines in the summary."""
     code = (
         "import sys; from curate.cli import main; "
         f"argv = ['split', *sys.argv[1:], '--out', {str(tmp_path)!r}, '--workers', '2', '--quiet']; "
         "codes = [main(argv), main([*argv, '--set', 'split.min_sharpness=1e9'])]; "
-        "print(codes, sorted(m for m in ('pandas', 'torch') if m in sys.modules))"
+        "print(codes, sorted(m for m in ('av', 'cv2', 'pandas', 'torch') if m in sys.modules))"
     )
     result = subprocess.run([PYTHON, "-c", code, *map(str, batch_inputs)], capture_output=True, text=True, check=True)
     assert result.stdout.strip().splitlines()[-1] == "[0, 0] []", result.stdout + result.stderr
     assert f"{len(UNREADABLE)} errors" in result.stdout and "dropped (blurry)" in result.stdout
     videos, clips = read_manifests(tmp_path)
     assert (videos.status == "error").sum() == len(UNREADABLE) and len(clips) > 0
+
+
+@pytest.mark.parametrize(
+    "args, starts",
+    [
+        (["split", "a.mp4", "--out", "o"], True),
+        (["split", "a.mp4", "--executor", "local"], True),
+        (["split", "a.mp4", "--executor", "ray"], False),
+        (["split", "--executor=ray", "a.mp4"], False),
+        (["split", "--help"], False),
+        (["status", "--out", "o"], False),
+        ([], False),
+    ],
+)
+def test_only_a_local_split_starts_its_fork_server_before_the_command_line_loads(args, starts):
+    assert _runs_local_split(args) is starts
 
 
 def test_a_rerun_with_new_thresholds_applies_them(tmp_path, good_videos):

@@ -23,7 +23,7 @@ from curate.framepool import decode_frames, frame_indices, uniform_positions
 from curate.manifest import ClipRef
 from curate.stages.motion.stage import MotionStage
 from curate.stages.split.shots import Transition
-from curate.stages.split.stage import clip_spans
+from curate.stages.split.video import clip_spans
 from curate.synthetic import Join, Shot, make_video, render
 from curate.videoio import DecodeLog, LumaGrid, dominant_fps, iter_frames, iter_spans, luma, open_video
 
