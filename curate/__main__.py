@@ -5,8 +5,8 @@ from typing import NoReturn
 
 
 def main() -> NoReturn:
-    """Run the command line, starting the split command's fork server first (see below)."""
-    if _runs_local_split(sys.argv[1:]):
+    """Run the command line, starting the fork server of a split first (see below)."""
+    if _begins_with_local_split(sys.argv[1:]):
         # The split workers' fork server spends about 0.3 s importing PyAV, numpy, OpenCV and
         # pyarrow before the first frame decodes. Started before this process imports the command
         # line (0.1 s), its imports overlap with all of this process's own. The command starts it
@@ -20,9 +20,10 @@ def main() -> NoReturn:
     run()
 
 
-def _runs_local_split(args: list[str]) -> bool:
-    """Whether these arguments run `split` on local workers: not Ray, not only its help."""
-    if args[:1] != ["split"] or {"-h", "--help"} & set(args):
+def _begins_with_local_split(args: list[str]) -> bool:
+    """Whether these arguments begin with a split on local workers (`split`, or `run`, whose
+    first stage it is; later stages' workers fork from the same server): not Ray, not help."""
+    if args[:1] not in (["split"], ["run"]) or {"-h", "--help"} & set(args):
         return False
     return not any(a == "--executor=ray" or (a == "--executor" and b == "ray") for a, b in zip(args, [*args[1:], ""], strict=True))
 

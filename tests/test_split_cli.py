@@ -17,7 +17,7 @@ import pytest
 import yaml
 from conftest import BROKEN_SOURCE_FRAMES, FPS, PYTHON, UNREADABLE, read_manifests, run_module
 
-from curate.__main__ import _runs_local_split
+from curate.__main__ import _begins_with_local_split
 from curate.cli import main
 from curate.manifest import CLIP_SCHEMA, VIDEO_SCHEMA
 from curate.stages.split.video import clip_id
@@ -489,6 +489,8 @@ def test_the_split_commands_own_process_never_loads_pandas_or_pyav(tmp_path, bat
     [
         (["split", "a.mp4", "--out", "o"], True),
         (["split", "a.mp4", "--executor", "local"], True),
+        (["run", "a.mp4", "--models", "tiny"], True),
+        (["run", "a.mp4", "--executor", "ray"], False),
         (["split", "a.mp4", "--executor", "ray"], False),
         (["split", "--executor=ray", "a.mp4"], False),
         (["split", "--help"], False),
@@ -497,7 +499,7 @@ def test_the_split_commands_own_process_never_loads_pandas_or_pyav(tmp_path, bat
     ],
 )
 def test_only_a_local_split_starts_its_fork_server_before_the_command_line_loads(args, starts):
-    assert _runs_local_split(args) is starts
+    assert _begins_with_local_split(args) is starts
 
 
 def test_a_rerun_with_new_thresholds_applies_them(tmp_path, good_videos):
