@@ -1,11 +1,16 @@
 """Entry point for `python -m curate` and the `curate` command."""
 
+import os
 import sys
 from typing import NoReturn
 
 
 def main() -> NoReturn:
     """Run the command line, starting the fork server of a split first (see below)."""
+    # numpy's OpenBLAS starts its threads as numpy loads, and each then spins for about 0.1 CPU-s
+    # before it sleeps, taking a core from the imports that run meanwhile. Sleeping at once keeps
+    # them for the large products they speed up (dedup's similarities); a user's own setting wins.
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
     if _begins_with_local_split(sys.argv[1:]):
         # The split workers' fork server spends about 0.3 s importing PyAV, numpy, OpenCV and
         # pyarrow before the first frame decodes. Started before this process imports the command

@@ -38,6 +38,11 @@ from multiprocessing import forkserver
 
 # How the server learns which process must be its parent (read by curate._forkserver_boot).
 PARENT_ENV = "VIDCURATE_FORKSERVER_PARENT"
+# numpy's OpenBLAS threads in the server, and so in every worker forked from it: one. Workers run one
+# per core, so more threads would only crowd the cores the other workers need; and OpenBLAS starts
+# them as numpy loads, where each spins for about 0.1 CPU-s before it sleeps, while the server's
+# imports are what the first frame waits for. (OpenBLAS reads it once, at load.)
+_BLAS_THREADS = "OPENBLAS_NUM_THREADS"
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
@@ -74,12 +79,15 @@ def start(modules: Sequence[str]) -> None:
 def _ensure_running() -> None:
     """Start the server if it is not running, telling it whether to die with this process: only
     when this is the main thread (see the module docstring). An empty value means no."""
-    parent = str(os.getpid()) if threading.current_thread() is threading.main_thread() else ""
-    os.environ[PARENT_ENV] = parent
+    added = {PARENT_ENV: str(os.getpid()) if threading.current_thread() is threading.main_thread() else ""}
+    if _BLAS_THREADS not in os.environ:  # a user's own setting wins
+        added[_BLAS_THREADS] = "1"
+    os.environ.update(added)
     try:
         forkserver.ensure_running()
     finally:
-        del os.environ[PARENT_ENV]  # for the server only: workers and their children never see it
+        for name in added:  # for the server only: workers and their children never see them
+            del os.environ[name]
 
 
 def die_with_parent(parent_pid: int) -> None:

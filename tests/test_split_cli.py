@@ -7,8 +7,10 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -525,6 +527,43 @@ def test_the_quick_exit_still_runs_exit_hooks_flushes_and_keeps_the_exit_code():
     )
     result = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True)
     assert (result.returncode, result.stdout, result.stderr) == (3, "buffered hook ran\n", "to stderr")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the server's environment from /proc")
+@pytest.mark.parametrize("users", [None, "3"])
+def test_the_fork_server_runs_numpy_on_one_blas_thread_unless_told_otherwise(users):
+    """Workers run one per core: the server they fork from starts with OPENBLAS_NUM_THREADS=1, a
+    setting for it alone (this process's environment is left as it was), unless the user set one."""
+    code = (
+        "import os, time, multiprocessing.forkserver as mp_forkserver\n"
+        "from curate import forkserver\n"
+        "forkserver.start(['curate.executor'])\n"
+        "pid = mp_forkserver._forkserver._forkserver_pid\n"
+        "while not (environ := open(f'/proc/{pid}/environ').read()):  # empty until its exec is done\n"
+        "    time.sleep(0.001)\n"
+        "entries = environ.split('\\0')\n"
+        "server = dict(entry.split('=', 1) for entry in entries if '=' in entry)\n"
+        "print(server.get('OPENBLAS_NUM_THREADS'), os.environ.get('OPENBLAS_NUM_THREADS'))\n"
+    )
+    env = {name: value for name, value in os.environ.items() if name != "OPENBLAS_NUM_THREADS"}
+    env.update({"OPENBLAS_NUM_THREADS": users} if users else {})
+    result = subprocess.run([PYTHON, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=60)
+    assert result.stdout.split() == [users or "1", str(users)], result.stderr
+
+
+@pytest.mark.parametrize("users", [None, "20"])
+def test_the_command_lets_blas_threads_sleep_at_once_unless_told_otherwise(users):
+    """numpy's OpenBLAS threads would spin for 0.1 CPU-s after numpy loads (see curate.__main__)."""
+    code = (
+        "import atexit, os, sys; import curate.__main__ as entry\n"
+        "atexit.register(lambda: print(os.environ.get('OPENBLAS_THREAD_TIMEOUT')))\n"
+        "sys.argv = ['curate', 'status', '--help']\n"
+        "entry.main()\n"
+    )
+    env = {name: value for name, value in os.environ.items() if name != "OPENBLAS_THREAD_TIMEOUT"}
+    env.update({"OPENBLAS_THREAD_TIMEOUT": users} if users else {})
+    result = subprocess.run([PYTHON, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert result.stdout.strip().splitlines()[-1] == (users or "4"), result.stdout + result.stderr
 
 
 def test_only_the_fork_server_loads_its_quick_exit_hook():
