@@ -14,8 +14,9 @@ def main() -> NoReturn:
     if _begins_with_local_split(sys.argv[1:]):
         # The split workers' fork server spends about 0.3 s importing PyAV, numpy, OpenCV and
         # pyarrow before the first frame decodes. Started before this process imports the command
-        # line (0.1 s), its imports overlap with all of this process's own. The command starts it
-        # anyway where this guess misses (`--executor=ray` spelt otherwise is a server for nothing).
+        # line (0.1 s), its imports overlap with all of this process's own. A wrong guess costs
+        # little: a local split it misses starts the server later, as the pool is made; a Ray run
+        # it takes for a local one (`--exec ray`) leaves an idle server, which ends with the command.
         from curate import forkserver
         from curate.pipeline import stage_spec
 

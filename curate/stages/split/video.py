@@ -3,10 +3,10 @@ into clip rows (`split_video`).
 
 Every frame is decoded once. Each frame's luma grid feeds our detector (`shots.py`); with a learned
 `split.detector`, a 48x27 RGB copy of the same decoded frame feeds TransNetV2 (`transnet.py`), whose
-per-frame probabilities become a `transitions` table; a few frames a second feed the frame-quality
-samples (`frame_quality.py`: crop box, exposure, sharpness). Clips keep a margin away from every
-boundary (and from every abrupt change the detector was unsure of), skip shots that are too short,
-and split long shots into equal windows, so no clip ever holds a boundary.
+per-frame probabilities become a `transitions` table; about one frame a second feeds the
+frame-quality samples (`frame_quality.py`: crop box, exposure, sharpness). Clips keep a margin
+away from every boundary (and from every abrupt change the detector was unsure of), skip shots
+that are too short, and split long shots into equal windows, so no clip ever holds a boundary.
 
 Only the stage's workers import this module (PyAV, numpy, the detectors); the command's own
 process never does (`stage.py`).
