@@ -545,10 +545,7 @@ def test_the_fork_server_runs_numpy_on_one_blas_thread_unless_told_otherwise(use
         "server = dict(entry.split('=', 1) for entry in entries if '=' in entry)\n"
         "print(server.get('OPENBLAS_NUM_THREADS'), os.environ.get('OPENBLAS_NUM_THREADS'))\n"
     )
-    env = {name: value for name, value in os.environ.items() if name != "OPENBLAS_NUM_THREADS"}
-    env.update({"OPENBLAS_NUM_THREADS": users} if users else {})
-    result = subprocess.run([PYTHON, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=60)
-    assert result.stdout.split() == [users or "1", str(users)], result.stderr
+    assert _python_with("OPENBLAS_NUM_THREADS", users, code).split() == [users or "1", str(users)]
 
 
 @pytest.mark.parametrize("users", [None, "20"])
@@ -560,10 +557,16 @@ def test_the_command_lets_blas_threads_sleep_at_once_unless_told_otherwise(users
         "sys.argv = ['curate', 'status', '--help']\n"
         "entry.main()\n"
     )
-    env = {name: value for name, value in os.environ.items() if name != "OPENBLAS_THREAD_TIMEOUT"}
-    env.update({"OPENBLAS_THREAD_TIMEOUT": users} if users else {})
-    result = subprocess.run([PYTHON, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert result.stdout.strip().splitlines()[-1] == (users or "4"), result.stdout + result.stderr
+    assert _python_with("OPENBLAS_THREAD_TIMEOUT", users, code).splitlines()[-1] == (users or "4")
+
+
+def _python_with(name: str, value: str | None, code: str) -> str:
+    """What `code` prints, run by a fresh interpreter whose environment has `name` set to `value`
+    (None: unset)."""
+    env = {key: setting for key, setting in os.environ.items() if key != name} | ({name: value} if value else {})
+    result = subprocess.run([PYTHON, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 def test_only_the_fork_server_loads_its_quick_exit_hook():
