@@ -59,7 +59,7 @@ test: $(VENV)
 	@# slow tests start. `make format` rewrites the files the second check names.
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	@# The project's own bytecode, cached once: where PYTHONDONTWRITEBYTECODE is set (as on CI), each
+	@# The project's own bytecode, cached once: where PYTHONDONTWRITEBYTECODE is set (as on our machines), each
 	@# command a test runs (its process, its fork server) would compile every module anew.
 	$(PY) -m compileall -q curate train
 	$(PY) -m pytest -q -n $(TEST_PROCESSES) --dist loadscope
