@@ -37,7 +37,12 @@ _REORDER_PACKETS = 16  # the deepest frame reordering of H.264/HEVC: the first t
 
 
 class VideoError(Exception):
-    """A file that cannot be read as a video; the message is short and meant for the manifest."""
+    """A file that cannot be read as a video; the message is short and meant for the manifest.
+    `info` is what probing the file found, when it could be opened (None otherwise)."""
+
+    def __init__(self, message: str, info: VideoInfo | None = None):
+        super().__init__(message)
+        self.info = info
 
 
 @dataclass

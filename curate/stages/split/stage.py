@@ -64,7 +64,8 @@ class SplitStage(Stage):
 
     def process(self, unit: Unit) -> tuple[dict, dict]:
         # PyAV, numpy and the detectors: the fork server imported them before forking this worker.
-        from curate.stages.split.video import Unusable, split_video
+        from curate.stages.split.video import split_video
+        from curate.videoio import VideoError
 
         video: VideoInput = unit.payload
         if video.duplicate_of is not None:
@@ -72,7 +73,7 @@ class SplitStage(Stage):
         self.setup()  # a stage used directly (benchmarks, tests) loads the model on first use
         try:
             return split_video(video, self.config, self._model if self._learned else None)
-        except Unusable as exc:
+        except VideoError as exc:
             return self._error(video, str(exc), exc.info)
 
     def failed(self, unit: Unit, message: str) -> tuple[dict, dict]:

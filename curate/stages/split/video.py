@@ -44,23 +44,11 @@ if TYPE_CHECKING:  # loads OpenCV: imported where used (see `_frame_quality`)
     from curate.stages.split.frame_quality import FrameQuality
 
 
-class Unusable(Exception):
-    """A video that gives no clips at all: why (`str(exc)`), and what probing it found (`info`,
-    None when it could not be opened), for its `videos` row."""
-
-    def __init__(self, message: str, info=None):
-        super().__init__(message)
-        self.info = info
-
-
 def split_video(video: VideoInput, config: SplitConfig, model: transnet.TransNet | None = None) -> tuple[dict, dict]:
     """The `videos` row and the `clips` rows of one video (and its `transitions` row, with
     `model`: TransNetV2 for a learned `split.detector`), as tables, and the stats of the unit.
-    Raises `Unusable` for a video that cannot be opened, holds no decodable frame or is a still image."""
-    try:
-        container, stream, info = open_video(video.path, threads=config.decoder_threads)
-    except VideoError as exc:
-        raise Unusable(str(exc)) from exc
+    Raises `VideoError` for a video that cannot be opened, holds no decodable frame or is a still image."""
+    container, stream, info = open_video(video.path, threads=config.decoder_threads)
     log = DecodeLog()
     windows = model.stream() if model is not None else None
     try:
@@ -73,9 +61,9 @@ def split_video(video: VideoInput, config: SplitConfig, model: transnet.TransNet
         container.close()
     check_complete(info, log)
     if log.num_frames == 0:
-        raise Unusable(f"no decodable video frames ({log.first_problem or 'empty stream'})", info)
+        raise VideoError(f"no decodable video frames ({log.first_problem or 'empty stream'})", info)
     if still := still_image(info, log):
-        raise Unusable(still, info)
+        raise VideoError(still, info)
     fps = dominant_fps(log.frame_times_s, rates)
     detection, tables = detector.finish(), {}
     if windows is not None:
