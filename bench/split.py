@@ -43,7 +43,8 @@ What it measures
    Each measurement is repeated (3 times, 2 with --quick), the tools interleaved within a
    repetition so that background load hits them alike; the table reports the BEST repetition
    (highest frames/s) and the median next to it. Ratios use the best values. Targets:
-   curate/scenedetect >= 1.5 and curate/bare-decode >= 0.75. Each ratio also comes "paired":
+   curate/scenedetect >= 1.5, and curate/bare-decode >= 0.75 at 1280x720 and >= 0.85 with --quick
+   (640x360, issue 17). Each ratio also comes "paired":
    the median over the repetitions of the ratio within each one. A machine whose speed drifts
    by tens of per cent between repetitions (a shared VM) moves both tools of a repetition
    alike, so the paired figure is the steadiest of the three.
@@ -800,13 +801,15 @@ def main() -> int:
         return statistics.median(o.wall / t.wall for o, t in zip(timers[other], timers[tool], strict=True))
 
     vs_sd, vs_decode = best["scenedetect"] / best["curate"], best["bare decode"] / best["curate"]
+    decode_target = 0.85 if args.quick else 0.75  # issue 17 asks 0.85 at 640x360, where decoding is cheapest
     print(
         f"curate / scenedetect = {vs_sd:.2f} by best wall (target >= 1.5: {'met' if vs_sd >= 1.5 else 'NOT met'}); "
         f"median wall {median['scenedetect'] / median['curate']:.2f}; CPU {cpu['scenedetect'] / cpu['curate']:.2f}; "
         f"paired {paired('scenedetect'):.2f}"
     )
     print(
-        f"curate / bare decode = {vs_decode:.2f} by best wall (target >= 0.75: {'met' if vs_decode >= 0.75 else 'NOT met'}); "
+        f"curate / bare decode = {vs_decode:.2f} by best wall "
+        f"(target >= {decode_target}: {'met' if vs_decode >= decode_target else 'NOT met'}); "
         f"median wall {median['bare decode'] / median['curate']:.2f}; CPU {cpu['bare decode'] / cpu['curate']:.2f}; "
         f"paired {paired('bare decode'):.2f}"
     )
