@@ -1,6 +1,6 @@
 """A zoo of edited transitions between REAL shots, with exact ground truth (issue 17).
 
-    python bench/transitions.py [--real DIR] [--set tuning|tuning-b|tuning-c|held-out|both|all] [-v]
+    python bench/transitions.py [--real DIR] [--set tuning|tuning-b|tuning-c|tuning-d|held-out|both|all] [-v]
 
 Cuts segments (2.3 s plus the transition at each end) from inside the shots of the hand-labelled real videos in DIR (default
 `.realdata/`, labels in bench/realdata/), and joins them, alternating source files, with
@@ -12,7 +12,7 @@ the ground truth is exact. Scores `curate split` (`--detector`, default heuristi
 within +-8 frames of their middle frame, clips holding any blended frame).
 
 The source files are split in two: the detector may be tuned on the TUNING sets only (tuning,
-tuning-b, tuning-c); the HELD-OUT set (other files) says how well that generalises. Sets of the
+tuning-b, tuning-c, tuning-d); the HELD-OUT set (other files) says how well that generalises. Sets of the
 same kinds are printed side by side.
 """
 
@@ -53,6 +53,7 @@ class ZooSet:
     kinds: list[str]
     late: bool = False
     alike: bool = False  # neighbours come from the same file (alike shots), not from different ones
+    between: bool = False  # other shots than the other sets pick, between theirs (see pick_segments)
 
 
 TUNING_FILES = ["cup.mp4", "vtest.avi", "bbb.mp4"]
@@ -67,6 +68,9 @@ SETS = {
     # shots of the film or of its trailer (a real file of bench/accuracy.py's tuning set, in no other
     # zoo). The street scene is left out: its parts are one still camera's, and no edit joins those.
     "tuning-c": ZooSet(["cup.mp4", "bbb.mp4", "trailer_bbb.mp4"], KINDS, alike=True),
+    # TUNING-C's kind of pairs again, from other shots of the same files (late in them): a check that
+    # what is tuned on TUNING-C holds on shots it never saw, before the held-out set is read.
+    "tuning-d": ZooSet(["cup.mp4", "bbb.mp4", "trailer_bbb.mp4"], KINDS, late=True, alike=True, between=True),
     # Other files altogether: a box on a table, a car interior, an animated trailer, a music video.
     "held-out": ZooSet(["box.mp4", "carphone_pristine.mp4", "Megamind.avi", "transnetv2_test.mp4"], KINDS),
 }
@@ -97,12 +101,16 @@ def shot_spans(truth: dict, length: int) -> list[tuple[int, int]]:
     return [(a + CLEAR_FRAMES, b - CLEAR_FRAMES) for a, b in spans if b - a - 2 * CLEAR_FRAMES >= length]
 
 
-def pick_segments(truth: dict, length: int, late: bool = False) -> list[tuple[int, int]]:
-    """Up to SEGMENTS_PER_FILE segments of `length` frames from shots spread over the file, or
-    from distant parts of its one long shot; from their starts, or (`late`) two thirds of the way in."""
+def pick_segments(truth: dict, length: int, late: bool = False, between: bool = False) -> list[tuple[int, int]]:
+    """Up to SEGMENTS_PER_FILE segments of `length` frames from shots spread over the file (or,
+    `between`, other shots between those), or from distant parts of its one long shot; from their
+    starts, or (`late`) two thirds of the way in."""
     spans = shot_spans(truth, length)
     if len(spans) > SEGMENTS_PER_FILE:
-        spans = [spans[round(i * (len(spans) - 1) / (SEGMENTS_PER_FILE - 1))] for i in range(SEGMENTS_PER_FILE)]
+        count = SEGMENTS_PER_FILE
+        # spread: the first shot, the last and evenly between; between: the middles of count even parts
+        places = [(i + 0.5) / count if between else i / (count - 1) for i in range(count)]
+        spans = [spans[round(place * (len(spans) - 1))] for place in places]
     if len(spans) == 1:
         a, b = spans[0]
         count = min(SEGMENTS_PER_FILE, (b - a) // length)
@@ -137,7 +145,7 @@ def source_segments(zoo: ZooSet, folder: Path) -> dict[str, list[np.ndarray]]:
         if not (path.exists() and truth_file.exists()):
             continue
         truth = json.loads(truth_file.read_text())
-        picks = {kind: pick_segments(truth, BODY_FRAMES + 2 * length_of(kind), zoo.late) for kind in zoo.kinds}
+        picks = {kind: pick_segments(truth, BODY_FRAMES + 2 * length_of(kind), zoo.late, zoo.between) for kind in zoo.kinds}
         frames = decode_frames(path, {i for segments in picks.values() for a, b in segments for i in range(a, b)})
         for kind, segments in picks.items():
             per_kind[kind].append([np.stack([frames[i] for i in range(a, b)]) for a, b in segments if b - 1 in frames])
