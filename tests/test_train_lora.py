@@ -116,9 +116,11 @@ def test_the_exported_lora_loads_into_a_fresh_wan_pipeline(runs):
     assert len(exported) == len(trainable(trainer))
     assert all(key.startswith("transformer.blocks.") and key.endswith((".lora_A.weight", ".lora_B.weight")) for key in exported)
 
+    fresh = load_family("tiny", seed=trainer.config.seed)
     generator = torch.Generator().manual_seed(2)
     latents = torch.randn((1, *trainer.family.latent_shape(9, 32, 32)), generator=generator)
-    text = trainer.family.encode_text(["A red car drives down a winding mountain road"])
+    # The same text encoder's (the trainer released its own at its first batch of latents).
+    text = fresh.encode_text(["A red car drives down a winding mountain road"])
 
     def velocity(transformer) -> torch.Tensor:
         with torch.no_grad():
@@ -128,7 +130,6 @@ def test_the_exported_lora_loads_into_a_fresh_wan_pipeline(runs):
         expected = velocity(trainer.family.transformer)
     assert not torch.allclose(velocity(trainer.family.transformer), expected)  # the EMA is not the latest weights
 
-    fresh = load_family("tiny", seed=trainer.config.seed)
     pipe = WanPipeline(
         tokenizer=fresh.tokenizer, text_encoder=fresh.text_encoder, vae=fresh.vae, transformer=fresh.transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(),

@@ -8,11 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import webdataset as wds
 
 from curate.shards import Sample, write_shard
 from train.__main__ import main
+from train.config import resolve
 from train.latents import load_npy, trim_padding
+from train.models.family import VideoFamily
+from train.sampler import sample
+from train.trainer import Trainer
 
 COMMON = ["--set", "num_workers=0", "sample_prompts=[]", "log_every=5"]
 
@@ -62,6 +67,43 @@ def test_training_from_latents_matches_training_from_videos(train_shards, latent
     assert main(["--shards", str(train_shards), "--out", str(tmp_path / "videos"), "--steps", "20", "--quiet", *COMMON]) == 0
     assert main(["--shards", str(latents), "--out", str(tmp_path / "latents"), "--steps", "20", "--quiet", *COMMON]) == 0
     assert losses(tmp_path / "latents") == pytest.approx(losses(tmp_path / "videos"), rel=1e-4)
+
+
+def test_a_latent_run_releases_the_text_encoder(train_shards, latents, tmp_path, monkeypatch):
+    """On latent shards the text encoder is released at the first batch, having kept "" and the
+    sample prompts: caption dropout, the validation of video shards (encoded when the run began)
+    and sampling go on without it, and give what a run that keeps it gives."""
+    overrides = [
+        "num_workers=0", "log_every=2", "caption_dropout=0.5", "val_every=2", "sample_every=2",
+        "sample_steps=2", "sample_prompts=['a red ball', 'a blue cube']", "tensorboard=false",
+    ]  # fmt: skip
+    config = resolve("tiny", None, overrides, steps=4, shards=str(latents), val_shards=str(train_shards))
+    released = Trainer(config, tmp_path / "released")
+    released.run(progress=False)
+    assert released.family.text_encoder is None
+    with pytest.raises(ValueError, match="the text encoder was released"):
+        released.family.embed_text(["a caption no latent run embeds"])
+
+    monkeypatch.setattr(VideoFamily, "release_text_encoder", lambda family: None)
+    kept = Trainer(config, tmp_path / "kept")
+    kept.run(progress=False)
+    assert kept.family.text_encoder is not None
+
+    def lines(run: str) -> list[dict]:
+        return [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+
+    assert [(m["loss"], m.get("val_loss")) for m in lines("released")] == [(m["loss"], m.get("val_loss")) for m in lines("kept")]
+    assert sum("val_loss" in m for m in lines("released")) == 2
+    samples = sorted(p.name for p in (tmp_path / "released" / "samples").glob("*.mp4"))
+    assert len(samples) == 4 and samples == sorted(p.name for p in (tmp_path / "kept" / "samples").glob("*.mp4"))
+
+    # The same frames (compared before encoding: libx264's threads make the files differ a little).
+    def frames(trainer: Trainer) -> torch.Tensor:
+        return sample(trainer.family, list(config.sample_prompts), config.num_frames, config.height, config.width, num_steps=2)
+
+    assert torch.equal(frames(released), frames(kept))
+    prompts = list(config.sample_prompts)  # what was kept is what the encoder gives
+    assert torch.allclose(released.family.embed_text(prompts), kept.family.encode_text(prompts), atol=1e-6)
 
 
 def test_a_rerun_resumes_and_other_settings_are_refused(train_shards, latents, capsys):

@@ -69,6 +69,8 @@ class StraightFlow:
     def encode_text(self, prompts):
         return torch.tensor([[1.0] if p else [0.0] for p in prompts])  # 1 marks a conditional input
 
+    embed_text = encode_text  # what the sampler calls (a family's kept embeddings, else encode_text)
+
     def predict(self, x_t, t, text):
         assert (t > 0).all() and not self.transformer.training
         self.calls.append((len(x_t), t.clone()))

@@ -80,7 +80,7 @@ def sample(
     times = timesteps(num_steps, shift).tolist()
 
     with torch.no_grad(), eval_mode(family.transformer):
-        text = family.encode_text(list(prompts) + [negative_prompt] * batch if guided else list(prompts))
+        text = family.embed_text(list(prompts) + [negative_prompt] * batch if guided else list(prompts))
         for t, t_next in itertools.pairwise(times):
             model_input = torch.cat([latents, latents]) if guided else latents
             t_batch = torch.full((len(model_input),), t, device=family.device)

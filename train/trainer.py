@@ -14,7 +14,8 @@ RUN_DIR/lora/pytorch_lora_weights.safetensors. The frozen weights they adapt can
 
 Under torchrun each rank trains on its own share of the shards with the transformer wrapped in
 DDP; rank 0 writes the run folder (see `train.distributed`). Batches of latent shards (`python -m
-train precompute`) carry VAE latents and text embeddings, and the step skips both encoders.
+train precompute`) carry VAE latents and text embeddings: the step skips both encoders, and the
+text encoder is released at the first such batch (`_release_text_encoder`).
 """
 
 from __future__ import annotations
@@ -180,9 +181,18 @@ class Trainer:
         """(latents, text embeddings) of a batch, with the dropped captions replaced by "":
         encoded here from frames and captions, or read from a latent shard's batch."""
         if "latents" in batch:
+            if self.family.text_encoder is not None:
+                self._release_text_encoder()
             return self._stored_latents(batch["latents"], Bucket.from_name(batch["bucket"])), self._stored_text(batch["text"], dropped)
         captions = ["" if drop else caption for caption, drop in zip(batch["captions"], dropped, strict=True)]
-        return self.family.encode_video(batch["frames"].to(self.device)), self.family.encode_text(captions)
+        return self.family.encode_video(batch["frames"].to(self.device)), self.family.embed_text(captions)
+
+    def _release_text_encoder(self) -> None:
+        """A run on latent shards embeds no caption: it keeps what it still embeds (the "" of
+        dropped captions, the sample prompts and their negative, "") and frees the text encoder's
+        memory for the steps. The validation clips were encoded when the run began."""
+        self.family.keep_texts(["", *self.config.sample_prompts])
+        self.family.release_text_encoder()
 
     def _stored_latents(self, latents: torch.Tensor, bucket: Bucket) -> torch.Tensor:
         """Latents made from clips of `bucket`'s shape, which must be one of this run's."""
@@ -203,7 +213,7 @@ class Trainer:
         text = torch.nn.functional.pad(text.to(self.device, torch.float32), (0, 0, 0, length - text.shape[1]))
         if any(dropped):
             if self.null_text is None:
-                self.null_text = self.family.encode_text([""])[0]
+                self.null_text = self.family.embed_text([""])[0]
             text[torch.tensor(dropped, device=self.device)] = self.null_text
         return text
 

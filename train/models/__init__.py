@@ -10,6 +10,10 @@ predicts the flow-matching velocity (the only trained part). The training loop s
     v = family.predict(x_t, t, text)                     # t in [0, 1], same shape as x0
     frames = family.decode_latents(x0)                   # back to uint8 (B, T, H, W, 3)
 
+`embed_text` is `encode_text` for callers that may outlive the text encoder: a run on latent
+shards keeps the few prompts it still embeds (`keep_texts`), then drops the encoder
+(`release_text_encoder`).
+
 Presets register themselves: every module of this package is imported on the first lookup, and
 each family module (`wan`) decorates its builders with `@register("preset-name")`. The interface
 and the registry live in `family`, which family modules import instead of this package, so no

@@ -54,11 +54,12 @@ class VideoFamily(ABC):
         self.device = torch.device(device)
         self.preset = preset
         self.source = source  # "random" for built presets, else the folder the weights came from
+        self._kept_texts: dict[str, torch.Tensor] = {}  # prompt -> its embedding, on the CPU (`keep_texts`)
 
     @abstractmethod
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
         """(B, text_max_length, D) float32 embeddings; "" is a valid prompt (the unconditional
-        input of classifier-free guidance)."""
+        input of classifier-free guidance). Calls `require_text_encoder` first."""
 
     @abstractmethod
     def encode_video(self, frames: torch.Tensor) -> torch.Tensor:
@@ -88,6 +89,34 @@ class VideoFamily(ABC):
     def shape_steps(self) -> tuple[int, int]:
         """(frame_step, side_multiple): the model takes clips of 1 + k * frame_step frames whose
         height and width are multiples of side_multiple (what `check_video_shape` checks)."""
+
+    def keep_texts(self, prompts: list[str]) -> None:
+        """Embed `prompts` now and keep their embeddings (on the CPU), so that `embed_text` still
+        gives them once the text encoder is released."""
+        new = [prompt for prompt in dict.fromkeys(prompts) if prompt not in self._kept_texts]
+        if new:
+            for prompt, embedding in zip(new, self.encode_text(new), strict=True):
+                self._kept_texts[prompt] = embedding.cpu()
+
+    def embed_text(self, prompts: list[str]) -> torch.Tensor:
+        """What `encode_text` gives, from the kept embeddings when they hold every prompt (the
+        same tensors each time), else from the text encoder."""
+        if all(prompt in self._kept_texts for prompt in prompts):
+            return torch.stack([self._kept_texts[prompt] for prompt in prompts]).to(self.device)
+        return self.encode_text(prompts)
+
+    def release_text_encoder(self) -> None:
+        """Drop the text encoder (Wan's UMT5-XXL holds some 11 GB in bf16): from now on only the
+        prompts kept by `keep_texts` embed."""
+        self.text_encoder = None
+
+    def require_text_encoder(self) -> None:
+        """What `encode_text` calls first: a clear error once the text encoder was released."""
+        if self.text_encoder is None:
+            raise ValueError(
+                "the text encoder was released (a run on latent shards embeds no caption) and a prompt it did not keep "
+                "came after: train from latent shards or from video shards, not both"
+            )
 
     def check_frames(self, frames: torch.Tensor) -> None:
         """Raise ConfigError unless `frames` is a uint8 (B, T, H, W, 3) tensor of a valid shape."""
