@@ -480,9 +480,10 @@ def profile_one(path: Path) -> None:
     from curate.config import SplitConfig
     from curate.inputs import VideoInput, content_id
     from curate.stages.base import Unit
+    from curate.stages.split.frame_quality import FrameQuality
     from curate.stages.split.shots import ShotDetector
     from curate.stages.split.stage import SplitStage
-    from curate.stages.split.video import _feed, _frame_quality
+    from curate.stages.split.video import _feed
     from curate.videoio import DecodeLog, LumaGrid, iter_frames, luma, open_video
 
     config = SplitConfig()
@@ -522,7 +523,7 @@ def profile_one(path: Path) -> None:
             container, stream, info = open_video(str(path), threads)
             log, detector = DecodeLog(), ShotDetector(info.fps, config) if detector_too else NoDetector()
             rate = config.quality_samples_per_s
-            quality = _frame_quality(info.fps, rate, config.min_clip_s) if rate > 0 else None
+            quality = FrameQuality(info.fps, rate, config.min_clip_s) if rate > 0 else None
             with container:
                 _feed(detector, stream, iter_frames(container, stream, log), config, None, quality)
             if detector_too:
@@ -581,8 +582,10 @@ def profile_one(path: Path) -> None:
 
 def startup_costs() -> None:
     """What one invocation of each command costs before any real work: run on a 10-frame video."""
+    from curate.pipeline import stage_spec
     from curate.synthetic import Shot, make_video
 
+    preload = stage_spec("split").preload  # what the fork server imports
     tiny = OUT / "tiny_10_frames_640x360.mp4"
     if not tiny.exists():
         make_video(tiny, [Shot(10, 1)], [], 640, 360, fps=FPS)
@@ -591,11 +594,7 @@ def startup_costs() -> None:
         "python -c pass": [PYTHON, "-c", "pass"],
         "bare decode script (import av + decode)": bare_decode_command(tiny),
         "scenedetect -q detect-adaptive": scenedetect_command(tiny),
-        "fork server's imports (once per command; workers are its forks)": [
-            PYTHON,
-            "-c",
-            "import curate.executor, curate.stages.split.stage, curate.stages.split.video, curate.stages.split.frame_quality",
-        ],
+        "fork server's imports (once per command; workers are its forks)": [PYTHON, "-c", f"import {', '.join(preload)}"],
         "the command's own imports (its workers' run in the fork server meanwhile)": [
             PYTHON,
             "-c",

@@ -178,8 +178,8 @@ STAGES: tuple[StageSpec, ...] = (
             "stopped when the same command is run again."
         ),
         example="split.max_clip_s=8 split.min_clip_s=3",
-        # PyAV, numpy and the detectors; OpenCV (0.16 CPU-s to import) for the frame-quality samples.
-        worker_modules=("curate.stages.split.video", "curate.stages.split.frame_quality"),
+        # PyAV, numpy, the detectors, and OpenCV (0.16 CPU-s to import) for the frame-quality samples.
+        worker_modules=("curate.stages.split.video",),
         rules=(
             DropRule(
                 "too_small",

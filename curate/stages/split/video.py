@@ -8,15 +8,14 @@ frame-quality samples (`frame_quality.py`: crop box, exposure, sharpness). Clips
 away from every boundary (and from every abrupt change the detector was unsure of), skip shots
 that are too short, and split long shots into equal windows, so no clip ever holds a boundary.
 
-Only the stage's workers import this module (PyAV, numpy, the detectors); the command's own
-process never does (`stage.py`).
+Only the stage's workers import this module (PyAV, numpy, the detectors, OpenCV for the
+frame-quality samples); the command's own process never does (`stage.py`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +25,7 @@ from curate.inputs import VideoInput
 from curate.manifest import CLIP_SCHEMA, VIDEO_SCHEMA, to_table
 from curate.picture import Picture, picture_of
 from curate.stages.split import transnet
+from curate.stages.split.frame_quality import FrameQuality
 from curate.stages.split.shots import Detection, ShotDetector, Transition, shots_between
 from curate.videoio import (
     DecodeLog,
@@ -40,9 +40,6 @@ from curate.videoio import (
     still_image,
 )
 
-if TYPE_CHECKING:  # loads OpenCV: imported where used (see `_frame_quality`)
-    from curate.stages.split.frame_quality import FrameQuality
-
 
 def split_video(video: VideoInput, config: SplitConfig, model: transnet.TransNet | None = None) -> tuple[dict, dict]:
     """The `videos` row and the `clips` rows of one video (and its `transitions` row, with
@@ -54,7 +51,7 @@ def split_video(video: VideoInput, config: SplitConfig, model: transnet.TransNet
     try:
         detector = ShotDetector(info.fps, config)
         rate = config.quality_samples_per_s
-        quality = _frame_quality(info.fps, rate, config.min_clip_s) if rate > 0 else None  # crop box, exposure, sharpness
+        quality = FrameQuality(info.fps, rate, config.min_clip_s) if rate > 0 else None  # crop box, exposure, sharpness
         picture = _feed(detector, stream, iter_frames(container, stream, log), config, windows, quality)
         rates = nominal_rates(stream)
     finally:
@@ -101,13 +98,6 @@ def _learned_detection(
 TRANSITIONS_SCHEMA = pa.schema(
     [("video_id", pa.string()), ("single_frame_probs", pa.list_(pa.float32())), ("many_hot_probs", pa.list_(pa.float32()))]
 )
-
-
-def _frame_quality(fps: float, rate: float, min_clip_s: float) -> FrameQuality:
-    """The frame-quality sampler (imported here: it loads OpenCV, which only workers need)."""
-    from curate.stages.split.frame_quality import FrameQuality
-
-    return FrameQuality(fps, rate, min_clip_s)
 
 
 def transitions_table(video_id: str, probabilities: transnet.Probabilities) -> pa.Table:
