@@ -59,7 +59,7 @@ class VideoFamily(ABC):
     @abstractmethod
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
         """(B, text_max_length, D) float32 embeddings; "" is a valid prompt (the unconditional
-        input of classifier-free guidance). Calls `require_text_encoder` first."""
+        input of classifier-free guidance)."""
 
     @abstractmethod
     def encode_video(self, frames: torch.Tensor) -> torch.Tensor:
@@ -103,20 +103,17 @@ class VideoFamily(ABC):
         same tensors each time), else from the text encoder."""
         if all(prompt in self._kept_texts for prompt in prompts):
             return torch.stack([self._kept_texts[prompt] for prompt in prompts]).to(self.device)
-        return self.encode_text(prompts)
-
-    def release_text_encoder(self) -> None:
-        """Drop the text encoder (Wan's UMT5-XXL holds some 11 GB in bf16): from now on only the
-        prompts kept by `keep_texts` embed."""
-        self.text_encoder = None
-
-    def require_text_encoder(self) -> None:
-        """What `encode_text` calls first: a clear error once the text encoder was released."""
         if self.text_encoder is None:
             raise ValueError(
                 "the text encoder was released (a run on latent shards embeds no caption) and a prompt it did not keep "
                 "came after: train from latent shards or from video shards, not both"
             )
+        return self.encode_text(prompts)
+
+    def release_text_encoder(self) -> None:
+        """Drop the text encoder (Wan's UMT5-XXL holds some 11 GB in bf16): from now on only the
+        prompts kept by `keep_texts` embed (`embed_text`; `encode_text` needs the encoder)."""
+        self.text_encoder = None
 
     def check_frames(self, frames: torch.Tensor) -> None:
         """Raise ConfigError unless `frames` is a uint8 (B, T, H, W, 3) tensor of a valid shape."""

@@ -69,7 +69,6 @@ class WanFamily(VideoFamily):
         self.spatial_multiple = self.spatial_factor * patch_h  # latents must tile into patches
 
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
-        self.require_text_encoder()
         cleaned = [" ".join(prompt.split()) for prompt in prompts]  # WanPipeline collapses whitespace too
         tokens = self.tokenizer(
             cleaned,
