@@ -645,6 +645,38 @@ def test_dissolve_between_two_fast_pans_is_kept_out_of_clips():
     assert_spans_avoid(spans, first, last + 1)
 
 
+@pytest.mark.parametrize("passing", [26, None])
+def test_dissolve_just_after_something_passed_the_lens_is_kept_out_of_clips(passing):
+    """A 16-frame dissolve (frames 41..56) from a slow pan into a still shot, five frames after a
+    dark object has swept past the lens (frames 26..35). The windows before the dissolve then
+    change more than it does, so it stands out against its calm side only: it is kept out of
+    clips as an uncertain change (the lopsided-blend test), where before one clip held all of
+    it. Without the object the same dissolve is found, and that test adds nothing there."""
+    from curate import synthetic
+    from curate.synthetic import Join, Shot
+
+    shots = [Shot(57, 1501, pan=(0.0, 1.9), moving_object=False, occlusion_at=passing), Shot(111, 1502)]
+    joins = [Join("dissolve", 16)]
+    first, last = synthetic.truth(shots, joins).gradual[0]
+    frames = _rendered_grids(shots, joins)
+    detection = _detection(frames)
+    assert_spans_avoid(_clip_spans_of(frames), first, last + 1, detection)
+    if passing is None:
+        assert [t.kind for t in detection.transitions] == ["dissolve"] and detection.uncertain == [], detection
+    else:
+        assert any(u.start <= first and u.end > last for u in detection.uncertain), detection
+
+
+def test_pan_after_something_passed_the_lens_is_no_uncertain_change():
+    """The same slow pan and passing object in one long shot, with no dissolve: the windows around
+    the object stand out against one side, but their middle frames are no flatter than their
+    ends, so nothing is kept out of clips."""
+    from curate.synthetic import Shot
+
+    detection = _detection(_rendered_grids([Shot(168, 1501, pan=(0.0, 1.9), moving_object=False, occlusion_at=26)], []))
+    assert detection.transitions == [] and detection.uncertain == [], detection
+
+
 @pytest.mark.parametrize("flash_at", [8, 10])
 @pytest.mark.parametrize("pan", [(0.0, 0.0), (1.5, 0.5)])
 def test_flash_inside_a_dissolve_is_no_cut(flash_at, pan):

@@ -102,6 +102,7 @@ _SATURATED = 0.97  # share of the widest span that marks the ends of a dissolve
 _CONTRAST = 2.0  # a dissolve window changes this many times more than its neighbours
 _BLEND_DIP = 0.8  # a dissolve's middle frame has at most this share of its ends' mean contrast (luma std)...
 _DIP_CONTRAST = 1.5  # ...and then its window need change only this many times more than its neighbours
+_LOPSIDED_DIP = 0.9  # a blend window that stands out only against its calm side, with a middle this flat, is kept out of clips
 _DEEP_DIP = 0.75  # a frame this much flatter than the pictures at both ends of a window...
 _UNEVEN_DIP = 0.9  # (or this much, and no higher than their flattest blend: ends of unequal contrast)...
 _DIP_CLIMB = 1.1  # ...in a dip whose contrast climbs this far on both sides...
@@ -313,7 +314,10 @@ class ShotDetector:
         # Dissolves that only moved ends show come last and explain none of the changes above: a
         # short shot between two of them may hold both, and only one is seen.
         moving, overlapping = self._moving_dissolves(transitions + slides)
-        uncertain = _merged(uncertain + dips + shadowed + overlapping + self._pan_blends(transitions + slides))
+        uncertain += dips + shadowed + overlapping + self._pan_blends(transitions + slides)
+        # Last: a window that only stands out against one side is kept out only where nothing
+        # above explains it.
+        uncertain = _merged(uncertain + self._lopsided_blends(scores, transitions + slides + moving + uncertain, std, mean))
         return Detection(sorted(transitions + slides + moving, key=lambda t: (t.start, t.end)), uncertain)
 
     # -- scoring ---------------------------------------------------------------------------
@@ -609,9 +613,8 @@ class ShotDetector:
         fast pans the picture tests see dissolves, and a shot's own action would pass for one."""
         residual, move = np.asarray(self._pans.residual, np.float32), np.asarray(self._pans.move, np.float32)
         n, longest = len(residual), self._max_transition()
-        side, clear = max(2, round(_PAN_SIDE_S * self.fps)), max(2, round(_PAN_CLEAR_S * self.fps))
-        before, after = _side_medians(residual, side, clear)
-        pace_before, pace_after = _side_medians(move, side, clear)
+        before, after = self._pan_sides(residual)
+        pace_before, pace_after = self._pan_sides(move)
         fast = np.maximum(pace_before, pace_after) >= _PAN_FAST * self._grid_width
         hot = fast & (residual >= np.maximum(_PAN_FLOOR, _PAN_BURST * np.maximum(before, after)))
         hot[0] = False  # the first frame has no previous one
@@ -628,6 +631,12 @@ class ShotDetector:
                 end += 1
             blends.append(Transition(start, end, None, "uncertain"))
         return blends
+
+    def _pan_sides(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per frame, the medians of `values` over the frames on each side that the pan tests
+        measure it against (`_PAN_SIDE_S`, `_PAN_CLEAR_S`)."""
+        side, clear = max(2, round(_PAN_SIDE_S * self.fps)), max(2, round(_PAN_CLEAR_S * self.fps))
+        return _side_medians(values, side, clear)
 
     def _moving_dissolves(self, transitions: list[Transition]) -> tuple[list[Transition], list[Transition]]:
         """Dissolves between shots in motion that only the moved ends show (`pans.MovingBlends`):
@@ -766,6 +775,38 @@ class ShotDetector:
             else:
                 found.append(Transition(start, end, int(t), "dissolve"))
         return found, shadowed
+
+    def _lopsided_blends(self, scores, explained_by: list[Transition], std: np.ndarray, mean: np.ndarray) -> list[Transition]:
+        """Blend windows that stand out against the windows on one side only: a dissolve beside
+        something that changes the windows on its other side as much as it does (the pan it
+        dissolves out of, an object that swept past the lens just before). `_dissolves` compares
+        a window with the busier of its sides, so that motion, which changes every window alike,
+        passes for no dissolve. Here the window must look like a blend all the same: its middle
+        frame an even blend of its ends, flatter than they are (`_LOPSIDED_DIP`: a blend of two
+        pictures loses contrast, motion inside one shot does not), and left unexplained by any
+        camera move (`pans.py`) far more than the frames on the quieter side (a pan that stops
+        dead passes the other tests). Such windows are kept out of clips, not taken as dissolves:
+        a shot whose motion starts or stops may still pass. Windows near a change found or kept
+        out already add nothing."""
+        cfg, n = self.config, self.num_frames
+        blended = np.zeros(n, bool)
+        moved = np.asarray(self._pans.residual, np.float32)  # what the best camera move leaves unexplained
+        unexplained = moved >= np.maximum(_PAN_FLOOR, _PAN_BURST * np.minimum(*self._pan_sides(moved)))
+        for h in self.widths:
+            span, residual, weight = scores[f"span{h}"], scores[f"residual{h}"], scores[f"weight{h}"]
+            calm_side = np.minimum(_at(span, -2 * h), _at(span, 2 * h))
+            balance = 1 - 2 * np.abs(weight - 0.5)
+            flatter = std <= _LOPSIDED_DIP * (_at(std, -h) + _at(std, h)) / 2
+            passes = (span >= cfg.gradual_min_diff * self._presence(std, h)) & (residual <= cfg.gradual_max_residual)
+            passes &= (balance >= 0.5) & flatter & unexplained & (span >= _CONTRAST * calm_side)
+            for t in np.flatnonzero(passes):
+                blended[max(0, t - h + 1) : t + h] = True
+        explained = _near(n, explained_by, margin=self._min_gap())
+        return [
+            Transition(*self._settled(start, end, (start + end) // 2, std, mean), None, "uncertain")
+            for start, end in runs(blended)
+            if not explained[start:end].any()
+        ]
 
     def _settled(self, start: int, end: int, centre: int, std: np.ndarray, mean: np.ndarray) -> tuple[int, int]:
         """[start, end) widened on either side over the frames whose contrast or mean luma still
