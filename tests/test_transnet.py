@@ -144,11 +144,11 @@ def test_many_hot_runs_that_touch_no_transition_are_uncertain():
 @pytest.fixture(scope="module")
 def dissolve_out_of_a_fast_pan(tmp_path_factory):
     """The first three shots of synthetic edit 73 (320x180, 24 fps): a cut, then a 16-frame
-    dissolve from a fast pan (10.5 pixels a frame, which the pan tests do not follow) into a slow
-    one, with a flash inside the dissolve. Neither our rules nor TransNetV2's single-frame head
-    (0.43 at most there) find it; the model's many-hot head marks it (0.66 at most, 2026-12-06).
-    (Until the lopsided blends, edit 15's dissolve just after something passed the lens was this
-    case; our rules keep that one out of clips now.)"""
+    dissolve from a fast pan (10.5 pixels a frame, which the pan tracker follows on only some
+    frames) into a slow one, with a flash inside the dissolve. Neither our rules nor TransNetV2's
+    single-frame head (0.43 at most there) find it; the model's many-hot head marks it (0.66 at
+    most, 2026-12-06). Until the lopsided blends, edit 15's dissolve just after something passed
+    the lens was this case; our rules keep that one out of clips now."""
     path = tmp_path_factory.mktemp("transnet") / "edit-073-head.mp4"
     shots, joins = synthetic.edited_video(73, num_shots=8)
     return path, synthetic.make_video(path, shots[:3], joins[:2], 320, 180, fps=24)
