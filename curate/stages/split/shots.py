@@ -532,7 +532,7 @@ class ShotDetector:
         the change better, as for dissolves. A window wider than the change itself (the narrowest
         one whose ends are as far apart as they get) adds only frames of the shots around it."""
         span, hist = scores[f"span{h}"], scores[f"hist{h}"]
-        outside = np.maximum(_at(span, -2 * h), _at(span, 2 * h))
+        outside = np.maximum(*_beside(span, h))
         # Near either end of the video a window "beside" it is cut short (clamped), and changes
         # less for that alone; one side alone is no measure of the shot's own change either (a
         # pan's histogram drifts): a wide window counts only where both windows beside it fit.
@@ -547,7 +547,7 @@ class ShotDetector:
             # moves a frame or two.
             held_span = np.min([_at(span, k) for k in range(-_FLASH_FRAMES, _FLASH_FRAMES + 1)], axis=0)
             held_hist = np.min([_at(hist, k) for k in range(-_FLASH_FRAMES, _FLASH_FRAMES + 1)], axis=0)
-            hist_outside = np.maximum(_at(hist, -2 * h), _at(hist, 2 * h))
+            hist_outside = np.maximum(*_beside(hist, h))
             by_picture = (held_span >= _WIDE_SPAN * presence) & (held_span >= _WIDE_CONTRAST * outside)
             by_histogram = (held_span >= _WIDE_SPAN * presence) & (held_hist >= np.maximum(_WIDE_HIST, _WIDE_CONTRAST * hist_outside))
             # Two shots alike on the coarse grid (see _dissolves) differ in their histograms.
@@ -580,7 +580,7 @@ class ShotDetector:
         explained = _near(n, transitions, margin=self._min_gap())
         narrowest = np.zeros(n, np.int32)  # the half-width of the narrowest window that finds each frame deep
         for h in (h for h in self.widths if h >= _DIP_MIN_HALF):
-            apart = scores[f"span{h}"] >= self.config.gradual_min_diff * self._presence(std, h)
+            apart = scores[f"span{h}"] >= self._min_apart(std, h)
             before, after = _at(std, -h), _at(std, h)
             flatter = np.minimum(before, after)
             # Between pictures of unequal contrast a blend's bottom lies less far below the flatter
@@ -692,7 +692,7 @@ class ShotDetector:
         if h is None:
             return False
         centre = (first + last) // 2 - 1
-        return bool(scores[f"span{h}"][centre] >= _SLIDE_APART * self.config.gradual_min_diff * self._presence(std, h)[centre])
+        return bool(scores[f"span{h}"][centre] >= _SLIDE_APART * self._min_apart(std, h)[centre])
 
     def _presence(self, std: np.ndarray, h: int) -> np.ndarray:
         """Per centre t, how far the pictures at t-h and t+h are from blank (the root mean square
@@ -702,12 +702,22 @@ class ShotDetector:
         weight = np.clip(std / self.config.flat_max_std - 1.0, 0.0, 1.0)
         return np.maximum(_MIN_PRESENCE, np.sqrt((_at(weight, -h) ** 2 + _at(weight, h) ** 2) / 2))
 
+    def _min_apart(self, std: np.ndarray, h: int) -> np.ndarray:
+        """Per centre t, how far apart the pictures at t-h and t+h are at least when a transition
+        joins them: split.gradual_min_diff, scaled by their presence (`_presence`)."""
+        return self.config.gradual_min_diff * self._presence(std, h)
+
+    def _even_blends(self, scores: dict[str, np.ndarray], h: int) -> np.ndarray:
+        """Per centre t, whether frame t is close to a blend of frames t-h and t+h (its residual
+        at most split.gradual_max_residual) and an even one (`_balance` at least 0.5: each end
+        weighs between a quarter and three quarters)."""
+        return (scores[f"residual{h}"] <= self.config.gradual_max_residual) & (_balance(scores[f"weight{h}"]) >= 0.5)
+
     def _dissolves(
         self, scores, in_fade: np.ndarray, taken: np.ndarray, std: np.ndarray, mean: np.ndarray, at_cut: np.ndarray
     ) -> tuple[list[Transition], list[Transition]]:
         """The dissolves, strongest window first, clear of the frames `taken` (near fades and
         cuts) and of fades; and, as uncertain changes, the windows that hold a cut (`at_cut`)."""
-        cfg = self.config
         n = self.num_frames
         best_score = np.zeros(n, np.float32)
         dip_half = np.zeros(n, np.int32)  # half-width of the best window, where only the contrast dip found it
@@ -718,14 +728,14 @@ class ShotDetector:
             # moving crowd changes every window alike, a transition only the one that holds it.
             # Histograms say the same while ignoring where things are, so motion inside the
             # neighbouring windows does not hide a dissolve from them.
-            outside = np.maximum(_at(span, -2 * h), _at(span, 2 * h))
+            outside = np.maximum(*_beside(span, h))
             hist = scores[f"hist{h}"]
-            hist_outside = np.maximum(_at(hist, -2 * h), _at(hist, 2 * h))
+            hist_outside = np.maximum(*_beside(hist, h))
             stands_out = (span >= _CONTRAST * outside) | (hist >= np.maximum(_MIN_HIST_CHANGE, _CONTRAST * hist_outside))
             # Between two shots in motion the windows beside a dissolve change nearly as much as
             # it does. But an even blend of two unrelated pictures is flatter than either (its luma
             # std about 0.7 times theirs), where a pan or a moving crowd keeps its contrast.
-            dips = std <= _BLEND_DIP * (_at(std, -h) + _at(std, h)) / 2
+            dips = std <= _BLEND_DIP * _ends_contrast(std, h)
             by_dip = ~stands_out & dips & (span >= _DIP_CONTRAST * outside)
             stands_out |= by_dip
             # Two shots alike in layout (bright above, darker below) are close on the coarse grid
@@ -733,13 +743,11 @@ class ShotDetector:
             # spreads that change over its frames: one frame that makes most of it is a cut.
             spread_out = _window_max(scores["hist_step"], h) <= _HIST_LED_STEP * hist
             hist_led = _histogram_led(hist, hist_outside, span, outside) & spread_out
-            apart = cfg.gradual_min_diff * self._presence(std, h)  # how far apart the ends of a dissolve are
+            apart = self._min_apart(std, h)
             picture_led = span >= apart
-            balance = 1 - 2 * np.abs(weight - 0.5)  # 1 when the centre is an even blend
-            ok = (span >= apart * np.where(hist_led, _HIST_LED_SPAN, 1.0)) & (residual <= cfg.gradual_max_residual)
-            ok &= (balance >= 0.5) & stands_out
+            ok = (span >= apart * np.where(hist_led, _HIST_LED_SPAN, 1.0)) & self._even_blends(scores, h) & stands_out
             change = np.maximum(span - outside, np.where(hist_led, hist - hist_outside, 0.0))
-            score = np.where(ok, change * (1 - residual) * balance, 0.0)
+            score = np.where(ok, change * (1 - residual) * _balance(weight), 0.0)
             better = score > best_score
             dip_half[better] = np.where(by_dip[better], h, 0)
             by_histogram[better] = ~picture_led[better]
@@ -788,17 +796,14 @@ class ShotDetector:
         dead passes the other tests). Such windows are kept out of clips, not taken as dissolves:
         a shot whose motion starts or stops may still pass. Windows near a change found or kept
         out already add nothing."""
-        cfg, n = self.config, self.num_frames
+        n = self.num_frames
         blended = np.zeros(n, bool)
         moved = np.asarray(self._pans.residual, np.float32)  # what the best camera move leaves unexplained
         unexplained = moved >= np.maximum(_PAN_FLOOR, _PAN_BURST * np.minimum(*self._pan_sides(moved)))
         for h in self.widths:
-            span, residual, weight = scores[f"span{h}"], scores[f"residual{h}"], scores[f"weight{h}"]
-            calm_side = np.minimum(_at(span, -2 * h), _at(span, 2 * h))
-            balance = 1 - 2 * np.abs(weight - 0.5)
-            flatter = std <= _LOPSIDED_DIP * (_at(std, -h) + _at(std, h)) / 2
-            passes = (span >= cfg.gradual_min_diff * self._presence(std, h)) & (residual <= cfg.gradual_max_residual)
-            passes &= (balance >= 0.5) & flatter & unexplained & (span >= _CONTRAST * calm_side)
+            span = scores[f"span{h}"]
+            passes = (span >= self._min_apart(std, h)) & self._even_blends(scores, h) & unexplained
+            passes &= (std <= _LOPSIDED_DIP * _ends_contrast(std, h)) & (span >= _CONTRAST * np.minimum(*_beside(span, h)))
             for t in np.flatnonzero(passes):
                 blended[max(0, t - h + 1) : t + h] = True
         explained = _near(n, explained_by, margin=self._min_gap())
@@ -1164,7 +1169,7 @@ def _wipe_centres(scores: dict[str, np.ndarray], h: int, kind: float) -> np.ndar
     `_IS_PARTIAL_WIPE`) and changes more than the windows beside it (a shot moving fast changes
     those too), both of which lie inside the video."""
     span = scores[f"span{h}"]
-    outside = np.maximum(_at(span, -2 * h), _at(span, 2 * h))
+    outside = np.maximum(*_beside(span, h))
     t = np.arange(len(span))
     return np.flatnonzero((scores[f"wipe{h}"] == kind) & (span >= _WIPE_CONTRAST * outside) & (t - 3 * h >= 0) & (t + 3 * h < len(span)))
 
@@ -1296,6 +1301,24 @@ def _side_medians(values: np.ndarray, side: int, clear: int) -> tuple[np.ndarray
 def _at(values: np.ndarray, offset: int) -> np.ndarray:
     """values[t + offset] for every t, clamped at both ends of the video."""
     return values.take(np.arange(offset, len(values) + offset), axis=0, mode="clip")
+
+
+def _beside(values: np.ndarray, h: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per centre t, a window score of half-width h (span, hist) at the windows just before and
+    just after the window at t (centred 2h away): what a transition must stand out against."""
+    return _at(values, -2 * h), _at(values, 2 * h)
+
+
+def _ends_contrast(std: np.ndarray, h: int) -> np.ndarray:
+    """Per centre t, the mean contrast (luma std) of frames t-h and t+h: a blend of two pictures
+    is flatter than they are."""
+    return (_at(std, -h) + _at(std, h)) / 2
+
+
+def _balance(weight: np.ndarray) -> np.ndarray:
+    """1 where a window's middle frame is an even blend of its ends, 0 where it is one of them
+    (`weight`: the later end's share of the blend, see `_blend_scores`)."""
+    return 1 - 2 * np.abs(weight - 0.5)
 
 
 def _histogram_led(hist: np.ndarray, hist_outside: np.ndarray, span: np.ndarray, outside: np.ndarray) -> np.ndarray:
