@@ -806,6 +806,33 @@ def test_fast_pan_alone_is_no_uncertain_change(stops):
     assert detection.transitions == [] and detection.uncertain == [], detection
 
 
+def test_fast_pan_over_smooth_scenery_is_no_dissolve():
+    """A pan of 11 pixels a frame at 320x180 over smooth scenery, something moving across it (the
+    last shot of synthetic seed 52). Shifting a smooth picture by half the way is close to blending
+    it shifted by all of it and by none, so the picture tests took frames 30..65 for a dissolve.
+    But the pan tracker reads a move on every one of those frames, and the moved previous frame
+    matches each of them as well as it does beside them: a camera move, no transition."""
+    from curate.synthetic import Shot
+
+    assert _detection(_rendered_grids([Shot(101, 5207, pan=(11.1, 0.0))], [])).transitions == []
+
+
+def test_dissolve_between_two_shots_panning_alike_is_still_found():
+    """Two shots panning the same way at the same pace (10 pixels a frame), joined by a 16-frame
+    dissolve (frames 80..95): the blend adds to every frame a change that no camera move explains,
+    so the test above does not take it for the pan."""
+    from curate import synthetic
+    from curate.synthetic import Join, Shot
+
+    shots, joins = [Shot(96, 5207, pan=(10.0, 0.0)), Shot(96, 5208, pan=(10.0, 0.0))], [Join("dissolve", 16)]
+    first, last = synthetic.truth(shots, joins).gradual[0]
+    frames = _rendered_grids(shots, joins)
+    transitions = _detect(frames)
+    assert [t.kind for t in transitions] == ["dissolve"], transitions
+    assert abs(transitions[0].cut_frame - (first + last + 1) // 2) <= GRADUAL_TOL, transitions
+    assert_spans_avoid(_clip_spans_of(frames), first, last + 1)
+
+
 def test_blend_dip_spans_the_blend_and_its_brightening_tail_but_not_a_far_deeper_dip():
     """A contrast dip between pictures far apart, whose bottom is as flat as a blend of the
     pictures where it ends (40 and 36: the flattest blend has 26.8), is kept out of clips over the

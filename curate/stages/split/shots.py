@@ -59,6 +59,10 @@ towards the zero vector, which is at distance 1 from any picture.
   differ several times more than each shot's own frames do (smooth motion inside one shot makes
   middles blends of their neighbours too). A dissolve where no transition was found; over one,
   an uncertain change.
+- A pan over smooth scenery passes for a dissolve or a wipe (a smooth picture moved half the way
+  is close to a blend of it moved all of it and none): a dissolve or wipe on nearly every frame
+  of which the pan tracker reads a move that explains the frame as well as it does beside it is
+  the pan, and dropped.
 
 `split.detector` may join these boundaries with TransNetV2's (`transnet.py`: every boundary either
 finds, ours where both do); this module knows nothing of it.
@@ -161,6 +165,7 @@ _PAN_FLOOR = 0.5  # ...and by at least this many luma levels (compression noise 
 _PAN_GROW = 1.5  # such a run grows over the frames beside it still this far above their side
 _PAN_SIDE_S = 0.4  # the frames on each side that measure it...
 _PAN_CLEAR_S = 0.5  # ...this far from the frame looked at (clear of a dissolve that frame is the middle of)
+_PAN_COVER = 0.9  # a transition a camera move explains on this share of its frames, and as well as beside it, is the pan
 _PAN_MIN_S = 0.2  # shorter runs are a flash or something passing, left to the other tests
 _MOVING_HALF_S = 1 / 3  # the half-width of the windows whose moved ends `pans.MovingBlends` blends
 
@@ -305,6 +310,7 @@ class ShotDetector:
         taken = _near(self.num_frames, fades + cuts, margin=self._min_gap())
         dissolves, shadowed = self._dissolves(scores, in_fade, taken, std, mean, _near(self.num_frames, cuts, margin=0))
         wipes = self._wipes(scores, in_fade, taken)
+        dissolves, wipes = self._not_panning(dissolves), self._not_panning(wipes)
         transitions = sorted(fades + cuts + dissolves + wipes, key=lambda t: (t.start, t.end))
         uncertain = self._uncertain(scores, ratio, spread, transitions, std, mean)
         slides = self._slides(scores, uncertain, std)
@@ -631,6 +637,24 @@ class ShotDetector:
                 end += 1
             blends.append(Transition(start, end, None, "uncertain"))
         return blends
+
+    def _not_panning(self, transitions: list[Transition]) -> list[Transition]:
+        """The transitions less those that a camera move explains: on nearly every frame of it
+        (`_PAN_COVER`) the pan tracker (`pans.py`) reads a move, and the moved previous frame
+        matches each frame no worse than on the frames beside it. A pan over smooth scenery
+        makes each frame close to an even blend of frames before and after it, and the picture
+        tests take it for a dissolve or a wipe; but a real transition adds to every frame a
+        change that no move explains (a blend of the next picture, or its front)."""
+        residual, move = np.asarray(self._pans.residual, np.float32), np.asarray(self._pans.move, np.float32)
+        before, after = self._pan_sides(residual)
+        kept = []
+        for t in transitions:
+            inside = slice(max(1, t.start), t.end)  # the first frame has no previous one
+            moving = np.count_nonzero(move[inside]) >= _PAN_COVER * (inside.stop - inside.start)
+            sides = [side for side in (before[t.start], after[t.end - 1]) if np.isfinite(side)]  # none past an end
+            if not moving or not sides or np.median(residual[inside]) > max(sides):
+                kept.append(t)
+        return kept
 
     def _pan_sides(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per frame, the medians of `values` over the frames on each side that the pan tests
