@@ -1,6 +1,6 @@
 """Shot-boundary accuracy of `curate split`'s detectors against PySceneDetect's.
 
-    python bench/accuracy.py [--videos N] [--seeds FIRST] [--size WxH] [--real DIR] [--only GLOB]
+    python bench/accuracy.py [--videos N] [--seeds FIRST] [--size WxH] [--moving N] [--real DIR] [--only GLOB]
                              [--detectors heuristic,transnetv2,ensemble] [--totals-only] [--no-baseline]
 
 Scores, side by side on the same videos, split.detector heuristic, transnetv2 and ensemble (the
@@ -9,6 +9,8 @@ no model pass) and PySceneDetect's adaptive and content detectors (their cuts sh
 as curate shapes its own), on:
 - synthetic edits from `curate.synthetic.edited_video` (hard cuts, 16-frame dissolves, fades through
   black, fast pans, flashes, occlusions), N seeds, ground truth known exactly;
+- with --moving N, N two-shot edits from `curate.synthetic.moving_dissolve`: one dissolve of
+  16-48 frames between shots whose cameras move (slow pans in any direction, fast sideways ones);
 - real footage in DIR (default `.realdata/`; bench/realdata/README.md says where to fetch it):
   labels from `bench/realdata/<video>.truth.json` or a `<video>.truth.json` beside the video, with
   hand-labelled `hard_cuts` (first frame of the new shot) and `gradual` ([first, last] frames);
@@ -178,6 +180,19 @@ def synthetic_set(
     return videos
 
 
+def moving_set(count: int, folder: Path, first_seed: int = 0) -> list[tuple[Path, list[int], list[tuple[int, int]], list]]:
+    """Two-shot edits from `curate.synthetic.moving_dissolve` (one dissolve of 16-48 frames between
+    shots in motion), 320x180, written once under `folder`."""
+    videos = []
+    for seed in range(first_seed, first_seed + count):
+        shots, joins = synthetic.moving_dissolve(seed)
+        path = folder / f"moving-{seed:03d}.mp4"
+        if not path.exists():
+            synthetic.make_video(path, shots, joins, fps=24)
+        videos.append((path, [], synthetic.truth(shots, joins).gradual, []))
+    return videos
+
+
 def real_set(folder: Path) -> list[tuple[Path, list[int], list[tuple[int, int]]]]:
     """Videos in `folder` with labels beside them, or else in bench/realdata/ (committed)."""
     videos = []
@@ -254,6 +269,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=int, default=20, help="synthetic edits to score (default 20)")
     parser.add_argument("--seeds", type=int, default=0, help="first synthetic seed (default 0); e.g. 100 for a held-out set")
+    parser.add_argument(
+        "--moving", type=int, default=0,
+        help="also score N dissolves between moving shots (`curate.synthetic.moving_dissolve`, seeds from --seeds)",
+    )  # fmt: skip
     parser.add_argument("--size", default="320x180", help="synthetic edits' WIDTHxHEIGHT (default 320x180)")
     parser.add_argument("--real", type=Path, default=ROOT / ".realdata", help="folder of real videos with .truth.json")
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], help="split.* overrides to try")
@@ -283,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
         size = tuple(int(v) for v in args.size.split("x"))
         videos = synthetic_set(args.videos, folder, args.seeds, size)
         evaluate("synthetic edits", videos, config, args.verbose, not args.no_baseline, detectors, args.totals_only)
+    if args.moving:
+        videos = moving_set(args.moving, folder, args.seeds)
+        evaluate("dissolves between moving shots", videos, config, args.verbose, not args.no_baseline, detectors, args.totals_only)
     real = [v for v in real_set(args.real) if fnmatch.fnmatch(v[0].name, args.only)] if args.real.exists() else []
     if real:
         evaluate(f"real footage ({args.real})", real, config, args.verbose, not args.no_baseline, detectors, args.totals_only)

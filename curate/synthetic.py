@@ -387,6 +387,28 @@ def edited_video(seed: int, num_shots: int = 6, fps: int = 24) -> tuple[list[Sho
     return shots, joins
 
 
+def moving_dissolve(seed: int, fps: int = 24) -> tuple[list[Shot], list[Join]]:
+    """Two 5-s shots joined by one dissolve of 16, 24, 32 or 48 frames, at least one camera in
+    motion: each still, panning slowly (1-2 pixels a frame at 320x180, any direction) or fast
+    (5-12 pixels a frame, sideways), with its moving object. Between moving shots the frames
+    either side of a dissolve change as the dissolve does, and a blend's middle is no blend of
+    far ends that have moved on: the hardest dissolves for the picture tests."""
+    rng = np.random.default_rng(seed)
+
+    def camera() -> tuple[float, float]:
+        kind = rng.choice(["still", "slow", "fast"], p=[0.2, 0.4, 0.4])
+        if kind == "slow":
+            angle, speed = rng.uniform(0, 2 * np.pi), rng.uniform(1, 2)
+            return float(speed * np.cos(angle)), float(speed * np.sin(angle))
+        return (float(rng.choice([-1, 1]) * rng.uniform(5, 12)), 0.0) if kind == "fast" else (0.0, 0.0)
+
+    pans = [camera(), camera()]
+    while pans == [(0.0, 0.0), (0.0, 0.0)]:
+        pans = [camera(), camera()]
+    shots = [Shot(5 * fps, seed * 100 + 50 + i, pan=pan) for i, pan in enumerate(pans)]
+    return shots, [Join("dissolve", int(rng.choice([16, 24, 32, 48])))]
+
+
 def slideshow(num_stills: int, hold_frames: int, seed: int = 0) -> tuple[list[Shot], list[Join]]:
     """Still pictures (with sensor noise) each held for `hold_frames`, joined by hard cuts."""
     shots = [Shot(hold_frames, seed + i, static=True, moving_object=False, fresh_noise=True) for i in range(num_stills)]

@@ -806,6 +806,24 @@ def test_fast_pan_alone_is_no_uncertain_change(stops):
     assert detection.transitions == [] and detection.uncertain == [], detection
 
 
+def test_moving_dissolve_edits_hold_one_dissolve_between_moving_shots():
+    """`bench/accuracy.py --moving`'s set: each edit is two shots and one dissolve of the length
+    its join says, never two still cameras; over 40 seeds every length and every camera kind
+    (still, slow pan in any direction, fast sideways pan) comes up."""
+    from curate import synthetic
+
+    lengths, speeds = set(), []
+    for seed in range(40):
+        shots, joins = synthetic.moving_dissolve(seed)
+        first, last = synthetic.truth(shots, joins).gradual[0]
+        assert len(shots) == 2 and [j.kind for j in joins] == ["dissolve"] and last - first + 1 == joins[0].num_frames
+        assert any(shot.pan != (0.0, 0.0) for shot in shots)
+        lengths.add(joins[0].num_frames)
+        speeds += [math.hypot(*shot.pan) for shot in shots]
+    assert lengths == {16, 24, 32, 48}
+    assert {0.0 in speeds, any(1 <= s <= 2 for s in speeds), any(5 <= s <= 12 for s in speeds)} == {True}
+
+
 def test_fast_pan_over_smooth_scenery_is_no_dissolve():
     """A pan of 11 pixels a frame at 320x180 over smooth scenery, something moving across it (the
     last shot of synthetic seed 52). Shifting a smooth picture by half the way is close to blending
