@@ -166,30 +166,20 @@ def straddling(clips: list[tuple[int, int]], hard: list[int], gradual: list[tupl
 
 
 def synthetic_set(
-    count: int, folder: Path, first_seed: int = 0, size: tuple[int, int] = (320, 180)
+    count: int, folder: Path, first_seed: int = 0, size: tuple[int, int] = (320, 180), kind: str = "edit"
 ) -> list[tuple[Path, list[int], list[tuple[int, int]]]]:
+    """`count` synthetic videos from `first_seed` on, each written once under `folder`, with their
+    truth: random edits (`kind` "edit", `curate.synthetic.edited_video`) or two-shot dissolves
+    between moving shots ("moving", `curate.synthetic.moving_dissolve`)."""
     videos = []
     suffix = "" if size == (320, 180) else f"-{size[0]}x{size[1]}"
     for seed in range(first_seed, first_seed + count):
-        shots, joins = synthetic.edited_video(seed, num_shots=8)
-        path = folder / f"edit-{seed:03d}{suffix}.mp4"
+        shots, joins = synthetic.edited_video(seed, num_shots=8) if kind == "edit" else synthetic.moving_dissolve(seed)
+        path = folder / f"{kind}-{seed:03d}{suffix}.mp4"
         truth = synthetic.truth(shots, joins)
         if not path.exists():
             synthetic.make_video(path, shots, joins, width=size[0], height=size[1], fps=24)
         videos.append((path, truth.hard_cuts, truth.gradual, []))
-    return videos
-
-
-def moving_set(count: int, folder: Path, first_seed: int = 0) -> list[tuple[Path, list[int], list[tuple[int, int]], list]]:
-    """Two-shot edits from `curate.synthetic.moving_dissolve` (one dissolve of 16-48 frames between
-    shots in motion), 320x180, written once under `folder`."""
-    videos = []
-    for seed in range(first_seed, first_seed + count):
-        shots, joins = synthetic.moving_dissolve(seed)
-        path = folder / f"moving-{seed:03d}.mp4"
-        if not path.exists():
-            synthetic.make_video(path, shots, joins, fps=24)
-        videos.append((path, [], synthetic.truth(shots, joins).gradual, []))
     return videos
 
 
@@ -303,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         videos = synthetic_set(args.videos, folder, args.seeds, size)
         evaluate("synthetic edits", videos, config, args.verbose, not args.no_baseline, detectors, args.totals_only)
     if args.moving:
-        videos = moving_set(args.moving, folder, args.seeds)
+        videos = synthetic_set(args.moving, folder, args.seeds, kind="moving")
         evaluate("dissolves between moving shots", videos, config, args.verbose, not args.no_baseline, detectors, args.totals_only)
     real = [v for v in real_set(args.real) if fnmatch.fnmatch(v[0].name, args.only)] if args.real.exists() else []
     if real:

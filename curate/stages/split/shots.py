@@ -78,6 +78,7 @@ import math
 import warnings
 from array import array
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -194,6 +195,27 @@ class Detection:
     uncertain: list[Transition]  # kind "uncertain", without a cut_frame
 
 
+class _PanMeasures(NamedTuple):
+    """What the pan tracker (`pans.py`) measured per frame, as the pan tests read it."""
+
+    residual: np.ndarray  # what the best camera move from the previous frame leaves unexplained
+    move: np.ndarray  # that move's length, in cells (0: standing still)
+    before: np.ndarray  # the residual's median over the frames on each side (`ShotDetector._pan_sides`)
+    after: np.ndarray
+
+    def explain(self, start: int, end: int) -> bool:
+        """Whether a camera move explains frames [start, end): on nearly all of them
+        (`_PAN_COVER`) the tracker reads a move, and the moved previous frame matches them no
+        worse than it does the frames beside them. A pan over smooth scenery makes each frame
+        close to an even blend of frames before and after it, and the picture tests take it for
+        a dissolve or a wipe; but a real transition adds to every frame a change that no move
+        explains (a blend of the next picture, or its front)."""
+        inside = slice(max(1, start), end)  # the first frame has no previous one
+        moving = np.count_nonzero(self.move[inside]) >= _PAN_COVER * (inside.stop - inside.start)
+        sides = [side for side in (self.before[start], self.after[end - 1]) if np.isfinite(side)]  # none past an end
+        return bool(moving and sides and np.median(self.residual[inside]) <= max(sides))
+
+
 def half_widths(max_half_width: int) -> list[int]:
     """Roughly geometric half-widths from 2 frames up to `max_half_width`."""
     widths, h = [], 2
@@ -308,9 +330,9 @@ class ShotDetector:
         in_fade = _near(self.num_frames, fades, margin=0)
         cuts = self._cuts(scores, ratio, in_fade, spread)
         taken = _near(self.num_frames, fades + cuts, margin=self._min_gap())
-        dissolves, shadowed = self._dissolves(scores, in_fade, taken, std, mean, _near(self.num_frames, cuts, margin=0))
-        wipes = self._wipes(scores, in_fade, taken)
-        dissolves, wipes = self._not_panning(dissolves), self._not_panning(wipes)
+        pans = self._pan_measures()
+        dissolves, shadowed = self._dissolves(scores, in_fade, taken, std, mean, _near(self.num_frames, cuts, margin=0), pans)
+        wipes = self._wipes(scores, in_fade, taken, pans)
         transitions = sorted(fades + cuts + dissolves + wipes, key=lambda t: (t.start, t.end))
         uncertain = self._uncertain(scores, ratio, spread, transitions, std, mean)
         slides = self._slides(scores, uncertain, std)
@@ -320,10 +342,10 @@ class ShotDetector:
         # Dissolves that only moved ends show come last and explain none of the changes above: a
         # short shot between two of them may hold both, and only one is seen.
         moving, overlapping = self._moving_dissolves(transitions + slides)
-        uncertain += dips + shadowed + overlapping + self._pan_blends(transitions + slides)
+        uncertain += dips + shadowed + overlapping + self._pan_blends(transitions + slides, pans)
         # Last: a window that only stands out against one side is kept out only where nothing
         # above explains it.
-        uncertain = _merged(uncertain + self._lopsided_blends(scores, transitions + slides + moving + uncertain, std, mean))
+        uncertain = _merged(uncertain + self._lopsided_blends(scores, transitions + slides + moving + uncertain, std, mean, pans))
         return Detection(sorted(transitions + slides + moving, key=lambda t: (t.start, t.end)), uncertain)
 
     # -- scoring ---------------------------------------------------------------------------
@@ -611,16 +633,15 @@ class ShotDetector:
                 dips.append(Transition(*self._settled(start, end, bottom, std, mean), None, "uncertain"))
         return dips
 
-    def _pan_blends(self, transitions: list[Transition]) -> list[Transition]:
+    def _pan_blends(self, transitions: list[Transition], pans: _PanMeasures) -> list[Transition]:
         """Runs of frames that no camera move explains (`pans.py`), far worse than the frames clear
         of them on both sides, beside a fast pan on one side at least: a dissolve into or out of a
         pan, which changes the picture no faster than the pan does and need not dip in contrast.
         A run grows over the frames beside it that are still well above their side. Away from
         fast pans the picture tests see dissolves, and a shot's own action would pass for one."""
-        residual, move = np.asarray(self._pans.residual, np.float32), np.asarray(self._pans.move, np.float32)
+        residual, before, after = pans.residual, pans.before, pans.after
         n, longest = len(residual), self._max_transition()
-        before, after = self._pan_sides(residual)
-        pace_before, pace_after = self._pan_sides(move)
+        pace_before, pace_after = self._pan_sides(pans.move)
         fast = np.maximum(pace_before, pace_after) >= _PAN_FAST * self._grid_width
         hot = fast & (residual >= np.maximum(_PAN_FLOOR, _PAN_BURST * np.maximum(before, after)))
         hot[0] = False  # the first frame has no previous one
@@ -638,23 +659,10 @@ class ShotDetector:
             blends.append(Transition(start, end, None, "uncertain"))
         return blends
 
-    def _not_panning(self, transitions: list[Transition]) -> list[Transition]:
-        """The transitions less those that a camera move explains: on nearly every frame of it
-        (`_PAN_COVER`) the pan tracker (`pans.py`) reads a move, and the moved previous frame
-        matches each frame no worse than on the frames beside it. A pan over smooth scenery
-        makes each frame close to an even blend of frames before and after it, and the picture
-        tests take it for a dissolve or a wipe; but a real transition adds to every frame a
-        change that no move explains (a blend of the next picture, or its front)."""
+    def _pan_measures(self) -> _PanMeasures:
+        """The pan tracker's measures of every frame, and the residual's side medians."""
         residual, move = np.asarray(self._pans.residual, np.float32), np.asarray(self._pans.move, np.float32)
-        before, after = self._pan_sides(residual)
-        kept = []
-        for t in transitions:
-            inside = slice(max(1, t.start), t.end)  # the first frame has no previous one
-            moving = np.count_nonzero(move[inside]) >= _PAN_COVER * (inside.stop - inside.start)
-            sides = [side for side in (before[t.start], after[t.end - 1]) if np.isfinite(side)]  # none past an end
-            if not moving or not sides or np.median(residual[inside]) > max(sides):
-                kept.append(t)
-        return kept
+        return _PanMeasures(residual, move, *self._pan_sides(residual))
 
     def _pan_sides(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per frame, the medians of `values` over the frames on each side that the pan tests
@@ -738,10 +746,12 @@ class ShotDetector:
         return (scores[f"residual{h}"] <= self.config.gradual_max_residual) & (_balance(scores[f"weight{h}"]) >= 0.5)
 
     def _dissolves(
-        self, scores, in_fade: np.ndarray, taken: np.ndarray, std: np.ndarray, mean: np.ndarray, at_cut: np.ndarray
-    ) -> tuple[list[Transition], list[Transition]]:
+        self, scores, in_fade: np.ndarray, taken: np.ndarray, std: np.ndarray, mean: np.ndarray, at_cut: np.ndarray,
+        pans: _PanMeasures,
+    ) -> tuple[list[Transition], list[Transition]]:  # fmt: skip
         """The dissolves, strongest window first, clear of the frames `taken` (near fades and
-        cuts) and of fades; and, as uncertain changes, the windows that hold a cut (`at_cut`)."""
+        cuts) and of fades, and not a camera move (`_PanMeasures.explain`: then the next window
+        there may still be one); and, as uncertain changes, the windows that hold a cut (`at_cut`)."""
         n = self.num_frames
         best_score = np.zeros(n, np.float32)
         dip_half = np.zeros(n, np.int32)  # half-width of the best window, where only the contrast dip found it
@@ -795,20 +805,23 @@ class ShotDetector:
             cut_inside = bool(at_cut[start + 1 : end].any())
             if claimed[start:end].any() or (taken[start:end].any() and not cut_inside):
                 continue
-            claimed[start:end] = True
-            taken[max(0, start - self._min_gap()) : end + self._min_gap()] = True
             # A dissolve longer than the widest window, or easing out, goes on moving brightness
             # or contrast beyond the window: those frames are blends too. (Not so between shots in
             # motion, whose contrast drifts anyway: there the dip's arms mark the blend.)
-            if not dip_half[t]:
-                start, end = self._settled(start, end, int(t), std, mean)
+            spans = (start, end) if dip_half[t] else self._settled(start, end, int(t), std, mean)
+            if not cut_inside and pans.explain(*spans):
+                continue
+            claimed[start:end] = True
+            taken[max(0, start - self._min_gap()) : end + self._min_gap()] = True
             if cut_inside:
-                shadowed.append(Transition(start, end, None, "uncertain"))
+                shadowed.append(Transition(*spans, None, "uncertain"))
             else:
-                found.append(Transition(start, end, int(t), "dissolve"))
+                found.append(Transition(*spans, int(t), "dissolve"))
         return found, shadowed
 
-    def _lopsided_blends(self, scores, explained_by: list[Transition], std: np.ndarray, mean: np.ndarray) -> list[Transition]:
+    def _lopsided_blends(
+        self, scores, explained_by: list[Transition], std: np.ndarray, mean: np.ndarray, pans: _PanMeasures
+    ) -> list[Transition]:
         """Blend windows that stand out against the windows on one side only: a dissolve beside
         something that changes the windows on its other side as much as it does (the pan it
         dissolves out of, an object that swept past the lens just before). `_dissolves` compares
@@ -822,8 +835,7 @@ class ShotDetector:
         out already add nothing."""
         n = self.num_frames
         blended = np.zeros(n, bool)
-        moved = np.asarray(self._pans.residual, np.float32)  # what the best camera move leaves unexplained
-        unexplained = moved >= np.maximum(_PAN_FLOOR, _PAN_BURST * np.minimum(*self._pan_sides(moved)))
+        unexplained = pans.residual >= np.maximum(_PAN_FLOOR, _PAN_BURST * np.minimum(pans.before, pans.after))
         for h in self.widths:
             span = scores[f"span{h}"]
             passes = (span >= self._min_apart(std, h)) & self._even_blends(scores, h) & unexplained
@@ -856,10 +868,11 @@ class ShotDetector:
             widest = max(widest, int(np.flatnonzero(values >= _SATURATED * values.max())[0]))
         return self.widths[widest]
 
-    def _wipes(self, scores: dict[str, np.ndarray], in_fade: np.ndarray, taken: np.ndarray) -> list[Transition]:
+    def _wipes(self, scores: dict[str, np.ndarray], in_fade: np.ndarray, taken: np.ndarray, pans: _PanMeasures) -> list[Transition]:
         """Windows whose frames pass the wipe test (`_wipe_like`) and whose ends differ more than
         those of the same-length windows beside them (a shot moving fast changes those too), where
-        no other transition is; overlapping windows are one wipe."""
+        no other transition is and no camera move explains them (`_PanMeasures.explain`);
+        overlapping windows are one wipe."""
         n = self.num_frames
         windows = []  # (start, end, half-width) of the windows that found a wipe
         for h in (h for h in self.widths if h >= _WIPE_MIN_HALF):
@@ -875,6 +888,8 @@ class ShotDetector:
             middle = int(np.median([(a + b) // 2 for a, b, _ in inside]))
             reach = math.ceil(_WIPE_REACH * min(h for _, _, h in inside))
             start, end = _moving_edges(scores["step"], max(0, middle - reach), min(n, middle + reach + 1), reach)
+            if pans.explain(start, end):
+                continue
             taken[max(0, start - self._min_gap()) : end + self._min_gap()] = True
             wipes.append(Transition(start, end, middle, "wipe"))
         return wipes
