@@ -141,6 +141,25 @@ def test_many_hot_runs_that_touch_no_transition_are_uncertain():
     assert transnet.uncertain_from(probabilities, 1.0, found) == []  # off
 
 
+def test_a_doubt_takes_in_the_tails_the_model_is_unsure_of():
+    """Over a long dissolve the many-hot probability is a hump: above the threshold only in the
+    middle, yet every frame of its tails is a blend. A doubt grows over the frames still above a
+    fifth of the threshold (0.06 here), and two cores in one hump are one doubt."""
+    single, many = np.zeros(100, np.float32), np.zeros(100, np.float32)
+    many[20:30] = [0.02, 0.07, 0.1, 0.2, 0.4, 0.5, 0.35, 0.2, 0.4, 0.2]  # two cores, 24-25 and 28
+    many[30:34] = [0.1, 0.07, 0.05, 0.1]  # 0.05 ends the tail, though a frame after it is higher
+    doubts = transnet.uncertain_from(transnet.Probabilities(single, many), 0.3, [])
+    assert doubts == [Transition(21, 32, None, "uncertain")]
+    # A cut found at 26 explains the first core; the second is still a doubt, but it grows only up
+    # to the cut, not over it.
+    beside_cut = transnet.uncertain_from(transnet.Probabilities(single, many), 0.3, [Transition(26, 26, 26, "cut")])
+    assert beside_cut == [Transition(27, 32, None, "uncertain")]
+    # No longer than the longest transition: the 5 frames of the cores' run (24-28) grow by 3,
+    # as evenly as the tails allow; a longer core does not grow at all.
+    assert transnet.uncertain_from(transnet.Probabilities(single, many), 0.3, [], longest=8) == [Transition(23, 31, None, "uncertain")]
+    assert transnet.uncertain_from(transnet.Probabilities(single, many), 0.3, [], longest=2) == [Transition(24, 29, None, "uncertain")]
+
+
 @pytest.fixture(scope="module")
 def dissolve_out_of_a_fast_pan(tmp_path_factory):
     """The first three shots of synthetic edit 73 (320x180, 24 fps): a cut, then a 16-frame

@@ -30,7 +30,10 @@ uncertain changes stay out of clips.
 With either learned detector, the runs of frames whose many-hot probability exceeds
 `split.transnet_uncertain` (0.3) and that touch no transition found stay out of clips too, as
 uncertain changes (`uncertain_from`): no boundary, since the model named none there (or one too
-unsure for the ensemble), but it saw frames inside a transition. On the synthetic edits those held
+unsure for the ensemble), but it saw frames inside a transition. Each such run takes in the
+frames around it down to a fifth of that probability (`DOUBT_TAIL`), up to the longest transition
+looked for (`split.max_transition_s`): the model is sure only of the middle of a long dissolve,
+and its tails are blends too. On the synthetic edits those held
 the dissolves our rules miss, mostly from or into a pan; on real footage such runs are rare.
 README ("How shot detection works") gives the figures per detector on the real sets.
 """
@@ -54,6 +57,10 @@ WINDOW = 100  # frames per model input
 STRIDE = 50  # frames between window starts: the middle 50 of each window are kept
 EDGE = 25  # frames of padding before the first window's middle
 HARD_CUT_FRAMES = 2  # a run of at most this many frames above the threshold is a hard cut
+# A doubt grows over the frames beside it whose many-hot probability still exceeds this share of
+# split.transnet_uncertain: over a long dissolve the model is sure only of the middle frames, and
+# the tails it is unsure of are blends too (48-frame dissolves between moving shots).
+DOUBT_TAIL = 0.2
 
 
 def small_rgb(frame) -> np.ndarray:
@@ -296,16 +303,41 @@ def ensemble(
     return sorted(joined, key=lambda t: (t.start, t.end))
 
 
-def uncertain_from(probabilities: Probabilities, threshold: float, transitions: list[Transition]) -> list[Transition]:
+def uncertain_from(
+    probabilities: Probabilities, threshold: float, transitions: list[Transition], longest: int | None = None
+) -> list[Transition]:
     """Uncertain changes: the runs of frames whose many-hot probability exceeds `threshold` and
     that touch none of `transitions`: frames the model puts inside a transition where no boundary
     was found (a dissolve between shots in motion that no rule saw, or a flash or an occlusion).
-    Clips keep clear of them; they are no boundaries."""
-    return [
-        Transition(start, end, None, "uncertain")
-        for start, end in runs(probabilities.many_hot > threshold)
-        if not any(t.start <= end and start <= t.end for t in transitions)
-    ]
+    Each run grows over the frames beside it whose probability still exceeds `DOUBT_TAIL` times
+    `threshold`, up to a transition found and to `longest` frames in all (None: no limit; a run
+    longer than that does not grow). Clips keep clear of them; they are no boundaries."""
+    many = probabilities.many_hot
+    cores = [c for c in runs(many > threshold) if not any(t.start <= c[1] and c[0] <= t.end for t in transitions)]
+    tail = many > DOUBT_TAIL * threshold
+    for t in transitions:  # a doubt does not grow into or across a transition found
+        tail[t.start : t.end + 1] = False
+    doubts, next_core = [], 0
+    for hump in runs(tail):  # one doubt per hump that holds cores: from its first to its last, grown
+        first = next_core  # every core lies inside a hump, and both come in order
+        while next_core < len(cores) and cores[next_core][1] <= hump[1]:
+            next_core += 1
+        if next_core > first:
+            start, end = _grown((cores[first][0], cores[next_core - 1][1]), hump, longest)
+            doubts.append(Transition(start, end, None, "uncertain"))
+    return doubts
+
+
+def _grown(core: tuple[int, int], widened: tuple[int, int], longest: int | None) -> tuple[int, int]:
+    """`core` grown into `widened`, but to `longest` frames at most (the core's own length when
+    longer): as evenly on both sides as `widened` allows."""
+    if longest is None:
+        return widened
+    spare = max(0, longest - (core[1] - core[0]))
+    before, after = core[0] - widened[0], widened[1] - core[1]
+    grow_before = min(before, max(spare // 2, spare - after))
+    grow_after = min(after, spare - grow_before)
+    return core[0] - grow_before, core[1] + grow_after
 
 
 def _same(a: Transition, b: Transition, min_gap: int) -> bool:

@@ -91,7 +91,8 @@ def _learned_detection(
     else:
         found = transnet.ensemble(ours.transitions, theirs, min_gap, probabilities.single, config.ensemble_threshold)
         uncertain = ours.uncertain
-    doubts = transnet.uncertain_from(probabilities, config.transnet_uncertain, found)
+    longest = max(2, round(config.max_transition_s * fps))  # a doubt grows no longer than the longest transition
+    doubts = transnet.uncertain_from(probabilities, config.transnet_uncertain, found, longest)
     return Detection(found, sorted(uncertain + doubts, key=lambda t: (t.start, t.end)))
 
 
