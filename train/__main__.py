@@ -7,6 +7,7 @@ embeddings), which train the same model without running the encoders at every st
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from curate.errors import UserError
@@ -125,5 +126,23 @@ def _command() -> int:
         return drop_closed_stdout()
 
 
+def _exit_after_torchrun(code: int) -> None:
+    """Under torchrun, end the process without the interpreter's teardown. Gloo's worker threads
+    free each collective's work (and the tensors it holds) a moment after the collective returns;
+    if that falls after Python has begun to shut down, freeing a tensor waits for the GIL, the
+    finalizing interpreter ends the thread, and the process aborts ("terminate called without an
+    active exception": about one in 40 of the two-rank test's torchrun calls here; see
+    pytorch/pytorch#179291). By now the run has written and renamed everything, released its
+    loader and left the process group; the fork server and its workers die with the process."""
+    from train import distributed
+
+    if distributed.from_environment().distributed:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(_command())
+    code = _command()
+    _exit_after_torchrun(code)
+    raise SystemExit(code)
