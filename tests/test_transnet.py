@@ -135,10 +135,10 @@ def test_many_hot_runs_that_touch_no_transition_are_uncertain():
     many[60:65] = 0.25  # under the threshold
     found = [Transition(33, 33, 33, "cut")]
     probabilities = transnet.Probabilities(single, many)
-    assert transnet.uncertain_from(probabilities, 0.3, found) == [Transition(10, 14, None, "uncertain")]
-    lower = transnet.uncertain_from(probabilities, 0.2, found)
+    assert transnet.uncertain_from(probabilities, 0.3, found, longest=48) == [Transition(10, 14, None, "uncertain")]
+    lower = transnet.uncertain_from(probabilities, 0.2, found, longest=48)
     assert lower == [Transition(10, 14, None, "uncertain"), Transition(60, 65, None, "uncertain")]
-    assert transnet.uncertain_from(probabilities, 1.0, found) == []  # off
+    assert transnet.uncertain_from(probabilities, 1.0, found, longest=48) == []  # off
 
 
 def test_a_doubt_takes_in_the_tails_the_model_is_unsure_of():
@@ -148,11 +148,11 @@ def test_a_doubt_takes_in_the_tails_the_model_is_unsure_of():
     single, many = np.zeros(100, np.float32), np.zeros(100, np.float32)
     many[20:30] = [0.02, 0.07, 0.1, 0.2, 0.4, 0.5, 0.35, 0.2, 0.4, 0.2]  # two cores, 24-25 and 28
     many[30:34] = [0.1, 0.07, 0.05, 0.1]  # 0.05 ends the tail, though a frame after it is higher
-    doubts = transnet.uncertain_from(transnet.Probabilities(single, many), 0.3, [])
+    doubts = transnet.uncertain_from(transnet.Probabilities(single, many), 0.3, [], longest=48)
     assert doubts == [Transition(21, 32, None, "uncertain")]
     # A cut found at 26 explains the first core; the second is still a doubt, but it grows only up
     # to the cut, not over it.
-    beside_cut = transnet.uncertain_from(transnet.Probabilities(single, many), 0.3, [Transition(26, 26, 26, "cut")])
+    beside_cut = transnet.uncertain_from(transnet.Probabilities(single, many), 0.3, [Transition(26, 26, 26, "cut")], longest=48)
     assert beside_cut == [Transition(27, 32, None, "uncertain")]
     # No longer than the longest transition: the 5 frames of the cores' run (24-28) grow by 3,
     # as evenly as the tails allow; a longer core does not grow at all.

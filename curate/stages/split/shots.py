@@ -216,6 +216,12 @@ class _PanMeasures(NamedTuple):
         return bool(moving and sides and np.median(self.residual[inside]) <= max(sides))
 
 
+def frames_in(seconds: float, fps: float) -> int:
+    """The whole frames that `seconds` last at `fps`, at least 2 (a gap or a transition of one
+    frame is a hard cut's)."""
+    return max(2, round(seconds * fps))
+
+
 def half_widths(max_half_width: int) -> list[int]:
     """Roughly geometric half-widths from 2 frames up to `max_half_width`."""
     widths, h = [], 2
@@ -440,10 +446,10 @@ class ShotDetector:
     # -- decisions -------------------------------------------------------------------------
 
     def _min_gap(self) -> int:
-        return max(2, round(self.config.min_shot_s * self.fps))
+        return frames_in(self.config.min_shot_s, self.fps)
 
     def _max_transition(self) -> int:
-        return max(2, round(self.config.max_transition_s * self.fps))
+        return frames_in(self.config.max_transition_s, self.fps)
 
     def _cuts(self, scores: dict[str, np.ndarray], ratio: np.ndarray, in_fade: np.ndarray, spread: np.ndarray) -> list[Transition]:
         step = scores["step"]
@@ -808,15 +814,15 @@ class ShotDetector:
             # A dissolve longer than the widest window, or easing out, goes on moving brightness
             # or contrast beyond the window: those frames are blends too. (Not so between shots in
             # motion, whose contrast drifts anyway: there the dip's arms mark the blend.)
-            spans = (start, end) if dip_half[t] else self._settled(start, end, int(t), std, mean)
-            if not cut_inside and pans.explain(*spans):
+            span = (start, end) if dip_half[t] else self._settled(start, end, int(t), std, mean)
+            if not cut_inside and pans.explain(*span):
                 continue
             claimed[start:end] = True
             taken[max(0, start - self._min_gap()) : end + self._min_gap()] = True
             if cut_inside:
-                shadowed.append(Transition(*spans, None, "uncertain"))
+                shadowed.append(Transition(*span, None, "uncertain"))
             else:
-                found.append(Transition(*spans, int(t), "dissolve"))
+                found.append(Transition(*span, int(t), "dissolve"))
         return found, shadowed
 
     def _lopsided_blends(

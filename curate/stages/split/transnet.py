@@ -303,15 +303,13 @@ def ensemble(
     return sorted(joined, key=lambda t: (t.start, t.end))
 
 
-def uncertain_from(
-    probabilities: Probabilities, threshold: float, transitions: list[Transition], longest: int | None = None
-) -> list[Transition]:
+def uncertain_from(probabilities: Probabilities, threshold: float, transitions: list[Transition], longest: int) -> list[Transition]:
     """Uncertain changes: the runs of frames whose many-hot probability exceeds `threshold` and
     that touch none of `transitions`: frames the model puts inside a transition where no boundary
     was found (a dissolve between shots in motion that no rule saw, or a flash or an occlusion).
     Each run grows over the frames beside it whose probability still exceeds `DOUBT_TAIL` times
-    `threshold`, up to a transition found and to `longest` frames in all (None: no limit; a run
-    longer than that does not grow). Clips keep clear of them; they are no boundaries."""
+    `threshold`, up to a transition found and to `longest` frames in all (a run longer than that
+    does not grow). Clips keep clear of them; they are no boundaries."""
     many = probabilities.many_hot
     cores = [c for c in runs(many > threshold) if not any(t.start <= c[1] and c[0] <= t.end for t in transitions)]
     tail = many > DOUBT_TAIL * threshold
@@ -328,11 +326,9 @@ def uncertain_from(
     return doubts
 
 
-def _grown(core: tuple[int, int], widened: tuple[int, int], longest: int | None) -> tuple[int, int]:
+def _grown(core: tuple[int, int], widened: tuple[int, int], longest: int) -> tuple[int, int]:
     """`core` grown into `widened`, but to `longest` frames at most (the core's own length when
     longer): as evenly on both sides as `widened` allows."""
-    if longest is None:
-        return widened
     spare = max(0, longest - (core[1] - core[0]))
     before, after = core[0] - widened[0], widened[1] - core[1]
     grow_before = min(before, max(spare // 2, spare - after))

@@ -26,7 +26,7 @@ from curate.manifest import CLIP_SCHEMA, VIDEO_SCHEMA, to_table
 from curate.picture import Picture, picture_of
 from curate.stages.split import transnet
 from curate.stages.split.frame_quality import FrameQuality
-from curate.stages.split.shots import Detection, ShotDetector, Transition, shots_between
+from curate.stages.split.shots import Detection, ShotDetector, Transition, frames_in, shots_between
 from curate.videoio import (
     DecodeLog,
     LumaGrid,
@@ -84,14 +84,14 @@ def _learned_detection(
     model's per-frame probabilities; `blank` marks the frames our detector found blank (what
     makes a transition a fade). The frames the model puts inside a transition where none was
     found stay out of clips (`transnet.uncertain_from`), beside our uncertain changes."""
-    min_gap = max(2, round(config.min_shot_s * fps))
+    min_gap = frames_in(config.min_shot_s, fps)
     theirs = transnet.transitions_from(probabilities, config.transnet_threshold, min_gap, blank)
     if config.detector == "transnetv2":
         found, uncertain = theirs, []
     else:
         found = transnet.ensemble(ours.transitions, theirs, min_gap, probabilities.single, config.ensemble_threshold)
         uncertain = ours.uncertain
-    longest = max(2, round(config.max_transition_s * fps))  # a doubt grows no longer than the longest transition
+    longest = frames_in(config.max_transition_s, fps)  # a doubt grows no longer than the longest transition
     doubts = transnet.uncertain_from(probabilities, config.transnet_uncertain, found, longest)
     return Detection(found, sorted(uncertain + doubts, key=lambda t: (t.start, t.end)))
 
