@@ -677,6 +677,37 @@ def test_pan_after_something_passed_the_lens_is_no_uncertain_change():
     assert detection.transitions == [] and detection.uncertain == [], detection
 
 
+@pytest.mark.parametrize("seed", [18, 24])
+def test_long_dissolve_between_slowly_moving_shots_is_kept_out_of_clips(seed):
+    """`synthetic.moving_dissolve` seeds 18 and 24: a 48-frame dissolve from a slow tilt (a
+    quarter of a pixel across and 1.25 down a frame at 320x180) into a still shot, and a 32-frame
+    one between two slow pans. Each frame changes by a fiftieth (a thirtieth) of the two pictures'
+    difference, under what the shots' own motion changes, so no window test fires, and the moved
+    ends of `pans.MovingBlends` are blends themselves. Over a third of a second, though, every
+    cell has changed beyond the camera's move, far more than in either shot: one clip held the
+    dissolve before the lagged change, none does now."""
+    from curate import synthetic
+
+    shots, joins = synthetic.moving_dissolve(seed)
+    first, last = synthetic.truth(shots, joins).gradual[0]
+    frames = _rendered_grids(shots, joins)
+    detection = _detection(frames)
+    assert any(u.start <= first and u.end > last for u in detection.uncertain), detection
+    assert_spans_avoid(_clip_spans_of(frames), first, last + 1, detection)
+
+
+@pytest.mark.parametrize("pan", [(0.0, 0.0), (1.2, 0.6)])
+def test_something_passing_the_lens_in_a_long_shot_is_no_lagged_blend(pan):
+    """A dark object sweeps past the lens (ten frames, most of the picture) in a still and in a
+    slowly panning shot. Over a third of a second it changes far more than the shot's own frames
+    do, as a dissolve would; but the scene after it is the scene before it, moved: no uncertain
+    change, no boundary."""
+    from curate.synthetic import Shot
+
+    detection = _detection(_rendered_grids([Shot(168, 1502, pan=pan, occlusion_at=60)], []))
+    assert detection.transitions == [] and detection.uncertain == [], detection
+
+
 @pytest.mark.parametrize("flash_at", [8, 10])
 @pytest.mark.parametrize("pan", [(0.0, 0.0), (1.5, 0.5)])
 def test_flash_inside_a_dissolve_is_no_cut(flash_at, pan):

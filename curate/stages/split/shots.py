@@ -59,6 +59,11 @@ towards the zero vector, which is at distance 1 from any picture.
   differ several times more than each shot's own frames do (smooth motion inside one shot makes
   middles blends of their neighbours too). A dissolve where no transition was found; over one,
   an uncertain change.
+- Long dissolves between moving shots (`lagged.LaggedChange`): a run of frames over which a third
+  of a second changes the picture, beyond the best camera move, far more than it does well clear
+  of the run on both sides, where no transition was found and the picture after the run is not the
+  one before it moved on (something that passed in front of the camera, or a flash). An uncertain
+  change, grown over the frames beside it that are still well above their side.
 - A pan over smooth scenery passes for a dissolve or a wipe (a smooth picture moved half the way
   is close to a blend of it moved all of it and none): a dissolve or wipe on nearly every frame
   of which the pan tracker reads a move that explains the frame as well as it does beside it is
@@ -68,8 +73,8 @@ towards the zero vector, which is at distance 1 from any picture.
 finds, ours where both do); this module knows nothing of it.
 
 Memory grows little with video length: the detector keeps a sliding window of vectors, and per
-frame only a few floats (about 100 bytes), and decides once the stream ends (using about 400 more
-bytes per frame while it does: some 9 MB for 18,000 frames).
+frame only a few floats and a 16x9 thumbnail (about 250 bytes), and decides once the stream ends
+(using about 400 more bytes per frame while it does: some 12 MB for 18,000 frames in all).
 """
 
 from __future__ import annotations
@@ -83,6 +88,7 @@ from typing import NamedTuple
 import numpy as np
 
 from curate.config import SplitConfig
+from curate.stages.split.lagged import LaggedChange
 from curate.stages.split.medians import nanmedians
 from curate.stages.split.pans import MovingBlends, PanTracker
 
@@ -169,6 +175,13 @@ _PAN_CLEAR_S = 0.5  # ...this far from the frame looked at (clear of a dissolve 
 _PAN_COVER = 0.9  # a transition a camera move explains on this share of its frames, and as well as beside it, is the pan
 _PAN_MIN_S = 0.2  # shorter runs are a flash or something passing, left to the other tests
 _MOVING_HALF_S = 1 / 3  # the half-width of the windows whose moved ends `pans.MovingBlends` blends
+_LAGGED_S = 1 / 3  # the lag over which `lagged.LaggedChange` measures what no camera move explains
+_LAGGED_SIDE_S = 0.5  # the frames on each side, clear of half the longest transition, that it is measured against
+_LAGGED_RISE = 2.0  # a frame whose lagged change is this many times that of both sides...
+_LAGGED_FLOOR = 2.0  # ...and at least this many luma levels (a still shot's own is under 1)...
+_LAGGED_GROW = 1.5  # ...in a run as long as the lag, which grows over the frames beside it still this far above their side...
+_SAME_SCENE = 0.6  # ...unless the thumbnails before and after it correlate this well, moved: the scene came back
+_THUMB_REACH = (4, 2)  # whole thumbnail cells across and down that the scene may have moved meanwhile
 
 
 @dataclass(frozen=True)
@@ -260,6 +273,9 @@ class ShotDetector:
         self._spread = array("f")  # how evenly each frame's change is spread over the picture
         self._pans = PanTracker()  # per frame, what no camera move explains and the move's length (pans.py)
         self._moving = MovingBlends(round(_MOVING_HALF_S * self.fps))  # dissolves only moved ends show
+        self._lagged = LaggedChange(frames_in(_LAGGED_S, self.fps))  # and long ones between shots in motion
+        self._thumbs = bytearray()  # each frame's block means as bytes: the scene before and after a change
+        self._thumb_shape: tuple[int, int] = (0, 0)
         self._grid_width = 0
         self._last_block: np.ndarray | None = None  # block means of the last described frame
         self._chunks: list[dict[str, np.ndarray]] = []
@@ -297,6 +313,9 @@ class ShotDetector:
         self._hists.extend(_histograms(grids))
         self._pans.describe(grids)
         self._moving.push(grids, self._pans)
+        self._lagged.push(grids)
+        self._thumbs.extend(np.rint(np.clip(blocks, 0, 255)).astype(np.uint8).tobytes())
+        self._thumb_shape = blocks.shape[1:]
         self._grid_width = grids.shape[2]
         self.num_frames += len(grids)
         while self.num_frames - self._next_centre >= _CHUNK + self.lookahead:
@@ -351,7 +370,10 @@ class ShotDetector:
         uncertain += dips + shadowed + overlapping + self._pan_blends(transitions + slides, pans)
         # Last: a window that only stands out against one side is kept out only where nothing
         # above explains it.
-        uncertain = _merged(uncertain + self._lopsided_blends(scores, transitions + slides + moving + uncertain, std, mean, pans))
+        uncertain += self._lopsided_blends(scores, transitions + slides + moving + uncertain, std, mean, pans)
+        # Then the long dissolves the lagged change shows, which may lie over or beside any of
+        # those (a dissolve whose middle alone another test kept out).
+        uncertain = _merged(uncertain + self._lagged_blends(transitions + slides + moving))
         return Detection(sorted(transitions + slides + moving, key=lambda t: (t.start, t.end)), uncertain)
 
     # -- scoring ---------------------------------------------------------------------------
@@ -696,6 +718,46 @@ class ShotDetector:
             else:
                 found.append(Transition(*span, (start + end) // 2, "dissolve"))
         return found, overlapping
+
+    def _lagged_blends(self, found: list[Transition]) -> list[Transition]:
+        """Runs of frames, at least a lag long and clear of the transitions found, whose change
+        over the lag (`lagged.LaggedChange`) stands far above that of the frames on both sides
+        beyond half the longest transition: a long dissolve between shots in motion. A run grows
+        over the frames beside it still well above their side (its tails, which the lag spans
+        too), up to the longest transition and a lag. Unless the scene after it is the scene
+        before it, moved (something passed in front of the camera), it is an uncertain change."""
+        change, lag = self._lagged.finish(), self._lagged.lag
+        n, longest = len(change), self._max_transition() + lag
+        # Frames not measured (the first and last half lag) count as unchanged against others;
+        # sides past the video's ends are infinite, so nothing stands out against them.
+        side, clear = frames_in(_LAGGED_SIDE_S, self.fps), self._max_transition() // 2 + 2
+        before, after = _side_medians(np.nan_to_num(change, nan=0.0), side, clear)
+        with np.errstate(invalid="ignore"):
+            hot = (change >= _LAGGED_RISE * np.maximum(before, after)) & (change >= _LAGGED_FLOOR)
+        before, after = (np.where(np.isfinite(v), v, 0.0) for v in (before, after))
+        hot[1:-1] |= hot[:-2] & hot[2:]  # one calmer frame does not split a run
+        explained = _near(n, found, margin=self._min_gap())
+        change = np.nan_to_num(change, nan=0.0)
+        blends = []
+        for start, end in runs(hot):
+            if end - start < lag or explained[start:end].any():
+                continue
+            calm_before = max(_LAGGED_GROW * before[start], _LAGGED_FLOOR / 2)
+            calm_after = max(_LAGGED_GROW * after[end - 1], _LAGGED_FLOOR / 2)
+            while start > 0 and end - start < longest and change[start - 1] >= calm_before and not explained[start - 1]:
+                start -= 1
+            while end < n and end - start < longest and change[end] >= calm_after and not explained[end]:
+                end += 1
+            if not self._same_scene(max(0, start - 2), min(n - 1, end + 1)):
+                blends.append(Transition(start, end, None, "uncertain"))
+        return blends
+
+    def _same_scene(self, first: int, last: int) -> bool:
+        """Whether the thumbnails of frames `first` and `last` show one scene: moved by some whole
+        cells (`_THUMB_REACH`) they correlate at least `_SAME_SCENE` over a quarter of the picture or more."""
+        shape = self._thumb_shape
+        thumbs = np.frombuffer(self._thumbs, np.uint8).reshape(-1, *shape)
+        return _best_correlation(thumbs[first].astype(np.float32), thumbs[last].astype(np.float32)) >= _SAME_SCENE
 
     def _slides(self, scores: dict[str, np.ndarray], bursts: list[Transition], std: np.ndarray) -> list[Transition]:
         """Bursts (whose ends are unrelated pictures) that are a slide or push: every frame of it
@@ -1330,6 +1392,24 @@ def _typical_step(step: np.ndarray) -> np.ndarray:
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows at the edges are expected
         typical = np.nanmean(np.stack([left, right]), axis=0)
     return np.nan_to_num(typical, nan=0.0).astype(np.float32)
+
+
+def _best_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """The highest correlation of `b` with `a` moved by whole cells within `_THUMB_REACH`, over the
+    moves that leave a quarter of the picture or more to compare; -1 if none does (or the
+    pictures are flat there)."""
+    height, width = a.shape
+    reach_x, reach_y = _THUMB_REACH
+    best = -1.0
+    for dy in range(-reach_y, reach_y + 1):
+        for dx in range(-reach_x, reach_x + 1):
+            y0, y1, x0, x1 = max(0, dy), height + min(0, dy), max(0, dx), width + min(0, dx)
+            if (y1 - y0) * (x1 - x0) < 0.25 * height * width:
+                continue
+            moved, there = a[y0 - dy : y1 - dy, x0 - dx : x1 - dx].ravel(), b[y0:y1, x0:x1].ravel()
+            if moved.std() > 1e-3 and there.std() > 1e-3:
+                best = max(best, float(np.corrcoef(moved, there)[0, 1]))
+    return best
 
 
 def _side_medians(values: np.ndarray, side: int, clear: int) -> tuple[np.ndarray, np.ndarray]:
