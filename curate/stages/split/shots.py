@@ -73,8 +73,8 @@ towards the zero vector, which is at distance 1 from any picture.
 finds, ours where both do); this module knows nothing of it.
 
 Memory grows little with video length: the detector keeps a sliding window of vectors, and per
-frame only a few floats and a 16x9 thumbnail (about 250 bytes), and decides once the stream ends
-(using about 400 more bytes per frame while it does: some 12 MB for 18,000 frames in all).
+frame only a few floats and a quarter of a 16x9 thumbnail (about 140 bytes), and decides once the
+stream ends (using about 500 more bytes per frame while it does).
 """
 
 from __future__ import annotations
@@ -182,6 +182,7 @@ _LAGGED_FLOOR = 2.0  # ...and at least this many luma levels (a still shot's own
 _LAGGED_GROW = 1.5  # ...in a run as long as the lag, which grows over the frames beside it still this far above their side...
 _SAME_SCENE = 0.6  # ...unless the thumbnails before and after it correlate this well, moved: the scene came back
 _THUMB_REACH = (4, 2)  # whole thumbnail cells across and down that the scene may have moved meanwhile
+_THUMB_EVERY = 4  # a thumbnail is kept of every fourth frame (at most 3 frames further out than asked)
 
 
 @dataclass(frozen=True)
@@ -274,7 +275,7 @@ class ShotDetector:
         self._pans = PanTracker()  # per frame, what no camera move explains and the move's length (pans.py)
         self._moving = MovingBlends(round(_MOVING_HALF_S * self.fps))  # dissolves only moved ends show
         self._lagged = LaggedChange(frames_in(_LAGGED_S, self.fps))  # and long ones between shots in motion
-        self._thumbs = bytearray()  # each frame's block means as bytes: the scene before and after a change
+        self._thumbs = bytearray()  # every _THUMB_EVERY-th frame's block means as bytes: the scene before and after a change
         self._thumb_shape: tuple[int, int] = (0, 0)
         self._grid_width = 0
         self._last_block: np.ndarray | None = None  # block means of the last described frame
@@ -314,7 +315,8 @@ class ShotDetector:
         self._pans.describe(grids)
         self._moving.push(grids, self._pans)
         self._lagged.push(grids)
-        self._thumbs.extend(np.rint(np.clip(blocks, 0, 255)).astype(np.uint8).tobytes())
+        kept = blocks[-self.num_frames % _THUMB_EVERY :: _THUMB_EVERY]  # the frames that are multiples of it
+        self._thumbs.extend(np.rint(np.clip(kept, 0, 255)).astype(np.uint8).tobytes())
         self._thumb_shape = blocks.shape[1:]
         self._grid_width = grids.shape[2]
         self.num_frames += len(grids)
@@ -748,15 +750,17 @@ class ShotDetector:
                 start -= 1
             while end < n and end - start < longest and change[end] >= calm_after and not explained[end]:
                 end += 1
-            if not self._same_scene(max(0, start - 2), min(n - 1, end + 1)):
+            if not self._same_scene(start - 2, end + 1):
                 blends.append(Transition(start, end, None, "uncertain"))
         return blends
 
-    def _same_scene(self, first: int, last: int) -> bool:
-        """Whether the thumbnails of frames `first` and `last` show one scene: moved by some whole
-        cells (`_THUMB_REACH`) they correlate at least `_SAME_SCENE` over a quarter of the picture or more."""
-        shape = self._thumb_shape
-        thumbs = np.frombuffer(self._thumbs, np.uint8).reshape(-1, *shape)
+    def _same_scene(self, before: int, after: int) -> bool:
+        """Whether the thumbnails kept at or before frame `before` and at or after frame `after`
+        (each clamped to the video) show one scene: moved by some whole cells (`_THUMB_REACH`),
+        they correlate at least `_SAME_SCENE` over a quarter of the picture or more."""
+        thumbs = np.frombuffer(self._thumbs, np.uint8).reshape(-1, *self._thumb_shape)
+        first = min(max(0, before) // _THUMB_EVERY, len(thumbs) - 1)
+        last = min(-(-max(0, after) // _THUMB_EVERY), len(thumbs) - 1)
         return _best_correlation(thumbs[first].astype(np.float32), thumbs[last].astype(np.float32)) >= _SAME_SCENE
 
     def _slides(self, scores: dict[str, np.ndarray], bursts: list[Transition], std: np.ndarray) -> list[Transition]:
