@@ -36,9 +36,9 @@ def test_a_long_dissolve_between_moving_shots_changes_every_cell():
     beyond their move (the detector's test, `shots._LAGGED_RISE`)."""
     shots, joins = [Shot(96, 32, pan=(-1.2, 0.5)), Shot(96, 33, pan=(1.0, 0.8))], [Join("dissolve", 48)]
     values = _lagged(_rendered_grids(shots, joins))  # the dissolve: frames 48..95
-    inside, shots = values[56:88], [values[LAG:36], values[110:-LAG]]
+    inside, sides = values[56:88], [values[LAG:36], values[110:-LAG]]
     assert np.nanmin(inside) > 2.0, values
-    assert np.nanmin(inside) > 2 * max(np.nanmedian(shot) for shot in shots), values
+    assert np.nanmin(inside) > 2 * max(np.nanmedian(side) for side in sides), values
 
 
 def test_batches_change_nothing_and_every_frame_gets_a_value():
