@@ -11,13 +11,10 @@ So per frame: the median over the grid's cells of what the best move leaves. The
 blend's change, spread over the whole picture, and ignores a moving subject or a passing object
 as long as it covers under half the picture.
 
-The move over the lag is read from column and row means, which slide along with a pan (as in
-`pans.PanTracker`, but over the whole lag: up to 3/8 of the grid across and 2/7 of it down). A
-subject the camera follows stays put in the frame while the scenery moves, and pulls the column
-means towards no move; it rarely covers more than one of four horizontal bands, so the move across
-is the one most bands' own column means agree on. The move is then refined by a whole cell either
-way on a sparse sample of the cells; the median is taken over every other row and column. Every
-fourth frame is measured.
+The move over the lag is read from the grids' column and row means, which slide along with a pan
+(as in `pans.PanTracker`, but over the whole lag: up to 3/8 of the grid across and 2/7 of it
+down), then refined by a whole cell either way on a sparse sample of the cells; the median is
+taken over every other row and column. Every fourth frame is measured.
 `ShotDetector` reads the values against the frames well clear of them on both sides
 (`_lagged_blends`).
 """
@@ -32,8 +29,6 @@ _REACH = (3 / 8, 2 / 7)  # the share of the grid's width and height a move over 
 _STEP = 4  # every fourth frame is measured: the dissolves this serves last many
 _EVERY = 2  # ...on every other row and column
 _BATCH = 256  # frames measured together
-_BANDS = 4  # horizontal bands whose shifts across vote for the move
-_COARSE_REACH = 12  # profile searches this long start at half resolution
 _COVER = 0.25  # the least share of the grid that a move leaves to compare
 _SMALLEST = 8  # grids with fewer rows or columns are not measured
 # The moves a cell either way of the profiles' move, as offsets into its neighbourhood (`_changes`):
@@ -127,10 +122,10 @@ def _changes(before: np.ndarray, after: np.ndarray) -> np.ndarray:
 
 def _moves(before: np.ndarray, after: np.ndarray, reach_x: int, reach_y: int) -> np.ndarray:
     """Per pair of grids, the whole-cell move (x, y) of `before` onto `after` that their profiles
-    show: across from the bands' column means (`_band_shifts`), then down from the row means over
-    the columns that move keeps in the picture (a fast pan sideways brings new columns in, which
-    change every row's mean and would pass for a tilt)."""
-    move_x = _band_shifts(before, after, reach_x)
+    show: across from the column means, then down from the row means over the columns that move
+    keeps in the picture (a fast pan sideways brings new columns in, which change every row's mean
+    and would pass for a tilt)."""
+    move_x = _profile_shifts(before.mean(axis=1), after.mean(axis=1), reach_x)
     width = before.shape[2]
     columns = np.arange(width)
     # Row means over the columns kept, with each pair's averaging weights.
@@ -141,19 +136,6 @@ def _moves(before: np.ndarray, after: np.ndarray, reach_x: int, reach_y: int) ->
     rows_before = np.einsum("frc,fc->fr", before, kept_before)
     rows_after = np.einsum("frc,fc->fr", after, kept_after)
     return np.stack([move_x, _profile_shifts(rows_before, rows_after, reach_y)], axis=1)
-
-
-def _band_shifts(before: np.ndarray, after: np.ndarray, reach: int) -> np.ndarray:
-    """Per pair of grids, the shift across that most of `_BANDS` horizontal bands agree on (within
-    a cell), each read from its own column means: a subject the camera follows stays put in the
-    frame and pulls the shift of the bands it covers towards none, but rarely more than one band."""
-    count, height, width = before.shape
-    edges = np.linspace(0, height, _BANDS + 1).astype(int)
-    bands = list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
-    profiles = [np.stack([grids[:, top:bottom].mean(axis=1) for top, bottom in bands], axis=1) for grids in (before, after)]
-    shifts = _profile_shifts(*(p.reshape(-1, width) for p in profiles), reach).reshape(count, _BANDS)
-    agreeing = (np.abs(shifts[:, :, None] - shifts[:, None, :]) <= 1).sum(axis=2)  # each band's, itself included
-    return np.take_along_axis(shifts, agreeing.argmax(axis=1)[:, None], axis=1)[:, 0]
 
 
 def _medians(differences: np.ndarray, found: np.ndarray) -> np.ndarray:
@@ -167,29 +149,14 @@ def _medians(differences: np.ndarray, found: np.ndarray) -> np.ndarray:
 def _profile_shifts(before: np.ndarray, after: np.ndarray, reach: int) -> np.ndarray:
     """Per row of two stacks of profiles (column or row means), the whole-cell shift within
     `reach` that best moves the profile before onto the one after: the least mean absolute
-    mismatch over the cells both cover. Long reaches are searched on profiles of half the
-    resolution first (a quarter of the work), then a cell either way of that at full resolution."""
-    if reach < _COARSE_REACH:
-        return _best_shifts(before, after, reach)
-    half = before.shape[1] // 2 * 2
-    coarse = [p[:, :half].reshape(len(p), -1, 2).mean(axis=2) for p in (before, after)]
-    guess = 2 * _best_shifts(*coarse, reach // 2)
-    return _best_shifts(before, after, reach, near=guess)
-
-
-def _best_shifts(before: np.ndarray, after: np.ndarray, reach: int, near: np.ndarray | None = None) -> np.ndarray:
-    """`_profile_shifts` over every shift within `reach`, or only those within a cell of `near`."""
-    count, length = before.shape
+    mismatch over the cells both cover."""
+    length = before.shape[1]
     # Window j of the padded profile is the profile moved by s = reach - j.
     padded = np.pad(before, ((0, 0), (reach, reach)))
     moved = np.lib.stride_tricks.sliding_window_view(padded, length, axis=1)
     shifts = reach - np.arange(2 * reach + 1)
     cells = np.arange(length)
     covered = (cells >= shifts[:, None]) & (cells < length + shifts[:, None])  # what each shift leaves to compare
-    if near is not None:  # each row's three windows around its guess
-        windows = np.clip(reach - near[:, None] + np.array([-1, 0, 1]), 0, 2 * reach)
-        moved, covered, shifts = moved[np.arange(count)[:, None], windows], covered[windows], shifts[windows]
-    mismatch = (np.abs(moved - after[:, None, :]) * covered).sum(axis=-1) / covered.sum(axis=-1)
+    mismatch = (np.abs(moved - after[:, None, :]) * covered).sum(axis=2) / covered.sum(axis=1)
     # A flat profile matches every shift alike: the smallest shift wins a tie.
-    best = np.argmin(mismatch + 1e-4 * np.abs(shifts), axis=-1)
-    return shifts[best] if shifts.ndim == 1 else np.take_along_axis(shifts, best[:, None], axis=1)[:, 0]
+    return shifts[np.argmin(mismatch + 1e-4 * np.abs(shifts), axis=1)]
