@@ -677,16 +677,13 @@ class ShotDetector:
         hot[0] = False  # the first frame has no previous one
         hot[1:-1] |= hot[:-2] & hot[2:]  # one calmer frame does not split a run
         explained = _near(n, transitions, margin=self._min_gap())
+        first_frame = np.arange(n) == 0  # a run grows over frames with a previous one only
         blends = []
         for start, end in runs(hot):
             if not round(_PAN_MIN_S * self.fps) <= end - start <= longest or explained[start:end].any():
                 continue
-            calm_before, calm_after = _PAN_GROW * before[start], _PAN_GROW * after[end - 1]
-            while start > 1 and end - start < longest and residual[start - 1] >= calm_before:
-                start -= 1
-            while end < n and end - start < longest and residual[end] >= calm_after:
-                end += 1
-            blends.append(Transition(start, end, None, "uncertain"))
+            calm = (_PAN_GROW * before[start], _PAN_GROW * after[end - 1])
+            blends.append(Transition(*_grown_run(residual, start, end, calm, longest, first_frame), None, "uncertain"))
         return blends
 
     def _pan_measures(self) -> _PanMeasures:
@@ -728,28 +725,22 @@ class ShotDetector:
         over the frames beside it still well above their side (its tails, which the lag spans
         too), up to the longest transition and a lag. Unless the scene after it is the scene
         before it, moved (something passed in front of the camera), it is an uncertain change."""
-        change, lag = self._lagged.finish(), self._lagged.lag
+        # Frames not measured (the first and last half lag) count as unchanged; sides past the
+        # video's ends are infinite, so nothing stands out against them there.
+        change, lag = np.nan_to_num(self._lagged.finish(), nan=0.0), self._lagged.lag
         n, longest = len(change), self._max_transition() + lag
-        # Frames not measured (the first and last half lag) count as unchanged against others;
-        # sides past the video's ends are infinite, so nothing stands out against them.
         side, clear = frames_in(_LAGGED_SIDE_S, self.fps), self._max_transition() // 2 + 2
-        before, after = _side_medians(np.nan_to_num(change, nan=0.0), side, clear)
-        with np.errstate(invalid="ignore"):
-            hot = (change >= _LAGGED_RISE * np.maximum(before, after)) & (change >= _LAGGED_FLOOR)
+        before, after = _side_medians(change, side, clear)
+        hot = (change >= _LAGGED_RISE * np.maximum(before, after)) & (change >= _LAGGED_FLOOR)
         before, after = (np.where(np.isfinite(v), v, 0.0) for v in (before, after))
         hot[1:-1] |= hot[:-2] & hot[2:]  # one calmer frame does not split a run
         explained = _near(n, found, margin=self._min_gap())
-        change = np.nan_to_num(change, nan=0.0)
         blends = []
         for start, end in runs(hot):
             if end - start < lag or explained[start:end].any():
                 continue
-            calm_before = max(_LAGGED_GROW * before[start], _LAGGED_FLOOR / 2)
-            calm_after = max(_LAGGED_GROW * after[end - 1], _LAGGED_FLOOR / 2)
-            while start > 0 and end - start < longest and change[start - 1] >= calm_before and not explained[start - 1]:
-                start -= 1
-            while end < n and end - start < longest and change[end] >= calm_after and not explained[end]:
-                end += 1
+            calm = (max(_LAGGED_GROW * before[start], _LAGGED_FLOOR / 2), max(_LAGGED_GROW * after[end - 1], _LAGGED_FLOOR / 2))
+            start, end = _grown_run(change, start, end, calm, longest, explained)
             if not self._same_scene(start - 2, end + 1):
                 blends.append(Transition(start, end, None, "uncertain"))
         return blends
@@ -1396,6 +1387,16 @@ def _typical_step(step: np.ndarray) -> np.ndarray:
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows at the edges are expected
         typical = np.nanmean(np.stack([left, right]), axis=0)
     return np.nan_to_num(typical, nan=0.0).astype(np.float32)
+
+
+def _grown_run(values: np.ndarray, start: int, end: int, calm: tuple[float, float], longest: int, blocked: np.ndarray) -> tuple[int, int]:
+    """The run [start, end) grown over the frames beside it whose value is at least `calm` (the
+    level before it, the level after it), up to `longest` frames in all, onto no `blocked` frame."""
+    while start > 0 and end - start < longest and values[start - 1] >= calm[0] and not blocked[start - 1]:
+        start -= 1
+    while end < len(values) and end - start < longest and values[end] >= calm[1] and not blocked[end]:
+        end += 1
+    return start, end
 
 
 def _best_correlation(a: np.ndarray, b: np.ndarray) -> float:
