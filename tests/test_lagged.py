@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from test_shots import _rendered_grids
 
-from curate.stages.split.lagged import LaggedChange, _profile_shifts
+from curate.stages.split.lagged import LaggedChange, _band_shifts, _profile_shifts
 from curate.synthetic import Join, Shot
 
 LAG = 8  # a third of a second at 24 fps
@@ -27,6 +27,16 @@ def test_a_shot_in_motion_changes_little_beyond_its_move(pan):
     measured = values[~np.isnan(values)]
     assert len(measured) >= 96 - 2 * LAG, values
     assert np.median(measured) < 1.0 and np.percentile(measured, 90) < 2.0, values
+
+
+@pytest.mark.parametrize("pan", [(-9.0, 0.0), (5.5, 0.0)])
+def test_a_fast_pan_that_follows_its_subject_is_read_by_the_scenery(pan):
+    """A fast pan (9 and 5.5 pixels a frame at 320x180) keeps its moving subject in frame, so the
+    subject pulls the whole picture's column means towards no move (they read a move 2 cells long
+    for one 14 long, leaving 6-7 luma levels). The horizontal bands the subject does not cover
+    outvote it: what is left is under 2 luma levels for most frames."""
+    values = _lagged(_rendered_grids([Shot(96, 31, pan=pan)], []))
+    assert np.nanmedian(values) < 2.0, values
 
 
 def test_a_long_dissolve_between_moving_shots_changes_every_cell():
@@ -63,3 +73,12 @@ def test_profile_shifts_find_the_move_and_keep_still_on_a_flat_profile():
     before = np.stack([profile[10:74], profile[10:74], np.full(64, 50.0, np.float32)])
     after = np.stack([profile[3:67], profile[17:81], np.full(64, 50.0, np.float32)])  # moved by +7, -7, flat
     np.testing.assert_array_equal(_profile_shifts(before, after, reach=24), [7, -7, 0])
+
+
+def test_band_shifts_follow_the_bands_that_agree():
+    """Three of four bands moved by +5 cells and one holding a subject that stays put: +5."""
+    rng = np.random.default_rng(1)
+    scenery = rng.uniform(0, 255, (36, 90)).astype(np.float32)
+    before, after = scenery[:, 10:74].copy(), scenery[:, 5:69].copy()  # moved by +5
+    after[:9] = before[:9]  # the top band: a subject filling it, still in the frame
+    np.testing.assert_array_equal(_band_shifts(before[None], after[None], reach=24), [5])

@@ -15,6 +15,11 @@ The move over the lag is read from the grids' column and row means, which slide 
 (as in `pans.PanTracker`, but over the whole lag: up to 3/8 of the grid across and 2/7 of it
 down), then refined by a whole cell either way on a sparse sample of the cells; the median is
 taken over every other row and column. Every fourth frame is measured.
+A subject the camera follows stays put in the frame while the scenery moves, and pulls the whole
+picture's column means towards no move. It rarely covers more than one of four horizontal bands,
+so the move across that most bands' own column means agree on is a second reading. Where the two
+readings differ, the value is the lesser of what each leaves: a blend changes the picture under
+any move, and a wrong reading (bands of a dim, flat shot disagree) can only raise the value.
 `ShotDetector` reads the values against the frames well clear of them on both sides
 (`_lagged_blends`).
 """
@@ -29,6 +34,7 @@ _REACH = (3 / 8, 2 / 7)  # the share of the grid's width and height a move over 
 _STEP = 4  # every fourth frame is measured: the dissolves this serves last many
 _EVERY = 2  # ...on every other row and column
 _BATCH = 256  # frames measured together
+_BANDS = 4  # horizontal bands whose shifts across vote for a second reading of the move
 _COVER = 0.25  # the least share of the grid that a move leaves to compare
 _SMALLEST = 8  # grids with fewer rows or columns are not measured
 # The moves a cell either way of the profiles' move, as offsets into its neighbourhood (`_changes`):
@@ -92,10 +98,25 @@ class LaggedChange:
 
 def _changes(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     """Per pair of grids (two stacks), the median absolute difference over the cells that the
-    best whole-cell move of `before` onto `after` leaves to compare (NaN where none leaves enough)."""
-    count, height, width = after.shape
+    best whole-cell move of `before` onto `after` leaves to compare (NaN where none leaves enough):
+    the lesser of the values that the whole picture's move and the bands' move leave."""
+    height, width = after.shape[1:]
     reach_x, reach_y = max(1, round(_REACH[0] * width)), max(1, round(_REACH[1] * height))
-    moves = _moves(before, after, reach_x, reach_y)
+    whole_x = _profile_shifts(before.mean(axis=1), after.mean(axis=1), reach_x)
+    values = _left_over(before, after, _with_move_down(before, after, whole_x, reach_y), reach_x, reach_y)
+    band_x = _band_shifts(before, after, reach_x)
+    differ = np.flatnonzero(np.abs(band_x - whole_x) > 1)  # within a cell, the refinement covers it
+    if len(differ):
+        b, a = before[differ], after[differ]
+        banded = _left_over(b, a, _with_move_down(b, a, band_x[differ], reach_y), reach_x, reach_y)
+        values[differ] = np.fmin(values[differ], banded)
+    return values
+
+
+def _left_over(before: np.ndarray, after: np.ndarray, moves: np.ndarray, reach_x: int, reach_y: int) -> np.ndarray:
+    """Per pair of grids, the median absolute difference that `moves` (x, y), refined by a cell
+    either way, leave over the cells compared."""
+    count, height, width = after.shape
     # Padded by the reach and a cell, each grid's neighbourhood of its move (a cell either way)
     # is one slice; the cells a move takes past the edge are NaN and left out.
     pad_y, pad_x = reach_y + 1, reach_x + 1
@@ -120,12 +141,10 @@ def _changes(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     return _medians(differences.reshape(count, -1), np.isfinite(best))
 
 
-def _moves(before: np.ndarray, after: np.ndarray, reach_x: int, reach_y: int) -> np.ndarray:
-    """Per pair of grids, the whole-cell move (x, y) of `before` onto `after` that their profiles
-    show: across from the column means, then down from the row means over the columns that move
-    keeps in the picture (a fast pan sideways brings new columns in, which change every row's mean
-    and would pass for a tilt)."""
-    move_x = _profile_shifts(before.mean(axis=1), after.mean(axis=1), reach_x)
+def _with_move_down(before: np.ndarray, after: np.ndarray, move_x: np.ndarray, reach_y: int) -> np.ndarray:
+    """Per pair of grids, the whole-cell move (x, y) of `before` onto `after`: `move_x` across,
+    then down from the row means over the columns that move keeps in the picture (a fast pan
+    sideways brings new columns in, which change every row's mean and would pass for a tilt)."""
     width = before.shape[2]
     columns = np.arange(width)
     # Row means over the columns kept, with each pair's averaging weights.
@@ -136,6 +155,18 @@ def _moves(before: np.ndarray, after: np.ndarray, reach_x: int, reach_y: int) ->
     rows_before = np.einsum("frc,fc->fr", before, kept_before)
     rows_after = np.einsum("frc,fc->fr", after, kept_after)
     return np.stack([move_x, _profile_shifts(rows_before, rows_after, reach_y)], axis=1)
+
+
+def _band_shifts(before: np.ndarray, after: np.ndarray, reach: int) -> np.ndarray:
+    """Per pair of grids, the shift across that most of `_BANDS` horizontal bands agree on (within
+    a cell), each read from its own column means."""
+    count, height, width = before.shape
+    edges = np.linspace(0, height, _BANDS + 1).astype(int)
+    bands = list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
+    profiles = [np.stack([grids[:, top:bottom].mean(axis=1) for top, bottom in bands], axis=1) for grids in (before, after)]
+    shifts = _profile_shifts(*(p.reshape(-1, width) for p in profiles), reach).reshape(count, _BANDS)
+    agreeing = (np.abs(shifts[:, :, None] - shifts[:, None, :]) <= 1).sum(axis=2)  # each band's, itself included
+    return np.take_along_axis(shifts, agreeing.argmax(axis=1)[:, None], axis=1)[:, 0]
 
 
 def _medians(differences: np.ndarray, found: np.ndarray) -> np.ndarray:
