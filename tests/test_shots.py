@@ -677,7 +677,7 @@ def test_pan_after_something_passed_the_lens_is_no_uncertain_change():
     assert detection.transitions == [] and detection.uncertain == [], detection
 
 
-@pytest.mark.parametrize("seed", [18, 24])
+@pytest.mark.parametrize("seed", [18, 24, 33])
 def test_long_dissolve_between_slowly_moving_shots_is_kept_out_of_clips(seed):
     """`synthetic.moving_dissolve` seeds 18 and 24: a 48-frame dissolve from a slow tilt (a
     quarter of a pixel across and 1.25 down a frame at 320x180) into a still shot, and a 32-frame
@@ -685,7 +685,10 @@ def test_long_dissolve_between_slowly_moving_shots_is_kept_out_of_clips(seed):
     difference, under what the shots' own motion changes, so no window test fires, and the moved
     ends of `pans.MovingBlends` are blends themselves. Over a third of a second, though, every
     cell has changed beyond the camera's move, far more than in either shot: one clip held the
-    dissolve before the lagged change, none does now."""
+    dissolve before the lagged change, none does now. Seed 33 (a 48-frame dissolve between two
+    pans) joins shots whose thumbnails correlate 0.61 at their best move, which passed for the
+    scene coming back until the scene test asked how far they differ (9 luma levels, half their
+    contrast) instead."""
     from curate import synthetic
 
     shots, joins = synthetic.moving_dissolve(seed)
@@ -760,6 +763,23 @@ def test_dissolve_window_that_holds_a_cut_is_kept_out_of_clips(tmp_path, split):
     shots, joins = synthetic.edited_video(87, num_shots=8)
     truth = synthetic.make_video(tmp_path / "edit.mp4", shots[2:4], joins[2:3], 320, 180, fps=24)
     assert truth.gradual == [(36, 51)] and shots[3].flash_at == 11
+    _, clips = split(tmp_path / "edit.mp4")
+    assert clips
+    assert_clips_avoid(truth, clips)
+
+
+def test_lagged_blend_beside_a_misplaced_dissolve_is_kept_out_of_clips(tmp_path, split):
+    """Two shots of synthetic seed 24 through a real H.264 encode and the whole split stage: a pan
+    of 12.5 pixels a frame (320x180), then a 16-frame dissolve (frames 107-122) into a still
+    shot. Our rules place a dissolve in the pan, 40 frames early, and miss the real one; the
+    lagged change stands out over it, but its run began within the misplaced dissolve's margin
+    and was dropped whole, and a clip held the blend. The run's frames clear of that margin are
+    still a lagged blend."""
+    from curate import synthetic
+
+    shots, joins = synthetic.edited_video(24, num_shots=8)
+    truth = synthetic.make_video(tmp_path / "edit.mp4", shots[1:3], joins[1:2], 320, 180, fps=24)
+    assert truth.gradual == [(107, 122)] and shots[1].pan[0] > 12 and shots[2].pan == (0.0, 0.0)
     _, clips = split(tmp_path / "edit.mp4")
     assert clips
     assert_clips_avoid(truth, clips)
@@ -1221,3 +1241,23 @@ def test_nanmedians_match_numpy():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows
             expected = np.nanmedian(windows, axis=1)
         assert np.array_equal(_nanmedians(windows), expected, equal_nan=True)
+
+
+def test_one_scene_is_the_scene_moved_with_its_subject_or_relit_and_not_two_alike_shots():
+    """`shots._one_scene` on 16x9 thumbnails: a textured scene moved by two cells across and one
+    down, with a subject (a 3x3 block) gone from where it was, is one scene, and so is the scene
+    lit half as bright. Two shots under the same sky and over the same meadow (the top and bottom
+    two rows alike) with different things between are two, though nearly half their cells match
+    (as in the alike shots of `bench/transitions.py`'s TUNING-C, whose median cell matched)."""
+    from curate.stages.split.shots import _one_scene
+
+    rng = np.random.default_rng(5)
+    world = rng.uniform(40, 220, (13, 24)).astype(np.float32)
+    before = world[2:11, 4:20].copy()
+    after = world[1:10, 2:18].copy()  # the camera moved two cells right and one down
+    after[4:7, 8:11] = 30.0  # the subject: it stood elsewhere before
+    assert _one_scene(before, after)
+    assert _one_scene(before, before * 0.5 + 10)
+    sky, meadow = np.linspace(200, 170, 16, dtype=np.float32), np.linspace(90, 70, 16, dtype=np.float32)
+    first, second = (np.concatenate([np.tile(sky, (2, 1)), rng.uniform(40, 220, (5, 16)), np.tile(meadow, (2, 1))]) for _ in range(2))
+    assert not _one_scene(first.astype(np.float32), second.astype(np.float32))

@@ -61,9 +61,10 @@ towards the zero vector, which is at distance 1 from any picture.
   an uncertain change.
 - Long dissolves between moving shots (`lagged.LaggedChange`): a run of frames over which a third
   of a second changes the picture, beyond the best camera move, far more than it does well clear
-  of the run on both sides, where no transition was found and the picture after the run is not the
-  one before it moved on (something that passed in front of the camera, or a flash). An uncertain
-  change, grown over the frames beside it that are still well above their side.
+  of the run on both sides, clear of the transitions found and their margins, where the picture
+  after the run is not the one before it moved on (something that passed in front of the camera,
+  or a flash). An uncertain change, grown over the frames beside it that are still well above
+  their side unless it begins or ends at a transition found.
 - A pan over smooth scenery passes for a dissolve or a wipe (a smooth picture moved half the way
   is close to a blend of it moved all of it and none): a dissolve or wipe on nearly every frame
   of which the pan tracker reads a move that explains the frame as well as it does beside it is
@@ -180,7 +181,9 @@ _LAGGED_SIDE_S = 0.5  # the frames on each side, clear of half the longest trans
 _LAGGED_RISE = 2.0  # a frame whose lagged change is this many times that of both sides...
 _LAGGED_FLOOR = 2.0  # ...and at least this many luma levels (a still shot's own is under 1)...
 _LAGGED_GROW = 1.5  # ...in a run as long as the lag, which grows over the frames beside it still this far above their side...
-_SAME_SCENE = 0.6  # ...unless the thumbnails before and after it correlate this well, moved: the scene came back
+_SAME_SCENE = 0.3  # ...unless, moved, the thumbnails before and after it differ this little for their contrast...
+_SAME_SHARE = 2 / 3  # ...over this share of their cells: the scene came back...
+_SAME_LIGHT = 0.9  # ...or correlate this well: the scene came back, lit differently
 _THUMB_REACH = (4, 2)  # whole thumbnail cells across and down that the scene may have moved meanwhile
 _THUMB_EVERY = 4  # a thumbnail is kept of every fourth frame (at most 3 frames further out than asked)
 
@@ -719,12 +722,13 @@ class ShotDetector:
         return found, overlapping
 
     def _lagged_blends(self, found: list[Transition]) -> list[Transition]:
-        """Runs of frames, at least a lag long and clear of the transitions found, whose change
-        over the lag (`lagged.LaggedChange`) stands far above that of the frames on both sides
-        beyond half the longest transition: a long dissolve between shots in motion. A run grows
-        over the frames beside it still well above their side (its tails, which the lag spans
-        too), up to the longest transition and a lag. Unless the scene after it is the scene
-        before it, moved (something passed in front of the camera), it is an uncertain change."""
+        """Runs of frames, at least a lag long clear of the transitions found and their margins,
+        whose change over the lag (`lagged.LaggedChange`) stands far above that of the frames on
+        both sides beyond half the longest transition: a long dissolve between shots in motion,
+        or the part of one that a transition found in the wrong place leaves. A run grows over the
+        frames beside it still well above their side (its tails, which the lag spans too), up to
+        the longest transition and a lag. Unless the scene after it is the scene before it, moved
+        (something passed in front of the camera), it is an uncertain change."""
         # Frames not measured (the first and last half lag) count as unchanged; sides past the
         # video's ends are infinite, so nothing stands out against them there.
         change, lag = np.nan_to_num(self._lagged.finish(), nan=0.0), self._lagged.lag
@@ -736,23 +740,25 @@ class ShotDetector:
         hot[1:-1] |= hot[:-2] & hot[2:]  # one calmer frame does not split a run
         explained = _near(n, found, margin=self._min_gap())
         blends = []
-        for start, end in runs(hot):
-            if end - start < lag or explained[start:end].any():
+        for start, end in runs(hot & ~explained):
+            if end - start < lag:
                 continue
-            calm = (max(_LAGGED_GROW * before[start], _LAGGED_FLOOR / 2), max(_LAGGED_GROW * after[end - 1], _LAGGED_FLOOR / 2))
-            start, end = _grown_run(change, start, end, calm, longest, explained)
+            # What stands out just beyond a transition found is its own tail or a blend beside it:
+            # kept out as it stands, since growing it would take in the motion that follows.
+            if not explained[max(start - 1, 0)] and not explained[min(end, n - 1)]:
+                calm = (max(_LAGGED_GROW * before[start], _LAGGED_FLOOR / 2), max(_LAGGED_GROW * after[end - 1], _LAGGED_FLOOR / 2))
+                start, end = _grown_run(change, start, end, calm, longest, explained)
             if not self._same_scene(start - 2, end + 1):
                 blends.append(Transition(start, end, None, "uncertain"))
         return blends
 
     def _same_scene(self, before: int, after: int) -> bool:
         """Whether the thumbnails kept at or before frame `before` and at or after frame `after`
-        (each clamped to the video) show one scene: moved by some whole cells (`_THUMB_REACH`),
-        they correlate at least `_SAME_SCENE` over a quarter of the picture or more."""
+        (each clamped to the video) show one scene (`_one_scene`)."""
         thumbs = np.frombuffer(self._thumbs, np.uint8).reshape(-1, *self._thumb_shape)
         first = min(max(0, before) // _THUMB_EVERY, len(thumbs) - 1)
         last = min(-(-max(0, after) // _THUMB_EVERY), len(thumbs) - 1)
-        return _best_correlation(thumbs[first].astype(np.float32), thumbs[last].astype(np.float32)) >= _SAME_SCENE
+        return _one_scene(thumbs[first].astype(np.float32), thumbs[last].astype(np.float32))
 
     def _slides(self, scores: dict[str, np.ndarray], bursts: list[Transition], std: np.ndarray) -> list[Transition]:
         """Bursts (whose ends are unrelated pictures) that are a slide or push: every frame of it
@@ -1399,22 +1405,34 @@ def _grown_run(values: np.ndarray, start: int, end: int, calm: tuple[float, floa
     return start, end
 
 
-def _best_correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """The highest correlation of `b` with `a` moved by whole cells within `_THUMB_REACH`, over the
-    moves that leave a quarter of the picture or more to compare; -1 if none does (or the
-    pictures are flat there)."""
+def _one_scene(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two thumbnails show one scene. Moved by the whole cells (within `_THUMB_REACH`)
+    that match them best, either `_SAME_SHARE` of the cells differ by at most `_SAME_SCENE` of
+    their contrast (standard deviation), or they correlate at least `_SAME_LIGHT`: the same
+    picture, lit brighter or darker. The share leaves out a subject that moved meanwhile. Two
+    shots that a blend joins differ over more of the picture, however alike: smooth shapes may
+    correlate at 0.6 at some move, and shots sharing a sky and a meadow match on half the cells."""
+    left_over, correlation = _scene_match(a, b)
+    return left_over <= _SAME_SCENE * (a.std() + b.std()) / 2 or correlation >= _SAME_LIGHT
+
+
+def _scene_match(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Over the moves of `a` by whole cells within `_THUMB_REACH` that leave a quarter of the
+    picture or more to compare with `b`: the least absolute difference that `_SAME_SHARE` of the
+    cells compared stay within, and the highest correlation (-1 where the pictures are flat)."""
     height, width = a.shape
     reach_x, reach_y = _THUMB_REACH
-    best = -1.0
+    least, best = np.inf, -1.0
     for dy in range(-reach_y, reach_y + 1):
         for dx in range(-reach_x, reach_x + 1):
             y0, y1, x0, x1 = max(0, dy), height + min(0, dy), max(0, dx), width + min(0, dx)
             if (y1 - y0) * (x1 - x0) < 0.25 * height * width:
                 continue
             moved, there = a[y0 - dy : y1 - dy, x0 - dx : x1 - dx].ravel(), b[y0:y1, x0:x1].ravel()
+            least = min(least, float(np.quantile(np.abs(moved - there), _SAME_SHARE)))
             if moved.std() > 1e-3 and there.std() > 1e-3:
                 best = max(best, float(np.corrcoef(moved, there)[0, 1]))
-    return best
+    return least, best
 
 
 def _side_medians(values: np.ndarray, side: int, clear: int) -> tuple[np.ndarray, np.ndarray]:
