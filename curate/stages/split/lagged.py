@@ -159,7 +159,8 @@ def _with_move_down(before: np.ndarray, after: np.ndarray, move_x: np.ndarray, r
 
 def _band_shifts(before: np.ndarray, after: np.ndarray, reach: int) -> np.ndarray:
     """Per pair of grids, the shift across that most of `_BANDS` horizontal bands agree on (within
-    a cell), each read from its own column means."""
+    a cell), each read from its own column means (where no two agree, the top band's: `_changes`
+    takes it only where it leaves less)."""
     count, height, width = before.shape
     edges = np.linspace(0, height, _BANDS + 1).astype(int)
     bands = list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
