@@ -687,8 +687,8 @@ def test_long_dissolve_between_slowly_moving_shots_is_kept_out_of_clips(seed):
     cell has changed beyond the camera's move, far more than in either shot: one clip held the
     dissolve before the lagged change, none does now. Seed 33 (a 48-frame dissolve between two
     pans) joins shots whose thumbnails correlate 0.61 at their best move, which passed for the
-    scene coming back until the scene test asked how far they differ (9 luma levels, half their
-    contrast) instead."""
+    scene coming back until the scene test asked how far two thirds of their cells differ (about
+    0.8 of their contrast) instead."""
     from curate import synthetic
 
     shots, joins = synthetic.moving_dissolve(seed)
@@ -771,10 +771,10 @@ def test_dissolve_window_that_holds_a_cut_is_kept_out_of_clips(tmp_path, split):
 def test_lagged_blend_beside_a_misplaced_dissolve_is_kept_out_of_clips(tmp_path, split):
     """Two shots of synthetic seed 24 through a real H.264 encode and the whole split stage: a pan
     of 12.5 pixels a frame (320x180), then a 16-frame dissolve (frames 107-122) into a still
-    shot. Our rules place a dissolve in the pan, 40 frames early, and miss the real one; the
-    lagged change stands out over it, but its run began within the misplaced dissolve's margin
-    and was dropped whole, and a clip held the blend. The run's frames clear of that margin are
-    still a lagged blend."""
+    shot. Our rules place a dissolve in the pan (frames 69-103) and miss the real one; the lagged
+    change stands out over it, but its run began within the misplaced dissolve's margin and was
+    dropped whole, and a clip held the blend. The run's frames clear of that margin are still a
+    lagged blend (frames 109-126, 2026-12-07)."""
     from curate import synthetic
 
     shots, joins = synthetic.edited_video(24, num_shots=8)
@@ -1244,8 +1244,8 @@ def test_nanmedians_match_numpy():
 
 
 def test_one_scene_is_the_scene_moved_with_its_subject_or_relit_and_not_two_alike_shots():
-    """`shots._one_scene` on 16x9 thumbnails: a textured scene moved by two cells across and one
-    down, with a subject (a 3x3 block) gone from where it was, is one scene, and so is the scene
+    """`shots._one_scene` on 16x9 thumbnails: a textured scene moved in the frame by two cells
+    across and one down, with a subject (a 3x3 block) that stood elsewhere before, is one scene, and so is the scene
     lit half as bright. Two shots under the same sky and over the same meadow (the top and bottom
     two rows alike) with different things between are two, though nearly half their cells match
     (as in the alike shots of `bench/transitions.py`'s TUNING-C, whose median cell matched)."""
@@ -1254,7 +1254,7 @@ def test_one_scene_is_the_scene_moved_with_its_subject_or_relit_and_not_two_alik
     rng = np.random.default_rng(5)
     world = rng.uniform(40, 220, (13, 24)).astype(np.float32)
     before = world[2:11, 4:20].copy()
-    after = world[1:10, 2:18].copy()  # the camera moved two cells right and one down
+    after = world[1:10, 2:18].copy()  # the scene moved two cells right and one down in the frame
     after[4:7, 8:11] = 30.0  # the subject: it stood elsewhere before
     assert _one_scene(before, after)
     assert _one_scene(before, before * 0.5 + 10)
