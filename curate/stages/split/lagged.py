@@ -30,6 +30,8 @@ from array import array
 
 import numpy as np
 
+from curate.stages.split.medians import nanmedians
+
 _REACH = (3 / 8, 2 / 7)  # the share of the grid's width and height a move over the lag may take
 _STEP = 4  # every fourth frame is measured: the dissolves this serves last many
 _EVERY = 2  # ...on every other row and column
@@ -138,7 +140,8 @@ def _left_over(before: np.ndarray, after: np.ndarray, moves: np.ndarray, reach_x
     offsets = [_CANDIDATES[i] for i in chosen]
     moved = np.stack([a[y : y + height : _EVERY, x : x + width : _EVERY] for a, (y, x) in zip(around, offsets, strict=True)])
     differences = np.abs(after[:, ::_EVERY, ::_EVERY] - moved)
-    return _medians(differences.reshape(count, -1), np.isfinite(best))
+    medians = nanmedians(differences.reshape(count, -1))  # NaN: no cell compared
+    return np.where(np.isfinite(best), medians, np.nan).astype(np.float32)
 
 
 def _with_move_down(before: np.ndarray, after: np.ndarray, move_x: np.ndarray, reach_y: int) -> np.ndarray:
@@ -168,14 +171,6 @@ def _band_shifts(before: np.ndarray, after: np.ndarray, reach: int) -> np.ndarra
     shifts = _profile_shifts(*(p.reshape(-1, width) for p in profiles), reach).reshape(count, _BANDS)
     agreeing = (np.abs(shifts[:, :, None] - shifts[:, None, :]) <= 1).sum(axis=2)  # each band's, itself included
     return np.take_along_axis(shifts, agreeing.argmax(axis=1)[:, None], axis=1)[:, 0]
-
-
-def _medians(differences: np.ndarray, found: np.ndarray) -> np.ndarray:
-    """Each row's median over its numbers (NaN: cells not compared); NaN for rows not `found`."""
-    ordered = np.sort(np.nan_to_num(differences, nan=np.inf), axis=1)  # NaN last, as inf
-    counts = np.isfinite(differences).sum(axis=1)
-    middle = ordered[np.arange(len(ordered)), np.maximum(counts - 1, 0) // 2]
-    return np.where(found & (counts > 0), middle, np.nan).astype(np.float32)
 
 
 def _profile_shifts(before: np.ndarray, after: np.ndarray, reach: int) -> np.ndarray:
