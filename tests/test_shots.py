@@ -785,6 +785,37 @@ def test_lagged_blend_beside_a_misplaced_dissolve_is_kept_out_of_clips(tmp_path,
     assert_clips_avoid(truth, clips)
 
 
+def test_faint_end_of_a_dissolve_found_short_is_kept_out_of_clips():
+    """`synthetic.moving_dissolve` seed 405: a 24-frame dissolve (frames 96-119) between two
+    shots panning about 9.5 pixels a frame (320x180). The window tests centre it 7 frames late
+    and find frames 105-120, and a clip held its first 9 frames. Over the lag those frames change
+    the picture as the dissolve's middle does, far more than the shot before: its faint end,
+    kept out of clips. The dissolve is still found where it was."""
+    from curate import synthetic
+
+    shots, joins = synthetic.moving_dissolve(405)
+    first, last = synthetic.truth(shots, joins).gradual[0]
+    frames = _rendered_grids(shots, joins)
+    detection = _detection(frames)
+    assert [t.kind for t in detection.transitions] == ["dissolve"] and detection.transitions[0].start > first + 4, detection
+    assert any(u.start <= first < u.end for u in detection.uncertain), detection
+    assert_spans_avoid(_clip_spans_of(frames), first, last + 1, detection)
+
+
+def test_faint_end_of_a_long_dissolve_found_short_through_the_split_stage(tmp_path, split):
+    """`synthetic.moving_dissolve` seed 436 through a real H.264 encode and the whole split stage:
+    a 48-frame dissolve (frames 72-119) from a slow tilt into a pan of 12 pixels a frame. The
+    window tests find frames 84-123 (2026-12-07), 12 short of its start, and a clip held them."""
+    from curate import synthetic
+
+    shots, joins = synthetic.moving_dissolve(436)
+    truth = synthetic.make_video(tmp_path / "moving.mp4", shots, joins, 320, 180, fps=24)
+    assert truth.gradual == [(72, 119)] and shots[1].pan[0] > 11
+    video, clips = split(tmp_path / "moving.mp4")
+    assert list(video["cut_kinds"]) == ["dissolve"] and clips, (video, clips)
+    assert_clips_avoid(truth, clips)
+
+
 @pytest.mark.parametrize("encoded", [False, True])
 def test_dissolve_from_a_whip_pan_into_a_still_shot_is_kept_out_of_clips(encoded, tmp_path, split):
     """Three shots of a random edit (seed 16): a slow pan, a dissolve into a pan of 15 pixels a

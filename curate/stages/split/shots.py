@@ -186,6 +186,8 @@ _SAME_SHARE = 2 / 3  # ...over this share of their cells: the scene came back...
 _SAME_LIGHT = 0.9  # ...or correlate this well: the scene came back, lit differently
 _THUMB_REACH = (4, 2)  # whole thumbnail cells across and down that the scene may have moved meanwhile
 _THUMB_EVERY = 4  # a thumbnail is kept of every fourth frame (at most 3 frames further out than asked)
+_FAINT_SHARE = 1 / 3  # frames beside a dissolve whose lagged change is at least this share of its median inside...
+_FAINT_TOP = 2.0  # ...and at most this many times it (a faster change there is motion, not the blend) are its faint end
 
 
 @dataclass(frozen=True)
@@ -210,6 +212,22 @@ class Detection:
 
     transitions: list[Transition]
     uncertain: list[Transition]  # kind "uncertain", without a cut_frame
+
+
+class _LaggedLevels(NamedTuple):
+    """The lagged change (`lagged.LaggedChange`) per frame, frames not measured counting as
+    unchanged, and its medians over the frames on each side beyond half the longest transition
+    that it is read against (`ShotDetector._lagged_levels`; infinite past the video's ends)."""
+
+    change: np.ndarray
+    before: np.ndarray
+    after: np.ndarray
+
+    def calm(self, start: int, end: int) -> tuple[float, float]:
+        """The levels a run [start, end) grows over, before and after it: `_LAGGED_GROW` times its
+        side there (nothing past the video's ends), and half the floor."""
+        sides = (self.before[start], self.after[end - 1])
+        return tuple(max(_LAGGED_GROW * (v if np.isfinite(v) else 0.0), _LAGGED_FLOOR / 2) for v in sides)
 
 
 class _PanMeasures(NamedTuple):
@@ -377,8 +395,11 @@ class ShotDetector:
         # above explains it.
         uncertain += self._lopsided_blends(scores, transitions + slides + moving + uncertain, std, mean, pans)
         # Then the long dissolves the lagged change shows, which may lie over or beside any of
-        # those (a dissolve whose middle alone another test kept out).
-        uncertain = _merged(uncertain + self._lagged_blends(transitions + slides + moving))
+        # those (a dissolve whose middle alone another test kept out), and the faint ends of the
+        # dissolves found.
+        lagged = self._lagged_levels()
+        dissolves = [t for t in transitions + moving if t.kind == "dissolve"]
+        uncertain = _merged(uncertain + self._lagged_blends(transitions + slides + moving, lagged) + self._faint_ends(dissolves, lagged))
         return Detection(sorted(transitions + slides + moving, key=lambda t: (t.start, t.end)), uncertain)
 
     # -- scoring ---------------------------------------------------------------------------
@@ -721,7 +742,15 @@ class ShotDetector:
                 found.append(Transition(*span, (start + end) // 2, "dissolve"))
         return found, overlapping
 
-    def _lagged_blends(self, found: list[Transition]) -> list[Transition]:
+    def _lagged_levels(self) -> _LaggedLevels:
+        """The lagged change and its side medians. Frames not measured (the first and last half
+        lag) count as unchanged; sides past the video's ends are infinite, so nothing stands out
+        against them there."""
+        change = np.nan_to_num(self._lagged.finish(), nan=0.0)
+        side, clear = frames_in(_LAGGED_SIDE_S, self.fps), self._max_transition() // 2 + 2
+        return _LaggedLevels(change, *_side_medians(change, side, clear))
+
+    def _lagged_blends(self, found: list[Transition], levels: _LaggedLevels) -> list[Transition]:
         """Runs of frames, at least a lag long clear of the transitions found and their margins,
         whose change over the lag (`lagged.LaggedChange`) stands far above that of the frames on
         both sides beyond half the longest transition: a long dissolve between shots in motion,
@@ -729,14 +758,9 @@ class ShotDetector:
         frames beside it still well above their side (its tails, which the lag spans too), up to
         the longest transition and a lag. Unless the scene after it is the scene before it, moved
         (something passed in front of the camera), it is an uncertain change."""
-        # Frames not measured (the first and last half lag) count as unchanged; sides past the
-        # video's ends are infinite, so nothing stands out against them there.
-        change, lag = np.nan_to_num(self._lagged.finish(), nan=0.0), self._lagged.lag
+        change, lag = levels.change, self._lagged.lag
         n, longest = len(change), self._max_transition() + lag
-        side, clear = frames_in(_LAGGED_SIDE_S, self.fps), self._max_transition() // 2 + 2
-        before, after = _side_medians(change, side, clear)
-        hot = (change >= _LAGGED_RISE * np.maximum(before, after)) & (change >= _LAGGED_FLOOR)
-        before, after = (np.where(np.isfinite(v), v, 0.0) for v in (before, after))
+        hot = (change >= _LAGGED_RISE * np.maximum(levels.before, levels.after)) & (change >= _LAGGED_FLOOR)
         hot[1:-1] |= hot[:-2] & hot[2:]  # one calmer frame does not split a run
         explained = _near(n, found, margin=self._min_gap())
         blends = []
@@ -746,11 +770,34 @@ class ShotDetector:
             # What stands out just beyond a transition found is its own tail or a blend beside it:
             # kept out as it stands, since growing it would take in the motion that follows.
             if not explained[max(start - 1, 0)] and not explained[min(end, n - 1)]:
-                calm = (max(_LAGGED_GROW * before[start], _LAGGED_FLOOR / 2), max(_LAGGED_GROW * after[end - 1], _LAGGED_FLOOR / 2))
-                start, end = _grown_run(change, start, end, calm, longest, explained)
+                start, end = _grown_run(change, start, end, levels.calm(start, end), longest, explained)
             if not self._same_scene(start - 2, end + 1):
                 blends.append(Transition(start, end, None, "uncertain"))
         return blends
+
+    def _faint_ends(self, dissolves: list[Transition], levels: _LaggedLevels) -> list[Transition]:
+        """The ends of dissolves found short. Between shots in motion the window tests may centre
+        a long dissolve where it changes the picture most, well off its middle, and leave out its
+        first or last frames (a fiftieth of the other picture each). Over the lag those frames
+        still change the picture about as the frames inside do: frames beside a dissolve whose
+        lagged change stays between `_FAINT_SHARE` and `_FAINT_TOP` times its median inside,
+        and above the side beyond as a lagged blend's tail is (`_LaggedLevels.calm`), are its
+        faint end, kept out of clips. Each value spans the lag around its frame, so every
+        dissolve reaches half a lag further: only a longer reach counts. The faintest frames,
+        under the shots' own motion and noise, read as no change: half a lag more is kept out."""
+        change, half_lag = levels.change, self._lagged.lag // 2
+        longest = self._max_transition() + self._lagged.lag
+        ends = []
+        for t in dissolves:
+            middle = float(np.median(change[t.start : t.end]))
+            calm = tuple(max(level, _FAINT_SHARE * middle) for level in levels.calm(t.start, t.end))
+            too_fast = change > _FAINT_TOP * middle
+            start, end = _grown_run(change, t.start, t.end, calm, max(longest, t.end - t.start), too_fast)
+            if t.start - start > half_lag:
+                ends.append(Transition(max(0, start - half_lag), t.start, None, "uncertain"))
+            if end - t.end > half_lag:
+                ends.append(Transition(t.end, min(len(change), end + half_lag), None, "uncertain"))
+        return ends
 
     def _same_scene(self, before: int, after: int) -> bool:
         """Whether the thumbnails kept at or before frame `before` and at or after frame `after`
