@@ -778,13 +778,14 @@ class ShotDetector:
     def _faint_ends(self, dissolves: list[Transition], levels: _LaggedLevels) -> list[Transition]:
         """The ends of dissolves found short. Between shots in motion the window tests may centre
         a long dissolve where it changes the picture most, well off its middle, and leave out its
-        first or last frames (a fiftieth of the other picture each). Over the lag those frames
-        still change the picture about as the frames inside do: frames beside a dissolve whose
-        lagged change stays between `_FAINT_SHARE` and `_FAINT_TOP` times its median inside,
-        and above the side beyond as a lagged blend's tail is (`_LaggedLevels.calm`), are its
-        faint end, kept out of clips. Each value spans the lag around its frame, so every
-        dissolve reaches half a lag further: only a longer reach counts. The faintest frames,
-        under the shots' own motion and noise, read as no change: half a lag more is kept out."""
+        first or last frames (in a 48-frame one, a fiftieth of the other picture each). Over the
+        lag those frames still change the picture about as the frames inside do: frames beside a
+        dissolve whose lagged change stays between `_FAINT_SHARE` and `_FAINT_TOP` times its
+        median inside, and above the side beyond as a lagged blend's tail is
+        (`_LaggedLevels.calm`), are its faint end, kept out of clips. Each value spans the lag
+        around its frame, so every dissolve reaches half a lag further: only a longer reach
+        counts. The faintest frames, under the shots' own motion and noise, read as no change:
+        half a lag more is kept out."""
         change, half_lag = levels.change, self._lagged.lag // 2
         longest = self._max_transition() + self._lagged.lag
         ends = []
