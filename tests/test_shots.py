@@ -787,10 +787,10 @@ def test_lagged_blend_beside_a_misplaced_dissolve_is_kept_out_of_clips(tmp_path,
 
 def test_faint_end_of_a_dissolve_found_short_is_kept_out_of_clips():
     """`synthetic.moving_dissolve` seed 405: a 24-frame dissolve (frames 96-119) between two
-    shots panning about 9.5 pixels a frame (320x180). The window tests centre it 7 frames late
-    and find frames 105-120, and a clip held its first 9 frames. Over the lag those frames change
-    the picture as the dissolve's middle does, far more than the shot before: its faint end,
-    kept out of clips. The dissolve is still found where it was."""
+    shots panning about 9.5 pixels a frame (320x180). The window tests centre it 5 frames late
+    (frame 113) and find frames 105-120, and a clip held its first 7 frames. Over the lag those
+    frames change the picture as the dissolve's middle does, far more than the shot before: its
+    faint end, kept out of clips. The dissolve is still found where it was."""
     from curate import synthetic
 
     shots, joins = synthetic.moving_dissolve(405)
@@ -804,8 +804,9 @@ def test_faint_end_of_a_dissolve_found_short_is_kept_out_of_clips():
 
 def test_faint_end_of_a_long_dissolve_found_short_through_the_split_stage(tmp_path, split):
     """`synthetic.moving_dissolve` seed 436 through a real H.264 encode and the whole split stage:
-    a 48-frame dissolve (frames 72-119) from a slow tilt into a pan of 12 pixels a frame. The
-    window tests find frames 84-123 (2026-12-07), 12 short of its start, and a clip held them."""
+    a 48-frame dissolve (frames 72-119) from a slow pan into a pan of 12 pixels a frame. The
+    window tests find frames 84-123 (2026-12-07), 12 short of its start, and a clip held some of
+    those 12."""
     from curate import synthetic
 
     shots, joins = synthetic.moving_dissolve(436)
