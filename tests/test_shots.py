@@ -1277,8 +1277,8 @@ def test_nanmedians_match_numpy():
 
 def test_one_scene_is_the_scene_moved_with_its_subject_or_relit_and_not_two_alike_shots():
     """`shots._one_scene` on 16x9 thumbnails: a textured scene moved in the frame by two cells
-    across and one down, with a subject (a 3x3 block) that stood elsewhere before, is one scene, and so is the scene
-    lit half as bright. Two shots under the same sky and over the same meadow (the top and bottom
+    across and one down, with a subject (a 3x3 block) that stood elsewhere before, is one scene,
+    and so is the scene lit half as bright. Two shots under the same sky and over the same meadow (the top and bottom
     two rows alike) with different things between are two, though nearly half their cells match
     (as in the alike shots of `bench/transitions.py`'s TUNING-C, whose median cell matched)."""
     from curate.stages.split.shots import _one_scene

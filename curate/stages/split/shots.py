@@ -64,7 +64,9 @@ towards the zero vector, which is at distance 1 from any picture.
   of the run on both sides, clear of the transitions found and their margins, where the picture
   after the run is not the one before it moved on (something that passed in front of the camera,
   or a flash). An uncertain change, grown over the frames beside it that are still well above
-  their side unless it begins or ends at a transition found.
+  their side unless it begins or ends at a transition found. Beside a dissolve found, frames whose
+  lagged change stays near the dissolve's own are its faint ends, which the window tests left out
+  where they centred it off its middle: uncertain changes too.
 - A pan over smooth scenery passes for a dissolve or a wipe (a smooth picture moved half the way
   is close to a blend of it moved all of it and none): a dissolve or wipe on nearly every frame
   of which the pan tracker reads a move that explains the frame as well as it does beside it is
@@ -793,7 +795,7 @@ class ShotDetector:
             middle = float(np.median(change[t.start : t.end]))
             calm = tuple(max(level, _FAINT_SHARE * middle) for level in levels.calm(t.start, t.end))
             too_fast = change > _FAINT_TOP * middle
-            start, end = _grown_run(change, t.start, t.end, calm, max(longest, t.end - t.start), too_fast)
+            start, end = _grown_run(change, t.start, t.end, calm, longest, too_fast)
             if t.start - start > half_lag:
                 ends.append(Transition(max(0, start - half_lag), t.start, None, "uncertain"))
             if end - t.end > half_lag:
