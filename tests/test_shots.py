@@ -1275,6 +1275,50 @@ def test_nanmedians_match_numpy():
         assert np.array_equal(_nanmedians(windows), expected, equal_nan=True)
 
 
+def test_nanquantiles_match_numpy():
+    """Quantiles of short windows with NaN in them are numpy's nanquantile (linear interpolation),
+    NaN where a window holds no value."""
+    from curate.stages.split.medians import nanquantiles
+
+    rng = np.random.default_rng(4)
+    for width in (1, 2, 3, 7, 144):
+        windows = rng.normal(size=(300, width))
+        windows[rng.random(windows.shape) < 0.3] = np.nan
+        for q in (0.0, 0.5, 2 / 3, 1.0):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows
+                expected = np.nanquantile(windows, q, axis=1)
+            assert np.allclose(nanquantiles(windows, q), expected, rtol=1e-12, atol=0, equal_nan=True)
+
+
+def test_scene_match_is_the_best_over_every_move_of_the_thumbnail():
+    """`shots._scene_match` measures every move at once; one move at a time, with numpy's own
+    quantile and correlation, gives the same two figures: on textured thumbnails, on a flat one
+    (no correlation), and on thumbnails smaller than the moves' reach."""
+    from curate.stages.split.shots import _SAME_SHARE, _THUMB_REACH, _scene_match
+
+    def one_move_at_a_time(a, b):
+        height, width = a.shape
+        least, best = np.inf, -1.0
+        for dy in range(-_THUMB_REACH[1], _THUMB_REACH[1] + 1):
+            for dx in range(-_THUMB_REACH[0], _THUMB_REACH[0] + 1):
+                y0, y1, x0, x1 = max(0, dy), height + min(0, dy), max(0, dx), width + min(0, dx)
+                if (y1 - y0) * (x1 - x0) < 0.25 * height * width:
+                    continue
+                moved, there = a[y0 - dy : y1 - dy, x0 - dx : x1 - dx].ravel(), b[y0:y1, x0:x1].ravel()
+                least = min(least, float(np.quantile(np.abs(moved - there), _SAME_SHARE)))
+                if moved.std() > 1e-3 and there.std() > 1e-3:
+                    best = max(best, float(np.corrcoef(moved, there)[0, 1]))
+        return least, best
+
+    rng = np.random.default_rng(6)
+    world = rng.integers(0, 256, (13, 24)).astype(np.float32)
+    cases = [(world[2:11, 4:20], world[1:10, 2:18]), (world[:9, :16], rng.integers(0, 256, (9, 16)).astype(np.float32))]
+    cases += [(np.full((9, 16), 40.0, np.float32), world[:9, :16]), (world[:3, :4], world[5:8, 9:13])]
+    for a, b in cases:
+        assert np.allclose(_scene_match(a, b), one_move_at_a_time(a, b), rtol=1e-6, atol=1e-9)
+
+
 def test_one_scene_is_the_scene_moved_with_its_subject_or_relit_and_not_two_alike_shots():
     """`shots._one_scene` on 16x9 thumbnails: a textured scene moved in the frame by two cells
     across and one down, with a subject (a 3x3 block) that stood elsewhere before, is one scene,

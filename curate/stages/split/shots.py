@@ -92,7 +92,7 @@ import numpy as np
 
 from curate.config import SplitConfig
 from curate.stages.split.lagged import LaggedChange
-from curate.stages.split.medians import nanmedians
+from curate.stages.split.medians import nanmedians, nanquantiles
 from curate.stages.split.pans import MovingBlends, PanTracker
 
 _CHUNK = 1024  # frames scored in one vectorised step (a few numpy calls per width for all of them; under 1 MB a stack)
@@ -1472,17 +1472,23 @@ def _scene_match(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     cells compared stay within, and the highest correlation (-1 where the pictures are flat)."""
     height, width = a.shape
     reach_x, reach_y = _THUMB_REACH
-    least, best = np.inf, -1.0
-    for dy in range(-reach_y, reach_y + 1):
-        for dx in range(-reach_x, reach_x + 1):
-            y0, y1, x0, x1 = max(0, dy), height + min(0, dy), max(0, dx), width + min(0, dx)
-            if (y1 - y0) * (x1 - x0) < 0.25 * height * width:
-                continue
-            moved, there = a[y0 - dy : y1 - dy, x0 - dx : x1 - dx].ravel(), b[y0:y1, x0:x1].ravel()
-            least = min(least, float(np.quantile(np.abs(moved - there), _SAME_SHARE)))
-            if moved.std() > 1e-3 and there.std() > 1e-3:
-                best = max(best, float(np.corrcoef(moved, there)[0, 1]))
-    return least, best
+    # Every move at once: `a` padded with NaN, each move a window of it; the cells a move takes
+    # past the edge are NaN and left out of both measures.
+    padded = np.pad(a.astype(np.float64), ((reach_y, reach_y), (reach_x, reach_x)), constant_values=np.nan)
+    moves = [(dy, dx) for dy in range(-reach_y, reach_y + 1) for dx in range(-reach_x, reach_x + 1)]
+    moved = np.stack([padded[reach_y - dy : reach_y - dy + height, reach_x - dx : reach_x - dx + width] for dy, dx in moves])
+    moved = moved.reshape(len(moves), -1)
+    compared = ~np.isnan(moved)
+    count = compared.sum(axis=1)
+    enough = count >= 0.25 * height * width
+    moved, compared, count = moved[enough], compared[enough], count[enough]
+    there = np.where(compared, b.ravel().astype(np.float64), np.nan)
+    least = float(nanquantiles(np.abs(moved - there), _SAME_SHARE).min())
+    centred = [np.where(compared, v - np.nanmean(v, axis=1, keepdims=True), 0.0) for v in (moved, there)]
+    norms = [np.sqrt(np.einsum("ij,ij->i", c, c)) for c in centred]
+    varied = (norms[0] > 1e-3 * np.sqrt(count)) & (norms[1] > 1e-3 * np.sqrt(count))  # a std over 1e-3
+    correlation = np.einsum("ij,ij->i", *centred)[varied] / (norms[0] * norms[1])[varied]
+    return least, float(correlation.max()) if len(correlation) else -1.0
 
 
 def _side_medians(values: np.ndarray, side: int, clear: int) -> tuple[np.ndarray, np.ndarray]:
