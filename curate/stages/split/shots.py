@@ -794,8 +794,7 @@ class ShotDetector:
         for t in dissolves:
             middle = float(np.median(change[t.start : t.end]))
             calm = tuple(max(level, _FAINT_SHARE * middle) for level in levels.calm(t.start, t.end))
-            too_fast = change > _FAINT_TOP * middle
-            start, end = _grown_run(change, t.start, t.end, calm, longest, too_fast)
+            start, end = _grown_run(change, t.start, t.end, calm, longest, top=_FAINT_TOP * middle)
             if t.start - start > half_lag:
                 ends.append(Transition(max(0, start - half_lag), t.start, None, "uncertain"))
             if end - t.end > half_lag:
@@ -1445,12 +1444,20 @@ def _typical_step(step: np.ndarray) -> np.ndarray:
     return np.nan_to_num(typical, nan=0.0).astype(np.float32)
 
 
-def _grown_run(values: np.ndarray, start: int, end: int, calm: tuple[float, float], longest: int, blocked: np.ndarray) -> tuple[int, int]:
+def _grown_run(
+    values: np.ndarray, start: int, end: int, calm: tuple[float, float], longest: int, blocked: np.ndarray | None = None,
+    top: float = math.inf,
+) -> tuple[int, int]:  # fmt: skip
     """The run [start, end) grown over the frames beside it whose value is at least `calm` (the
-    level before it, the level after it), up to `longest` frames in all, onto no `blocked` frame."""
-    while start > 0 and end - start < longest and values[start - 1] >= calm[0] and not blocked[start - 1]:
+    level before it, the level after it) and at most `top`, up to `longest` frames in all, onto no
+    `blocked` frame."""
+
+    def open_at(i: int, level: float) -> bool:
+        return level <= values[i] <= top and (blocked is None or not blocked[i])
+
+    while start > 0 and end - start < longest and open_at(start - 1, calm[0]):
         start -= 1
-    while end < len(values) and end - start < longest and values[end] >= calm[1] and not blocked[end]:
+    while end < len(values) and end - start < longest and open_at(end, calm[1]):
         end += 1
     return start, end
 
