@@ -25,4 +25,4 @@ def nanquantiles(windows: np.ndarray, q: float) -> np.ndarray:
     low = np.floor(position).astype(np.intp)
     below = np.take_along_axis(ordered, low[..., None], axis=-1)[..., 0]
     above = np.take_along_axis(ordered, np.minimum(low + 1, last)[..., None], axis=-1)[..., 0]
-    return below + (position - low) * (above - below)  # NaN where there are none: `below` is
+    return below + (position - low) * (above - below)  # a window of NaN only reads its first NaN
