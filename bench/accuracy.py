@@ -53,19 +53,21 @@ HARD_TOLERANCE = 2
 GRADUAL_TOLERANCE = 8
 
 
+def pairs(predicted: list[int], truth: list[int], tolerance: int) -> dict[int, int]:
+    """Greedy one-to-one matching, each truth in turn taking the nearest free prediction within
+    `tolerance`: {index in truth: index in predicted}."""
+    matched: dict[int, int] = {}
+    for j, t in enumerate(truth):
+        free = [i for i, p in enumerate(predicted) if abs(p - t) <= tolerance and i not in matched.values()]
+        if free:
+            matched[j] = min(free, key=lambda i: abs(predicted[i] - t))  # the first of equally near ones
+    return matched
+
+
 def match(predicted: list[int], truth: list[int], tolerance: int) -> tuple[int, set[int]]:
-    """Greedy one-to-one matching; returns (true positives, indices of matched predictions)."""
-    used: set[int] = set()
-    hits = 0
-    for t in truth:
-        best = None
-        for i, p in enumerate(predicted):
-            if i not in used and abs(p - t) <= tolerance and (best is None or abs(p - t) < abs(predicted[best] - t)):
-                best = i
-        if best is not None:
-            used.add(best)
-            hits += 1
-    return hits, used
+    """Greedy one-to-one matching (`pairs`); returns (true positives, indices of matched predictions)."""
+    matched = pairs(predicted, truth, tolerance)
+    return len(matched), set(matched.values())
 
 
 def score(predicted: list[int], hard: list[int], gradual_middles: list[int]) -> dict[str, int]:

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from accuracy import GRADUAL_TOLERANCE, LABELS, CachedModel, f1, run_stage, score, straddling  # noqa: E402
+from accuracy import GRADUAL_TOLERANCE, LABELS, CachedModel, f1, pairs, run_stage, score, straddling  # noqa: E402
 
 from curate.config import SplitConfig  # noqa: E402
 from curate.synthetic import write_video  # noqa: E402
@@ -240,17 +240,20 @@ def evaluate(videos: list[tuple[str, Path, list[tuple[int, int]], list[str]]], c
     rows: dict[str, dict[str, int]] = {}
     for kind, path, gradual, files in videos:
         (predicted, clips), num_frames, _ = run_stage(path, config, CachedModel(path) if config.detector != "heuristic" else None)
-        counts = score(predicted, [], [(a + b + 1) // 2 for a, b in gradual])
+        middles = [(a + b + 1) // 2 for a, b in gradual]
+        counts = score(predicted, [], middles)
         row = {"tp": counts["grad_tp"], "fn": counts["grad_fn"], "fp": counts["grad_fp"]}
         straddlers = straddling(clips, [], gradual)
         row.update(straddle=len(straddlers), clips=len(clips), kept=sum(e - s for s, e in clips), frames=num_frames)
+        # What each transition joins; unknown ("?") where the files do not add up to the video.
         joins = list(pairwise(files)) if len(files) == len(gradual) + 1 else [("?", "?")] * len(gradual)
-        missed = [i for i, (a, b) in enumerate(gradual) if not any(abs(p - (a + b + 1) // 2) <= GRADUAL_TOLERANCE for p in predicted)]
-        row["missed_within"] = sum(joins[i][0] == joins[i][1] for i in missed)  # two parts of one file
-        row["within"] = sum(a == b for a, b in joins)
+        within = [a == b != "?" for a, b in joins]  # two parts of one file
+        found = pairs(predicted, middles, GRADUAL_TOLERANCE)  # the matching that `score` counts
+        missed = [i for i in range(len(gradual)) if i not in found]
+        row.update(within=sum(within), missed_within=sum(within[i] for i in missed))
         rows[kind] = row
         if verbose:
-            described = [f"{(gradual[i][0] + gradual[i][1] + 1) // 2} ({_short(joins[i][0])}>{_short(joins[i][1])})" for i in missed]
+            described = [f"{middles[i]} ({_short(joins[i][0])}>{_short(joins[i][1])})" for i in missed]
             print(f"  {path.name:28} missed middles [{', '.join(described)}]  found {predicted}")
             if straddlers:
                 print(f"  {'':28} straddling clips {straddlers}  transitions {gradual}")
