@@ -224,6 +224,7 @@ class _LaggedLevels(NamedTuple):
     change: np.ndarray
     before: np.ndarray
     after: np.ndarray
+    longest: int  # the most frames a run grows to: the longest transition and a lag
 
     def calm(self, start: int, end: int) -> tuple[float, float]:
         """The levels a run [start, end) grows over, before and after it: `_LAGGED_GROW` times its
@@ -750,7 +751,7 @@ class ShotDetector:
         against them there."""
         change = np.nan_to_num(self._lagged.finish(), nan=0.0)
         side, clear = frames_in(_LAGGED_SIDE_S, self.fps), self._max_transition() // 2 + 2
-        return _LaggedLevels(change, *_side_medians(change, side, clear))
+        return _LaggedLevels(change, *_side_medians(change, side, clear), self._max_transition() + self._lagged.lag)
 
     def _lagged_blends(self, found: list[Transition], levels: _LaggedLevels) -> list[Transition]:
         """Runs of frames, at least a lag long clear of the transitions found and their margins,
@@ -760,8 +761,7 @@ class ShotDetector:
         frames beside it still well above their side (its tails, which the lag spans too), up to
         the longest transition and a lag. Unless the scene after it is the scene before it, moved
         (something passed in front of the camera), it is an uncertain change."""
-        change, lag = levels.change, self._lagged.lag
-        n, longest = len(change), self._max_transition() + lag
+        change, lag, n = levels.change, self._lagged.lag, len(levels.change)
         hot = (change >= _LAGGED_RISE * np.maximum(levels.before, levels.after)) & (change >= _LAGGED_FLOOR)
         hot[1:-1] |= hot[:-2] & hot[2:]  # one calmer frame does not split a run
         explained = _near(n, found, margin=self._min_gap())
@@ -772,7 +772,7 @@ class ShotDetector:
             # What stands out just beyond a transition found is its own tail or a blend beside it:
             # kept out as it stands, since growing it would take in the motion that follows.
             if not explained[max(start - 1, 0)] and not explained[min(end, n - 1)]:
-                start, end = _grown_run(change, start, end, levels.calm(start, end), longest, explained)
+                start, end = _grown_run(change, start, end, levels.calm(start, end), levels.longest, explained)
             if not self._same_scene(start - 2, end + 1):
                 blends.append(Transition(start, end, None, "uncertain"))
         return blends
@@ -789,12 +789,11 @@ class ShotDetector:
         counts. The faintest frames, under the shots' own motion and noise, read as no change:
         half a lag more is kept out."""
         change, half_lag = levels.change, self._lagged.lag // 2
-        longest = self._max_transition() + self._lagged.lag
         ends = []
         for t in dissolves:
             middle = float(np.median(change[t.start : t.end]))
             calm = tuple(max(level, _FAINT_SHARE * middle) for level in levels.calm(t.start, t.end))
-            start, end = _grown_run(change, t.start, t.end, calm, longest, top=_FAINT_TOP * middle)
+            start, end = _grown_run(change, t.start, t.end, calm, levels.longest, top=_FAINT_TOP * middle)
             if t.start - start > half_lag:
                 ends.append(Transition(max(0, start - half_lag), t.start, None, "uncertain"))
             if end - t.end > half_lag:
