@@ -785,6 +785,23 @@ def test_lagged_blend_beside_a_misplaced_dissolve_is_kept_out_of_clips(tmp_path,
     assert_clips_avoid(truth, clips)
 
 
+def test_start_of_a_transition_found_late_is_kept_out_of_clips():
+    """Synthetic seed 535, shots 4-5: a 16-frame dissolve (frames 122-137) into a fast pan over
+    smooth scenery, which something dark crosses from frame 135. Our rules take the end of the
+    dissolve and the crossing for one wipe from frame 129 on, and a clip held frames 122-126. Over
+    the lag those frames stand out, for fewer frames than the lag, right up to the wipe's margin:
+    the part of the change that the wipe, placed late, leaves out, kept out of clips
+    (2026-12-07)."""
+    from curate import synthetic
+
+    shots, joins = synthetic.edited_video(535, num_shots=8)
+    truth = synthetic.truth(shots[4:6], joins[4:5])
+    assert truth.gradual == [(122, 137)] and shots[5].occlusion_at == 13 and shots[5].pan[0] > 10
+    frames = _rendered_grids(shots[4:6], joins[4:5])
+    assert [t.kind for t in _detection(frames).transitions] == ["wipe"]
+    assert_spans_avoid(_clip_spans_of(frames), 122, 138)
+
+
 def test_faint_end_of_a_dissolve_found_short_is_kept_out_of_clips():
     """`synthetic.moving_dissolve` seed 405: a 24-frame dissolve (frames 96-119) between two
     shots panning about 9.5 pixels a frame (320x180). The window tests centre it 5 frames late

@@ -64,9 +64,11 @@ towards the zero vector, which is at distance 1 from any picture.
   of the run on both sides, clear of the transitions found and their margins, where the picture
   after the run is not the one before it moved on (something that passed in front of the camera,
   or a flash). An uncertain change, grown over the frames beside it that are still well above
-  their side unless it begins or ends at a transition found. Beside a dissolve found, frames whose
-  lagged change stays near the dissolve's own are its faint ends, which the window tests left out
-  where they centred it off its middle: uncertain changes too.
+  their side (away from a transition found only). A shorter run that reaches a transition found
+  is the part of it that the transition, placed late or early, leaves out: uncertain too, with no
+  scene test (its ends lie inside the change). Beside a dissolve found, frames whose lagged
+  change stays near the dissolve's own are its faint ends, which the window tests left out where
+  they centred it off its middle: uncertain changes too.
 - A pan over smooth scenery passes for a dissolve or a wipe (a smooth picture moved half the way
   is close to a blend of it moved all of it and none): a dissolve or wipe on nearly every frame
   of which the pan tracker reads a move that explains the frame as well as it does beside it is
@@ -759,22 +761,33 @@ class ShotDetector:
         both sides beyond half the longest transition: a long dissolve between shots in motion,
         or the part of one that a transition found in the wrong place leaves. A run grows over the
         frames beside it still well above their side (its tails, which the lag spans too), up to
-        the longest transition and a lag. Unless the scene after it is the scene before it, moved
-        (something passed in front of the camera), it is an uncertain change."""
+        the longest transition and a lag, and never into a transition's margin. Unless the scene
+        after it is the scene before it, moved (something passed in front of the camera), it is an
+        uncertain change.
+
+        A run that reaches a transition's margin with no calmer frame between is part of that
+        change (its tail, or the start or end that the transition, placed late or early, leaves
+        out) and counts from half a lag. The scene test judges it before it grows (growing would
+        take in the motion beyond), and not at all while shorter than the lag: its ends lie inside
+        the change, which has barely begun there."""
         change, lag, n = levels.change, self._lagged.lag, len(levels.change)
-        hot = (change >= _LAGGED_RISE * np.maximum(levels.before, levels.after)) & (change >= _LAGGED_FLOOR)
+        standing_out = (change >= _LAGGED_RISE * np.maximum(levels.before, levels.after)) & (change >= _LAGGED_FLOOR)
+        hot = standing_out.copy()
         hot[1:-1] |= hot[:-2] & hot[2:]  # one calmer frame does not split a run
         explained = _near(n, found, margin=self._min_gap())
         blends = []
         for start, end in runs(hot & ~explained):
-            if end - start < lag:
+            after_found, before_found = explained[max(start - 1, 0)], explained[min(end, n - 1)]
+            reaching = (after_found and standing_out[start]) or (before_found and standing_out[end - 1])
+            if end - start < (lag // 2 if reaching else lag):
                 continue
-            # What stands out just beyond a transition found is its own tail or a blend beside it:
-            # kept out as it stands, since growing it would take in the motion that follows.
-            if not explained[max(start - 1, 0)] and not explained[min(end, n - 1)]:
-                start, end = _grown_run(change, start, end, levels.calm(start, end), levels.longest, explained)
-            if not self._same_scene(start - 2, end + 1):
-                blends.append(Transition(start, end, None, "uncertain"))
+            beside = after_found or before_found
+            if beside and end - start >= lag and self._same_scene(start - 2, end + 1):
+                continue
+            start, end = _grown_run(change, start, end, levels.calm(start, end), levels.longest, explained)
+            if not beside and self._same_scene(start - 2, end + 1):
+                continue
+            blends.append(Transition(start, end, None, "uncertain"))
         return blends
 
     def _faint_ends(self, dissolves: list[Transition], levels: _LaggedLevels) -> list[Transition]:
