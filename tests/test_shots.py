@@ -802,6 +802,24 @@ def test_start_of_a_transition_found_late_is_kept_out_of_clips():
     assert_spans_avoid(_clip_spans_of(frames), 122, 138)
 
 
+def test_dissolve_into_a_flat_picture_is_no_scene_relit(tmp_path, split):
+    """Synthetic seed 606 through a real H.264 encode and the whole split stage. Its 16-frame
+    dissolve (frames 274-289) runs into a fast pan over smooth scenery that something dark crosses
+    from frame 290, which our rules find as a wipe (frames 289-300). Over the lag the dissolve's
+    frames before it stand out a lag long, but the scene test took their ends for one scene relit:
+    half a dissolve into a flat picture correlates 0.90 with where it began, and a clip held frames
+    274-284. It has less than half the contrast for its brightness, as light never leaves it: an
+    uncertain change now, and no clip holds any transition of the edit (2026-12-07)."""
+    from curate import synthetic
+
+    shots, joins = synthetic.edited_video(606, num_shots=8)
+    truth = synthetic.make_video(tmp_path / "edit.mp4", shots, joins, 320, 180, fps=24)
+    assert (274, 289) in truth.gradual and shots[3].occlusion_at is not None
+    _, clips = split(tmp_path / "edit.mp4")
+    assert clips
+    assert_clips_avoid(truth, clips)
+
+
 def test_faint_end_of_a_dissolve_found_short_is_kept_out_of_clips():
     """`synthetic.moving_dissolve` seed 405: a 24-frame dissolve (frames 96-119) between two
     shots panning about 9.5 pixels a frame (320x180). The window tests centre it 5 frames late
@@ -1341,7 +1359,10 @@ def test_one_scene_is_the_scene_moved_with_its_subject_or_relit_and_not_two_alik
     across and one down, with a subject (a 3x3 block) that stood elsewhere before, is one scene,
     and so is the scene lit half as bright. Two shots under the same sky and over the same meadow (the top and bottom
     two rows alike) with different things between are two, though nearly half their cells match
-    (as in the alike shots of `bench/transitions.py`'s TUNING-C, whose median cell matched)."""
+    (as in the alike shots of `bench/transitions.py`'s TUNING-C, whose median cell matched). Half
+    a dissolve into a flat picture of about the scene's brightness correlates with the scene as
+    well as the relit scene does, but has half its contrast at the same brightness: not the scene
+    lit differently."""
     from curate.stages.split.shots import _one_scene
 
     rng = np.random.default_rng(5)
@@ -1351,6 +1372,7 @@ def test_one_scene_is_the_scene_moved_with_its_subject_or_relit_and_not_two_alik
     after[4:7, 8:11] = 30.0  # the subject: it stood elsewhere before
     assert _one_scene(before, after)
     assert _one_scene(before, before * 0.5 + 10)
+    assert not _one_scene(before, 0.5 * before + 0.5 * np.full_like(before, before.mean() + 10))
     sky, meadow = np.linspace(200, 170, 16, dtype=np.float32), np.linspace(90, 70, 16, dtype=np.float32)
     first, second = (np.concatenate([np.tile(sky, (2, 1)), rng.uniform(40, 220, (5, 16)), np.tile(meadow, (2, 1))]) for _ in range(2))
     assert not _one_scene(first.astype(np.float32), second.astype(np.float32))

@@ -187,7 +187,8 @@ _LAGGED_FLOOR = 2.0  # ...and at least this many luma levels (a still shot's own
 _LAGGED_GROW = 1.5  # ...in a run as long as the lag, which grows over the frames beside it still this far above their side...
 _SAME_SCENE = 0.3  # ...unless, moved, the thumbnails before and after it differ this little for their contrast...
 _SAME_SHARE = 2 / 3  # ...over this share of their cells: the scene came back...
-_SAME_LIGHT = 0.9  # ...or correlate this well: the scene came back, lit differently
+_SAME_LIGHT = 0.9  # ...or correlate this well: the scene came back, lit differently...
+_SAME_LIGHT_CONTRAST = 2 / 3  # ...each with at least this share of the other's contrast for its brightness
 _THUMB_REACH = (4, 2)  # whole thumbnail cells across and down that the scene may have moved meanwhile
 _THUMB_EVERY = 4  # a thumbnail is kept of every fourth frame (at most 3 frames further out than asked)
 _FAINT_SHARE = 1 / 3  # frames beside a dissolve whose lagged change is at least this share of its median inside...
@@ -1478,11 +1479,16 @@ def _one_scene(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether two thumbnails show one scene. Moved by the whole cells (within `_THUMB_REACH`)
     that match them best, either `_SAME_SHARE` of the cells differ by at most `_SAME_SCENE` of
     their contrast (standard deviation), or they correlate at least `_SAME_LIGHT`: the same
-    picture, lit brighter or darker. The share leaves out a subject that moved meanwhile. Two
-    shots that a blend joins differ over more of the picture, however alike: smooth shapes may
+    picture, lit brighter or darker: light scales contrast and brightness alike, so each keeps at
+    least `_SAME_LIGHT_CONTRAST` of the other's contrast for its brightness (standard deviation over
+    mean). A dissolve half done into a flat picture correlates as well with where it began, but has
+    half its contrast at about its brightness. The share leaves out a subject that moved meanwhile.
+    Two shots that a blend joins differ over more of the picture, however alike: smooth shapes may
     correlate at 0.6 at some move, and shots sharing a sky and a meadow match on half the cells."""
     left_over, correlation = _scene_match(a, b)
-    return left_over <= _SAME_SCENE * (a.std() + b.std()) / 2 or correlation >= _SAME_LIGHT
+    flatter, livelier = sorted(float(t.std() / max(t.mean(), 1.0)) for t in (a, b))
+    relit = correlation >= _SAME_LIGHT and flatter >= _SAME_LIGHT_CONTRAST * livelier
+    return left_over <= _SAME_SCENE * (a.std() + b.std()) / 2 or relit
 
 
 def _scene_match(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
