@@ -1486,9 +1486,10 @@ def _one_scene(a: np.ndarray, b: np.ndarray) -> bool:
     Two shots that a blend joins differ over more of the picture, however alike: smooth shapes may
     correlate at 0.6 at some move, and shots sharing a sky and a meadow match on half the cells."""
     left_over, correlation = _scene_match(a, b)
-    flatter, livelier = sorted(float(t.std() / max(t.mean(), 1.0)) for t in (a, b))
+    contrast_a, contrast_b = a.std(), b.std()
+    flatter, livelier = sorted([float(contrast_a / max(a.mean(), 1.0)), float(contrast_b / max(b.mean(), 1.0))])
     relit = correlation >= _SAME_LIGHT and flatter >= _SAME_LIGHT_CONTRAST * livelier
-    return left_over <= _SAME_SCENE * (a.std() + b.std()) / 2 or relit
+    return left_over <= _SAME_SCENE * (contrast_a + contrast_b) / 2 or relit
 
 
 def _scene_match(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
