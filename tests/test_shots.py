@@ -837,6 +837,24 @@ def test_faint_end_of_a_dissolve_found_short_is_kept_out_of_clips():
     assert_spans_avoid(_clip_spans_of(frames), first, last + 1, detection)
 
 
+@pytest.mark.parametrize("seed", [5, 731])
+def test_lagged_blend_grows_past_a_busy_stretch_of_the_next_shot(seed):
+    """`synthetic.moving_dissolve` seeds 5 and 731: a 48-frame dissolve (frames 72-119) between two
+    pans. Over the lag its middle stands out, and the run grows over the frames beside it still well
+    above their side. Measured at the run's own first or last frame, that side took in a busy
+    stretch of the shot beyond, which stopped the growth 6 frames after the dissolve's start (seed
+    5) or 4 before its end (seed 731), and a clip held those frames in the benchmark's encoded
+    videos. Measured at each frame grown over, the side lies beyond that stretch: the lower of the
+    two is the level a frame must stand above (2026-12-07)."""
+    from curate import synthetic
+
+    shots, joins = synthetic.moving_dissolve(seed)
+    first, last = synthetic.truth(shots, joins).gradual[0]
+    assert (first, last) == (72, 119), (first, last)
+    frames = _rendered_grids(shots, joins)
+    assert_spans_avoid(_clip_spans_of(frames), first, last + 1, _detection(frames))
+
+
 def test_faint_end_of_a_long_dissolve_found_short_through_the_split_stage(tmp_path, split):
     """`synthetic.moving_dissolve` seed 436 through a real H.264 encode and the whole split stage:
     a 48-frame dissolve (frames 72-119) from a slow pan into a pan of 12 pixels a frame. The

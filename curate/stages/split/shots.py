@@ -219,6 +219,9 @@ class Detection:
     uncertain: list[Transition]  # kind "uncertain", without a cut_frame
 
 
+Level = float | np.ndarray  # a threshold for every frame alike, or one per frame
+
+
 class _LaggedLevels(NamedTuple):
     """The lagged change (`lagged.LaggedChange`) per frame, frames not measured counting as
     unchanged, and its medians over the frames on each side beyond half the longest transition
@@ -229,11 +232,13 @@ class _LaggedLevels(NamedTuple):
     after: np.ndarray
     longest: int  # the most frames a run grows to: the longest transition and a lag
 
-    def calm(self, start: int, end: int) -> tuple[float, float]:
-        """The levels a run [start, end) grows over, before and after it: `_LAGGED_GROW` times its
-        side there (nothing past the video's ends), and half the floor."""
-        sides = (self.before[start], self.after[end - 1])
-        return tuple(max(_LAGGED_GROW * (v if np.isfinite(v) else 0.0), _LAGGED_FLOOR / 2) for v in sides)
+    def calm(self, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+        """The levels, per frame before and after a run [start, end), that it grows over:
+        `_LAGGED_GROW` times the side there (nothing past the video's ends), and half the floor. The
+        side is the lower of the run's own (at its first or last frame) and the frame's: a busy
+        stretch of the next shot may raise either, and only the frame's lies beyond it."""
+        sides = (np.minimum(self.before, self.before[start]), np.minimum(self.after, self.after[end - 1]))
+        return tuple(np.maximum(_LAGGED_GROW * np.where(np.isfinite(v), v, 0.0), _LAGGED_FLOOR / 2) for v in sides)
 
 
 class _PanMeasures(NamedTuple):
@@ -806,7 +811,7 @@ class ShotDetector:
         ends = []
         for t in dissolves:
             middle = float(np.median(change[t.start : t.end]))
-            calm = tuple(max(level, _FAINT_SHARE * middle) for level in levels.calm(t.start, t.end))
+            calm = tuple(np.maximum(level, _FAINT_SHARE * middle) for level in levels.calm(t.start, t.end))
             start, end = _grown_run(change, t.start, t.end, calm, levels.longest, top=_FAINT_TOP * middle)
             if t.start - start > half_lag:
                 ends.append(Transition(max(0, start - half_lag), t.start, None, "uncertain"))
@@ -1458,15 +1463,16 @@ def _typical_step(step: np.ndarray) -> np.ndarray:
 
 
 def _grown_run(
-    values: np.ndarray, start: int, end: int, calm: tuple[float, float], longest: int, blocked: np.ndarray | None = None,
+    values: np.ndarray, start: int, end: int, calm: tuple[Level, Level], longest: int, blocked: np.ndarray | None = None,
     top: float = math.inf,
 ) -> tuple[int, int]:  # fmt: skip
     """The run [start, end) grown over the frames beside it whose value is at least `calm` (the
-    level before it, the level after it) and at most `top`, up to `longest` frames in all, onto no
-    `blocked` frame."""
+    level before it, the level after it: one for every frame, or one per frame) and at most `top`,
+    up to `longest` frames in all, onto no `blocked` frame."""
 
-    def open_at(i: int, level: float) -> bool:
-        return level <= values[i] <= top and (blocked is None or not blocked[i])
+    def open_at(i: int, level: Level) -> bool:
+        at_least = level[i] if isinstance(level, np.ndarray) else level
+        return at_least <= values[i] <= top and (blocked is None or not blocked[i])
 
     while start > 0 and end - start < longest and open_at(start - 1, calm[0]):
         start -= 1
