@@ -855,6 +855,24 @@ def test_lagged_blend_grows_past_a_busy_stretch_of_the_next_shot(seed):
     assert_spans_avoid(_clip_spans_of(frames), first, last + 1, _detection(frames))
 
 
+def test_faint_start_of_a_dissolve_that_something_crosses_right_after(tmp_path, split):
+    """Synthetic seed 607 through a real H.264 encode and the whole split stage. Its 16-frame
+    dissolve (frames 424-439) runs into a shot that something dark crosses from frame 435. The
+    window tests find it 6 frames late, and a clip held its first frames. Over the lag those
+    frames change the picture as the dissolve's early half does; but the crossing raised the
+    lagged change of its late half several times over, and against the whole dissolve's median
+    they read as no faint start. Each end is now measured against its own half, and no clip holds
+    any of the edit's 7 transitions (2026-12-07)."""
+    from curate import synthetic
+
+    shots, joins = synthetic.edited_video(607, num_shots=8)
+    truth = synthetic.make_video(tmp_path / "edit.mp4", shots, joins, 320, 180, fps=24)
+    assert (424, 439) in truth.gradual and shots[4].occlusion_at == 11
+    _, clips = split(tmp_path / "edit.mp4")
+    assert clips
+    assert_clips_avoid(truth, clips)
+
+
 def test_faint_end_of_a_long_dissolve_found_short_through_the_split_stage(tmp_path, split):
     """`synthetic.moving_dissolve` seed 436 through a real H.264 encode and the whole split stage:
     a 48-frame dissolve (frames 72-119) from a slow pan into a pan of 12 pixels a frame. The

@@ -191,7 +191,7 @@ _SAME_LIGHT = 0.9  # ...or correlate this well: the scene came back, lit differe
 _SAME_LIGHT_CONTRAST = 2 / 3  # ...each with at least this share of the other's contrast for its brightness
 _THUMB_REACH = (4, 2)  # whole thumbnail cells across and down that the scene may have moved meanwhile
 _THUMB_EVERY = 4  # a thumbnail is kept of every fourth frame (at most 3 frames further out than asked)
-_FAINT_SHARE = 1 / 3  # frames beside a dissolve whose lagged change is at least this share of its median inside...
+_FAINT_SHARE = 1 / 3  # frames beside a dissolve whose lagged change is at least this share of its median (over its half there)...
 _FAINT_TOP = 2.0  # ...and at most this many times it (a faster change there is motion, not the blend) are its faint end
 
 
@@ -802,17 +802,21 @@ class ShotDetector:
         first or last frames (in a 48-frame one, a fiftieth of the other picture each). Over the
         lag those frames still change the picture about as the frames inside do: frames beside a
         dissolve whose lagged change stays between `_FAINT_SHARE` and `_FAINT_TOP` times its
-        median inside, and above the side beyond as a lagged blend's tail is
-        (`_LaggedLevels.calm`), are its faint end, kept out of clips. Each value spans the lag
+        median over the dissolve's half on their side, and above the side beyond as a lagged
+        blend's tail is (`_LaggedLevels.calm`), are its faint end, kept out of clips. Each value spans the lag
         around its frame, so every dissolve reaches half a lag further: only a longer reach
         counts. The faintest frames, under the shots' own motion and noise, read as no change:
         half a lag more is kept out."""
         change, half_lag = levels.change, self._lagged.lag // 2
         ends = []
         for t in dissolves:
-            middle = float(np.median(change[t.start : t.end]))
-            calm = tuple(np.maximum(level, _FAINT_SHARE * middle) for level in levels.calm(t.start, t.end))
-            start, end = _grown_run(change, t.start, t.end, calm, levels.longest, top=_FAINT_TOP * middle)
+            # Each end against the half of the dissolve on its side: something crossing the picture
+            # right after a dissolve raises the lagged change of its late half only.
+            middle = (t.start + t.end) // 2
+            halves = [float(np.median(change[a:b])) for a, b in ((t.start, max(middle, t.start + 1)), (middle, t.end))]
+            calm = tuple(np.maximum(side, _FAINT_SHARE * half) for side, half in zip(levels.calm(t.start, t.end), halves, strict=True))
+            top = tuple(_FAINT_TOP * half for half in halves)
+            start, end = _grown_run(change, t.start, t.end, calm, levels.longest, top=top)
             if t.start - start > half_lag:
                 ends.append(Transition(max(0, start - half_lag), t.start, None, "uncertain"))
             if end - t.end > half_lag:
@@ -1464,19 +1468,19 @@ def _typical_step(step: np.ndarray) -> np.ndarray:
 
 def _grown_run(
     values: np.ndarray, start: int, end: int, calm: tuple[Level, Level], longest: int, blocked: np.ndarray | None = None,
-    top: float = math.inf,
+    top: tuple[float, float] = (math.inf, math.inf),
 ) -> tuple[int, int]:  # fmt: skip
     """The run [start, end) grown over the frames beside it whose value is at least `calm` (the
-    level before it, the level after it: one for every frame, or one per frame) and at most `top`,
-    up to `longest` frames in all, onto no `blocked` frame."""
+    level before it, the level after it: one for every frame, or one per frame) and at most `top`
+    (before it, after it), up to `longest` frames in all, onto no `blocked` frame."""
 
-    def open_at(i: int, level: Level) -> bool:
-        at_least = level[i] if isinstance(level, np.ndarray) else level
-        return at_least <= values[i] <= top and (blocked is None or not blocked[i])
+    def open_at(i: int, level: Level, most: float) -> bool:
+        least = level[i] if isinstance(level, np.ndarray) else level
+        return least <= values[i] <= most and (blocked is None or not blocked[i])
 
-    while start > 0 and end - start < longest and open_at(start - 1, calm[0]):
+    while start > 0 and end - start < longest and open_at(start - 1, calm[0], top[0]):
         start -= 1
-    while end < len(values) and end - start < longest and open_at(end, calm[1]):
+    while end < len(values) and end - start < longest and open_at(end, calm[1], top[1]):
         end += 1
     return start, end
 
