@@ -873,6 +873,25 @@ def test_faint_start_of_a_dissolve_that_something_crosses_right_after(tmp_path, 
     assert_clips_avoid(truth, clips)
 
 
+def test_fade_out_of_a_flat_pan_into_a_crossing_is_a_fade(tmp_path, split):
+    """Synthetic seed 815 through a real H.264 encode and the whole split stage. A 16-frame dip to
+    black (frames 588-603) leaves a fast pan over smooth scenery (contrast 5 luma levels) for a
+    shot that something dark crosses from frame 607. The ramp out of the dip climbs on into the
+    crossing, whose frames bend the line of mean luma against contrast that a fade keeps: the whole
+    ramp's line meets zero contrast at 75, no black. The dip was taken for no fade, a cut was found
+    at frame 598, and a clip held the fade's last frames. The half of the ramp nearest the dip meets
+    it at 14, well within half the margin: a fade now, and no clip holds any transition
+    (2026-12-07)."""
+    from curate import synthetic
+
+    shots, joins = synthetic.edited_video(815, num_shots=8)
+    truth = synthetic.make_video(tmp_path / "edit.mp4", shots, joins, 320, 180, fps=24)
+    assert (588, 603) in truth.gradual and joins[6].kind == "fade" and shots[7].occlusion_at == 11
+    video, clips = split(tmp_path / "edit.mp4")
+    assert clips and "fade" in list(video["cut_kinds"]), video
+    assert_clips_avoid(truth, clips)
+
+
 def test_faint_end_of_a_long_dissolve_found_short_through_the_split_stage(tmp_path, split):
     """`synthetic.moving_dissolve` seed 436 through a real H.264 encode and the whole split stage:
     a 48-frame dissolve (frames 72-119) from a slow pan into a pan of 12 pixels a frame. The

@@ -1075,8 +1075,8 @@ class ShotDetector:
             # straight line in contrast that meets c at zero contrast. A dim stretch of one shot (a
             # fast pan across a flat, mid-grey area, even one flat enough to count as blank) dips in
             # contrast alone and keeps its mean: its line meets zero contrast mid-range.
-            left_ramp = left_ramp and _heads_for_blank(std[lo : start + 1], mean[lo : start + 1])
-            right_ramp = right_ramp and _heads_for_blank(std[end - 1 : hi], mean[end - 1 : hi])
+            left_ramp = left_ramp and _ramp_heads_for_blank(std[lo : start + 1], mean[lo : start + 1])
+            right_ramp = right_ramp and _ramp_heads_for_blank(std[end - 1 : hi][::-1], mean[end - 1 : hi][::-1])
             ramps = left_ramp or right_ramp
             # A fade dims one picture and brightens the next: across it consecutive frames stay
             # alike, apart from the odd frame at the bottom. A dark, fast camera move between two
@@ -1226,11 +1226,23 @@ def _abrupt_blip(std: np.ndarray, start: int, end: int) -> bool:
     return std[start - 1] > _BLIP_JUMP * std[start] and std[end] > _BLIP_JUMP * std[end - 1]
 
 
-def _heads_for_blank(std: np.ndarray, mean: np.ndarray) -> bool:
-    """Do frames along a contrast ramp fade towards black or white? The least-squares line of
-    mean luma against contrast, extrapolated to zero contrast, gives the fade colour."""
+def _ramp_heads_for_blank(std: np.ndarray, mean: np.ndarray) -> bool:
+    """Does a contrast ramp (its frames from the outermost to the dip's edge) fade towards black or
+    white: the whole ramp (`_heads_for_blank`), or the half of it nearest the dip, more closely? A
+    ramp may climb on into the next shot's own changes (something crossing it right after a fade),
+    which bend its line; its frames nearest the dip are the fade's own. Asking that half for half
+    the margin keeps a dim stretch of one shot out, whose line near its flattest frames may reach
+    towards black too."""
+    near = max(2, len(std) // 2) + 1
+    return _heads_for_blank(std, mean) or _heads_for_blank(std[-near:], mean[-near:], _FADE_LEVEL_MARGIN / 2)
+
+
+def _heads_for_blank(std: np.ndarray, mean: np.ndarray, margin: float = _FADE_LEVEL_MARGIN) -> bool:
+    """Do frames along a contrast ramp fade towards black or white (a colour within `margin` of
+    either)? The least-squares line of mean luma against contrast, extrapolated to zero contrast,
+    gives the fade colour."""
     _, level = np.polyfit(std.astype(np.float64), mean.astype(np.float64), 1)
-    return bool(level <= _FADE_LEVEL_MARGIN or level >= 255.0 - _FADE_LEVEL_MARGIN)
+    return bool(level <= margin or level >= 255.0 - margin)
 
 
 def _ramp_step(outer: np.ndarray, inner: float, level: float) -> int:
