@@ -20,7 +20,8 @@ towards the zero vector, which is at distance 1 from any picture.
 - Fade: a dip in contrast (blank frames, or frames far flatter than both sides), widened over
   the ramps around it; an abrupt dip of a few frames is a flash and left to the cut test. Its
   ramps count only if they head for black or white (mean luma against contrast extrapolates
-  there): a dim, mid-grey stretch of one shot is no fade, even one flat enough to look blank.
+  there, over the whole ramp or, more closely, over its half nearest the dip): a dim, mid-grey
+  stretch of one shot is no fade, even one flat enough to look blank.
 
 - Uncertain changes: a jump of the whole picture well above the motion around it that failed
   the cut tests, or a burst: a window (of any dissolve width) whose ends differ far more than
@@ -1228,21 +1229,38 @@ def _abrupt_blip(std: np.ndarray, start: int, end: int) -> bool:
 
 def _ramp_heads_for_blank(std: np.ndarray, mean: np.ndarray) -> bool:
     """Does a contrast ramp (its frames from the outermost to the dip's edge) fade towards black or
-    white: the whole ramp (`_heads_for_blank`), or the half of it nearest the dip, more closely? A
-    ramp may climb on into the next shot's own changes (something crossing it right after a fade),
-    which bend its line; its frames nearest the dip are the fade's own. Asking that half for half
-    the margin keeps a dim stretch of one shot out, whose line near its flattest frames may reach
-    towards black too."""
+    white: the whole ramp (`_heads_for_blank`), or else the half of it nearest the dip? A ramp may
+    climb on into the next shot's own changes (something crossing it right after a fade), which
+    bend its line; its frames nearest the dip are the fade's own. That half must be a ramp itself
+    (its contrast rising `_RAMP`-fold), its line read robustly (`_robust_level`: a flash at the
+    dip's edge lies off any line), and meet black or white within half the margin: a dim stretch
+    of one shot, whose line near its flattest frames may reach towards black too, stays out."""
+    if _heads_for_blank(std, mean):
+        return True
     near = max(2, len(std) // 2) + 1
-    return _heads_for_blank(std, mean) or _heads_for_blank(std[-near:], mean[-near:], _FADE_LEVEL_MARGIN / 2)
+    std, mean = std[-near:].astype(np.float64), mean[-near:].astype(np.float64)
+    if std.max() < _RAMP * max(std.min(), 1e-6):
+        return False
+    level = _robust_level(std, mean)
+    return level <= _FADE_LEVEL_MARGIN / 2 or level >= 255.0 - _FADE_LEVEL_MARGIN / 2
 
 
-def _heads_for_blank(std: np.ndarray, mean: np.ndarray, margin: float = _FADE_LEVEL_MARGIN) -> bool:
-    """Do frames along a contrast ramp fade towards black or white (a colour within `margin` of
-    either)? The least-squares line of mean luma against contrast, extrapolated to zero contrast,
-    gives the fade colour."""
+def _robust_level(std: np.ndarray, mean: np.ndarray) -> float:
+    """Mean luma at zero contrast along the line through a few frames' (contrast, mean luma): the
+    median of the slopes between every two frames, and the median intercept at that slope, which
+    one frame off the line cannot sway."""
+    first, second = np.triu_indices(len(std), 1)
+    run = std[second] - std[first]
+    apart = np.abs(run) > 1e-6
+    slope = float(np.median((mean[second] - mean[first])[apart] / run[apart])) if apart.any() else 0.0
+    return float(np.median(mean - slope * std))
+
+
+def _heads_for_blank(std: np.ndarray, mean: np.ndarray) -> bool:
+    """Do frames along a contrast ramp fade towards black or white? The least-squares line of
+    mean luma against contrast, extrapolated to zero contrast, gives the fade colour."""
     _, level = np.polyfit(std.astype(np.float64), mean.astype(np.float64), 1)
-    return bool(level <= margin or level >= 255.0 - margin)
+    return bool(level <= _FADE_LEVEL_MARGIN or level >= 255.0 - _FADE_LEVEL_MARGIN)
 
 
 def _ramp_step(outer: np.ndarray, inner: float, level: float) -> int:
