@@ -1287,6 +1287,28 @@ def test_near_blank_dip_whose_ramps_keep_a_mid_grey_mean_is_no_fade():
     assert [t.kind for t in detector._fades(std, towards_black, returns, step)] == ["fade"]
 
 
+def test_half_a_ramp_near_the_dip_reads_a_fade_that_a_crossing_bends():
+    """Ramps measured in the benchmark's videos (contrast and mean luma per frame, from the
+    outermost frame to the dip's edge). Seed 815's ramp out of a dip to black climbs on into
+    something crossing the next shot: its whole line meets zero contrast at 75, but the half
+    nearest the dip heads for black, so it is a fade's. Seed 501's ramp into a white flash in the
+    middle of a dissolve ends on the flash's two frames, which sway a line through a few frames
+    towards white; seed 107's ramp into a flat, bright stretch of one shot barely changes contrast
+    over that half (10.2-10.6), so any line through it is wild. Neither is a fade's."""
+    from curate.stages.split.shots import _heads_for_blank, _ramp_heads_for_blank
+
+    crossing_std = np.array([46.5, 44.0, 34.8, 18.7, 19.1, 18.9, 17.0, 15.0, 12.8, 10.7, 8.7, 6.5, 4.4])
+    crossing_mean = np.array([79.2, 94.9, 110.2, 122.9, 122.7, 122.1, 110.3, 98.2, 86.3, 74.3, 62.5, 50.6, 38.9])
+    assert not _heads_for_blank(crossing_std, crossing_mean)
+    assert _ramp_heads_for_blank(crossing_std, crossing_mean)
+    flash_std = np.array([28.2, 26.6, 24.9, 23.2, 21.9, 20.4, 19.1, 17.8, 16.5, 15.7, 14.8, 14.5, 9.3, 8.3])
+    flash_mean = np.array([114.1, 113.1, 111.5, 110.4, 109.2, 108.1, 106.8, 106.0, 105.5, 104.7, 104.3, 103.8, 171.3, 176.2])
+    assert not _ramp_heads_for_blank(flash_std, flash_mean)
+    flat_std = np.array([28.9, 17.6, 16.5, 15.8, 14.4, 13.5, 12.5, 11.6, 10.6, 10.6, 10.5, 10.4, 10.4, 10.3, 10.2])
+    flat_mean = np.array([127.2, 133.8, 133.9, 134.0, 134.3, 135.2, 136.0, 136.8, 137.7, 138.4, 139.3, 140.0, 140.6, 141.3, 141.9])
+    assert not _ramp_heads_for_blank(flat_std, flat_mean)
+
+
 def test_fade_tail_stops_where_the_next_shot_drifts_on_its_own():
     """A dip to black, then a shot whose own contrast goes on rising slowly for over two seconds
     (a camera move bringing in detail). The fade's ramp climbs to the contrast the shot has within

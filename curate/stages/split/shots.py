@@ -20,8 +20,8 @@ towards the zero vector, which is at distance 1 from any picture.
 - Fade: a dip in contrast (blank frames, or frames far flatter than both sides), widened over
   the ramps around it; an abrupt dip of a few frames is a flash and left to the cut test. Its
   ramps count only if they head for black or white (mean luma against contrast extrapolates
-  there, over the whole ramp or, more closely, over its half nearest the dip): a dim, mid-grey
-  stretch of one shot is no fade, even one flat enough to look blank.
+  there, over the whole ramp or, more closely and read robustly, over its half nearest the dip):
+  a dim, mid-grey stretch of one shot is no fade, even one flat enough to look blank.
 
 - Uncertain changes: a jump of the whole picture well above the motion around it that failed
   the cut tests, or a burst: a window (of any dissolve width) whose ends differ far more than
@@ -237,7 +237,8 @@ class _LaggedLevels(NamedTuple):
         """The levels, per frame before and after a run [start, end), that it grows over:
         `_LAGGED_GROW` times the side there (nothing past the video's ends), and half the floor. The
         side is the lower of the run's own (at its first or last frame) and the frame's: a busy
-        stretch of the next shot may raise either, and only the frame's lies beyond it."""
+        stretch of the shot beside may raise the run's, while the frame's, further out, may lie
+        past it (or the other way round)."""
         sides = (np.minimum(self.before, self.before[start]), np.minimum(self.after, self.after[end - 1]))
         return tuple(np.maximum(_LAGGED_GROW * np.where(np.isfinite(v), v, 0.0), _LAGGED_FLOOR / 2) for v in sides)
 
@@ -804,10 +805,10 @@ class ShotDetector:
         lag those frames still change the picture about as the frames inside do: frames beside a
         dissolve whose lagged change stays between `_FAINT_SHARE` and `_FAINT_TOP` times its
         median over the dissolve's half on their side, and above the side beyond as a lagged
-        blend's tail is (`_LaggedLevels.calm`), are its faint end, kept out of clips. Each value spans the lag
-        around its frame, so every dissolve reaches half a lag further: only a longer reach
-        counts. The faintest frames, under the shots' own motion and noise, read as no change:
-        half a lag more is kept out."""
+        blend's tail is (`_LaggedLevels.calm`), are its faint end, kept out of clips. Each value
+        spans the lag around its frame, so every dissolve reaches half a lag further: only a longer
+        reach counts. The faintest frames, under the shots' own motion and noise, read as no
+        change: half a lag more is kept out."""
         change, half_lag = levels.change, self._lagged.lag // 2
         ends = []
         for t in dissolves:
