@@ -88,6 +88,7 @@ from __future__ import annotations
 import math
 import warnings
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -220,7 +221,7 @@ class Detection:
     uncertain: list[Transition]  # kind "uncertain", without a cut_frame
 
 
-Level = float | np.ndarray  # a threshold for every frame alike, or one per frame
+Level = float | Callable[[int], float]  # the least value of every frame alike, or of frame i
 
 
 class _LaggedLevels(NamedTuple):
@@ -233,14 +234,22 @@ class _LaggedLevels(NamedTuple):
     after: np.ndarray
     longest: int  # the most frames a run grows to: the longest transition and a lag
 
-    def calm(self, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
-        """The levels, per frame before and after a run [start, end), that it grows over:
-        `_LAGGED_GROW` times the side there (nothing past the video's ends), and half the floor. The
-        side is the lower of the run's own (at its first or last frame) and the frame's: a busy
-        stretch of the shot beside may raise the run's, while the frame's, further out, may lie
-        past it (or the other way round)."""
-        sides = (np.minimum(self.before, self.before[start]), np.minimum(self.after, self.after[end - 1]))
-        return tuple(np.maximum(_LAGGED_GROW * np.where(np.isfinite(v), v, 0.0), _LAGGED_FLOOR / 2) for v in sides)
+    def calm(self, start: int, end: int, at_least: tuple[float, float] = (0.0, 0.0)) -> tuple[Level, Level]:
+        """The levels a run [start, end) grows over, frame by frame before and after it:
+        `_LAGGED_GROW` times the side there (nothing past the video's ends), half the floor, and
+        `at_least`. The side is the lower of the run's own (at its first or last frame) and the
+        frame's: a busy stretch of the shot beside may raise the run's, while the frame's, further
+        out, may lie past it (or the other way round)."""
+
+        def level(sides: np.ndarray, edge: int, least: float) -> Level:
+            return lambda i: max(_LAGGED_GROW * min(_finite(sides[i]), _finite(sides[edge])), _LAGGED_FLOOR / 2, least)
+
+        return level(self.before, start, at_least[0]), level(self.after, end - 1, at_least[1])
+
+
+def _finite(value: float) -> float:
+    """A side's median, with none (past the video's ends) counting as 0."""
+    return float(value) if np.isfinite(value) else 0.0
 
 
 class _PanMeasures(NamedTuple):
@@ -816,7 +825,7 @@ class ShotDetector:
             # right after a dissolve raises the lagged change of its late half only.
             middle = (t.start + t.end) // 2
             halves = [float(np.median(change[a:b])) for a, b in ((t.start, max(middle, t.start + 1)), (middle, t.end))]
-            calm = tuple(np.maximum(side, _FAINT_SHARE * half) for side, half in zip(levels.calm(t.start, t.end), halves, strict=True))
+            calm = levels.calm(t.start, t.end, at_least=tuple(_FAINT_SHARE * half for half in halves))
             top = tuple(_FAINT_TOP * half for half in halves)
             start, end = _grown_run(change, t.start, t.end, calm, levels.longest, top=top)
             if t.start - start > half_lag:
@@ -1506,7 +1515,7 @@ def _grown_run(
     (before it, after it), up to `longest` frames in all, onto no `blocked` frame."""
 
     def open_at(i: int, level: Level, most: float) -> bool:
-        least = level[i] if isinstance(level, np.ndarray) else level
+        least = level(i) if callable(level) else level
         return least <= values[i] <= most and (blocked is None or not blocked[i])
 
     while start > 0 and end - start < longest and open_at(start - 1, calm[0], top[0]):
