@@ -877,11 +877,11 @@ def test_fade_out_of_a_flat_pan_into_a_crossing_is_a_fade(tmp_path, split):
     """Synthetic seed 815 through a real H.264 encode and the whole split stage. A 16-frame dip to
     black (frames 588-603) leaves a fast pan over smooth scenery (contrast 5 luma levels) for a
     shot that something dark crosses from frame 607. The ramp out of the dip climbs on into the
-    crossing, whose frames bend the line of mean luma against contrast that a fade keeps: the whole
-    ramp's line meets zero contrast at 75, no black. The dip was taken for no fade, a cut was found
-    at frame 598, and a clip held the fade's last frames. The half of the ramp nearest the dip meets
-    it at 14, well within half the margin: a fade now, and no clip holds any transition
-    (2026-12-07)."""
+    crossing, whose frames bend the line of mean luma against contrast that a fade keeps: the
+    ramp's least-squares line meets zero contrast at 75, no black. The dip was taken for no fade, a
+    cut was found at frame 598, and a clip held the fade's last frames. Read robustly (the median of
+    the slopes between every two frames), the line meets it at 16: a fade now, and no clip holds any
+    transition (2026-12-07)."""
     from curate import synthetic
 
     shots, joins = synthetic.edited_video(815, num_shots=8)
@@ -1287,14 +1287,14 @@ def test_near_blank_dip_whose_ramps_keep_a_mid_grey_mean_is_no_fade():
     assert [t.kind for t in detector._fades(std, towards_black, returns, step)] == ["fade"]
 
 
-def test_half_a_ramp_near_the_dip_reads_a_fade_that_a_crossing_bends():
+def test_a_robust_line_reads_a_fade_ramp_that_a_crossing_bends():
     """Ramps measured in the benchmark's videos (contrast and mean luma per frame, from the
     outermost frame to the dip's edge). Seed 815's ramp out of a dip to black climbs on into
-    something crossing the next shot: its whole line meets zero contrast at 75, but the half
-    nearest the dip heads for black, so it is a fade's. Seed 501's ramp into a white flash in the
-    middle of a dissolve ends on the flash's two frames, which sway a line through a few frames
-    towards white; seed 107's ramp into a flat, bright stretch of one shot barely changes contrast
-    over that half (10.2-10.6), so any line through it is wild. Neither is a fade's."""
+    something crossing the next shot: its least-squares line meets zero contrast at 75, but the
+    median of the slopes between every two frames follows the fade's frames and meets it near
+    black, so it is a fade's. Seed 501's ramp into a white flash in the middle of a dissolve ends
+    on the flash's two frames, and seed 107's runs into a flat, bright stretch of one shot (contrast
+    10.2-10.6, its mean still rising): neither line, read either way, meets black or white."""
     from curate.stages.split.shots import _heads_for_blank, _ramp_heads_for_blank
 
     crossing_std = np.array([46.5, 44.0, 34.8, 18.7, 19.1, 18.9, 17.0, 15.0, 12.8, 10.7, 8.7, 6.5, 4.4])

@@ -20,8 +20,8 @@ towards the zero vector, which is at distance 1 from any picture.
 - Fade: a dip in contrast (blank frames, or frames far flatter than both sides), widened over
   the ramps around it; an abrupt dip of a few frames is a flash and left to the cut test. Its
   ramps count only if they head for black or white (mean luma against contrast extrapolates
-  there, over the whole ramp or, more closely and read robustly, over its half nearest the dip):
-  a dim, mid-grey stretch of one shot is no fade, even one flat enough to look blank.
+  there, by least squares or by the median of the slopes between frames): a dim, mid-grey
+  stretch of one shot is no fade, even one flat enough to look blank.
 
 - Uncertain changes: a jump of the whole picture well above the motion around it that failed
   the cut tests, or a burst: a window (of any dissolve width) whose ends differ far more than
@@ -1238,27 +1238,19 @@ def _abrupt_blip(std: np.ndarray, start: int, end: int) -> bool:
 
 
 def _ramp_heads_for_blank(std: np.ndarray, mean: np.ndarray) -> bool:
-    """Does a contrast ramp (its frames from the outermost to the dip's edge) fade towards black or
-    white: the whole ramp (`_heads_for_blank`), or else the half of it nearest the dip? A ramp may
-    climb on into the next shot's own changes (something crossing it right after a fade), which
-    bend its line; its frames nearest the dip are the fade's own. That half must be a ramp itself
-    (its contrast rising `_RAMP`-fold), its line read robustly (`_robust_level`: a flash at the
-    dip's edge lies off any line), and meet black or white within half the margin: a dim stretch
-    of one shot, whose line near its flattest frames may reach towards black too, stays out."""
-    if _heads_for_blank(std, mean):
-        return True
-    near = max(2, len(std) // 2) + 1
-    std, mean = std[-near:].astype(np.float64), mean[-near:].astype(np.float64)
-    if std.max() < _RAMP * max(std.min(), 1e-6):
-        return False
-    level = _robust_level(std, mean)
-    return level <= _FADE_LEVEL_MARGIN / 2 or level >= 255.0 - _FADE_LEVEL_MARGIN / 2
+    """Does a contrast ramp fade towards black or white? Its line of mean luma against contrast
+    meets the fade colour at zero contrast (`_heads_for_blank`), read by least squares or robustly
+    (`_robust_level`): a ramp may climb on into the next shot's own changes (something crossing it
+    right after a fade), whose frames pull a least-squares line off the fade's, not the median of
+    the slopes between every two frames."""
+    level = _robust_level(std.astype(np.float64), mean.astype(np.float64))
+    return _heads_for_blank(std, mean) or _is_blank_colour(level)
 
 
 def _robust_level(std: np.ndarray, mean: np.ndarray) -> float:
-    """Mean luma at zero contrast along the line through a few frames' (contrast, mean luma): the
-    median of the slopes between every two frames, and the median intercept at that slope, which
-    one frame off the line cannot sway."""
+    """Mean luma at zero contrast along the line through frames' (contrast, mean luma): the median
+    of the slopes between every two frames, and the median intercept at that slope, which a few
+    frames off the line cannot sway."""
     first, second = np.triu_indices(len(std), 1)
     run = std[second] - std[first]
     apart = np.abs(run) > 1e-6
@@ -1270,6 +1262,11 @@ def _heads_for_blank(std: np.ndarray, mean: np.ndarray) -> bool:
     """Do frames along a contrast ramp fade towards black or white? The least-squares line of
     mean luma against contrast, extrapolated to zero contrast, gives the fade colour."""
     _, level = np.polyfit(std.astype(np.float64), mean.astype(np.float64), 1)
+    return _is_blank_colour(level)
+
+
+def _is_blank_colour(level: float) -> bool:
+    """Whether a fade colour (a luma level) is black or white, within `_FADE_LEVEL_MARGIN`."""
     return bool(level <= _FADE_LEVEL_MARGIN or level >= 255.0 - _FADE_LEVEL_MARGIN)
 
 
