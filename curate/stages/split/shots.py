@@ -65,11 +65,12 @@ towards the zero vector, which is at distance 1 from any picture.
   of the run on both sides, clear of the transitions found and their margins, where the picture
   after the run is not the one before it moved on (something that passed in front of the camera,
   or a flash). An uncertain change, grown over the frames beside it that are still well above
-  their side (away from a transition found only). A shorter run that reaches a transition found
-  is the part of it that the transition, placed late or early, leaves out: uncertain too, with no
-  scene test (its ends lie inside the change). Beside a dissolve found, frames whose lagged
-  change stays near the dissolve's own are its faint ends, which the window tests left out where
-  they centred it off its middle: uncertain changes too.
+  their side (away from a transition found only). A run that reaches a transition found is the
+  part of it that the transition, placed late or early, leaves out: uncertain too from half a lag
+  long, with the scene test only once a lag long (before that its ends lie inside the change).
+  Beside a dissolve found, frames whose lagged change stays near that of the dissolve's half on
+  their side are its faint ends, which the window tests left out where they centred it off its
+  middle: uncertain changes too.
 - A pan over smooth scenery passes for a dissolve or a wipe (a smooth picture moved half the way
   is close to a blend of it moved all of it and none): a dissolve or wipe on nearly every frame
   of which the pan tracker reads a move that explains the frame as well as it does beside it is
