@@ -1295,18 +1295,18 @@ def test_a_robust_line_reads_a_fade_ramp_that_a_crossing_bends():
     black, so it is a fade's. Seed 501's ramp into a white flash in the middle of a dissolve ends
     on the flash's two frames, and seed 107's runs into a flat, bright stretch of one shot (contrast
     10.2-10.6, its mean still rising): neither line, read either way, meets black or white."""
-    from curate.stages.split.shots import _heads_for_blank, _ramp_heads_for_blank
+    from curate.stages.split.fades import _heads_for_blank, ramp_heads_for_blank
 
     crossing_std = np.array([46.5, 44.0, 34.8, 18.7, 19.1, 18.9, 17.0, 15.0, 12.8, 10.7, 8.7, 6.5, 4.4])
     crossing_mean = np.array([79.2, 94.9, 110.2, 122.9, 122.7, 122.1, 110.3, 98.2, 86.3, 74.3, 62.5, 50.6, 38.9])
     assert not _heads_for_blank(crossing_std, crossing_mean)
-    assert _ramp_heads_for_blank(crossing_std, crossing_mean)
+    assert ramp_heads_for_blank(crossing_std, crossing_mean)
     flash_std = np.array([28.2, 26.6, 24.9, 23.2, 21.9, 20.4, 19.1, 17.8, 16.5, 15.7, 14.8, 14.5, 9.3, 8.3])
     flash_mean = np.array([114.1, 113.1, 111.5, 110.4, 109.2, 108.1, 106.8, 106.0, 105.5, 104.7, 104.3, 103.8, 171.3, 176.2])
-    assert not _ramp_heads_for_blank(flash_std, flash_mean)
+    assert not ramp_heads_for_blank(flash_std, flash_mean)
     flat_std = np.array([28.9, 17.6, 16.5, 15.8, 14.4, 13.5, 12.5, 11.6, 10.6, 10.6, 10.5, 10.4, 10.4, 10.3, 10.2])
     flat_mean = np.array([127.2, 133.8, 133.9, 134.0, 134.3, 135.2, 136.0, 136.8, 137.7, 138.4, 139.3, 140.0, 140.6, 141.3, 141.9])
-    assert not _ramp_heads_for_blank(flat_std, flat_mean)
+    assert not ramp_heads_for_blank(flat_std, flat_mean)
 
 
 def test_fade_tail_stops_where_the_next_shot_drifts_on_its_own():
@@ -1404,16 +1404,16 @@ def test_nanquantiles_match_numpy():
 
 
 def test_scene_match_is_the_best_over_every_move_of_the_thumbnail():
-    """`shots._scene_match` measures every move at once; one move at a time, with numpy's own
+    """`scenes.scene_match` measures every move at once; one move at a time, with numpy's own
     quantile and correlation, gives the same two figures: on textured thumbnails, on a flat one
     (no correlation), and on thumbnails smaller than the moves' reach."""
-    from curate.stages.split.shots import _SAME_SHARE, _THUMB_REACH, _scene_match
+    from curate.stages.split.scenes import _REACH, _SAME_SHARE, scene_match
 
     def one_move_at_a_time(a, b):
         height, width = a.shape
         least, best = np.inf, -1.0
-        for dy in range(-_THUMB_REACH[1], _THUMB_REACH[1] + 1):
-            for dx in range(-_THUMB_REACH[0], _THUMB_REACH[0] + 1):
+        for dy in range(-_REACH[1], _REACH[1] + 1):
+            for dx in range(-_REACH[0], _REACH[0] + 1):
                 y0, y1, x0, x1 = max(0, dy), height + min(0, dy), max(0, dx), width + min(0, dx)
                 if (y1 - y0) * (x1 - x0) < 0.25 * height * width:
                     continue
@@ -1428,11 +1428,11 @@ def test_scene_match_is_the_best_over_every_move_of_the_thumbnail():
     cases = [(world[2:11, 4:20], world[1:10, 2:18]), (world[:9, :16], rng.integers(0, 256, (9, 16)).astype(np.float32))]
     cases += [(np.full((9, 16), 40.0, np.float32), world[:9, :16]), (world[:3, :4], world[5:8, 9:13])]
     for a, b in cases:
-        assert np.allclose(_scene_match(a, b), one_move_at_a_time(a, b), rtol=1e-6, atol=1e-9)
+        assert np.allclose(scene_match(a, b), one_move_at_a_time(a, b), rtol=1e-6, atol=1e-9)
 
 
 def test_one_scene_is_the_scene_moved_with_its_subject_or_relit_and_not_two_alike_shots():
-    """`shots._one_scene` on 16x9 thumbnails: a textured scene moved in the frame by two cells
+    """`scenes.one_scene` on 16x9 thumbnails: a textured scene moved in the frame by two cells
     across and one down, with a subject (a 3x3 block) that stood elsewhere before, is one scene,
     and so is the scene lit half as bright. Two shots under the same sky and over the same meadow (the top and bottom
     two rows alike) with different things between are two, though nearly half their cells match
@@ -1440,16 +1440,16 @@ def test_one_scene_is_the_scene_moved_with_its_subject_or_relit_and_not_two_alik
     a dissolve into a flat picture of about the scene's brightness correlates with the scene as
     well as the relit scene does, but has half its contrast at the same brightness: not the scene
     lit differently."""
-    from curate.stages.split.shots import _one_scene
+    from curate.stages.split.scenes import one_scene
 
     rng = np.random.default_rng(5)
     world = rng.uniform(40, 220, (13, 24)).astype(np.float32)
     before = world[2:11, 4:20].copy()
     after = world[1:10, 2:18].copy()  # the scene moved two cells right and one down in the frame
     after[4:7, 8:11] = 30.0  # the subject: it stood elsewhere before
-    assert _one_scene(before, after)
-    assert _one_scene(before, before * 0.5 + 10)
-    assert not _one_scene(before, 0.5 * before + 0.5 * np.full_like(before, before.mean() + 10))
+    assert one_scene(before, after)
+    assert one_scene(before, before * 0.5 + 10)
+    assert not one_scene(before, 0.5 * before + 0.5 * np.full_like(before, before.mean() + 10))
     sky, meadow = np.linspace(200, 170, 16, dtype=np.float32), np.linspace(90, 70, 16, dtype=np.float32)
     first, second = (np.concatenate([np.tile(sky, (2, 1)), rng.uniform(40, 220, (5, 16)), np.tile(meadow, (2, 1))]) for _ in range(2))
-    assert not _one_scene(first.astype(np.float32), second.astype(np.float32))
+    assert not one_scene(first.astype(np.float32), second.astype(np.float32))

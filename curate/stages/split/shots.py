@@ -76,6 +76,10 @@ towards the zero vector, which is at distance 1 from any picture.
   of which the pan tracker reads a move that explains the frame as well as it does beside it is
   the pan, and dropped.
 
+The measures behind some of these tests live beside this module: `fades.py` (what a contrast ramp
+does), `wipes.py` (the cell-by-cell wipe test), `scenes.py` (one scene before and after a change),
+`pans.py` (camera moves), `lagged.py` (the change over a third of a second); this module decides.
+
 `split.detector` may join these boundaries with TransNetV2's (`transnet.py`: every boundary either
 finds, ours where both do); this module knows nothing of it.
 
@@ -96,22 +100,19 @@ from typing import NamedTuple
 import numpy as np
 
 from curate.config import SplitConfig
+from curate.stages.split.fades import BLIP_JUMP, abrupt_blip, ramp_heads_for_blank, ramp_step
 from curate.stages.split.lagged import LaggedChange
-from curate.stages.split.medians import nanmedians, nanquantiles
+from curate.stages.split.medians import nanmedians
 from curate.stages.split.pans import MovingBlends, PanTracker
+from curate.stages.split.scenes import one_scene
+from curate.stages.split.wipes import IS_PARTIAL_WIPE, IS_WIPE, wipe_like
 
 _CHUNK = 1024  # frames scored in one vectorised step (a few numpy calls per width for all of them; under 1 MB a stack)
 _BATCH = 64  # frames described in one vectorised step
 _NEIGHBOURS = 4  # frames on each side that define the typical difference around a cut
 _DIFF_FLOOR = 0.03  # keeps the cut ratio finite in perfectly static shots
-_FADE_STEP = 1.02  # per-frame contrast change that still counts as part of a fade
 _DIP = 0.35  # a frame this much flatter than the pictures on both sides is inside a fade
 _RAMP = 1.5  # contrast rise across the frames around a dip that makes it a fade
-_LEVEL = 0.8  # a fade ends where contrast is back to this share of the shot's level
-_SLOW_FADE_STEP = 1.003  # below that level, even this slow a rise continues the fade
-_BLIP_FRAMES = 3  # dips this short, entered and left in one frame each, are flashes
-_BLIP_JUMP = 2.0  # the contrast ratio of "at once"
-_BLIP_BOTTOM = 1.25  # frames within this ratio of such a dip's flattest are in it
 _ISOLATED = 2.0  # a cut's step is at least this many times the motion steps around it
 _RETURNED = 0.5  # distance under which "the old picture came back"
 _MOTION_OFFSET = 5  # frames from an event to the windows that measure the shot's own motion
@@ -140,7 +141,6 @@ _HIST_ISOLATED = 4.0  # ...when it is this many times the largest change of the 
 _HIST_BACK = 0.25  # after a jump of _HIST_JUMP or more, a histogram this close to the one before has come back (a flash)
 _MOTION_CUT = 3.0  # a cut into heavy motion changes this many times more than any of the 3 calm frames beside it
 _WHOLE_PICTURE = 0.2  # a cut's median cell change is at least this share of its RMS cell change
-_FADE_LEVEL_MARGIN = 64.0  # a fade heads for a luma level this close to black (0) or white (255)
 _SETTLING = 0.25  # luma levels per frame by which brightness or contrast still moves in a transition's tail
 _UNCERTAIN_RATIO = 1.5  # a whole-picture jump this far above the motion around it is kept out of clips
 _UNCERTAIN_SPREAD = 0.3  # the looser "whole picture" (see _WHOLE_PICTURE) of such a jump
@@ -152,15 +152,6 @@ _WIDE_HIST = 0.2  # ...with a histogram change at least this large
 _FLASH_FRAMES = 2  # the longest flash a window's end may fall on
 _TRIM = 0.15  # steps this small against a burst's largest are still frames at its ends
 _MIN_PRESENCE = 0.5  # the least share of a distance threshold kept for low-contrast pictures
-_CELL_CHANGE = 12.0  # luma levels by which a coarse cell differs between a wipe's two pictures
-_WIPE_CHANGED = 0.8  # share of the cells a wipe changes (the whole picture, give or take flat areas)
-_PARTIAL_CHANGED = 0.4  # a wipe between pictures alike in part changes fewer: kept out of clips only...
-_STRAIGHT = 0.9  # ...if one straight front splits this share of the cells it changed
-_IS_WIPE, _IS_PARTIAL_WIPE = 1.0, 0.5  # the wipe scores of the two
-_WIPE_RESIDUAL = 0.3  # how far a frame inside a wipe may be from the nearer picture, cell by cell
-_WIPE_SHARE = (0.3, 0.7)  # the new picture's share of the changed cells at the wipe's middle...
-_WIPE_PROGRESS = 0.1  # ...which grows by at least this from a quarter of the window to the middle and on
-_WIPE_COHERENT = 0.8  # share of neighbouring cells on the same side: one front, not scattered cells
 _WIPE_CONTRAST = 1.2  # a wipe window's ends differ this many times more than those of the windows beside it
 # Scoring screens windows by that test a little more loosely: the decision compares spans rounded
 # to float16, each up to 0.05% off.
@@ -187,12 +178,7 @@ _LAGGED_S = 1 / 3  # the lag over which `lagged.LaggedChange` measures what no c
 _LAGGED_SIDE_S = 0.5  # the frames on each side, clear of half the longest transition, that it is measured against
 _LAGGED_RISE = 2.0  # a frame whose lagged change is this many times that of both sides...
 _LAGGED_FLOOR = 2.0  # ...and at least this many luma levels (a still shot's own is under 1)...
-_LAGGED_GROW = 1.5  # ...in a run as long as the lag, which grows over the frames beside it still this far above their side...
-_SAME_SCENE = 0.3  # ...unless, moved, the thumbnails before and after it differ this little for their contrast...
-_SAME_SHARE = 2 / 3  # ...over this share of their cells: the scene came back...
-_SAME_LIGHT = 0.9  # ...or correlate this well: the scene came back, lit differently...
-_SAME_LIGHT_CONTRAST = 2 / 3  # ...each with at least this share of the other's contrast for its brightness
-_THUMB_REACH = (4, 2)  # whole thumbnail cells across and down that the scene may have moved meanwhile
+_LAGGED_GROW = 1.5  # ...in a run as long as the lag, which grows over the frames beside it still this far above their side
 _THUMB_EVERY = 4  # a thumbnail is kept of every fourth frame (at most 3 frames further out than asked)
 _FAINT_SHARE = 1 / 3  # frames beside a dissolve whose lagged change is at least this share of its median (over its half there)...
 _FAINT_TOP = 2.0  # ...and at most this many times it (a faster change there is motion, not the blend) are its faint end
@@ -486,8 +472,8 @@ class ShotDetector:
         self._first = keep_from
 
     def _wipe_scores(self, coarse: _Pairs, blocks: np.ndarray, rows, span: np.ndarray, h: int) -> np.ndarray:
-        """_IS_WIPE (_IS_PARTIAL_WIPE) for the centres whose window of half-width h passes the
-        wipe test (`_wipe_like`) and whose change lasts: the old picture does not come back after
+        """`IS_WIPE` (`IS_PARTIAL_WIPE`) for the centres whose window of half-width h passes the
+        wipe test (`wipes.wipe_like`) and whose change lasts: the old picture does not come back after
         the window, nor was the new one there before it (something sweeping past the lens, as a
         flash would). The cell-by-cell test is the costly part, so only windows that could be
         taken as wipes are tested: their ends are far apart, and further apart than those of the
@@ -503,7 +489,7 @@ class ShotDetector:
             return rows(offset).start + tested
 
         a, b, beyond = at(-h), at(h), h + self._beyond(h)
-        found = _wipe_like(blocks, a, at(-(h // 2)), at(0), at(h // 2), b)
+        found = wipe_like(blocks, a, at(-(h // 2)), at(0), at(h // 2), b)
         lasting = _WIPE_LASTS * span[tested]
         found *= (coarse.dist(a, at(beyond)) >= lasting) & (coarse.dist(at(-beyond), b) >= lasting)
         wipe[tested] = found
@@ -667,10 +653,10 @@ class ShotDetector:
 
     def _partial_wipes(self, scores: dict[str, np.ndarray], h: int, explained: np.ndarray) -> list[Transition]:
         """Windows that pass the wipe test on the cells their ends differ in, though those are too
-        few for a wipe (`_PARTIAL_CHANGED`): two pictures alike in part (the same sky, the same wall)."""
+        few for a wipe (`wipes.wipe_like`): two pictures alike in part (the same sky, the same wall)."""
         if h < _WIPE_MIN_HALF:
             return []
-        centres = [c for c in _wipe_centres(scores, h, _IS_PARTIAL_WIPE).tolist() if not explained[c - h + 1 : c + h].any()]
+        centres = [c for c in _wipe_centres(scores, h, IS_PARTIAL_WIPE).tolist() if not explained[c - h + 1 : c + h].any()]
         return [_trimmed(scores["step"], c - h + 1, c + h) for c in centres]
 
     def _blend_dips(
@@ -837,11 +823,11 @@ class ShotDetector:
 
     def _same_scene(self, before: int, after: int) -> bool:
         """Whether the thumbnails kept at or before frame `before` and at or after frame `after`
-        (each clamped to the video) show one scene (`_one_scene`)."""
+        (each clamped to the video) show one scene (`scenes.one_scene`)."""
         thumbs = np.frombuffer(self._thumbs, np.uint8).reshape(-1, *self._thumb_shape)
         first = min(max(0, before) // _THUMB_EVERY, len(thumbs) - 1)
         last = min(-(-max(0, after) // _THUMB_EVERY), len(thumbs) - 1)
-        return _one_scene(thumbs[first].astype(np.float32), thumbs[last].astype(np.float32))
+        return one_scene(thumbs[first].astype(np.float32), thumbs[last].astype(np.float32))
 
     def _slides(self, scores: dict[str, np.ndarray], bursts: list[Transition], std: np.ndarray) -> list[Transition]:
         """Bursts (whose ends are unrelated pictures) that are a slide or push: every frame of it
@@ -1021,14 +1007,14 @@ class ShotDetector:
         return self.widths[widest]
 
     def _wipes(self, scores: dict[str, np.ndarray], in_fade: np.ndarray, taken: np.ndarray, pans: _PanMeasures) -> list[Transition]:
-        """Windows whose frames pass the wipe test (`_wipe_like`) and whose ends differ more than
+        """Windows whose frames pass the wipe test (`wipes.wipe_like`) and whose ends differ more than
         those of the same-length windows beside them (a shot moving fast changes those too), where
         no other transition is and no camera move explains them (`_PanMeasures.explain`);
         overlapping windows are one wipe."""
         n = self.num_frames
         windows = []  # (start, end, half-width) of the windows that found a wipe
         for h in (h for h in self.widths if h >= _WIPE_MIN_HALF):
-            windows += [(c - h + 1, c + h, h) for c in _wipe_centres(scores, h, _IS_WIPE).tolist()]
+            windows += [(c - h + 1, c + h, h) for c in _wipe_centres(scores, h, IS_WIPE).tolist()]
         wipes = []
         for start, end in _overlapping(sorted(w[:2] for w in windows)):
             if taken[start:end].any() or in_fade[start:end].any():
@@ -1061,20 +1047,20 @@ class ShotDetector:
         low = blank | ((std < _DIP * left_max) & (std < _DIP * right_max))
         fades = []
         for start, end in runs(low):
-            if _abrupt_blip(std, start, end):
+            if abrupt_blip(std, start, end):
                 continue  # a flash or a glitch: the cut detector judges the frames around it
             # Walk out while contrast still rises, or is still well below the level it rises to.
             # A frame whose contrast wobbles against the trend (grain, a flicker, a moving bright
             # spot) does not end a ramp: the frame beyond it may carry the fade on.
             lo, level = start, left_level[start]
             while lo > 0 and start - lo < limit:
-                move = _ramp_step(std[max(0, lo - 2) : lo][::-1], std[lo], level)
+                move = ramp_step(std[max(0, lo - 2) : lo][::-1], std[lo], level)
                 if not move:
                     break
                 lo -= move
             hi, level = end, right_level[end - 1]
             while hi < n and hi - end < limit:
-                move = _ramp_step(std[hi : hi + 2], std[hi - 1], level)
+                move = ramp_step(std[hi : hi + 2], std[hi - 1], level)
                 if not move:
                     break
                 hi += move
@@ -1082,13 +1068,11 @@ class ShotDetector:
             # dim shot, or into black), which the cut detector judges.
             left_ramp = start - lo >= 2 and std[lo] > _RAMP * std[start]
             right_ramp = hi - end >= 2 and std[hi - 1] > _RAMP * std[end - 1]
-            # A ramp counts only if it heads for black or white. A fade maps every pixel p to
-            # c + a * (p - c) (c the fade colour, a its progress), so across a ramp mean luma is a
-            # straight line in contrast that meets c at zero contrast. A dim stretch of one shot (a
-            # fast pan across a flat, mid-grey area, even one flat enough to count as blank) dips in
-            # contrast alone and keeps its mean: its line meets zero contrast mid-range.
-            left_ramp = left_ramp and _ramp_heads_for_blank(std[lo : start + 1], mean[lo : start + 1])
-            right_ramp = right_ramp and _ramp_heads_for_blank(std[end - 1 : hi][::-1], mean[end - 1 : hi][::-1])
+            # A ramp counts only if it heads for black or white (`fades.ramp_heads_for_blank`): a dim
+            # stretch of one shot (a fast pan across a flat, mid-grey area, even one flat enough to
+            # count as blank) dips in contrast alone and keeps its mean.
+            left_ramp = left_ramp and ramp_heads_for_blank(std[lo : start + 1], mean[lo : start + 1])
+            right_ramp = right_ramp and ramp_heads_for_blank(std[end - 1 : hi][::-1], mean[end - 1 : hi][::-1])
             ramps = left_ramp or right_ramp
             # A fade dims one picture and brightens the next: across it consecutive frames stay
             # alike, apart from the odd frame at the bottom. A dark, fast camera move between two
@@ -1099,8 +1083,8 @@ class ShotDetector:
                 # An abrupt dip: black frames between two cuts make a transition, unless the same
                 # picture comes back after them (a glitch or a flash). A dim shot is no fade at all,
                 # nor are near-blank frames that brighten slowly into one: both edges must jump.
-                jumps_in = start == 0 or std[start - 1] > _BLIP_JUMP * std[start]
-                jumps_out = end == n or std[end] > _BLIP_JUMP * std[end - 1]
+                jumps_in = start == 0 or std[start - 1] > BLIP_JUMP * std[start]
+                jumps_out = end == n or std[end] > BLIP_JUMP * std[end - 1]
                 if not (blank[start:end].any() and jumps_in and jumps_out):
                     continue
                 if start > 0 and returns[start] < _RETURNED:
@@ -1224,69 +1208,6 @@ def _flattest_blend(a, b):
     return a * b / np.maximum(np.hypot(a, b), 1e-6)
 
 
-def _abrupt_blip(std: np.ndarray, start: int, end: int) -> bool:
-    """A dip of at most a few frames that contrast falls into and climbs out of at once. The dip's
-    frames are those as flat as its bottom, give or take _BLIP_BOTTOM: a flash's two frames may
-    straddle the threshold that found the dip."""
-    bottom = _BLIP_BOTTOM * float(std[start:end].min())
-    while start > 0 and std[start - 1] <= bottom:
-        start -= 1
-    while end < len(std) and std[end] <= bottom:
-        end += 1
-    if end - start > _BLIP_FRAMES or start == 0 or end == len(std):
-        return False
-    return std[start - 1] > _BLIP_JUMP * std[start] and std[end] > _BLIP_JUMP * std[end - 1]
-
-
-def _ramp_heads_for_blank(std: np.ndarray, mean: np.ndarray) -> bool:
-    """Does a contrast ramp fade towards black or white? Its line of mean luma against contrast
-    meets the fade colour at zero contrast (`_heads_for_blank`), read by least squares or robustly
-    (`_robust_level`): a ramp may climb on into the next shot's own changes (something crossing it
-    right after a fade), whose frames pull a least-squares line off the fade's, not the median of
-    the slopes between every two frames."""
-    level = _robust_level(std.astype(np.float64), mean.astype(np.float64))
-    return _heads_for_blank(std, mean) or _is_blank_colour(level)
-
-
-def _robust_level(std: np.ndarray, mean: np.ndarray) -> float:
-    """Mean luma at zero contrast along the line through frames' (contrast, mean luma): the median
-    of the slopes between every two frames, and the median intercept at that slope, which a few
-    frames off the line cannot sway."""
-    first, second = np.triu_indices(len(std), 1)
-    run = std[second] - std[first]
-    apart = np.abs(run) > 1e-6
-    slope = float(np.median((mean[second] - mean[first])[apart] / run[apart])) if apart.any() else 0.0
-    return float(np.median(mean - slope * std))
-
-
-def _heads_for_blank(std: np.ndarray, mean: np.ndarray) -> bool:
-    """Do frames along a contrast ramp fade towards black or white? The least-squares line of
-    mean luma against contrast, extrapolated to zero contrast, gives the fade colour."""
-    _, level = np.polyfit(std.astype(np.float64), mean.astype(np.float64), 1)
-    return _is_blank_colour(level)
-
-
-def _is_blank_colour(level: float) -> bool:
-    """Whether a fade colour (a luma level) is black or white, within `_FADE_LEVEL_MARGIN`."""
-    return bool(level <= _FADE_LEVEL_MARGIN or level >= 255.0 - _FADE_LEVEL_MARGIN)
-
-
-def _ramp_step(outer: np.ndarray, inner: float, level: float) -> int:
-    """How many frames a ramp walk moves outwards from a frame with contrast `inner`, given the
-    next one or two frames outwards (`outer`, nearest first): 1 if the next frame continues the
-    fade, 2 if only the one after it does (one frame wobbling against the trend), else 0."""
-    for k, value in enumerate(outer[:2]):
-        if _still_fading(float(value), inner, level):
-            return k + 1
-    return 0
-
-
-def _still_fading(outer: float, inner: float, level: float) -> bool:
-    """Is a frame with contrast `outer`, next to one with `inner`, still part of a fade towards
-    `level`? Yes while contrast rises clearly, or rises at all while still well below the level."""
-    return outer > inner * _FADE_STEP or (outer < _LEVEL * level and outer > inner * _SLOW_FADE_STEP)
-
-
 def _side_maxima(values: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
     """For each index, the maximum of the `width` values before it and of the `width` after it."""
     padded = np.concatenate([np.full(width, -np.inf), values, np.full(width, -np.inf)])
@@ -1332,94 +1253,20 @@ def _blend_scores(pairs: _Pairs, a: Rows, m: Rows, b: Rows, h: int) -> dict[str,
     }
 
 
-def _wipe_like(blocks: np.ndarray, a: np.ndarray, early: np.ndarray, m: np.ndarray, late: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per window (rows of `blocks`, one (rows, cols) grid of block means per frame: its ends `a`
-    and `b`, its middle `m`, and the frames a quarter of the way from the middle, `early` and
-    `late`), _IS_WIPE where the window looks like a wipe from picture a to picture b, else 0: a
-    and b differ in nearly every cell, each cell of the three inner frames is close to a's or to
-    b's, b's cells form one region, and that region grows from `early` through `m` to `late`.
-    Where a and b differ in fewer cells (down to _PARTIAL_CHANGED of them: pictures alike in
-    part), _IS_PARTIAL_WIPE if the same holds and one straight front splits the changed cells at
-    the middle (`_straight_front`). Each test runs only on the windows that passed the ones before
-    (most fail the first)."""
-    found = np.zeros(len(a), np.float32)
-    grid = blocks.shape[1:]
-    cells = blocks.reshape(len(blocks), -1)  # one row of cells per frame: sums over one axis are cheaper
-    ends = np.abs(cells[a] - cells[b])
-    changed = ends > _CELL_CHANGE
-    changed_share = changed.mean(axis=1)
-    left = np.flatnonzero(changed_share >= _PARTIAL_CHANGED)
-    ends, changed = ends[left], changed[left]
-    count = np.maximum(changed.sum(axis=1), 1)
-    scale = np.sqrt(np.maximum(np.einsum("ij,ij->i", ends**2, changed) / count, 1e-6))
-    kept: dict[str, np.ndarray] = {}  # per window still in: each inner frame's share of new cells, the middle's labels
-    for name, frame in (("m", m), ("early", early), ("late", late)):
-        inner = cells[frame[left]]
-        to_a, to_b = np.abs(inner - cells[a[left]]), np.abs(inner - cells[b[left]])
-        residual = np.sqrt(np.einsum("ij,ij->i", np.minimum(to_a, to_b) ** 2, changed) / count) / scale
-        new = to_b < to_a
-        share = (new & changed).sum(axis=1) / count
-        ok = residual <= _WIPE_RESIDUAL
-        if name == "m":
-            ok &= (share >= _WIPE_SHARE[0]) & (share <= _WIPE_SHARE[1])
-        keep = np.flatnonzero(ok)
-        coherent = _coherence(new[keep].reshape(-1, *grid), changed[keep].reshape(-1, *grid)) >= _WIPE_COHERENT
-        keep = keep[coherent]  # the costliest test: last
-        left, changed, count, scale = left[keep], changed[keep], count[keep], scale[keep]
-        kept = {k: v[keep] for k, v in kept.items()}
-        kept[name] = share[keep]
-        if name == "m":
-            kept["new_at_m"] = new[keep]
-        if not len(left):
-            return found
-    grows = (kept["early"] < kept["m"] - _WIPE_PROGRESS) & (kept["late"] > kept["m"] + _WIPE_PROGRESS)
-    # Fewer changed cells than a wipe changes: pictures alike in part, or something moving in
-    # one part of the picture. Only a front straight across the picture tells a wipe there.
-    whole = changed_share[left] >= _WIPE_CHANGED
-    straight = _straight_front(kept["new_at_m"].reshape(-1, *grid), changed.reshape(-1, *grid)) >= _STRAIGHT
-    found[left] = np.where(grows & whole, _IS_WIPE, np.where(grows & straight, _IS_PARTIAL_WIPE, 0.0))
-    return found
-
-
 def _wipe_centres(scores: dict[str, np.ndarray], h: int, kind: float) -> np.ndarray:
-    """Centres whose window of half-width h scored `kind` in the wipe test (`_IS_WIPE` or
-    `_IS_PARTIAL_WIPE`) and changes more than the windows beside it (a shot moving fast changes
+    """Centres whose window of half-width h scored `kind` in the wipe test (`IS_WIPE` or
+    `IS_PARTIAL_WIPE`) and changes more than the windows beside it (a shot moving fast changes
     those too), both of which lie inside the video."""
     span = scores[f"span{h}"]
     outside = np.maximum(*_beside(span, h))
-    t = np.arange(len(span))
-    return np.flatnonzero((scores[f"wipe{h}"] == kind) & (span >= _WIPE_CONTRAST * outside) & (t - 3 * h >= 0) & (t + 3 * h < len(span)))
+    return np.flatnonzero((scores[f"wipe{h}"] == kind) & (span >= _WIPE_CONTRAST * outside) & _neighbours_inside(len(span), h))
 
 
-def _straight_front(new: np.ndarray, changed: np.ndarray) -> np.ndarray:
-    """Per (rows, cols) grid of booleans, the largest share of the `changed` cells that one
-    straight front across the picture (between two columns or two rows, the new picture on either
-    side of it) labels as `new` does."""
-    best = np.zeros(len(new))
-    for axis in (1, 2):  # summed over rows: a front between columns; over columns: between rows
-        fresh = _prefix_sums((new & changed).sum(axis=axis))  # new cells before each place of the front
-        stale = _prefix_sums((~new & changed).sum(axis=axis))
-        new_first = fresh + stale[:, -1:] - stale  # new before the front, old after it
-        old_first = stale + fresh[:, -1:] - fresh
-        best = np.maximum(best, np.maximum(new_first, old_first).max(axis=1))
-    return best / np.maximum(changed.sum(axis=(1, 2)), 1)
-
-
-def _prefix_sums(counts: np.ndarray) -> np.ndarray:
-    """Per row, the sums of its first 0, 1, ..., all values."""
-    return np.pad(np.cumsum(counts, axis=1), ((0, 0), (1, 0)))
-
-
-def _coherence(labels: np.ndarray, changed: np.ndarray) -> np.ndarray:
-    """Per (rows, cols) grid of booleans, the share of horizontally and vertically neighbouring
-    pairs of `changed` cells that carry the same label: 1 for two regions split by a straight front,
-    about 0.5 for scattered cells. (An unchanged cell matches both pictures: its label is noise.)"""
-    across = changed[:, :, 1:] & changed[:, :, :-1]
-    down = changed[:, 1:, :] & changed[:, :-1, :]
-    same_across = (labels[:, :, 1:] == labels[:, :, :-1]) & across
-    same_down = (labels[:, 1:, :] == labels[:, :-1, :]) & down
-    pairs = across.sum(axis=(1, 2)) + down.sum(axis=(1, 2))
-    return (same_across.sum(axis=(1, 2)) + same_down.sum(axis=(1, 2))) / np.maximum(pairs, 1)
+def _neighbours_inside(n: int, h: int) -> np.ndarray:
+    """Per centre t of n, whether the windows beside the one of half-width h at t (`_beside`)
+    lie inside the video: frames t - 3h to t + 3h."""
+    t = np.arange(n)
+    return (t - 3 * h >= 0) & (t + 3 * h < n)
 
 
 def _overlapping(spans: list[tuple[int, int]], gap: int = 0) -> list[tuple[int, int]]:
@@ -1521,48 +1368,6 @@ def _grown_run(
     while end < len(values) and end - start < longest and open_at(end, calm[1], top[1]):
         end += 1
     return start, end
-
-
-def _one_scene(a: np.ndarray, b: np.ndarray) -> bool:
-    """Whether two thumbnails show one scene. Moved by the whole cells (within `_THUMB_REACH`)
-    that match them best, either `_SAME_SHARE` of the cells differ by at most `_SAME_SCENE` of
-    their contrast (standard deviation), or they correlate at least `_SAME_LIGHT`: the same
-    picture, lit brighter or darker: light scales contrast and brightness alike, so each keeps at
-    least `_SAME_LIGHT_CONTRAST` of the other's contrast for its brightness (standard deviation over
-    mean). A dissolve half done into a flat picture correlates as well with where it began, but has
-    half its contrast at about its brightness. The share leaves out a subject that moved meanwhile.
-    Two shots that a blend joins differ over more of the picture, however alike: smooth shapes may
-    correlate at 0.6 at some move, and shots sharing a sky and a meadow match on half the cells."""
-    left_over, correlation = _scene_match(a, b)
-    contrast_a, contrast_b = a.std(), b.std()
-    flatter, livelier = sorted([float(contrast_a / max(a.mean(), 1.0)), float(contrast_b / max(b.mean(), 1.0))])
-    relit = correlation >= _SAME_LIGHT and flatter >= _SAME_LIGHT_CONTRAST * livelier
-    return left_over <= _SAME_SCENE * (contrast_a + contrast_b) / 2 or relit
-
-
-def _scene_match(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """Over the moves of `a` by whole cells within `_THUMB_REACH` that leave a quarter of the
-    picture or more to compare with `b`: the least absolute difference that `_SAME_SHARE` of the
-    cells compared stay within, and the highest correlation (-1 where the pictures are flat)."""
-    height, width = a.shape
-    reach_x, reach_y = _THUMB_REACH
-    # Every move at once: `a` padded with NaN, each move a window of it; the cells a move takes
-    # past the edge are NaN and left out of both measures.
-    padded = np.pad(a.astype(np.float64), ((reach_y, reach_y), (reach_x, reach_x)), constant_values=np.nan)
-    moves = [(dy, dx) for dy in range(-reach_y, reach_y + 1) for dx in range(-reach_x, reach_x + 1)]
-    moved = np.stack([padded[reach_y - dy : reach_y - dy + height, reach_x - dx : reach_x - dx + width] for dy, dx in moves])
-    moved = moved.reshape(len(moves), -1)
-    compared = ~np.isnan(moved)
-    count = compared.sum(axis=1)
-    enough = count >= 0.25 * height * width
-    moved, compared, count = moved[enough], compared[enough], count[enough]
-    there = np.where(compared, b.ravel().astype(np.float64), np.nan)
-    least = float(nanquantiles(np.abs(moved - there), _SAME_SHARE).min())
-    centred = [np.where(compared, v - np.nanmean(v, axis=1, keepdims=True), 0.0) for v in (moved, there)]
-    norms = [np.sqrt(np.einsum("ij,ij->i", c, c)) for c in centred]
-    varied = (norms[0] > 1e-3 * np.sqrt(count)) & (norms[1] > 1e-3 * np.sqrt(count))  # a std over 1e-3
-    correlation = np.einsum("ij,ij->i", *centred)[varied] / (norms[0] * norms[1])[varied]
-    return least, float(correlation.max()) if len(correlation) else -1.0
 
 
 def _side_medians(values: np.ndarray, side: int, clear: int) -> tuple[np.ndarray, np.ndarray]:
