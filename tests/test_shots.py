@@ -892,6 +892,27 @@ def test_fade_out_of_a_flat_pan_into_a_crossing_is_a_fade(tmp_path, split):
     assert_clips_avoid(truth, clips)
 
 
+def test_no_dissolve_from_the_first_frame_where_something_crosses_a_fast_pan_and_flashes(tmp_path, split):
+    """Synthetic seed 934 through a real H.264 encode and the whole split stage. Its first shot is
+    a fast pan that something crosses close to the lens from frame 13, with a flash at frame 16.
+    Contrast dips there, and the dip test took the window of frames 1-13 for a dissolve between
+    moving shots: a boundary at frame 7, though no shot lies before it. The windows it must change
+    more than reach past the first frame, where the scores are clamped. Dip windows now need both
+    neighbours inside the video, as wipes do: every boundary found is one of the edit's 7
+    transitions, and no clip holds any of them (2026-12-07)."""
+    from curate import synthetic
+
+    shots, joins = synthetic.edited_video(934, num_shots=8)
+    truth = synthetic.make_video(tmp_path / "edit.mp4", shots, joins, 320, 180, fps=24)
+    assert shots[0].occlusion_at == 13 and shots[0].flash_at == 16 and truth.hard_cuts[0] == 90
+    video, clips = split(tmp_path / "edit.mp4")
+    middles = [(first + last + 1) // 2 for first, last in truth.gradual]
+    for cut in video["cut_frames"]:
+        assert any(abs(cut - c) <= 2 for c in truth.hard_cuts) or any(abs(cut - m) <= 8 for m in middles), cut
+    assert clips
+    assert_clips_avoid(truth, clips)
+
+
 def test_faint_end_of_a_long_dissolve_found_short_through_the_split_stage(tmp_path, split):
     """`synthetic.moving_dissolve` seed 436 through a real H.264 encode and the whole split stage:
     a 48-frame dissolve (frames 72-119) from a slow pan into a pan of 12 pixels a frame. The

@@ -907,7 +907,9 @@ class ShotDetector:
             # Between two shots in motion the windows beside a dissolve change nearly as much as
             # it does. But an even blend of two unrelated pictures is flatter than either (its luma
             # std about 0.7 times theirs), where a pan or a moving crowd keeps its contrast.
-            dips = std <= _BLEND_DIP * _ends_contrast(std, h)
+            # Only windows whose neighbours lie inside the video, as for wipes: the dip is the weaker
+            # evidence, and a neighbour clamped at the video's first or last frame says nothing.
+            dips = (std <= _BLEND_DIP * _ends_contrast(std, h)) & _neighbours_inside(n, h)
             by_dip = ~stands_out & dips & (span >= _DIP_CONTRAST * outside)
             stands_out |= by_dip
             # Two shots alike in layout (bright above, darker below) are close on the coarse grid
