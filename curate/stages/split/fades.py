@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-BLIP_JUMP = 2.0  # the contrast ratio of "at once", into a dip or out of it
+_BLIP_JUMP = 2.0  # the contrast ratio of "at once", into a dip or out of it
 _BLIP_FRAMES = 3  # dips this short, entered and left in one frame each, are flashes
 _BLIP_BOTTOM = 1.25  # frames within this ratio of such a dip's flattest are in it
 _FADE_STEP = 1.02  # per-frame contrast change that still counts as part of a fade
@@ -32,7 +32,15 @@ def abrupt_blip(std: np.ndarray, start: int, end: int) -> bool:
         end += 1
     if end - start > _BLIP_FRAMES or start == 0 or end == len(std):
         return False
-    return std[start - 1] > BLIP_JUMP * std[start] and std[end] > BLIP_JUMP * std[end - 1]
+    return all(abrupt_edges(std, start, end))
+
+
+def abrupt_edges(std: np.ndarray, start: int, end: int) -> tuple[bool, bool]:
+    """Whether contrast falls into the dip [start, end) at once (by `_BLIP_JUMP` in one frame, or
+    the dip starts the video), and whether it climbs out of it at once (or the dip ends the video)."""
+    into = start == 0 or std[start - 1] > _BLIP_JUMP * std[start]
+    out_of = end == len(std) or std[end] > _BLIP_JUMP * std[end - 1]
+    return bool(into), bool(out_of)
 
 
 def ramp_heads_for_blank(std: np.ndarray, mean: np.ndarray) -> bool:
@@ -41,8 +49,7 @@ def ramp_heads_for_blank(std: np.ndarray, mean: np.ndarray) -> bool:
     (`_robust_level`): a ramp may climb on into the next shot's own changes (something crossing it
     right after a fade), whose frames pull a least-squares line off the fade's, not the median of
     the slopes between every two frames."""
-    level = _robust_level(std.astype(np.float64), mean.astype(np.float64))
-    return _heads_for_blank(std, mean) or _is_blank_colour(level)
+    return _heads_for_blank(std, mean) or _is_blank_colour(_robust_level(std.astype(np.float64), mean.astype(np.float64)))
 
 
 def _robust_level(std: np.ndarray, mean: np.ndarray) -> float:

@@ -100,7 +100,7 @@ from typing import NamedTuple
 import numpy as np
 
 from curate.config import SplitConfig
-from curate.stages.split.fades import BLIP_JUMP, abrupt_blip, ramp_heads_for_blank, ramp_step
+from curate.stages.split.fades import abrupt_blip, abrupt_edges, ramp_heads_for_blank, ramp_step
 from curate.stages.split.lagged import LaggedChange
 from curate.stages.split.medians import nanmedians
 from curate.stages.split.pans import MovingBlends, PanTracker
@@ -1085,9 +1085,7 @@ class ShotDetector:
                 # An abrupt dip: black frames between two cuts make a transition, unless the same
                 # picture comes back after them (a glitch or a flash). A dim shot is no fade at all,
                 # nor are near-blank frames that brighten slowly into one: both edges must jump.
-                jumps_in = start == 0 or std[start - 1] > BLIP_JUMP * std[start]
-                jumps_out = end == n or std[end] > BLIP_JUMP * std[end - 1]
-                if not (blank[start:end].any() and jumps_in and jumps_out):
+                if not (blank[start:end].any() and all(abrupt_edges(std, start, end))):
                     continue
                 if start > 0 and returns[start] < _RETURNED:
                     continue
