@@ -16,8 +16,7 @@ towards the zero vector, which is at distance 1 from any picture.
   a least-squares blend of the two with comparable weights, and the window changes much more
   than the same-length windows beside it, in picture or in luma histogram; or, between shots in
   motion (which change those windows too), somewhat more, while frame t's contrast dips well
-  below its ends' (a blend of unrelated pictures is flatter than either; a pan is not). The
-  windows beside it lie inside the video (scores clamped at its ends say nothing).
+  below its ends' (a blend of unrelated pictures is flatter than either; a pan is not).
 - Fade: a dip in contrast (blank frames, or frames far flatter than both sides), widened over
   the ramps around it; an abrupt dip of a few frames is a flash and left to the cut test. Its
   ramps count only if they head for black or white (mean luma against contrast extrapolates
@@ -908,11 +907,11 @@ class ShotDetector:
             # Between two shots in motion the windows beside a dissolve change nearly as much as
             # it does. But an even blend of two unrelated pictures is flatter than either (its luma
             # std about 0.7 times theirs), where a pan or a moving crowd keeps its contrast.
-            dips = std <= _BLEND_DIP * _ends_contrast(std, h)
+            # Only windows whose neighbours lie inside the video, as for wipes: the dip is the weaker
+            # evidence, and a neighbour clamped at the video's first or last frame says nothing.
+            dips = (std <= _BLEND_DIP * _ends_contrast(std, h)) & _neighbours_inside(n, h)
             by_dip = ~stands_out & dips & (span >= _DIP_CONTRAST * outside)
-            # Either way only against neighbours inside the video, as for wipes: one clamped at the
-            # video's first or last frame says nothing.
-            stands_out = (stands_out | by_dip) & _neighbours_inside(n, h)
+            stands_out |= by_dip
             # Two shots alike in layout (bright above, darker below) are close on the coarse grid
             # however different their content; their histograms still tell them apart. A dissolve
             # spreads that change over its frames: one frame that makes most of it is a cut.
