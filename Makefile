@@ -4,8 +4,9 @@ PY := .venv/bin/python
 VENV := .venv/.installed
 DEMO_DIR ?= demo
 # pytest-xdist processes for `make test`: two for the 2-core CI machine (more cores: TEST_PROCESSES=auto).
-# --dist loadscope keeps each test module in one process, so a module's costly fixtures (an S3
-# server with a whole run on it, training shards) are built once, not once per process.
+# --dist loadgroup keeps each test module in one process, so a module's costly fixtures (an S3
+# server with a whole run on it) are built once, not once per process; modules that share a costly
+# session fixture (a whole `curate run`, training shards) form one group (tests/conftest.py).
 TEST_PROCESSES ?= 2
 
 .PHONY: install demo test format bench clean
@@ -62,7 +63,9 @@ test: $(VENV)
 	@# The project's own bytecode, cached once: where PYTHONDONTWRITEBYTECODE is set (as on our machines), each
 	@# command a test runs (its process, its fork server) would compile every module anew.
 	$(PY) -m compileall -q curate train
-	$(PY) -m pytest -q -n $(TEST_PROCESSES) --dist loadscope
+	@# One OpenMP thread in each test process and each command it runs (a user's own setting wins):
+	@# two processes already keep both cores busy, and torch's two threads apiece only crowd them.
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -n $(TEST_PROCESSES) --dist loadgroup
 
 format: $(VENV)
 	$(PY) -m ruff format .

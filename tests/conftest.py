@@ -46,6 +46,30 @@ ACCURACY_SEEDS = (0, 1, 2, 3)
 ACCURACY_SHOTS = 4
 
 
+# -- scheduling across test processes ------------------------------------------------------------
+
+# `make test` runs the suite in pytest-xdist processes with `--dist loadgroup`: each group's tests
+# run in one process. A group is its module, except for modules that share a costly session
+# fixture: in one process, the fixture is built once, not once per process that needs it.
+SHARED_FIXTURE_GROUPS = {
+    "end_to_end": ("test_object_store", "test_ray", "test_run"),  # finished_run: a whole `curate run`
+    "training": ("test_train", "test_train_ddp", "test_train_lora", "test_train_precompute"),  # train_shards
+}
+_GROUP_OF = {module: group for group, modules in SHARED_FIXTURE_GROUPS.items() for module in modules}
+
+
+def _group(item: pytest.Item) -> str:
+    module = getattr(item, "module", None)
+    name = module.__name__ if module is not None else item.nodeid.split("::")[0]
+    return _GROUP_OF.get(name, name)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its group (a group is handed out where its first module comes)."""
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(_group(item)))
+
+
 @dataclass(frozen=True)
 class Sample:
     """A rendered video and its ground truth."""

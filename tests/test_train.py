@@ -259,9 +259,12 @@ def test_a_closed_stdout_ends_training_quietly(shards, tmp_path):
 
 
 def test_a_shard_glob_that_matches_nothing_is_one_error_line(shards, tmp_path):
-    """A quoted glob is expanded as the shell would; one matching nothing names itself."""
+    """A quoted glob is expanded as the shell would; one matching nothing names itself, before
+    the model loads: here the real preset, whose weights are not on this machine, so an error
+    about them would mean the shards were asked for only after the model."""
     pattern = str(Path(shards) / "nothing-*.tar")
-    result = subprocess.run(_command(pattern, tmp_path / "run", "--steps", "1"), cwd=REPO, capture_output=True, text=True)
+    command = [*_command(pattern, tmp_path / "run", "--steps", "1"), "--preset", "wan2.1-t2v-1.3b"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), result.stderr
     assert "no shard matches" in lines[0] and "nothing-*.tar" in lines[0]

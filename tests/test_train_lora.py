@@ -176,8 +176,8 @@ def test_a_stopped_lora_run_resumes_exactly(train_shards, tmp_path, capsys):
     assert err.startswith("error: the checkpoints in ") and "lora_rank=4" in err and err.count("\n") == 1
 
 
-def test_lora_targets_that_name_no_layer_are_one_error_line(offline, tmp_path, capsys):
-    assert main(["--shards", "unused.tar", "--out", str(tmp_path / "run"), "--set", "lora_rank=4", "lora_targets=[to_nothing]"]) == 2
+def test_lora_targets_that_name_no_layer_are_one_error_line(offline, train_shards, tmp_path, capsys):
+    assert main(["--shards", str(train_shards), "--out", str(tmp_path / "run"), "--set", "lora_rank=4", "lora_targets=[to_nothing]"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: lora_targets ['to_nothing']") and err.count("\n") == 1
 
