@@ -913,6 +913,23 @@ def test_no_dissolve_from_the_first_frame_where_something_crosses_a_fast_pan_and
     assert_clips_avoid(truth, clips)
 
 
+def test_no_dissolve_near_the_first_frame_of_a_fast_pan(tmp_path, split):
+    """Synthetic seed 1009 through a real H.264 encode and the whole split stage: its first shot
+    is a fast pan of 127 frames with no transition in it, but the window of frames 7-60 changed
+    its histogram three times more than the windows beside it, one of them clamped at the first
+    frame: a boundary at 27. The histogram now counts only against neighbours inside the video,
+    and no boundary is found before the first cut (2026-12-08). (The contrast dip there is still
+    kept out of clips, as an uncertain change.)"""
+    from curate import synthetic
+
+    shots, joins = synthetic.edited_video(1009, num_shots=8)
+    truth = synthetic.make_video(tmp_path / "edit.mp4", shots, joins, 320, 180, fps=24)
+    assert truth.hard_cuts[0] == 127 and abs(shots[0].pan[0]) > 10
+    video, clips = split(tmp_path / "edit.mp4")
+    assert min(video["cut_frames"]) >= 125, video["cut_frames"]
+    assert_clips_avoid(truth, clips)
+
+
 def test_faint_end_of_a_long_dissolve_found_short_through_the_split_stage(tmp_path, split):
     """`synthetic.moving_dissolve` seed 436 through a real H.264 encode and the whole split stage:
     a 48-frame dissolve (frames 72-119) from a slow pan into a pan of 12 pixels a frame. The

@@ -14,9 +14,10 @@ towards the zero vector, which is at distance 1 from any picture.
   dissolve: the picture has moved on meanwhile, the histogram barely).
 - Cross-dissolve centred at t with half-width h: the pictures at t-h and t+h differ, frame t is
   a least-squares blend of the two with comparable weights, and the window changes much more
-  than the same-length windows beside it, in picture or in luma histogram; or, between shots in
-  motion (which change those windows too), somewhat more, while frame t's contrast dips well
-  below its ends' (a blend of unrelated pictures is flatter than either; a pan is not).
+  than the same-length windows beside it, in picture or in luma histogram (the histogram only
+  against windows inside the video); or, between shots in motion (which change those windows
+  too), somewhat more, while frame t's contrast dips well below its ends' (a blend of unrelated
+  pictures is flatter than either; a pan is not).
 - Fade: a dip in contrast (blank frames, or frames far flatter than both sides), widened over
   the ramps around it; an abrupt dip of a few frames is a flash and left to the cut test. Its
   ramps count only if they head for black or white (mean luma against contrast extrapolates
@@ -903,13 +904,17 @@ class ShotDetector:
             outside = np.maximum(*_beside(span, h))
             hist = scores[f"hist{h}"]
             hist_outside = np.maximum(*_beside(hist, h))
-            stands_out = (span >= _CONTRAST * outside) | (hist >= np.maximum(_MIN_HIST_CHANGE, _CONTRAST * hist_outside))
+            inside = _neighbours_inside(n, h)
+            # The histogram's evidence only against neighbours inside the video, as for wipes: a
+            # fast pan's first frames change the histogram steadily, and a neighbour clamped at the
+            # video's first or last frame cannot show that.
+            stands_out = (span >= _CONTRAST * outside) | ((hist >= np.maximum(_MIN_HIST_CHANGE, _CONTRAST * hist_outside)) & inside)
             # Between two shots in motion the windows beside a dissolve change nearly as much as
             # it does. But an even blend of two unrelated pictures is flatter than either (its luma
             # std about 0.7 times theirs), where a pan or a moving crowd keeps its contrast.
             # Only windows whose neighbours lie inside the video, as for wipes: the dip is the weaker
             # evidence, and a neighbour clamped at the video's first or last frame says nothing.
-            dips = (std <= _BLEND_DIP * _ends_contrast(std, h)) & _neighbours_inside(n, h)
+            dips = (std <= _BLEND_DIP * _ends_contrast(std, h)) & inside
             by_dip = ~stands_out & dips & (span >= _DIP_CONTRAST * outside)
             stands_out |= by_dip
             # Two shots alike in layout (bright above, darker below) are close on the coarse grid
