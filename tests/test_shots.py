@@ -915,11 +915,11 @@ def test_no_dissolve_from_the_first_frame_where_something_crosses_a_fast_pan_and
 
 def test_no_dissolve_near_the_first_frame_of_a_fast_pan(tmp_path, split):
     """Synthetic seed 1009 through a real H.264 encode and the whole split stage: its first shot
-    is a fast pan of 127 frames with no transition in it, but the window of frames 7-60 changed
-    its histogram three times more than the windows beside it, one of them clamped at the first
-    frame: a boundary at 27. The histogram now counts only against neighbours inside the video,
-    and no boundary is found before the first cut (2026-12-08). (The contrast dip there is still
-    kept out of clips, as an uncertain change.)"""
+    is a fast pan of 127 frames with no transition in it, but the 42-frame window centred on frame
+    27 changed its histogram 2.7 times more than the windows beside it, one of them clamped at the
+    first frame: a dissolve over frames 7-60. The histogram now counts only against neighbours
+    inside the video, and no boundary is found before the first cut (2026-12-08). (The contrast
+    dip there is still kept out of clips, as an uncertain change.)"""
     from curate import synthetic
 
     shots, joins = synthetic.edited_video(1009, num_shots=8)
