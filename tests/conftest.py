@@ -59,9 +59,8 @@ _GROUP_OF = {module: group for group, modules in SHARED_FIXTURE_GROUPS.items() f
 
 
 def _group(item: pytest.Item) -> str:
-    module = getattr(item, "module", None)
-    name = module.__name__ if module is not None else item.nodeid.split("::")[0]
-    return _GROUP_OF.get(name, name)
+    module = item.path.stem
+    return _GROUP_OF.get(module, module)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

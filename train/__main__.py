@@ -79,16 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from train.checkpoint import UnreadableCheckpoints
     from train.config import resolve
-    from train.data import shard_urls
+    from train.trainer import Trainer
 
     try:
         config = resolve(args.preset, args.config, args.overrides, args.steps, args.shards, args.val_shards)
-        # Shards that are not there are an error now, not after the model has loaded (minutes for
-        # a large one) and the loader first asks for them.
-        for spec in filter(None, (config.shards, config.val_shards)):
-            shard_urls(spec)
-        from train.trainer import Trainer
-
         trainer = Trainer(config, args.out)
         logged = trainer.run(progress=not args.quiet)
     except (UserError, ValueError, UnreadableCheckpoints) as exc:

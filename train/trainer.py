@@ -37,7 +37,7 @@ from curate.storage import write_text_atomic
 from train import checkpoint, distributed, lora, offload
 from train.buckets import Bucket, Buckets
 from train.config import TrainConfig, to_json
-from train.data import make_loader
+from train.data import make_loader, shard_urls
 from train.flow import noised, resolution_shift, sample_timesteps
 from train.models import load_family
 from train.validation import has_validation, validation_batches, validation_loss
@@ -47,6 +47,10 @@ class Trainer:
     """One training run in one RUN_DIR (see the module docstring)."""
 
     def __init__(self, config: TrainConfig, run_dir: Path):
+        # Shards that are not there are an error now, not after the model has loaded (minutes for
+        # a large one) and the loader first asks for them; `precompute` checks first too.
+        for spec in filter(None, (config.shards, config.val_shards)):
+            shard_urls(spec)
         self.config, self.run_dir = config, Path(run_dir)
         self.world = distributed.from_environment()
         self.device = distributed.start(self.world, resolve_device(config.device, "device"))

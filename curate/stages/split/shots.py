@@ -903,12 +903,13 @@ class ShotDetector:
             # neighbouring windows does not hide a dissolve from them.
             outside = np.maximum(*_beside(span, h))
             hist = scores[f"hist{h}"]
-            hist_outside = np.maximum(*_beside(hist, h))
             inside = _neighbours_inside(n, h)
-            # The histogram's evidence only against neighbours inside the video, as for wipes: a
+            # The histogram is evidence only against neighbours inside the video, as for wipes: a
             # fast pan's first frames change the histogram steadily, and a neighbour clamped at the
-            # video's first or last frame cannot show that.
-            stands_out = (span >= _CONTRAST * outside) | ((hist >= np.maximum(_MIN_HIST_CHANGE, _CONTRAST * hist_outside)) & inside)
+            # video's first or last frame cannot show that. (An endless level: no window stands
+            # out against it, nor is it led by its histogram.)
+            hist_outside = np.where(inside, np.maximum(*_beside(hist, h)), np.inf)
+            stands_out = (span >= _CONTRAST * outside) | (hist >= np.maximum(_MIN_HIST_CHANGE, _CONTRAST * hist_outside))
             # Between two shots in motion the windows beside a dissolve change nearly as much as
             # it does. But an even blend of two unrelated pictures is flatter than either (its luma
             # std about 0.7 times theirs), where a pan or a moving crowd keeps its contrast.
